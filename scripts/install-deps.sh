@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# install-deps.sh — installs, with apt-get, whatever authd needs to build,
+# test and run that is not already on this Debian 12 machine.
+#
+#   scripts/install-deps.sh            build + test dependencies
+#   scripts/install-deps.sh --runtime  only the shared libraries authd needs to run
+#
+# Used by the README quick start, .ci/run and the Dockerfile, so all three
+# install exactly the same thing.
+set -euo pipefail
+
+build=(build-essential cmake pkg-config git
+       libprotobuf-c-dev protobuf-c-compiler
+       libnng-dev libmbedtls-dev libsodium-dev libjwt-dev libjansson-dev liblmdb-dev
+       libssl-dev openssl libcmocka-dev)
+runtime=(libprotobuf-c1 libnng1 libsodium23 libjansson4 liblmdb0 openssl ca-certificates)
+
+want=("${build[@]}")
+[ "${1:-}" = "--runtime" ] && want=("${runtime[@]}")
+
+missing=()
+for p in "${want[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+sudo=""
+[ "$(id -u)" -ne 0 ] && sudo="sudo"
+echo "install-deps: installing ${missing[*]}" >&2
+$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,45 @@
+/*
+ * password.h — argon2id password hashes through libsodium.
+ *
+ * Hashing and verifying are slow on purpose (tens of milliseconds and
+ * memlimit bytes each): call them only from the hashing worker pool
+ * (workpool.h), never on nng's callback threads.
+ */
+#ifndef AUTHD_PASSWORD_H
+#define AUTHD_PASSWORD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "status.h"
+#include "store.h"
+
+/* OWASP's minimum for argon2id: m = 19 MiB, t = 2, p = 1. */
+#define AUTHD_ARGON2_OPS_DEFAULT 2
+#define AUTHD_ARGON2_MEM_DEFAULT (19u * 1024u * 1024u)
+
+typedef struct authd_pwparams {
+    unsigned long long opslimit; /* argon2 t (iterations) */
+    size_t memlimit;             /* bytes */
+} authd_pwparams;
+
+/* authd_pwparams_check returns AUTHD_INVALID_ARGUMENT when libsodium would
+ * refuse the parameters (opslimit < 1, memlimit < 8 KiB, ...). */
+AUTHD_MUST_CHECK authd_code authd_pwparams_check(const authd_pwparams *p);
+
+/* authd_password_hash writes a NUL-terminated "$argon2id$..." string into
+ * out. AUTHD_RESOURCE_EXHAUSTED when memory for the hash is not available. */
+AUTHD_MUST_CHECK authd_code authd_password_hash(const char *pw, size_t len,
+                                                const authd_pwparams *p,
+                                                char out[AUTHD_HASH_MAX]);
+
+/* authd_password_verify is true when pw matches hash (constant time in the
+ * password; a malformed hash is false). */
+AUTHD_MUST_CHECK bool authd_password_verify(const char *hash, const char *pw, size_t len);
+
+/* authd_password_needs_rehash is true when hash was made with parameters
+ * other than p (or is not an argon2id string at all). */
+bool authd_password_needs_rehash(const char *hash, const authd_pwparams *p);
+
+#endif
