@@ -1,1 +1,1090 @@
-/* placeholder: being written */
+/*
+ * store.c — users and sessions in LMDB (see store.h for the contract).
+ *
+ * One environment, six named databases:
+ *
+ *   users               16-byte user id             -> UserRecord (protobuf)
+ *   users_by_username   canonical username          -> 16-byte user id
+ *   users_by_email      normalized email            -> 16-byte user id
+ *   sessions            16-byte session id          -> SessionRecord (protobuf)
+ *   sessions_by_expiry  8-byte expiry || session id -> empty (for purge)
+ *   meta                "schema"                    -> 4-byte big-endian version
+ *
+ * The expiry in sessions_by_expiry is expires_at with its sign bit flipped,
+ * big-endian, so that byte order is numeric order for every int64 (negative
+ * values included) and purge can walk the index from the start.
+ *
+ * Writers take LMDB's one write transaction. Readers come from a pool of
+ * read-only transactions (the env is opened MDB_NOTLS so a handle may move
+ * between threads): a handle is mdb_txn_reset() when returned and
+ * mdb_txn_renew()'d when taken, so the hot path (authd_store_verify_lookup)
+ * costs no mdb_txn_begin and no malloc. Records are decoded with protobuf-c
+ * through an arena allocator on the caller's stack, falling back to malloc
+ * only for records too large to be valid anyway.
+ *
+ * Everything handed out is copied out of the map before the transaction
+ * ends (LMDB 0.9.24: values live only until txn end or the next write).
+ */
+#include "store.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdalign.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <lmdb.h>
+
+#include "authd/store/v1/records.pb-c.h"
+#include "log.h"
+
+#define SCHEMA_VERSION      1u
+#define DEFAULT_MAP_SIZE    ((size_t)4 << 30)
+#define DEFAULT_MAX_READERS 126u
+#define MAX_DBS             8u /* six in use, two spare for a later schema */
+
+#define EXPIRY_KEY_BYTES (8 + AUTHD_ID_BYTES)
+
+/* Largest packed records: every field at its bound, int64s as 10-byte
+ * varints. A user is about 1.6 KiB, a session under 64 bytes. */
+#define USER_PACK_MAX    2048
+#define SESSION_PACK_MAX 96
+
+/* Stack arena for decoding. A maximal valid UserRecord unpacks into less
+ * than 3 KiB (struct, strings, role pointers, protobuf-c's scan slabs). */
+#define ARENA_BYTES 4096
+
+struct authd_store {
+    MDB_env *env;
+    MDB_dbi users;
+    MDB_dbi by_username;
+    MDB_dbi by_email;
+    MDB_dbi sessions;
+    MDB_dbi by_expiry;
+    MDB_dbi meta;
+
+    /* The read-transaction pool. idle[0..n_idle) are reset handles;
+     * n_open counts every live handle (idle or in use) and never exceeds
+     * max_readers. Waiters sleep on cv until a handle comes back. */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool sync_ready;
+    MDB_txn **idle;
+    unsigned n_idle;
+    unsigned n_open;
+    unsigned max_readers;
+};
+
+/* ---- errors and logging ------------------------------------------------ */
+
+/* log_lmdb writes the LMDB error string to the log, the only place it goes:
+ * callers get a canonical code. */
+static void log_lmdb(const char *op, int rc)
+{
+    authd_logrec r;
+
+    if (authd_log_begin(&r, AUTHD_LOG_ERROR, "store_error")) {
+        authd_log_str(&r, "op", op);
+        authd_log_str(&r, "error", mdb_strerror(rc));
+        authd_log_end(&r);
+    }
+}
+
+/* log_data_loss records a record that did not decode, with the key that
+ * holds it, so an operator can find it. */
+static void log_data_loss(const char *op, const char *what, const void *key, size_t len)
+{
+    authd_logrec r;
+
+    if (authd_log_begin(&r, AUTHD_LOG_ERROR, "store_error")) {
+        authd_log_str(&r, "op", op);
+        authd_log_str(&r, "error", what);
+        if (key != NULL)
+            authd_log_hex(&r, "key", key, len);
+        authd_log_end(&r);
+    }
+}
+
+/* lmdb_code translates an LMDB return code where the store meets its
+ * callers. NOT_FOUND and ALREADY_EXISTS are ordinary answers and are not
+ * logged; everything else is. */
+static authd_code lmdb_code(int rc, const char *op)
+{
+    switch (rc) {
+    case MDB_SUCCESS:
+        return AUTHD_OK;
+    case MDB_NOTFOUND:
+        return AUTHD_NOT_FOUND;
+    case MDB_KEYEXIST:
+        return AUTHD_ALREADY_EXISTS;
+    case MDB_MAP_FULL:
+        log_lmdb(op, rc);
+        return AUTHD_RESOURCE_EXHAUSTED;
+    default:
+        log_lmdb(op, rc);
+        return AUTHD_INTERNAL;
+    }
+}
+
+/* ---- decode arena ------------------------------------------------------- */
+
+struct arena {
+    unsigned char *buf;
+    size_t cap;
+    size_t used;
+};
+
+/* arena_alloc hands out max-aligned slices of the caller's buffer and
+ * falls back to malloc once it is used up, so protobuf-c never fails for
+ * want of arena space (an oversized record is then rejected by the bounds
+ * checks, not by a crash). */
+static void *arena_alloc(void *data, size_t size)
+{
+    struct arena *a = data;
+    size_t align = alignof(max_align_t);
+    size_t off = (a->used + align - 1) & ~(align - 1);
+
+    if (off <= a->cap && size <= a->cap - off) {
+        a->used = off + size;
+        return a->buf + off;
+    }
+    return malloc(size);
+}
+
+/* arena_free ignores slices of the arena (they go with the stack frame)
+ * and frees what arena_alloc had to malloc. */
+static void arena_free(void *data, void *p)
+{
+    struct arena *a = data;
+    uintptr_t u = (uintptr_t)p;
+    uintptr_t b = (uintptr_t)a->buf;
+
+    if (p == NULL || (u >= b && u < b + a->cap))
+        return;
+    free(p);
+}
+
+/* ---- records ------------------------------------------------------------ */
+
+static bool status_valid(uint32_t status)
+{
+    return status == AUTHD_USER_ACTIVE || status == AUTHD_USER_DISABLED;
+}
+
+/* user_valid is the one definition of a storable user, applied before
+ * every write and after every decode, so the store never writes what it
+ * could not read back and never hands out what it did not validate.
+ * Strings must be NUL-terminated inside their arrays. */
+static bool user_valid(const authd_user *u)
+{
+    size_t n;
+
+    n = strnlen(u->username, sizeof u->username);
+    if (n == 0 || n > AUTHD_USERNAME_MAX)
+        return false;
+    n = strnlen(u->email, sizeof u->email);
+    if (n == 0 || n > AUTHD_EMAIL_MAX)
+        return false;
+    n = strnlen(u->password_hash, sizeof u->password_hash);
+    if (n == 0 || n >= AUTHD_HASH_MAX)
+        return false;
+    if (!status_valid(u->status) || u->n_roles > AUTHD_ROLES_MAX)
+        return false;
+    for (uint32_t i = 0; i < u->n_roles; i++) {
+        if (strnlen(u->roles[i], sizeof u->roles[i]) > AUTHD_ROLE_MAX)
+            return false;
+    }
+    return true;
+}
+
+/* copy_str copies a decoded string into a fixed array, refusing (rather
+ * than truncating) one that does not fit with its NUL. */
+static bool copy_str(char *dst, size_t cap, const char *src)
+{
+    size_t n = strnlen(src, cap);
+
+    if (n >= cap)
+        return false;
+    memcpy(dst, src, n + 1);
+    return true;
+}
+
+/* user_pack encodes u as a schema-1 UserRecord into buf. */
+static authd_code user_pack(const authd_user *u, uint8_t *buf, size_t cap, size_t *len)
+{
+    Authd__Store__V1__UserRecord rec = AUTHD__STORE__V1__USER_RECORD__INIT;
+    char *roles[AUTHD_ROLES_MAX];
+    size_t n;
+
+    rec.schema_version = SCHEMA_VERSION;
+    rec.id.data = (uint8_t *)u->id;
+    rec.id.len = AUTHD_ID_BYTES;
+    rec.username = (char *)u->username;
+    rec.email = (char *)u->email;
+    rec.password_hash = (char *)u->password_hash;
+    rec.status = u->status;
+    for (uint32_t i = 0; i < u->n_roles; i++)
+        roles[i] = (char *)u->roles[i];
+    rec.n_roles = u->n_roles;
+    rec.roles = u->n_roles ? roles : NULL;
+    rec.created_at = u->created_at;
+    rec.updated_at = u->updated_at;
+    rec.password_changed_at = u->password_changed_at;
+
+    n = authd__store__v1__user_record__get_packed_size(&rec);
+    if (n > cap) {
+        log_data_loss("user_pack", "record larger than USER_PACK_MAX", u->id, AUTHD_ID_BYTES);
+        return AUTHD_INTERNAL;
+    }
+    *len = authd__store__v1__user_record__pack(&rec, buf);
+    return AUTHD_OK;
+}
+
+/* user_decode turns the bytes stored under key id into *out. Anything
+ * that is not a schema-1 record whose every field fits its array, whose id
+ * is the key it is stored under, and that passes user_valid is DATA_LOSS.
+ * Decoding uses a stack arena, so a valid record costs no malloc. */
+static authd_code user_decode(
+    const void *data, size_t len, const uint8_t id[AUTHD_ID_BYTES], authd_user *out)
+{
+    alignas(max_align_t) unsigned char mem[ARENA_BYTES];
+    struct arena a = { mem, sizeof mem, 0 };
+    ProtobufCAllocator alloc = { arena_alloc, arena_free, &a };
+    Authd__Store__V1__UserRecord *rec = NULL;
+    authd_user u;
+    authd_code code = AUTHD_DATA_LOSS;
+    const char *what = "record does not decode";
+
+    memset(&u, 0, sizeof u);
+    rec = authd__store__v1__user_record__unpack(&alloc, len, data);
+    if (rec == NULL)
+        goto out;
+    what = "record out of bounds";
+    if (rec->schema_version != SCHEMA_VERSION) {
+        what = "unknown schema_version";
+        goto out;
+    }
+    if (rec->id.len != AUTHD_ID_BYTES || memcmp(rec->id.data, id, AUTHD_ID_BYTES) != 0)
+        goto out;
+    if (rec->n_roles > AUTHD_ROLES_MAX)
+        goto out;
+    memcpy(u.id, rec->id.data, AUTHD_ID_BYTES);
+    if (!copy_str(u.username, sizeof u.username, rec->username)
+        || !copy_str(u.email, sizeof u.email, rec->email)
+        || !copy_str(u.password_hash, sizeof u.password_hash, rec->password_hash))
+        goto out;
+    for (size_t i = 0; i < rec->n_roles; i++) {
+        if (!copy_str(u.roles[i], sizeof u.roles[i], rec->roles[i]))
+            goto out;
+    }
+    u.n_roles = (uint32_t)rec->n_roles;
+    u.status = rec->status;
+    u.created_at = rec->created_at;
+    u.updated_at = rec->updated_at;
+    u.password_changed_at = rec->password_changed_at;
+    if (!user_valid(&u))
+        goto out;
+    *out = u;
+    code = AUTHD_OK;
+out:
+    if (rec != NULL)
+        authd__store__v1__user_record__free_unpacked(rec, &alloc);
+    if (code != AUTHD_OK)
+        log_data_loss("user_decode", what, id, AUTHD_ID_BYTES);
+    return code;
+}
+
+/* session_pack encodes s as a schema-1 SessionRecord (the id is the key). */
+static authd_code session_pack(const authd_session *s, uint8_t *buf, size_t cap, size_t *len)
+{
+    Authd__Store__V1__SessionRecord rec = AUTHD__STORE__V1__SESSION_RECORD__INIT;
+    size_t n;
+
+    rec.schema_version = SCHEMA_VERSION;
+    rec.user_id.data = (uint8_t *)s->user_id;
+    rec.user_id.len = AUTHD_ID_BYTES;
+    rec.created_at = s->created_at;
+    rec.expires_at = s->expires_at;
+    rec.revoked = s->revoked;
+    rec.revoked_at = s->revoked_at;
+
+    n = authd__store__v1__session_record__get_packed_size(&rec);
+    if (n > cap) {
+        log_data_loss("session_pack", "record larger than SESSION_PACK_MAX", s->id, AUTHD_ID_BYTES);
+        return AUTHD_INTERNAL;
+    }
+    *len = authd__store__v1__session_record__pack(&rec, buf);
+    return AUTHD_OK;
+}
+
+/* session_decode is user_decode for sessions. */
+static authd_code session_decode(
+    const void *data, size_t len, const uint8_t id[AUTHD_ID_BYTES], authd_session *out)
+{
+    alignas(max_align_t) unsigned char mem[512];
+    struct arena a = { mem, sizeof mem, 0 };
+    ProtobufCAllocator alloc = { arena_alloc, arena_free, &a };
+    Authd__Store__V1__SessionRecord *rec = NULL;
+    authd_session s;
+    authd_code code = AUTHD_DATA_LOSS;
+    const char *what = "record does not decode";
+
+    memset(&s, 0, sizeof s);
+    rec = authd__store__v1__session_record__unpack(&alloc, len, data);
+    if (rec == NULL)
+        goto out;
+    what = "record out of bounds";
+    if (rec->schema_version != SCHEMA_VERSION) {
+        what = "unknown schema_version";
+        goto out;
+    }
+    if (rec->user_id.len != AUTHD_ID_BYTES)
+        goto out;
+    memcpy(s.id, id, AUTHD_ID_BYTES);
+    memcpy(s.user_id, rec->user_id.data, AUTHD_ID_BYTES);
+    s.created_at = rec->created_at;
+    s.expires_at = rec->expires_at;
+    s.revoked = rec->revoked != 0;
+    s.revoked_at = rec->revoked_at;
+    *out = s;
+    code = AUTHD_OK;
+out:
+    if (rec != NULL)
+        authd__store__v1__session_record__free_unpacked(rec, &alloc);
+    if (code != AUTHD_OK)
+        log_data_loss("session_decode", what, id, AUTHD_ID_BYTES);
+    return code;
+}
+
+/* expiry_key builds the sessions_by_expiry key: expires_at with the sign
+ * bit flipped, big-endian (so memcmp order is numeric order), then the
+ * session id. */
+static void expiry_key(
+    uint8_t key[EXPIRY_KEY_BYTES], int64_t expires_at, const uint8_t sid[AUTHD_ID_BYTES])
+{
+    uint64_t v = (uint64_t)expires_at ^ (UINT64_C(1) << 63);
+
+    for (int i = 7; i >= 0; i--) {
+        key[i] = (uint8_t)v;
+        v >>= 8;
+    }
+    memcpy(key + 8, sid, AUTHD_ID_BYTES);
+}
+
+static int64_t expiry_key_time(const uint8_t key[EXPIRY_KEY_BYTES])
+{
+    uint64_t v = 0;
+
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | key[i];
+    return (int64_t)(v ^ (UINT64_C(1) << 63));
+}
+
+/* ---- transactions ------------------------------------------------------- */
+
+/* reader_get takes a read transaction from the pool, renewing it to the
+ * latest snapshot, or begins a new one while fewer than max_readers exist.
+ * When all max_readers are in use it waits: LMDB would otherwise answer
+ * MDB_READERS_FULL, and a Verify that waits a microsecond beats one that
+ * fails. */
+static authd_code reader_get(authd_store *st, MDB_txn **out)
+{
+    MDB_txn *txn = NULL;
+    bool fresh = false;
+    int rc;
+
+    pthread_mutex_lock(&st->mu);
+    while (st->n_idle == 0 && st->n_open >= st->max_readers)
+        pthread_cond_wait(&st->cv, &st->mu);
+    if (st->n_idle > 0) {
+        txn = st->idle[--st->n_idle];
+    } else {
+        st->n_open++;
+        fresh = true;
+    }
+    pthread_mutex_unlock(&st->mu);
+
+    if (fresh)
+        rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn);
+    else
+        rc = mdb_txn_renew(txn);
+    if (rc != MDB_SUCCESS) {
+        if (!fresh)
+            mdb_txn_abort(txn);
+        pthread_mutex_lock(&st->mu);
+        st->n_open--;
+        pthread_cond_signal(&st->cv);
+        pthread_mutex_unlock(&st->mu);
+        return lmdb_code(rc, fresh ? "read_txn_begin" : "read_txn_renew");
+    }
+    *out = txn;
+    return AUTHD_OK;
+}
+
+/* reader_put returns a read transaction to the pool. A transaction that
+ * saw an internal LMDB error is aborted instead of reused. */
+static void reader_put(authd_store *st, MDB_txn *txn, authd_code code)
+{
+    bool keep = code != AUTHD_INTERNAL;
+
+    if (keep)
+        mdb_txn_reset(txn);
+    else
+        mdb_txn_abort(txn);
+    pthread_mutex_lock(&st->mu);
+    if (keep)
+        st->idle[st->n_idle++] = txn;
+    else
+        st->n_open--;
+    pthread_cond_signal(&st->cv);
+    pthread_mutex_unlock(&st->mu);
+}
+
+static authd_code writer_begin(authd_store *st, MDB_txn **txn)
+{
+    return lmdb_code(mdb_txn_begin(st->env, NULL, 0, txn), "write_txn_begin");
+}
+
+/* writer_commit commits and forgets txn: LMDB frees the handle whether or
+ * not the commit succeeds. */
+static authd_code writer_commit(MDB_txn **txn)
+{
+    int rc = mdb_txn_commit(*txn);
+
+    *txn = NULL;
+    return lmdb_code(rc, "commit");
+}
+
+/* get_user reads and decodes the user under id inside txn. */
+static authd_code get_user(
+    authd_store *st, MDB_txn *txn, const uint8_t id[AUTHD_ID_BYTES], authd_user *out)
+{
+    MDB_val k = { .mv_size = AUTHD_ID_BYTES, .mv_data = (void *)id };
+    MDB_val v;
+    int rc = mdb_get(txn, st->users, &k, &v);
+
+    if (rc != MDB_SUCCESS)
+        return lmdb_code(rc, "get_user");
+    return user_decode(v.mv_data, v.mv_size, id, out);
+}
+
+/* get_session reads and decodes the session under id inside txn. */
+static authd_code get_session(
+    authd_store *st, MDB_txn *txn, const uint8_t id[AUTHD_ID_BYTES], authd_session *out)
+{
+    MDB_val k = { .mv_size = AUTHD_ID_BYTES, .mv_data = (void *)id };
+    MDB_val v;
+    int rc = mdb_get(txn, st->sessions, &k, &v);
+
+    if (rc != MDB_SUCCESS)
+        return lmdb_code(rc, "get_session");
+    return session_decode(v.mv_data, v.mv_size, id, out);
+}
+
+/* put_user overwrites the record of an existing user (the indexes are
+ * unchanged: username and email never change here). */
+static authd_code put_user(authd_store *st, MDB_txn *txn, const authd_user *u)
+{
+    uint8_t buf[USER_PACK_MAX];
+    size_t len = 0;
+    authd_code code = user_pack(u, buf, sizeof buf, &len);
+    MDB_val k = { .mv_size = AUTHD_ID_BYTES, .mv_data = (void *)u->id };
+    MDB_val v = { .mv_size = len, .mv_data = buf };
+
+    if (code != AUTHD_OK)
+        return code;
+    return lmdb_code(mdb_put(txn, st->users, &k, &v, 0), "put_user");
+}
+
+/* put_session writes session s and, when is_new, its expiry index entry;
+ * a new session must not already exist. */
+static authd_code put_session(authd_store *st, MDB_txn *txn, const authd_session *s, bool is_new)
+{
+    uint8_t buf[SESSION_PACK_MAX];
+    uint8_t ek[EXPIRY_KEY_BYTES];
+    size_t len = 0;
+    authd_code code = session_pack(s, buf, sizeof buf, &len);
+    MDB_val k = { .mv_size = AUTHD_ID_BYTES, .mv_data = (void *)s->id };
+    MDB_val v = { .mv_size = len, .mv_data = buf };
+    MDB_val ik = { .mv_size = sizeof ek, .mv_data = ek };
+    MDB_val iv = { .mv_size = 0, .mv_data = NULL };
+
+    if (code != AUTHD_OK)
+        return code;
+    code = lmdb_code(
+        mdb_put(txn, st->sessions, &k, &v, is_new ? MDB_NOOVERWRITE : 0), "put_session");
+    if (code != AUTHD_OK || !is_new)
+        return code;
+    expiry_key(ek, s->expires_at, s->id);
+    return lmdb_code(mdb_put(txn, st->by_expiry, &ik, &iv, 0), "put_session_expiry");
+}
+
+/* ---- open / close ------------------------------------------------------- */
+
+static void store_free(authd_store *st)
+{
+    if (st == NULL)
+        return;
+    for (unsigned i = 0; i < st->n_idle; i++)
+        mdb_txn_abort(st->idle[i]);
+    if (st->env != NULL)
+        mdb_env_close(st->env);
+    if (st->sync_ready) {
+        pthread_cond_destroy(&st->cv);
+        pthread_mutex_destroy(&st->mu);
+    }
+    free(st->idle);
+    free(st);
+}
+
+/* check_schema records the schema version in a new store and refuses a
+ * store written by a later authd (FAILED_PRECONDITION: it is intact, we
+ * are too old) or one whose version is unreadable (DATA_LOSS). */
+static authd_code check_schema(authd_store *st, MDB_txn *txn)
+{
+    static const char name[] = "schema";
+    MDB_val k = { .mv_size = sizeof name - 1, .mv_data = (void *)name };
+    MDB_val v;
+    uint8_t be[4];
+    uint32_t version;
+    int rc = mdb_get(txn, st->meta, &k, &v);
+
+    if (rc == MDB_NOTFOUND) {
+        be[0] = 0;
+        be[1] = 0;
+        be[2] = 0;
+        be[3] = SCHEMA_VERSION;
+        v.mv_size = sizeof be;
+        v.mv_data = be;
+        return lmdb_code(mdb_put(txn, st->meta, &k, &v, MDB_NOOVERWRITE), "put_schema");
+    }
+    if (rc != MDB_SUCCESS)
+        return lmdb_code(rc, "get_schema");
+    if (v.mv_size != sizeof be) {
+        log_data_loss("open", "meta schema is not 4 bytes", NULL, 0);
+        return AUTHD_DATA_LOSS;
+    }
+    memcpy(be, v.mv_data, sizeof be);
+    version = (uint32_t)be[0] << 24 | (uint32_t)be[1] << 16 | (uint32_t)be[2] << 8 | be[3];
+    if (version == 0) {
+        log_data_loss("open", "meta schema is 0", NULL, 0);
+        return AUTHD_DATA_LOSS;
+    }
+    if (version > SCHEMA_VERSION) {
+        log_data_loss("open", "store written by a newer schema", NULL, 0);
+        return AUTHD_FAILED_PRECONDITION;
+    }
+    return AUTHD_OK;
+}
+
+/* authd_store_open creates the directory (0700, one level) when absent,
+ * opens the environment MDB_NOTLS (so pooled read transactions can move
+ * between threads), clears reader slots left by dead processes, and
+ * creates the named databases in one write transaction. */
+authd_code authd_store_open(const authd_store_options *opts, authd_store **out)
+{
+    static const char *const names[] = {
+        "users",
+        "users_by_username",
+        "users_by_email",
+        "sessions",
+        "sessions_by_expiry",
+        "meta",
+    };
+    authd_store *st = NULL;
+    MDB_txn *txn = NULL;
+    authd_code code = AUTHD_OK;
+    const char *op = NULL;
+    int dead = 0;
+    int rc = MDB_SUCCESS;
+
+    if (opts == NULL || opts->dir == NULL || opts->dir[0] == '\0' || out == NULL)
+        return AUTHD_INVALID_ARGUMENT;
+
+    if (mkdir(opts->dir, 0700) != 0 && errno != EEXIST) {
+        op = "mkdir";
+        rc = errno; /* mdb_strerror passes errno values to strerror */
+        goto leave;
+    }
+    st = calloc(1, sizeof *st);
+    if (st == NULL) {
+        code = AUTHD_RESOURCE_EXHAUSTED;
+        goto leave;
+    }
+    st->max_readers = opts->max_readers ? opts->max_readers : DEFAULT_MAX_READERS;
+    st->idle = calloc(st->max_readers, sizeof *st->idle);
+    if (st->idle == NULL) {
+        code = AUTHD_RESOURCE_EXHAUSTED;
+        goto leave;
+    }
+    if (pthread_mutex_init(&st->mu, NULL) != 0) {
+        code = AUTHD_RESOURCE_EXHAUSTED;
+        goto leave;
+    }
+    if (pthread_cond_init(&st->cv, NULL) != 0) {
+        pthread_mutex_destroy(&st->mu);
+        code = AUTHD_RESOURCE_EXHAUSTED;
+        goto leave;
+    }
+    st->sync_ready = true;
+
+    op = "env_create";
+    if ((rc = mdb_env_create(&st->env)) != MDB_SUCCESS) {
+        st->env = NULL;
+        goto leave;
+    }
+    op = "env_set";
+    if ((rc = mdb_env_set_maxdbs(st->env, MAX_DBS)) != MDB_SUCCESS
+        || (rc = mdb_env_set_mapsize(st->env, opts->map_size ? opts->map_size : DEFAULT_MAP_SIZE))
+            != MDB_SUCCESS
+        || (rc = mdb_env_set_maxreaders(st->env, st->max_readers)) != MDB_SUCCESS)
+        goto leave;
+    op = "env_open";
+    if ((rc = mdb_env_open(st->env, opts->dir, MDB_NOTLS, 0600)) != MDB_SUCCESS)
+        goto leave;
+    op = "reader_check";
+    if ((rc = mdb_reader_check(st->env, &dead)) != MDB_SUCCESS)
+        goto leave;
+    op = "open_txn_begin";
+    if ((rc = mdb_txn_begin(st->env, NULL, 0, &txn)) != MDB_SUCCESS)
+        goto leave;
+    op = "dbi_open";
+    {
+        MDB_dbi *slots[] = { &st->users, &st->by_username, &st->by_email, &st->sessions,
+            &st->by_expiry, &st->meta };
+        for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+            if ((rc = mdb_dbi_open(txn, names[i], MDB_CREATE, slots[i])) != MDB_SUCCESS)
+                goto leave;
+        }
+    }
+    rc = MDB_SUCCESS;
+    code = check_schema(st, txn);
+    if (code != AUTHD_OK)
+        goto leave;
+    code = writer_commit(&txn);
+    if (code != AUTHD_OK)
+        goto leave;
+    *out = st;
+    st = NULL;
+
+leave:
+    if (rc != MDB_SUCCESS)
+        code = lmdb_code(rc, op);
+    if (txn != NULL)
+        mdb_txn_abort(txn);
+    store_free(st);
+    return code;
+}
+
+/* authd_store_close aborts the pooled read transactions, then closes the
+ * environment. */
+void authd_store_close(authd_store *st)
+{
+    store_free(st);
+}
+
+/* ---- users -------------------------------------------------------------- */
+
+/* authd_store_user_create inserts the two index entries and then the
+ * record, each MDB_NOOVERWRITE, in one write transaction; the first that
+ * exists names the conflict and the whole transaction is aborted, so a
+ * failed create leaves nothing behind. LMDB's single writer makes the
+ * check-and-insert atomic against concurrent creates. */
+authd_code authd_store_user_create(authd_store *st, const authd_user *u, const char **conflict)
+{
+    uint8_t buf[USER_PACK_MAX];
+    size_t len = 0;
+    MDB_txn *txn = NULL;
+    MDB_val id, name, mail, rec;
+    const char *what = NULL;
+    authd_code code;
+
+    if (st == NULL || u == NULL || !user_valid(u))
+        return AUTHD_INVALID_ARGUMENT;
+    code = user_pack(u, buf, sizeof buf, &len);
+    if (code != AUTHD_OK)
+        return code;
+    id.mv_size = AUTHD_ID_BYTES;
+    id.mv_data = (void *)u->id;
+    name.mv_size = strlen(u->username);
+    name.mv_data = (void *)u->username;
+    mail.mv_size = strlen(u->email);
+    mail.mv_data = (void *)u->email;
+    rec.mv_size = len;
+    rec.mv_data = buf;
+
+    code = writer_begin(st, &txn);
+    if (code != AUTHD_OK)
+        goto out;
+    what = "username";
+    code = lmdb_code(mdb_put(txn, st->by_username, &name, &id, MDB_NOOVERWRITE), "put_username");
+    if (code != AUTHD_OK)
+        goto out;
+    what = "email";
+    code = lmdb_code(mdb_put(txn, st->by_email, &mail, &id, MDB_NOOVERWRITE), "put_email");
+    if (code != AUTHD_OK)
+        goto out;
+    what = "id";
+    code = lmdb_code(mdb_put(txn, st->users, &id, &rec, MDB_NOOVERWRITE), "put_user");
+    if (code != AUTHD_OK)
+        goto out;
+    code = writer_commit(&txn);
+
+out:
+    if (txn != NULL)
+        mdb_txn_abort(txn);
+    if (code == AUTHD_ALREADY_EXISTS && conflict != NULL)
+        *conflict = what;
+    return code;
+}
+
+authd_code authd_store_user_get(authd_store *st, const uint8_t id[AUTHD_ID_BYTES], authd_user *out)
+{
+    MDB_txn *txn = NULL;
+    authd_user u;
+    authd_code code;
+
+    if (st == NULL || id == NULL || out == NULL)
+        return AUTHD_INVALID_ARGUMENT;
+    code = reader_get(st, &txn);
+    if (code != AUTHD_OK)
+        goto out;
+    code = get_user(st, txn, id, &u);
+    if (code == AUTHD_OK)
+        *out = u;
+out:
+    if (txn != NULL)
+        reader_put(st, txn, code);
+    return code;
+}
+
+/* find_by_index resolves name through an index to a user. The index
+ * value must be a 16-byte id, the user must exist and must carry the name
+ * it was found under: anything else is a broken index (DATA_LOSS), not an
+ * absent user. Names too long to have been stored are simply NOT_FOUND. */
+static authd_code find_by_index(
+    authd_store *st, MDB_dbi dbi, bool by_email, const char *name, authd_user *out)
+{
+    MDB_txn *txn = NULL;
+    uint8_t id[AUTHD_ID_BYTES];
+    size_t max = by_email ? AUTHD_EMAIL_MAX : AUTHD_USERNAME_MAX;
+    size_t n;
+    MDB_val k, v;
+    authd_user u;
+    authd_code code;
+
+    if (st == NULL || name == NULL || out == NULL)
+        return AUTHD_INVALID_ARGUMENT;
+    n = strnlen(name, max + 1);
+    if (n == 0 || n > max)
+        return AUTHD_NOT_FOUND;
+    k.mv_size = n;
+    k.mv_data = (void *)name;
+
+    code = reader_get(st, &txn);
+    if (code != AUTHD_OK)
+        goto out;
+    code = lmdb_code(mdb_get(txn, dbi, &k, &v), "get_index");
+    if (code != AUTHD_OK)
+        goto out;
+    if (v.mv_size != AUTHD_ID_BYTES) {
+        log_data_loss("find_user", "index value is not an id", name, n);
+        code = AUTHD_DATA_LOSS;
+        goto out;
+    }
+    memcpy(id, v.mv_data, sizeof id);
+    code = get_user(st, txn, id, &u);
+    if (code == AUTHD_NOT_FOUND) {
+        log_data_loss("find_user", "index names a missing user", id, sizeof id);
+        code = AUTHD_DATA_LOSS;
+        goto out;
+    }
+    if (code != AUTHD_OK)
+        goto out;
+    if (strcmp(by_email ? u.email : u.username, name) != 0) {
+        log_data_loss("find_user", "index and record disagree", id, sizeof id);
+        code = AUTHD_DATA_LOSS;
+        goto out;
+    }
+    *out = u;
+out:
+    if (txn != NULL)
+        reader_put(st, txn, code);
+    return code;
+}
+
+authd_code authd_store_user_find_by_username(authd_store *st, const char *username, authd_user *out)
+{
+    if (st == NULL)
+        return AUTHD_INVALID_ARGUMENT;
+    return find_by_index(st, st->by_username, false, username, out);
+}
+
+authd_code authd_store_user_find_by_email(authd_store *st, const char *email, authd_user *out)
+{
+    if (st == NULL)
+        return AUTHD_INVALID_ARGUMENT;
+    return find_by_index(st, st->by_email, true, email, out);
+}
+
+/* authd_store_user_set_status is a read-modify-write of the user record
+ * inside one write transaction, so it cannot lose a concurrent update. */
+authd_code authd_store_user_set_status(
+    authd_store *st, const uint8_t id[AUTHD_ID_BYTES], uint32_t status, int64_t now)
+{
+    MDB_txn *txn = NULL;
+    authd_user u;
+    authd_code code;
+
+    if (st == NULL || id == NULL || !status_valid(status))
+        return AUTHD_INVALID_ARGUMENT;
+    code = writer_begin(st, &txn);
+    if (code != AUTHD_OK)
+        goto out;
+    code = get_user(st, txn, id, &u);
+    if (code != AUTHD_OK)
+        goto out;
+    u.status = status;
+    u.updated_at = now;
+    code = put_user(st, txn, &u);
+    if (code != AUTHD_OK)
+        goto out;
+    code = writer_commit(&txn);
+out:
+    if (txn != NULL)
+        mdb_txn_abort(txn);
+    return code;
+}
+
+/* ---- sessions ----------------------------------------------------------- */
+
+/* authd_store_login_commit re-checks the user inside the write
+ * transaction that creates the session, so a user disabled between the
+ * password check and this commit gets no session. The optional re-hash
+ * rides in the same transaction; nothing is written unless all of it is. */
+authd_code authd_store_login_commit(authd_store *st, const uint8_t user_id[AUTHD_ID_BYTES],
+    const char *new_hash, const authd_session *s, int64_t now)
+{
+    MDB_txn *txn = NULL;
+    authd_user u;
+    authd_code code;
+    size_t n;
+
+    if (st == NULL || user_id == NULL || s == NULL
+        || memcmp(s->user_id, user_id, AUTHD_ID_BYTES) != 0)
+        return AUTHD_INVALID_ARGUMENT;
+    if (new_hash != NULL) {
+        n = strnlen(new_hash, AUTHD_HASH_MAX);
+        if (n == 0 || n >= AUTHD_HASH_MAX)
+            return AUTHD_INVALID_ARGUMENT;
+    }
+    code = writer_begin(st, &txn);
+    if (code != AUTHD_OK)
+        goto out;
+    code = get_user(st, txn, user_id, &u);
+    if (code != AUTHD_OK)
+        goto out;
+    if (u.status != AUTHD_USER_ACTIVE) {
+        code = AUTHD_FAILED_PRECONDITION;
+        goto out;
+    }
+    if (new_hash != NULL) {
+        memcpy(u.password_hash, new_hash, strlen(new_hash) + 1);
+        u.updated_at = now;
+        code = put_user(st, txn, &u);
+        if (code != AUTHD_OK)
+            goto out;
+    }
+    code = put_session(st, txn, s, true);
+    if (code != AUTHD_OK)
+        goto out;
+    code = writer_commit(&txn);
+out:
+    if (txn != NULL)
+        mdb_txn_abort(txn);
+    return code;
+}
+
+authd_code authd_store_session_get(
+    authd_store *st, const uint8_t id[AUTHD_ID_BYTES], authd_session *out)
+{
+    MDB_txn *txn = NULL;
+    authd_session s;
+    authd_code code;
+
+    if (st == NULL || id == NULL || out == NULL)
+        return AUTHD_INVALID_ARGUMENT;
+    code = reader_get(st, &txn);
+    if (code != AUTHD_OK)
+        goto out;
+    code = get_session(st, txn, id, &s);
+    if (code == AUTHD_OK)
+        *out = s;
+out:
+    if (txn != NULL)
+        reader_put(st, txn, code);
+    return code;
+}
+
+/* authd_store_session_revoke writes only on the first revoke; a repeat
+ * is answered from the record without a write (and keeps revoked_at). */
+authd_code authd_store_session_revoke(
+    authd_store *st, const uint8_t id[AUTHD_ID_BYTES], int64_t now)
+{
+    MDB_txn *txn = NULL;
+    authd_session s;
+    authd_code code;
+
+    if (st == NULL || id == NULL)
+        return AUTHD_INVALID_ARGUMENT;
+    code = writer_begin(st, &txn);
+    if (code != AUTHD_OK)
+        goto out;
+    code = get_session(st, txn, id, &s);
+    if (code != AUTHD_OK || s.revoked)
+        goto out; /* already revoked: OK, nothing to write */
+    s.revoked = true;
+    s.revoked_at = now;
+    code = put_session(st, txn, &s, false);
+    if (code != AUTHD_OK)
+        goto out;
+    code = writer_commit(&txn);
+out:
+    if (txn != NULL)
+        mdb_txn_abort(txn);
+    return code;
+}
+
+/* authd_store_verify_lookup reads session and user from one snapshot, so
+ * Verify never pairs a session with a user state from another moment. It
+ * takes a pooled read transaction and decodes through stack arenas: no
+ * mdb_txn_begin, no malloc, no write. */
+authd_code authd_store_verify_lookup(authd_store *st, const uint8_t session_id[AUTHD_ID_BYTES],
+    authd_session *session, authd_user *user)
+{
+    MDB_txn *txn = NULL;
+    authd_session s;
+    authd_user u;
+    authd_code code;
+
+    if (st == NULL || session_id == NULL || session == NULL || user == NULL)
+        return AUTHD_INVALID_ARGUMENT;
+    code = reader_get(st, &txn);
+    if (code != AUTHD_OK)
+        goto out;
+    code = get_session(st, txn, session_id, &s);
+    if (code != AUTHD_OK)
+        goto out;
+    code = get_user(st, txn, s.user_id, &u);
+    if (code != AUTHD_OK)
+        goto out;
+    *session = s;
+    *user = u;
+out:
+    if (txn != NULL)
+        reader_put(st, txn, code);
+    return code;
+}
+
+/* authd_store_purge_expired repeatedly takes the first entry of
+ * sessions_by_expiry (the oldest expiry) and deletes it and its session,
+ * stopping at the first entry still in the future or after max. The key is
+ * copied out before the first delete, since a write invalidates it. A
+ * malformed index key stops the purge with DATA_LOSS rather than being
+ * skipped silently. */
+authd_code authd_store_purge_expired(authd_store *st, int64_t now, size_t max, size_t *purged)
+{
+    MDB_txn *txn = NULL;
+    MDB_cursor *cur = NULL;
+    uint8_t key[EXPIRY_KEY_BYTES];
+    MDB_val k, v;
+    size_t n = 0;
+    authd_code code;
+    int rc;
+
+    if (st == NULL || purged == NULL)
+        return AUTHD_INVALID_ARGUMENT;
+    if (max == 0) {
+        *purged = 0;
+        return AUTHD_OK;
+    }
+    code = writer_begin(st, &txn);
+    if (code != AUTHD_OK)
+        goto out;
+    code = lmdb_code(mdb_cursor_open(txn, st->by_expiry, &cur), "purge_cursor");
+    if (code != AUTHD_OK)
+        goto out;
+    while (n < max) {
+        rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+        if (rc == MDB_NOTFOUND)
+            break;
+        code = lmdb_code(rc, "purge_scan");
+        if (code != AUTHD_OK)
+            goto out;
+        if (k.mv_size != EXPIRY_KEY_BYTES) {
+            log_data_loss("purge", "expiry index key has the wrong size", k.mv_data, k.mv_size);
+            code = AUTHD_DATA_LOSS;
+            goto out;
+        }
+        memcpy(key, k.mv_data, sizeof key);
+        if (expiry_key_time(key) > now)
+            break;
+        k.mv_size = AUTHD_ID_BYTES;
+        k.mv_data = key + 8;
+        rc = mdb_del(txn, st->sessions, &k, NULL);
+        if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) {
+            code = lmdb_code(rc, "purge_del_session");
+            goto out;
+        }
+        k.mv_size = sizeof key;
+        k.mv_data = key;
+        code = lmdb_code(mdb_del(txn, st->by_expiry, &k, NULL), "purge_del_expiry");
+        if (code != AUTHD_OK)
+            goto out;
+        n++;
+    }
+    mdb_cursor_close(cur);
+    cur = NULL;
+    if (n > 0) {
+        code = writer_commit(&txn);
+        if (code != AUTHD_OK)
+            goto out;
+    }
+    *purged = n;
+out:
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    if (txn != NULL)
+        mdb_txn_abort(txn);
+    return code;
+}
+
+/* authd_store_count reads the entry counts of users and sessions from one
+ * snapshot. */
+authd_code authd_store_count(authd_store *st, size_t *users, size_t *sessions)
+{
+    MDB_txn *txn = NULL;
+    MDB_stat su, ss;
+    authd_code code;
+
+    if (st == NULL || users == NULL || sessions == NULL)
+        return AUTHD_INVALID_ARGUMENT;
+    code = reader_get(st, &txn);
+    if (code != AUTHD_OK)
+        goto out;
+    code = lmdb_code(mdb_stat(txn, st->users, &su), "stat_users");
+    if (code != AUTHD_OK)
+        goto out;
+    code = lmdb_code(mdb_stat(txn, st->sessions, &ss), "stat_sessions");
+    if (code != AUTHD_OK)
+        goto out;
+    *users = su.ms_entries;
+    *sessions = ss.ms_entries;
+out:
+    if (txn != NULL)
+        reader_put(st, txn, code);
+    return code;
+}

@@ -23,13 +23,13 @@
 
 #include "status.h"
 
-#define AUTHD_ID_BYTES 16
-#define AUTHD_ID_HEX (AUTHD_ID_BYTES * 2)
+#define AUTHD_ID_BYTES     16
+#define AUTHD_ID_HEX       (AUTHD_ID_BYTES * 2)
 #define AUTHD_USERNAME_MAX 32
-#define AUTHD_EMAIL_MAX 254
-#define AUTHD_HASH_MAX 128 /* crypto_pwhash_STRBYTES, NUL included */
-#define AUTHD_ROLES_MAX 16
-#define AUTHD_ROLE_MAX 64
+#define AUTHD_EMAIL_MAX    254
+#define AUTHD_HASH_MAX     128 /* crypto_pwhash_STRBYTES, NUL included */
+#define AUTHD_ROLES_MAX    16
+#define AUTHD_ROLE_MAX     64
 
 enum authd_user_status {
     AUTHD_USER_ACTIVE = 1,
@@ -39,9 +39,9 @@ enum authd_user_status {
 typedef struct authd_user {
     uint8_t id[AUTHD_ID_BYTES];
     char username[AUTHD_USERNAME_MAX + 1]; /* canonical, NUL-terminated */
-    char email[AUTHD_EMAIL_MAX + 1];       /* normalized, NUL-terminated */
-    char password_hash[AUTHD_HASH_MAX];    /* NUL-terminated */
-    uint32_t status;                       /* enum authd_user_status */
+    char email[AUTHD_EMAIL_MAX + 1]; /* normalized, NUL-terminated */
+    char password_hash[AUTHD_HASH_MAX]; /* NUL-terminated */
+    uint32_t status; /* enum authd_user_status */
     uint32_t n_roles;
     char roles[AUTHD_ROLES_MAX][AUTHD_ROLE_MAX + 1];
     int64_t created_at; /* Unix seconds */
@@ -61,16 +61,20 @@ typedef struct authd_session {
 typedef struct authd_store authd_store;
 
 typedef struct authd_store_options {
-    const char *dir;  /* directory holding data.mdb; created (0700) if absent */
-    size_t map_size;  /* bytes; 0 = default (4 GiB, sparse) */
+    const char *dir; /* directory holding data.mdb; created (0700) if absent */
+    size_t map_size; /* bytes; 0 = default (4 GiB, sparse) */
     unsigned max_readers; /* 0 = default (126) */
 } authd_store_options;
 
 /* authd_store_open opens (creating if needed) the store in opts->dir.
+ * Errors: INVALID_ARGUMENT (bad options), RESOURCE_EXHAUSTED (map too small
+ * to hold the tables), FAILED_PRECONDITION (written by a newer schema),
+ * DATA_LOSS (unreadable schema entry).
+ * The expiry index key is expires_at with its sign bit flipped, big-endian,
+ * then the session id, so byte order is numeric order.
  * On success *out is the store, which the caller frees with
  * authd_store_close. */
-AUTHD_MUST_CHECK authd_code authd_store_open(const authd_store_options *opts,
-                                             authd_store **out);
+AUTHD_MUST_CHECK authd_code authd_store_open(const authd_store_options *opts, authd_store **out);
 
 /* authd_store_close closes the environment. Accepts NULL. No call may be
  * in progress on other threads. */
@@ -81,68 +85,61 @@ void authd_store_close(authd_store *st);
  * write transaction: of two concurrent creates of one name, exactly one wins.
  * Returns AUTHD_ALREADY_EXISTS and sets *conflict (when conflict is not NULL)
  * to the static string "username" or "email" (or "id") naming what is taken. */
-AUTHD_MUST_CHECK authd_code authd_store_user_create(authd_store *st, const authd_user *u,
-                                                    const char **conflict);
+AUTHD_MUST_CHECK authd_code authd_store_user_create(
+    authd_store *st, const authd_user *u, const char **conflict);
 
 /* authd_store_user_get copies the user with this id into *out.
  * AUTHD_NOT_FOUND when there is none; *out is written only on AUTHD_OK. */
-AUTHD_MUST_CHECK authd_code authd_store_user_get(authd_store *st,
-                                                 const uint8_t id[AUTHD_ID_BYTES],
-                                                 authd_user *out);
+AUTHD_MUST_CHECK authd_code authd_store_user_get(
+    authd_store *st, const uint8_t id[AUTHD_ID_BYTES], authd_user *out);
 
 /* authd_store_user_find looks a user up by canonical username or normalized
  * email (exact byte match on the stored canonical forms; the caller
  * canonicalizes). NOT_FOUND when neither matches. */
-AUTHD_MUST_CHECK authd_code authd_store_user_find_by_username(authd_store *st,
-                                                              const char *username,
-                                                              authd_user *out);
-AUTHD_MUST_CHECK authd_code authd_store_user_find_by_email(authd_store *st, const char *email,
-                                                           authd_user *out);
+AUTHD_MUST_CHECK authd_code authd_store_user_find_by_username(
+    authd_store *st, const char *username, authd_user *out);
+AUTHD_MUST_CHECK authd_code authd_store_user_find_by_email(
+    authd_store *st, const char *email, authd_user *out);
 
 /* authd_store_user_set_status sets status (enum authd_user_status) and
  * updated_at = now. NOT_FOUND when no such user. */
-AUTHD_MUST_CHECK authd_code authd_store_user_set_status(authd_store *st,
-                                                        const uint8_t id[AUTHD_ID_BYTES],
-                                                        uint32_t status, int64_t now);
+AUTHD_MUST_CHECK authd_code authd_store_user_set_status(
+    authd_store *st, const uint8_t id[AUTHD_ID_BYTES], uint32_t status, int64_t now);
 
 /* authd_store_login_commit is the write half of a successful login, in one
  * write transaction: it re-reads the user, fails with
  * AUTHD_FAILED_PRECONDITION if the user is no longer active (or NOT_FOUND if
  * gone), replaces the password hash with new_hash when new_hash is not NULL
- * (setting updated_at and password_changed_at untouched: a re-hash is not a
- * password change), and inserts session s (s->user_id must equal user_id).
+ * (setting updated_at = now and leaving password_changed_at untouched: a
+ * re-hash is not a password change), and inserts session s (s->user_id must
+ * equal user_id).
  * Later, throttling counters join this same transaction. */
 AUTHD_MUST_CHECK authd_code authd_store_login_commit(authd_store *st,
-                                                     const uint8_t user_id[AUTHD_ID_BYTES],
-                                                     const char *new_hash,
-                                                     const authd_session *s, int64_t now);
+    const uint8_t user_id[AUTHD_ID_BYTES], const char *new_hash, const authd_session *s,
+    int64_t now);
 
 /* authd_store_session_get copies the session with this id into *out. */
-AUTHD_MUST_CHECK authd_code authd_store_session_get(authd_store *st,
-                                                    const uint8_t id[AUTHD_ID_BYTES],
-                                                    authd_session *out);
+AUTHD_MUST_CHECK authd_code authd_store_session_get(
+    authd_store *st, const uint8_t id[AUTHD_ID_BYTES], authd_session *out);
 
 /* authd_store_session_revoke marks the session revoked at now. Revoking a
  * revoked session is AUTHD_OK and keeps the first revoked_at. NOT_FOUND when
  * there is no such session (e.g. already purged). */
-AUTHD_MUST_CHECK authd_code authd_store_session_revoke(authd_store *st,
-                                                       const uint8_t id[AUTHD_ID_BYTES],
-                                                       int64_t now);
+AUTHD_MUST_CHECK authd_code authd_store_session_revoke(
+    authd_store *st, const uint8_t id[AUTHD_ID_BYTES], int64_t now);
 
 /* authd_store_verify_lookup is Verify's read: in ONE reused read transaction
  * it copies the session and then its user. NOT_FOUND if either is missing.
  * This is the hot path: no write, no allocation, read transactions come
  * from a pool (mdb_txn_reset / mdb_txn_renew, env opened MDB_NOTLS). */
 AUTHD_MUST_CHECK authd_code authd_store_verify_lookup(authd_store *st,
-                                                      const uint8_t session_id[AUTHD_ID_BYTES],
-                                                      authd_session *session,
-                                                      authd_user *user);
+    const uint8_t session_id[AUTHD_ID_BYTES], authd_session *session, authd_user *user);
 
 /* authd_store_purge_expired deletes at most max sessions whose expires_at is
  * <= now (revoked or not), oldest first, in one write transaction, and sets
  * *purged to how many went. Called periodically by the server. */
-AUTHD_MUST_CHECK authd_code authd_store_purge_expired(authd_store *st, int64_t now, size_t max,
-                                                      size_t *purged);
+AUTHD_MUST_CHECK authd_code authd_store_purge_expired(
+    authd_store *st, int64_t now, size_t max, size_t *purged);
 
 /* authd_store_count returns the number of users and sessions (for tests,
  * logs and later metrics). */

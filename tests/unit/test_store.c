@@ -1,0 +1,1111 @@
+/*
+ * test_store.c — unit tests of the LMDB store (src/store.c).
+ *
+ * Each test runs against its own mkdtemp directory under /tmp, removed
+ * afterwards. Corrupt records are planted with the raw LMDB API while the
+ * store is closed, so the store needs no test hooks.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <lmdb.h>
+
+#include "authd/store/v1/records.pb-c.h"
+#include "log.h"
+#include "store.h"
+
+#define MiB    ((size_t)1 << 20)
+#define HASH_A "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"
+#define HASH_B "$argon2id$v=19$m=65536,t=2,p=1$bmV3c2FsdA$bmV3aGFzaG5ld2hhc2g"
+
+/* ---- fixture ------------------------------------------------------------ */
+
+typedef struct fx {
+    char dir[64];
+    authd_store *st;
+} fx;
+
+static void rm_rf(const char *path)
+{
+    DIR *d = opendir(path);
+    struct dirent *e;
+    char sub[512];
+
+    if (d == NULL) {
+        unlink(path);
+        return;
+    }
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
+        rm_rf(sub);
+    }
+    closedir(d);
+    rmdir(path);
+}
+
+static authd_code fx_open(fx *f, size_t map_size, unsigned max_readers)
+{
+    authd_store_options o = { .dir = f->dir, .map_size = map_size, .max_readers = max_readers };
+    return authd_store_open(&o, &f->st);
+}
+
+static void fx_reopen(fx *f)
+{
+    authd_store_close(f->st);
+    f->st = NULL;
+    assert_int_equal(fx_open(f, 64 * MiB, 0), AUTHD_OK);
+}
+
+static int setup_dir(void **state)
+{
+    fx *f = calloc(1, sizeof *f);
+
+    assert_non_null(f);
+    strcpy(f->dir, "/tmp/authd-store-XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    *state = f;
+    return 0;
+}
+
+static int setup(void **state)
+{
+    fx *f;
+
+    setup_dir(state);
+    f = *state;
+    assert_int_equal(fx_open(f, 64 * MiB, 0), AUTHD_OK);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fx *f = *state;
+
+    authd_store_close(f->st);
+    rm_rf(f->dir);
+    free(f);
+    return 0;
+}
+
+/* ---- helpers -------------------------------------------------------------- */
+
+static void make_id(uint8_t id[AUTHD_ID_BYTES], uint8_t kind, uint32_t n)
+{
+    memset(id, 0x5a, AUTHD_ID_BYTES);
+    id[0] = kind;
+    id[12] = (uint8_t)(n >> 24);
+    id[13] = (uint8_t)(n >> 16);
+    id[14] = (uint8_t)(n >> 8);
+    id[15] = (uint8_t)n;
+}
+
+static void make_user(authd_user *u, uint32_t n, const char *username, const char *email)
+{
+    memset(u, 0, sizeof *u);
+    make_id(u->id, 'u', n);
+    snprintf(u->username, sizeof u->username, "%s", username);
+    snprintf(u->email, sizeof u->email, "%s", email);
+    snprintf(u->password_hash, sizeof u->password_hash, "%s", HASH_A);
+    u->status = AUTHD_USER_ACTIVE;
+    u->n_roles = 3;
+    snprintf(u->roles[0], sizeof u->roles[0], "%s", "user");
+    snprintf(u->roles[1], sizeof u->roles[1], "%s", "admin");
+    snprintf(u->roles[2], sizeof u->roles[2], "%s", "auditor");
+    u->created_at = 1700000000 + (int64_t)n;
+    u->updated_at = 1700000100 + (int64_t)n;
+    u->password_changed_at = 1700000200 + (int64_t)n;
+}
+
+static void make_session(authd_session *s, uint32_t n, const uint8_t uid[AUTHD_ID_BYTES],
+    int64_t created, int64_t expires)
+{
+    memset(s, 0, sizeof *s);
+    make_id(s->id, 's', n);
+    memcpy(s->user_id, uid, AUTHD_ID_BYTES);
+    s->created_at = created;
+    s->expires_at = expires;
+}
+
+static void create_ok(authd_store *st, const authd_user *u)
+{
+    const char *conflict = NULL;
+
+    assert_int_equal(authd_store_user_create(st, u, &conflict), AUTHD_OK);
+    assert_null(conflict);
+}
+
+static void assert_counts(authd_store *st, size_t users, size_t sessions)
+{
+    size_t nu = 9999, ns = 9999;
+
+    assert_int_equal(authd_store_count(st, &nu, &ns), AUTHD_OK);
+    assert_int_equal(nu, users);
+    assert_int_equal(ns, sessions);
+}
+
+/* raw_put writes key -> val into a named database with the raw LMDB API
+ * (the store must be closed). val NULL deletes the key. */
+static void raw_put(
+    const char *dir, const char *db, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    MDB_env *env = NULL;
+    MDB_txn *txn = NULL;
+    MDB_dbi dbi;
+    MDB_val k = { .mv_size = klen, .mv_data = (void *)key };
+    MDB_val v = { .mv_size = vlen, .mv_data = (void *)val };
+
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 8), 0);
+    assert_int_equal(mdb_env_open(env, dir, 0, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, db, 0, &dbi), 0);
+    if (val != NULL)
+        assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+    else
+        assert_int_equal(mdb_del(txn, dbi, &k, NULL), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+}
+
+/* ---- open ----------------------------------------------------------------- */
+
+static void test_open_creates_dir_0700(void **state)
+{
+    fx *f = *state;
+    char sub[128];
+    char data[160];
+    struct stat sb;
+    authd_store *st = NULL;
+    authd_store_options o = { .dir = sub }; /* default map size and readers */
+    authd_store_options bad = { .dir = NULL };
+
+    snprintf(sub, sizeof sub, "%s/store", f->dir);
+    assert_int_equal(authd_store_open(&o, &st), AUTHD_OK);
+    assert_non_null(st);
+    assert_int_equal(stat(sub, &sb), 0);
+    assert_true(S_ISDIR(sb.st_mode));
+    assert_int_equal(sb.st_mode & 0777, 0700);
+    snprintf(data, sizeof data, "%s/data.mdb", sub);
+    assert_int_equal(stat(data, &sb), 0);
+    assert_true(S_ISREG(sb.st_mode));
+    assert_counts(st, 0, 0);
+    authd_store_close(st);
+    authd_store_close(NULL);
+
+    st = NULL;
+    assert_int_equal(authd_store_open(&bad, &st), AUTHD_INVALID_ARGUMENT);
+    assert_null(st);
+    assert_int_equal(authd_store_open(NULL, &st), AUTHD_INVALID_ARGUMENT);
+}
+
+/* A store written by a later schema is refused; a zero schema is damage. */
+static void test_open_schema_version(void **state)
+{
+    fx *f = *state;
+    static const uint8_t v2[4] = { 0, 0, 0, 2 };
+    static const uint8_t v0[4] = { 0, 0, 0, 0 };
+    static const uint8_t v1[4] = { 0, 0, 0, 1 };
+
+    assert_int_equal(fx_open(f, 64 * MiB, 0), AUTHD_OK);
+    authd_store_close(f->st);
+    f->st = NULL;
+
+    raw_put(f->dir, "meta", "schema", 6, v2, sizeof v2);
+    assert_int_equal(fx_open(f, 64 * MiB, 0), AUTHD_FAILED_PRECONDITION);
+    raw_put(f->dir, "meta", "schema", 6, v0, sizeof v0);
+    assert_int_equal(fx_open(f, 64 * MiB, 0), AUTHD_DATA_LOSS);
+    raw_put(f->dir, "meta", "schema", 6, "1", 1);
+    assert_int_equal(fx_open(f, 64 * MiB, 0), AUTHD_DATA_LOSS);
+    raw_put(f->dir, "meta", "schema", 6, v1, sizeof v1);
+    assert_int_equal(fx_open(f, 64 * MiB, 0), AUTHD_OK);
+}
+
+/* ---- users ---------------------------------------------------------------- */
+
+static void test_user_roundtrip(void **state)
+{
+    fx *f = *state;
+    authd_user u, big, got;
+
+    make_user(&u, 1, "alice", "alice@example.com");
+    create_ok(f->st, &u);
+
+    memset(&got, 0xab, sizeof got);
+    assert_int_equal(authd_store_user_get(f->st, u.id, &got), AUTHD_OK);
+    assert_memory_equal(&got, &u, sizeof u);
+    memset(&got, 0xab, sizeof got);
+    assert_int_equal(authd_store_user_find_by_username(f->st, "alice", &got), AUTHD_OK);
+    assert_memory_equal(&got, &u, sizeof u);
+    memset(&got, 0xab, sizeof got);
+    assert_int_equal(authd_store_user_find_by_email(f->st, "alice@example.com", &got), AUTHD_OK);
+    assert_memory_equal(&got, &u, sizeof u);
+    assert_string_equal(got.roles[2], "auditor");
+    assert_int_equal(got.created_at, 1700000001);
+    assert_int_equal(got.password_changed_at, 1700000201);
+
+    /* Every field at its bound, negative timestamps, disabled. */
+    make_user(&big, 2, "", "");
+    memset(big.username, 'b', AUTHD_USERNAME_MAX);
+    memset(big.email, 'e', AUTHD_EMAIL_MAX);
+    memset(big.password_hash, 'h', AUTHD_HASH_MAX - 1);
+    big.status = AUTHD_USER_DISABLED;
+    big.n_roles = AUTHD_ROLES_MAX;
+    for (int i = 0; i < AUTHD_ROLES_MAX; i++) {
+        memset(big.roles[i], 'a' + i, AUTHD_ROLE_MAX);
+        big.roles[i][AUTHD_ROLE_MAX] = '\0';
+    }
+    big.created_at = INT64_MIN;
+    big.updated_at = -1;
+    big.password_changed_at = INT64_MAX;
+    create_ok(f->st, &big);
+    assert_int_equal(authd_store_user_find_by_email(f->st, big.email, &got), AUTHD_OK);
+    assert_memory_equal(&got, &big, sizeof big);
+
+    assert_counts(f->st, 2, 0);
+}
+
+static void test_user_invalid_rejected(void **state)
+{
+    fx *f = *state;
+    authd_user u;
+
+    make_user(&u, 1, "x", "x@example.com");
+    memset(u.username, 'a', sizeof u.username); /* not NUL-terminated */
+    assert_int_equal(authd_store_user_create(f->st, &u, NULL), AUTHD_INVALID_ARGUMENT);
+
+    make_user(&u, 1, "x", "");
+    assert_int_equal(authd_store_user_create(f->st, &u, NULL), AUTHD_INVALID_ARGUMENT);
+
+    make_user(&u, 1, "x", "x@example.com");
+    u.status = 7;
+    assert_int_equal(authd_store_user_create(f->st, &u, NULL), AUTHD_INVALID_ARGUMENT);
+
+    make_user(&u, 1, "x", "x@example.com");
+    u.n_roles = AUTHD_ROLES_MAX + 1;
+    assert_int_equal(authd_store_user_create(f->st, &u, NULL), AUTHD_INVALID_ARGUMENT);
+
+    make_user(&u, 1, "x", "x@example.com");
+    memset(u.roles[1], 'r', sizeof u.roles[1]);
+    assert_int_equal(authd_store_user_create(f->st, &u, NULL), AUTHD_INVALID_ARGUMENT);
+
+    make_user(&u, 1, "x", "x@example.com");
+    assert_int_equal(authd_store_user_set_status(f->st, u.id, 3, 5), AUTHD_INVALID_ARGUMENT);
+
+    assert_counts(f->st, 0, 0);
+}
+
+static void test_duplicates_leave_nothing_behind(void **state)
+{
+    fx *f = *state;
+    authd_user a, u, got;
+    const char *conflict = NULL;
+
+    make_user(&a, 1, "alice", "alice@example.com");
+    create_ok(f->st, &a);
+
+    /* Username taken: the new email must not be left in the index. */
+    make_user(&u, 2, "alice", "bob@example.com");
+    assert_int_equal(authd_store_user_create(f->st, &u, &conflict), AUTHD_ALREADY_EXISTS);
+    assert_non_null(conflict);
+    assert_string_equal(conflict, "username");
+    assert_int_equal(
+        authd_store_user_find_by_email(f->st, "bob@example.com", &got), AUTHD_NOT_FOUND);
+    assert_int_equal(authd_store_user_get(f->st, u.id, &got), AUTHD_NOT_FOUND);
+
+    /* Email taken: the new username must not be left in the index. */
+    make_user(&u, 3, "carol", "alice@example.com");
+    conflict = NULL;
+    assert_int_equal(authd_store_user_create(f->st, &u, &conflict), AUTHD_ALREADY_EXISTS);
+    assert_string_equal(conflict, "email");
+    assert_int_equal(authd_store_user_find_by_username(f->st, "carol", &got), AUTHD_NOT_FOUND);
+
+    /* Id taken. */
+    make_user(&u, 1, "dave", "dave@example.com");
+    conflict = NULL;
+    assert_int_equal(authd_store_user_create(f->st, &u, &conflict), AUTHD_ALREADY_EXISTS);
+    assert_string_equal(conflict, "id");
+    assert_int_equal(authd_store_user_find_by_username(f->st, "dave", &got), AUTHD_NOT_FOUND);
+    assert_int_equal(
+        authd_store_user_find_by_email(f->st, "dave@example.com", &got), AUTHD_NOT_FOUND);
+
+    /* NULL conflict is allowed. */
+    assert_int_equal(authd_store_user_create(f->st, &a, NULL), AUTHD_ALREADY_EXISTS);
+
+    /* The names the failed creates tried are all still free. */
+    make_user(&u, 4, "carol", "bob@example.com");
+    create_ok(f->st, &u);
+    make_user(&u, 5, "dave", "dave@example.com");
+    create_ok(f->st, &u);
+    assert_counts(f->st, 3, 0);
+
+    /* And the original is untouched. */
+    assert_int_equal(authd_store_user_find_by_username(f->st, "alice", &got), AUTHD_OK);
+    assert_memory_equal(&got, &a, sizeof a);
+}
+
+static void test_not_found(void **state)
+{
+    fx *f = *state;
+    authd_user u, got, pattern;
+    authd_session s, sgot, spattern;
+    uint8_t nobody[AUTHD_ID_BYTES];
+    char longname[300];
+
+    make_id(nobody, 'u', 999);
+    make_user(&u, 1, "alice", "alice@example.com");
+    create_ok(f->st, &u);
+
+    memset(&pattern, 0xab, sizeof pattern);
+    memset(&spattern, 0xcd, sizeof spattern);
+    got = pattern;
+    sgot = spattern;
+    assert_int_equal(authd_store_user_get(f->st, nobody, &got), AUTHD_NOT_FOUND);
+    assert_int_equal(authd_store_user_find_by_username(f->st, "bob", &got), AUTHD_NOT_FOUND);
+    assert_int_equal(authd_store_user_find_by_username(f->st, "", &got), AUTHD_NOT_FOUND);
+    assert_int_equal(
+        authd_store_user_find_by_username(f->st, "alice@example.com", &got), AUTHD_NOT_FOUND);
+    assert_int_equal(authd_store_user_find_by_email(f->st, "alice", &got), AUTHD_NOT_FOUND);
+    memset(longname, 'x', sizeof longname - 1);
+    longname[sizeof longname - 1] = '\0';
+    assert_int_equal(authd_store_user_find_by_email(f->st, longname, &got), AUTHD_NOT_FOUND);
+    assert_int_equal(authd_store_user_find_by_username(f->st, longname, &got), AUTHD_NOT_FOUND);
+    assert_memory_equal(&got, &pattern, sizeof got); /* out untouched on failure */
+
+    make_session(&s, 1, u.id, 100, 200);
+    assert_int_equal(authd_store_session_get(f->st, s.id, &sgot), AUTHD_NOT_FOUND);
+    assert_int_equal(authd_store_verify_lookup(f->st, s.id, &sgot, &got), AUTHD_NOT_FOUND);
+    assert_memory_equal(&got, &pattern, sizeof got);
+    assert_memory_equal(&sgot, &spattern, sizeof sgot);
+    assert_int_equal(authd_store_session_revoke(f->st, s.id, 150), AUTHD_NOT_FOUND);
+    assert_int_equal(
+        authd_store_user_set_status(f->st, nobody, AUTHD_USER_DISABLED, 5), AUTHD_NOT_FOUND);
+
+    make_session(&s, 2, nobody, 100, 200);
+    assert_int_equal(authd_store_login_commit(f->st, nobody, NULL, &s, 100), AUTHD_NOT_FOUND);
+    assert_counts(f->st, 1, 0);
+}
+
+/* Two threads race to create the same username, many rounds: LMDB's one
+ * writer plus MDB_NOOVERWRITE must make exactly one win each round. */
+#define RACE_ROUNDS 200
+
+struct race {
+    authd_store *st;
+    pthread_barrier_t bar;
+};
+
+struct race_arg {
+    struct race *r;
+    int tid;
+    authd_code code[RACE_ROUNDS];
+    const char *conflict[RACE_ROUNDS];
+};
+
+static void *race_main(void *p)
+{
+    struct race_arg *a = p;
+    authd_user u;
+    char name[AUTHD_USERNAME_MAX + 1];
+    char mail[64];
+
+    for (int i = 0; i < RACE_ROUNDS; i++) {
+        snprintf(name, sizeof name, "race%d", i);
+        snprintf(mail, sizeof mail, "race%d-t%d@example.com", i, a->tid);
+        make_user(&u, (uint32_t)(i * 2 + a->tid), name, mail);
+        a->conflict[i] = NULL;
+        pthread_barrier_wait(&a->r->bar);
+        a->code[i] = authd_store_user_create(a->r->st, &u, &a->conflict[i]);
+    }
+    return NULL;
+}
+
+static void test_create_race_one_winner(void **state)
+{
+    fx *f = *state;
+    struct race r;
+    static struct race_arg args[2];
+    pthread_t th[2];
+    authd_user got;
+    char name[AUTHD_USERNAME_MAX + 1];
+
+    r.st = f->st;
+    assert_int_equal(pthread_barrier_init(&r.bar, NULL, 2), 0);
+    for (int t = 0; t < 2; t++) {
+        args[t].r = &r;
+        args[t].tid = t;
+        assert_int_equal(pthread_create(&th[t], NULL, race_main, &args[t]), 0);
+    }
+    for (int t = 0; t < 2; t++)
+        assert_int_equal(pthread_join(th[t], NULL), 0);
+    pthread_barrier_destroy(&r.bar);
+
+    for (int i = 0; i < RACE_ROUNDS; i++) {
+        int winner = -1;
+        int wins = 0;
+        for (int t = 0; t < 2; t++) {
+            if (args[t].code[i] == AUTHD_OK) {
+                wins++;
+                winner = t;
+                assert_null(args[t].conflict[i]);
+            } else {
+                assert_int_equal(args[t].code[i], AUTHD_ALREADY_EXISTS);
+                assert_non_null(args[t].conflict[i]);
+                assert_string_equal(args[t].conflict[i], "username");
+            }
+        }
+        assert_int_equal(wins, 1);
+        snprintf(name, sizeof name, "race%d", i);
+        assert_int_equal(authd_store_user_find_by_username(f->st, name, &got), AUTHD_OK);
+        assert_int_equal(got.id[15], (uint8_t)(i * 2 + winner));
+    }
+    assert_counts(f->st, RACE_ROUNDS, 0);
+}
+
+/* ---- sessions --------------------------------------------------------------- */
+
+static void test_login_commit(void **state)
+{
+    fx *f = *state;
+    authd_user u, other, got;
+    authd_session s, s2, sgot;
+
+    make_user(&u, 1, "alice", "alice@example.com");
+    create_ok(f->st, &u);
+    make_user(&other, 2, "bob", "bob@example.com");
+    create_ok(f->st, &other);
+
+    /* No rehash: the user record is untouched. */
+    make_session(&s, 1, u.id, 1000, 4600);
+    assert_int_equal(authd_store_login_commit(f->st, u.id, NULL, &s, 1000), AUTHD_OK);
+    assert_int_equal(authd_store_session_get(f->st, s.id, &sgot), AUTHD_OK);
+    assert_memory_equal(&sgot, &s, sizeof s);
+    assert_int_equal(authd_store_user_get(f->st, u.id, &got), AUTHD_OK);
+    assert_memory_equal(&got, &u, sizeof u);
+
+    /* verify_lookup returns the session and its user. */
+    memset(&sgot, 0, sizeof sgot);
+    memset(&got, 0, sizeof got);
+    assert_int_equal(authd_store_verify_lookup(f->st, s.id, &sgot, &got), AUTHD_OK);
+    assert_memory_equal(&sgot, &s, sizeof s);
+    assert_memory_equal(&got, &u, sizeof u);
+
+    /* Rehash: hash replaced, updated_at = now, password_changed_at kept. */
+    make_session(&s2, 2, u.id, 2000, 5600);
+    assert_int_equal(authd_store_login_commit(f->st, u.id, HASH_B, &s2, 2000), AUTHD_OK);
+    assert_int_equal(authd_store_user_get(f->st, u.id, &got), AUTHD_OK);
+    assert_string_equal(got.password_hash, HASH_B);
+    assert_int_equal(got.updated_at, 2000);
+    assert_int_equal(got.password_changed_at, u.password_changed_at);
+    assert_int_equal(got.created_at, u.created_at);
+    assert_int_equal(authd_store_session_get(f->st, s2.id, &sgot), AUTHD_OK);
+    assert_memory_equal(&sgot, &s2, sizeof s2);
+
+    /* A duplicate session id fails as a whole: the rehash is not kept. */
+    assert_int_equal(
+        authd_store_login_commit(f->st, u.id, HASH_A, &s2, 3000), AUTHD_ALREADY_EXISTS);
+    assert_int_equal(authd_store_user_get(f->st, u.id, &got), AUTHD_OK);
+    assert_string_equal(got.password_hash, HASH_B);
+    assert_int_equal(got.updated_at, 2000);
+
+    /* The session must belong to the user being logged in. */
+    make_session(&s2, 3, other.id, 3000, 6600);
+    assert_int_equal(
+        authd_store_login_commit(f->st, u.id, NULL, &s2, 3000), AUTHD_INVALID_ARGUMENT);
+    assert_counts(f->st, 2, 2);
+}
+
+static void test_login_commit_disabled(void **state)
+{
+    fx *f = *state;
+    authd_user u, got;
+    authd_session s, sgot;
+
+    make_user(&u, 1, "alice", "alice@example.com");
+    create_ok(f->st, &u);
+    assert_int_equal(authd_store_user_set_status(f->st, u.id, AUTHD_USER_DISABLED, 5000), AUTHD_OK);
+    assert_int_equal(authd_store_user_get(f->st, u.id, &got), AUTHD_OK);
+    assert_int_equal(got.status, AUTHD_USER_DISABLED);
+    assert_int_equal(got.updated_at, 5000);
+    assert_string_equal(got.password_hash, HASH_A);
+
+    make_session(&s, 1, u.id, 6000, 9600);
+    assert_int_equal(
+        authd_store_login_commit(f->st, u.id, HASH_B, &s, 6000), AUTHD_FAILED_PRECONDITION);
+    assert_int_equal(authd_store_session_get(f->st, s.id, &sgot), AUTHD_NOT_FOUND);
+    assert_int_equal(authd_store_user_get(f->st, u.id, &got), AUTHD_OK);
+    assert_string_equal(got.password_hash, HASH_A); /* no rehash either */
+    assert_counts(f->st, 1, 0);
+
+    /* Nothing left in the expiry index either: a purge finds nothing. */
+    size_t purged = 99;
+    assert_int_equal(authd_store_purge_expired(f->st, INT64_MAX, 100, &purged), AUTHD_OK);
+    assert_int_equal(purged, 0);
+
+    assert_int_equal(authd_store_user_set_status(f->st, u.id, AUTHD_USER_ACTIVE, 7000), AUTHD_OK);
+    assert_int_equal(authd_store_login_commit(f->st, u.id, NULL, &s, 7000), AUTHD_OK);
+    assert_counts(f->st, 1, 1);
+}
+
+static void test_session_revoke_idempotent(void **state)
+{
+    fx *f = *state;
+    authd_user u, got;
+    authd_session s, sgot;
+
+    make_user(&u, 1, "alice", "alice@example.com");
+    create_ok(f->st, &u);
+    make_session(&s, 1, u.id, 1000, 4600);
+    assert_int_equal(authd_store_login_commit(f->st, u.id, NULL, &s, 1000), AUTHD_OK);
+
+    assert_int_equal(authd_store_session_revoke(f->st, s.id, 1500), AUTHD_OK);
+    assert_int_equal(authd_store_session_get(f->st, s.id, &sgot), AUTHD_OK);
+    assert_true(sgot.revoked);
+    assert_int_equal(sgot.revoked_at, 1500);
+    assert_int_equal(sgot.expires_at, 4600);
+
+    assert_int_equal(authd_store_session_revoke(f->st, s.id, 2500), AUTHD_OK);
+    assert_int_equal(authd_store_verify_lookup(f->st, s.id, &sgot, &got), AUTHD_OK);
+    assert_true(sgot.revoked);
+    assert_int_equal(sgot.revoked_at, 1500);
+    assert_memory_equal(got.id, u.id, AUTHD_ID_BYTES);
+    assert_counts(f->st, 1, 1);
+}
+
+/* purge walks the expiry index oldest first, including negative expiries
+ * (which must sort before positive ones), and stops at max and at now. */
+static void test_purge_expired(void **state)
+{
+    fx *f = *state;
+    static const int64_t exp[] = { 400, -5, 200, 100, 300, 250 };
+    authd_user u;
+    authd_session s, sgot;
+    size_t purged = 99;
+    uint8_t sid[AUTHD_ID_BYTES];
+
+    make_user(&u, 1, "alice", "alice@example.com");
+    create_ok(f->st, &u);
+    for (uint32_t i = 0; i < sizeof exp / sizeof exp[0]; i++) {
+        make_session(&s, i, u.id, -100, exp[i]);
+        assert_int_equal(authd_store_login_commit(f->st, u.id, NULL, &s, 0), AUTHD_OK);
+    }
+    /* Revoked sessions are purged like any other. */
+    make_id(sid, 's', 3); /* expires 100 */
+    assert_int_equal(authd_store_session_revoke(f->st, sid, 50), AUTHD_OK);
+
+    assert_int_equal(authd_store_purge_expired(f->st, 250, 0, &purged), AUTHD_OK);
+    assert_int_equal(purged, 0);
+    assert_counts(f->st, 1, 6);
+
+    /* max 2: the two oldest (-5 and 100) go. */
+    assert_int_equal(authd_store_purge_expired(f->st, 250, 2, &purged), AUTHD_OK);
+    assert_int_equal(purged, 2);
+    assert_counts(f->st, 1, 4);
+    make_id(sid, 's', 1);
+    assert_int_equal(authd_store_session_get(f->st, sid, &sgot), AUTHD_NOT_FOUND);
+    make_id(sid, 's', 3);
+    assert_int_equal(authd_store_session_get(f->st, sid, &sgot), AUTHD_NOT_FOUND);
+    assert_int_equal(authd_store_session_revoke(f->st, sid, 300), AUTHD_NOT_FOUND);
+    make_id(sid, 's', 2);
+    assert_int_equal(authd_store_session_get(f->st, sid, &sgot), AUTHD_OK);
+
+    /* expires_at == now is expired; later ones stay. */
+    assert_int_equal(authd_store_purge_expired(f->st, 250, 100, &purged), AUTHD_OK);
+    assert_int_equal(purged, 2); /* 200 and 250 */
+    assert_counts(f->st, 1, 2);
+    assert_int_equal(authd_store_purge_expired(f->st, 250, 100, &purged), AUTHD_OK);
+    assert_int_equal(purged, 0);
+    make_id(sid, 's', 4);
+    assert_int_equal(authd_store_session_get(f->st, sid, &sgot), AUTHD_OK);
+    assert_int_equal(sgot.expires_at, 300);
+    make_id(sid, 's', 0);
+    assert_int_equal(authd_store_session_get(f->st, sid, &sgot), AUTHD_OK);
+
+    assert_int_equal(authd_store_purge_expired(f->st, INT64_MAX, 100, &purged), AUTHD_OK);
+    assert_int_equal(purged, 2);
+    assert_counts(f->st, 1, 0);
+}
+
+static void test_reopen_persists(void **state)
+{
+    fx *f = *state;
+    authd_user u, u2, got;
+    authd_session s, s2, sgot;
+
+    make_user(&u, 1, "alice", "alice@example.com");
+    create_ok(f->st, &u);
+    make_user(&u2, 2, "bob", "bob@example.com");
+    create_ok(f->st, &u2);
+    make_session(&s, 1, u.id, 1000, 4600);
+    assert_int_equal(authd_store_login_commit(f->st, u.id, HASH_B, &s, 1000), AUTHD_OK);
+    make_session(&s2, 2, u.id, 1001, 4601);
+    assert_int_equal(authd_store_login_commit(f->st, u.id, NULL, &s2, 1001), AUTHD_OK);
+    assert_int_equal(authd_store_session_revoke(f->st, s.id, 1200), AUTHD_OK);
+    assert_int_equal(
+        authd_store_user_set_status(f->st, u2.id, AUTHD_USER_DISABLED, 1300), AUTHD_OK);
+
+    fx_reopen(f);
+
+    assert_counts(f->st, 2, 2);
+    assert_int_equal(authd_store_user_find_by_username(f->st, "alice", &got), AUTHD_OK);
+    assert_string_equal(got.password_hash, HASH_B);
+    assert_int_equal(got.updated_at, 1000);
+    assert_int_equal(authd_store_user_find_by_email(f->st, "bob@example.com", &got), AUTHD_OK);
+    assert_int_equal(got.status, AUTHD_USER_DISABLED);
+    assert_int_equal(authd_store_verify_lookup(f->st, s.id, &sgot, &got), AUTHD_OK);
+    assert_true(sgot.revoked);
+    assert_int_equal(sgot.revoked_at, 1200);
+    assert_int_equal(authd_store_session_get(f->st, s2.id, &sgot), AUTHD_OK);
+    assert_false(sgot.revoked);
+
+    /* The expiry index survived too. */
+    size_t purged = 0;
+    assert_int_equal(authd_store_purge_expired(f->st, 4600, 10, &purged), AUTHD_OK);
+    assert_int_equal(purged, 1);
+    assert_int_equal(authd_store_session_get(f->st, s.id, &sgot), AUTHD_NOT_FOUND);
+}
+
+/* Many readers through a pool of only 4 read transactions while a writer
+ * adds users and sessions: every lookup must succeed (exceeding the 4
+ * reader slots would surface as MDB_READERS_FULL -> INTERNAL). */
+#define POOL_READERS 4
+#define N_READERS    6
+#define N_BASE       8
+#define READ_ITERS   20000
+#define WRITE_ITERS  300
+
+struct conc {
+    authd_store *st;
+    pthread_barrier_t bar;
+    atomic_int errors;
+    atomic_int reads;
+    atomic_int writes;
+    atomic_bool stop;
+    authd_code first_error;
+};
+
+struct conc_arg {
+    struct conc *c;
+    int tid;
+};
+
+static void conc_fail(struct conc *c, authd_code code)
+{
+    if (atomic_fetch_add(&c->errors, 1) == 0)
+        c->first_error = code;
+}
+
+static void *conc_reader(void *p)
+{
+    struct conc_arg *a = p;
+    struct conc *c = a->c;
+    authd_session s;
+    authd_user u;
+    uint8_t sid[AUTHD_ID_BYTES];
+    char name[32];
+    size_t nu, ns;
+    authd_code code;
+
+    pthread_barrier_wait(&c->bar);
+    for (int i = 0; i < READ_ITERS; i++) {
+        uint32_t n = (uint32_t)(i + a->tid) % N_BASE;
+        make_id(sid, 's', n);
+        code = authd_store_verify_lookup(c->st, sid, &s, &u);
+        if (code != AUTHD_OK) {
+            conc_fail(c, code);
+            continue;
+        }
+        snprintf(name, sizeof name, "base%u", n);
+        if (memcmp(s.id, sid, sizeof sid) != 0 || memcmp(u.id, s.user_id, sizeof sid) != 0
+            || strcmp(u.username, name) != 0)
+            conc_fail(c, AUTHD_UNKNOWN);
+        if (i % 64 == 0) {
+            if (authd_store_count(c->st, &nu, &ns) != AUTHD_OK || nu < N_BASE || ns < N_BASE)
+                conc_fail(c, AUTHD_UNKNOWN);
+            if (authd_store_user_find_by_username(c->st, name, &u) != AUTHD_OK)
+                conc_fail(c, AUTHD_UNKNOWN);
+        }
+        atomic_fetch_add(&c->reads, 1);
+    }
+    return NULL;
+}
+
+static void *conc_writer(void *p)
+{
+    struct conc_arg *a = p;
+    struct conc *c = a->c;
+    authd_user u;
+    authd_session s;
+    char name[32], mail[64];
+
+    pthread_barrier_wait(&c->bar);
+    for (uint32_t i = 0; i < WRITE_ITERS; i++) {
+        snprintf(name, sizeof name, "new%u", i);
+        snprintf(mail, sizeof mail, "new%u@example.com", i);
+        make_user(&u, 1000 + i, name, mail);
+        make_session(&s, 1000 + i, u.id, 10, 100000);
+        if (authd_store_user_create(c->st, &u, NULL) != AUTHD_OK
+            || authd_store_login_commit(c->st, u.id, HASH_B, &s, 20) != AUTHD_OK
+            || authd_store_session_revoke(c->st, s.id, 30) != AUTHD_OK)
+            conc_fail(c, AUTHD_INTERNAL);
+        atomic_fetch_add(&c->writes, 1);
+    }
+    return NULL;
+}
+
+static void test_verify_lookup_concurrent(void **state)
+{
+    fx *f = *state;
+    static struct conc c;
+    struct conc_arg args[N_READERS + 1];
+    pthread_t th[N_READERS + 1];
+    authd_user u;
+    authd_session s;
+    uint8_t sid[AUTHD_ID_BYTES];
+    char name[32], mail[64];
+
+    assert_int_equal(fx_open(f, 64 * MiB, POOL_READERS), AUTHD_OK);
+    for (uint32_t n = 0; n < N_BASE; n++) {
+        snprintf(name, sizeof name, "base%u", n);
+        snprintf(mail, sizeof mail, "base%u@example.com", n);
+        make_user(&u, n, name, mail);
+        create_ok(f->st, &u);
+        make_session(&s, n, u.id, 10, 100000);
+        assert_int_equal(authd_store_login_commit(f->st, u.id, NULL, &s, 10), AUTHD_OK);
+    }
+
+    memset(&c, 0, sizeof c);
+    c.st = f->st;
+    assert_int_equal(pthread_barrier_init(&c.bar, NULL, N_READERS + 1), 0);
+    for (int t = 0; t <= N_READERS; t++) {
+        args[t].c = &c;
+        args[t].tid = t;
+        assert_int_equal(
+            pthread_create(&th[t], NULL, t == N_READERS ? conc_writer : conc_reader, &args[t]), 0);
+    }
+    for (int t = 0; t <= N_READERS; t++)
+        assert_int_equal(pthread_join(th[t], NULL), 0);
+    pthread_barrier_destroy(&c.bar);
+
+    if (atomic_load(&c.errors) != 0)
+        print_error("first error: %s\n", authd_code_name(c.first_error));
+    assert_int_equal(atomic_load(&c.errors), 0);
+    assert_int_equal(atomic_load(&c.reads), N_READERS * READ_ITERS);
+    assert_int_equal(atomic_load(&c.writes), WRITE_ITERS);
+    assert_counts(f->st, N_BASE + WRITE_ITERS, N_BASE + WRITE_ITERS);
+    make_id(sid, 's', 1000 + WRITE_ITERS - 1);
+    assert_int_equal(authd_store_verify_lookup(f->st, sid, &s, &u), AUTHD_OK);
+    assert_true(s.revoked);
+    assert_string_equal(u.password_hash, HASH_B);
+}
+
+/* ---- failure modes ---------------------------------------------------------- */
+
+/* A tiny map fills; MDB_MAP_FULL must come back as RESOURCE_EXHAUSTED, be
+ * logged, and leave the failed create's index entries unwritten. */
+static void test_map_full(void **state)
+{
+    fx *f = *state;
+    char logpath[128];
+    char logbuf[8192];
+    authd_user u, got;
+    char name[32], mail[64];
+    authd_code code = AUTHD_OK;
+    size_t map;
+    uint32_t n;
+    int fd;
+    ssize_t got_len;
+
+    /* Too small to create the databases at all: refused at open. */
+    for (map = 4096; map <= 16 * 1024; map += 4096) {
+        assert_int_equal(fx_open(f, map, 0), AUTHD_RESOURCE_EXHAUSTED);
+        assert_null(f->st);
+    }
+    rm_rf(f->dir);
+    assert_int_equal(mkdir(f->dir, 0700), 0);
+    /* 64 KiB: LMDB needs 5 pages for the databases, leaving a few. */
+    assert_int_equal(fx_open(f, 64 * 1024, 0), AUTHD_OK);
+
+    snprintf(logpath, sizeof logpath, "%s/store.log", f->dir);
+    fd = open(logpath, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    assert_true(fd >= 0);
+    authd_log_setup(AUTHD_LOG_ERROR, fd);
+
+    for (n = 0; n < 10000; n++) {
+        snprintf(name, sizeof name, "user%u", n);
+        snprintf(mail, sizeof mail, "user%u-with-a-long-address@example.com", n);
+        make_user(&u, n, name, mail);
+        code = authd_store_user_create(f->st, &u, NULL);
+        if (code != AUTHD_OK)
+            break;
+    }
+    authd_log_setup(AUTHD_LOG_OFF, 2);
+    assert_int_equal(code, AUTHD_RESOURCE_EXHAUSTED);
+    assert_true(n > 0);
+    print_message("users before MAP_FULL: %u\n", n);
+
+    /* The failed create left nothing; everything before it is readable. */
+    assert_int_equal(authd_store_user_find_by_username(f->st, name, &got), AUTHD_NOT_FOUND);
+    assert_int_equal(authd_store_user_find_by_email(f->st, mail, &got), AUTHD_NOT_FOUND);
+    assert_counts(f->st, n, 0);
+    assert_int_equal(authd_store_user_find_by_username(f->st, "user0", &got), AUTHD_OK);
+
+    got_len = pread(fd, logbuf, sizeof logbuf - 1, 0);
+    close(fd);
+    assert_true(got_len > 0);
+    logbuf[got_len] = '\0';
+    assert_non_null(strstr(logbuf, "store_error"));
+    assert_non_null(strstr(logbuf, "MDB_MAP_FULL"));
+}
+
+/* corrupt_user packs a mutated version of u for variant v. Returns the
+ * length, or 0 when the variant is raw garbage written into buf. */
+#define N_CORRUPT 14
+
+static size_t corrupt_user(int v, const authd_user *u, uint8_t *buf, size_t cap)
+{
+    Authd__Store__V1__UserRecord rec = AUTHD__STORE__V1__USER_RECORD__INIT;
+    static char big[400];
+    static char *many[200];
+    static char *roles[AUTHD_ROLES_MAX + 1];
+    uint8_t other[AUTHD_ID_BYTES];
+    size_t len;
+
+    memset(big, 'z', sizeof big - 1);
+    for (int i = 0; i < 200; i++)
+        many[i] = big + sizeof big - 1 - AUTHD_ROLE_MAX; /* 64-char roles */
+    for (int i = 0; i <= AUTHD_ROLES_MAX; i++)
+        roles[i] = (char *)"r";
+
+    rec.schema_version = 1;
+    rec.id.data = (uint8_t *)u->id;
+    rec.id.len = AUTHD_ID_BYTES;
+    rec.username = (char *)u->username;
+    rec.email = (char *)u->email;
+    rec.password_hash = (char *)u->password_hash;
+    rec.status = u->status;
+    rec.created_at = u->created_at;
+
+    switch (v) {
+    case 0: /* not protobuf at all */
+        memset(buf, 0xff, 40);
+        return 40;
+    case 1:
+        rec.schema_version = 0;
+        break;
+    case 2:
+        rec.schema_version = 2;
+        break;
+    case 3:
+        rec.id.len = AUTHD_ID_BYTES - 1;
+        break;
+    case 4: /* a valid id, but not the key it is stored under */
+        memcpy(other, u->id, sizeof other);
+        other[1] ^= 1;
+        rec.id.data = other;
+        break;
+    case 5:
+        rec.username = big + sizeof big - 1 - (AUTHD_USERNAME_MAX + 1);
+        break;
+    case 6:
+        rec.email = big + sizeof big - 1 - (AUTHD_EMAIL_MAX + 1);
+        break;
+    case 7:
+        rec.password_hash = big + sizeof big - 1 - AUTHD_HASH_MAX;
+        break;
+    case 8:
+        rec.n_roles = AUTHD_ROLES_MAX + 1;
+        rec.roles = roles;
+        break;
+    case 9: /* one role one byte too long */
+        roles[0] = big + sizeof big - 1 - (AUTHD_ROLE_MAX + 1);
+        rec.n_roles = 1;
+        rec.roles = roles;
+        break;
+    case 10:
+        rec.status = 0;
+        break;
+    case 11: /* large enough to overflow the decode arena */
+        rec.n_roles = 200;
+        rec.roles = many;
+        break;
+    case 12:
+        rec.username = (char *)"";
+        break;
+    case 13: /* truncated in the middle */
+        break;
+    }
+    len = authd__store__v1__user_record__get_packed_size(&rec);
+    assert_true(len <= cap);
+    len = authd__store__v1__user_record__pack(&rec, buf);
+    if (v == 13)
+        len -= 3;
+    return len;
+}
+
+static void test_corrupt_records_are_data_loss(void **state)
+{
+    fx *f = *state;
+    static uint8_t buf[32768];
+    authd_user u[N_CORRUPT + 1], got;
+    authd_session s[N_CORRUPT + 1], sgot;
+    char name[32], mail[64];
+    size_t len;
+
+    for (int v = 0; v <= N_CORRUPT; v++) {
+        snprintf(name, sizeof name, "user%d", v);
+        snprintf(mail, sizeof mail, "user%d@example.com", v);
+        make_user(&u[v], (uint32_t)v, name, mail);
+        create_ok(f->st, &u[v]);
+        make_session(&s[v], (uint32_t)v, u[v].id, 10, 1000);
+        assert_int_equal(authd_store_login_commit(f->st, u[v].id, NULL, &s[v], 10), AUTHD_OK);
+    }
+    authd_store_close(f->st);
+    f->st = NULL;
+    for (int v = 0; v < N_CORRUPT; v++) {
+        len = corrupt_user(v, &u[v], buf, sizeof buf);
+        raw_put(f->dir, "users", u[v].id, AUTHD_ID_BYTES, buf, len);
+    }
+    assert_int_equal(fx_open(f, 64 * MiB, 0), AUTHD_OK);
+
+    for (int v = 0; v < N_CORRUPT; v++) {
+        memset(&got, 0xab, sizeof got);
+        assert_int_equal(authd_store_user_get(f->st, u[v].id, &got), AUTHD_DATA_LOSS);
+        assert_int_equal(got.id[0], 0xab);
+        assert_int_equal(
+            authd_store_user_find_by_username(f->st, u[v].username, &got), AUTHD_DATA_LOSS);
+        assert_int_equal(authd_store_user_find_by_email(f->st, u[v].email, &got), AUTHD_DATA_LOSS);
+        assert_int_equal(authd_store_verify_lookup(f->st, s[v].id, &sgot, &got), AUTHD_DATA_LOSS);
+        assert_int_equal(
+            authd_store_login_commit(f->st, u[v].id, NULL, &s[v], 10), AUTHD_DATA_LOSS);
+        assert_int_equal(
+            authd_store_user_set_status(f->st, u[v].id, AUTHD_USER_DISABLED, 1), AUTHD_DATA_LOSS);
+    }
+    /* The untouched user still reads fine. */
+    assert_int_equal(authd_store_verify_lookup(f->st, s[N_CORRUPT].id, &sgot, &got), AUTHD_OK);
+    assert_memory_equal(&got, &u[N_CORRUPT], sizeof got);
+}
+
+static void test_corrupt_sessions_and_indexes(void **state)
+{
+    fx *f = *state;
+    Authd__Store__V1__SessionRecord rec = AUTHD__STORE__V1__SESSION_RECORD__INIT;
+    uint8_t buf[128];
+    uint8_t garbage[24];
+    uint8_t missing[AUTHD_ID_BYTES];
+    authd_user a, b, c, got;
+    authd_session s[4], sgot;
+    size_t len;
+
+    make_user(&a, 1, "alice", "alice@example.com");
+    make_user(&b, 2, "bob", "bob@example.com");
+    make_user(&c, 3, "carol", "carol@example.com");
+    create_ok(f->st, &a);
+    create_ok(f->st, &b);
+    create_ok(f->st, &c);
+    for (uint32_t i = 0; i < 4; i++) {
+        make_session(&s[i], i, a.id, 10, 1000);
+        assert_int_equal(authd_store_login_commit(f->st, a.id, NULL, &s[i], 10), AUTHD_OK);
+    }
+    authd_store_close(f->st);
+    f->st = NULL;
+
+    memset(garbage, 0xff, sizeof garbage);
+    raw_put(f->dir, "sessions", s[0].id, AUTHD_ID_BYTES, garbage, sizeof garbage);
+    rec.schema_version = 2;
+    rec.user_id.data = a.id;
+    rec.user_id.len = AUTHD_ID_BYTES;
+    len = authd__store__v1__session_record__pack(&rec, buf);
+    raw_put(f->dir, "sessions", s[1].id, AUTHD_ID_BYTES, buf, len);
+    rec.schema_version = 1;
+    rec.user_id.len = AUTHD_ID_BYTES - 1;
+    len = authd__store__v1__session_record__pack(&rec, buf);
+    raw_put(f->dir, "sessions", s[2].id, AUTHD_ID_BYTES, buf, len);
+    /* Indexes: a value that is not an id; an id with no user behind it. */
+    raw_put(f->dir, "users_by_username", "bob", 3, "short", 5);
+    make_id(missing, 'u', 77);
+    raw_put(f->dir, "users_by_email", "carol@example.com", 17, missing, sizeof missing);
+    assert_int_equal(fx_open(f, 64 * MiB, 0), AUTHD_OK);
+
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(authd_store_session_get(f->st, s[i].id, &sgot), AUTHD_DATA_LOSS);
+        assert_int_equal(authd_store_verify_lookup(f->st, s[i].id, &sgot, &got), AUTHD_DATA_LOSS);
+        assert_int_equal(authd_store_session_revoke(f->st, s[i].id, 20), AUTHD_DATA_LOSS);
+    }
+    assert_int_equal(authd_store_verify_lookup(f->st, s[3].id, &sgot, &got), AUTHD_OK);
+    assert_int_equal(authd_store_user_find_by_username(f->st, "bob", &got), AUTHD_DATA_LOSS);
+    assert_int_equal(authd_store_user_find_by_email(f->st, "bob@example.com", &got), AUTHD_OK);
+    assert_int_equal(
+        authd_store_user_find_by_email(f->st, "carol@example.com", &got), AUTHD_DATA_LOSS);
+    assert_int_equal(authd_store_user_find_by_username(f->st, "carol", &got), AUTHD_OK);
+
+    /* Purge still removes the damaged sessions (it reads only the index). */
+    size_t purged = 0;
+    assert_int_equal(authd_store_purge_expired(f->st, 1000, 10, &purged), AUTHD_OK);
+    assert_int_equal(purged, 4);
+    assert_counts(f->st, 3, 0);
+}
+
+/* A session whose user has vanished: verify_lookup is NOT_FOUND. */
+static void test_verify_lookup_user_gone(void **state)
+{
+    fx *f = *state;
+    authd_user u, got, pattern;
+    authd_session s, sgot;
+
+    make_user(&u, 1, "alice", "alice@example.com");
+    create_ok(f->st, &u);
+    make_session(&s, 1, u.id, 10, 1000);
+    assert_int_equal(authd_store_login_commit(f->st, u.id, NULL, &s, 10), AUTHD_OK);
+    authd_store_close(f->st);
+    f->st = NULL;
+    raw_put(f->dir, "users", u.id, AUTHD_ID_BYTES, NULL, 0);
+    assert_int_equal(fx_open(f, 64 * MiB, 0), AUTHD_OK);
+
+    memset(&pattern, 0xab, sizeof pattern);
+    got = pattern;
+    assert_int_equal(authd_store_session_get(f->st, s.id, &sgot), AUTHD_OK);
+    assert_int_equal(authd_store_verify_lookup(f->st, s.id, &sgot, &got), AUTHD_NOT_FOUND);
+    assert_memory_equal(&got, &pattern, sizeof got);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_open_creates_dir_0700, setup_dir, teardown),
+        cmocka_unit_test_setup_teardown(test_open_schema_version, setup_dir, teardown),
+        cmocka_unit_test_setup_teardown(test_user_roundtrip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_user_invalid_rejected, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_duplicates_leave_nothing_behind, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_not_found, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_create_race_one_winner, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_login_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_login_commit_disabled, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_session_revoke_idempotent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_purge_expired, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reopen_persists, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_verify_lookup_concurrent, setup_dir, teardown),
+        cmocka_unit_test_setup_teardown(test_map_full, setup_dir, teardown),
+        cmocka_unit_test_setup_teardown(test_corrupt_records_are_data_loss, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_corrupt_sessions_and_indexes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_verify_lookup_user_gone, setup, teardown),
+    };
+
+    /* The store logs every damaged record it meets; the tests make many. */
+    authd_log_setup(AUTHD_LOG_OFF, 2);
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
