@@ -1,1 +1,444 @@
-/* placeholder: being written */
+/*
+ * token.c — issuing and verifying authd's access tokens (JWS compact,
+ * HS256, "typ":"at+jwt"), with libsodium for HMAC-SHA256 and base64url and
+ * jansson for JSON. See token.h for the contract and why not libjwt.
+ */
+#include "token.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+#include <sodium.h>
+
+#define B64_VARIANT   sodium_base64_VARIANT_URLSAFE_NO_PADDING
+#define MAC_LEN       crypto_auth_hmacsha256_BYTES /* 32 */
+#define NAME_LEN_MAX  128 /* issuer, audience */
+#define TIME_MAX      ((int64_t)1 << 40) /* iat/nbf/exp upper bound */
+#define LEEWAY_MAX    86400 /* a day of skew is already a config error */
+#define HEADER_MAX    256 /* decoded header bytes worth parsing; ours is 56 */
+#define HEADER_B64MAX 128 /* our own header segment (74 chars) + NUL */
+#define CLAIMS_MAX    640 /* our claims JSON; 128-byte iss and aud need < 480 */
+#define BIN_MAX       (AUTHD_TOKEN_MAX / 4 * 3) /* all three parts, decoded */
+#define ID_HEX_LEN    32 /* sub, sid, jti */
+
+struct authd_tokens {
+    /* HMAC-SHA256 state already keyed (inner and outer pads absorbed):
+     * key-equivalent, so it lives in sodium_malloc'd memory, read-only
+     * after create; verify and issue work on a stack copy of it. */
+    crypto_auth_hmacsha256_state *mac;
+    char kid[AUTHD_KID_MAX + 1];
+    char header[HEADER_B64MAX]; /* base64url of our exact header JSON */
+    size_t header_len;
+    char iss[NAME_LEN_MAX + 1];
+    size_t iss_len;
+    char aud[NAME_LEN_MAX + 1];
+    size_t aud_len;
+    int64_t leeway;
+};
+
+/* name_ok: issuer and audience are written into the claims JSON verbatim,
+ * so they must be 1..128 bytes of printable ASCII with nothing that JSON
+ * would escape (no quote, no backslash, no control character). Non-ASCII
+ * is refused too: the issuer must compare byte-equal after jansson decodes
+ * it, and URLs and service names have no need for it. */
+static bool name_ok(const char *s)
+{
+    size_t n;
+
+    if (s == NULL)
+        return false;
+    n = strnlen(s, NAME_LEN_MAX + 1);
+    if (n == 0 || n > NAME_LEN_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch < 0x20 || ch > 0x7e || ch == '"' || ch == '\\')
+            return false;
+    }
+    return true;
+}
+
+static bool time_ok(int64_t v)
+{
+    return v >= 0 && v <= TIME_MAX;
+}
+
+/* authd_tokens_create keys the HMAC once (so each verify saves the two
+ * compression rounds of key setup and never touches the raw key again),
+ * derives the kid and encodes our own header segment, which verify
+ * compares byte for byte before falling back to parsing. The raw key is
+ * not kept. */
+authd_code authd_tokens_create(const authd_tokens_options *opts, authd_tokens **out)
+{
+    authd_tokens *t = NULL;
+    uint8_t digest[crypto_hash_sha256_BYTES];
+    char hdr[96];
+    int n;
+    authd_code rc;
+
+    if (opts == NULL || out == NULL)
+        return AUTHD_INVALID_ARGUMENT;
+    if (sodium_init() < 0)
+        return AUTHD_INTERNAL;
+    if (opts->key == NULL || opts->key_len < AUTHD_SIGNING_KEY_MIN
+        || opts->key_len > AUTHD_SIGNING_KEY_MAX || !name_ok(opts->issuer)
+        || !name_ok(opts->audience) || opts->leeway < 0 || opts->leeway > LEEWAY_MAX)
+        return AUTHD_INVALID_ARGUMENT;
+
+    if ((t = calloc(1, sizeof *t)) == NULL || (t->mac = sodium_malloc(sizeof *t->mac)) == NULL) {
+        rc = AUTHD_RESOURCE_EXHAUSTED;
+        goto out;
+    }
+    if (crypto_auth_hmacsha256_init(t->mac, opts->key, opts->key_len) != 0
+        || sodium_mprotect_readonly(t->mac) != 0
+        || crypto_hash_sha256(digest, opts->key, opts->key_len) != 0) {
+        rc = AUTHD_INTERNAL;
+        goto out;
+    }
+    sodium_bin2hex(t->kid, sizeof t->kid, digest, 8);
+
+    n = snprintf(hdr, sizeof hdr, "{\"alg\":\"HS256\",\"typ\":\"at+jwt\",\"kid\":\"%s\"}", t->kid);
+    if (n < 0 || (size_t)n >= sizeof hdr
+        || sodium_base64_ENCODED_LEN((size_t)n, B64_VARIANT) > sizeof t->header) {
+        rc = AUTHD_INTERNAL;
+        goto out;
+    }
+    sodium_bin2base64(t->header, sizeof t->header, (const uint8_t *)hdr, (size_t)n, B64_VARIANT);
+    t->header_len = strlen(t->header);
+
+    t->iss_len = strlen(opts->issuer);
+    memcpy(t->iss, opts->issuer, t->iss_len + 1);
+    t->aud_len = strlen(opts->audience);
+    memcpy(t->aud, opts->audience, t->aud_len + 1);
+    t->leeway = opts->leeway;
+
+    *out = t;
+    t = NULL;
+    rc = AUTHD_OK;
+out:
+    sodium_memzero(digest, sizeof digest);
+    authd_tokens_destroy(t);
+    return rc;
+}
+
+/* authd_tokens_destroy: sodium_free wipes (sodium_memzero) the keyed HMAC
+ * state before unmapping it, read-only or not. */
+void authd_tokens_destroy(authd_tokens *t)
+{
+    if (t == NULL)
+        return;
+    if (t->mac != NULL)
+        sodium_free(t->mac);
+    sodium_memzero(t, sizeof *t);
+    free(t);
+}
+
+const char *authd_tokens_kid(const authd_tokens *t)
+{
+    return t->kid;
+}
+
+/* authd_token_issue builds the token in a stack buffer and copies it out
+ * only when it fits, so a short buffer is left untouched. The buffer and
+ * MAC are wiped: a finished token is a bearer credential. */
+authd_code authd_token_issue(
+    const authd_tokens *t, const authd_claims *c, char *out, size_t out_size)
+{
+    char claims[CLAIMS_MAX];
+    char buf[AUTHD_TOKEN_MAX + 1];
+    char sub[ID_HEX_LEN + 1], sid[ID_HEX_LEN + 1];
+    uint8_t mac[MAC_LEN];
+    crypto_auth_hmacsha256_state st;
+    size_t pos;
+    int n;
+    authd_code rc;
+
+    if (t == NULL || c == NULL || out == NULL)
+        return AUTHD_INVALID_ARGUMENT;
+    if (!time_ok(c->iat) || !time_ok(c->nbf) || !time_ok(c->exp))
+        return AUTHD_INVALID_ARGUMENT;
+
+    sodium_bin2hex(sub, sizeof sub, c->sub, sizeof c->sub);
+    sodium_bin2hex(sid, sizeof sid, c->sid, sizeof c->sid);
+    n = snprintf(claims, sizeof claims,
+        "{\"iss\":\"%s\",\"aud\":\"%s\",\"sub\":\"%s\",\"sid\":\"%s\",\"jti\":\"%s\","
+        "\"iat\":%lld,\"nbf\":%lld,\"exp\":%lld}",
+        t->iss, t->aud, sub, sid, sid, (long long)c->iat, (long long)c->nbf, (long long)c->exp);
+
+    memcpy(buf, t->header, t->header_len);
+    pos = t->header_len;
+    buf[pos++] = '.';
+    if (n < 0 || (size_t)n >= sizeof claims
+        || sodium_base64_ENCODED_LEN((size_t)n, B64_VARIANT) + 1
+                + sodium_base64_ENCODED_LEN(MAC_LEN, B64_VARIANT)
+            > sizeof buf - pos) {
+        rc = AUTHD_INTERNAL; /* cannot happen with validated iss/aud */
+        goto out;
+    }
+    sodium_bin2base64(buf + pos, sizeof buf - pos, (const uint8_t *)claims, (size_t)n, B64_VARIANT);
+    pos += strlen(buf + pos);
+
+    st = *t->mac;
+    crypto_auth_hmacsha256_update(&st, (const uint8_t *)buf, pos);
+    crypto_auth_hmacsha256_final(&st, mac);
+    buf[pos++] = '.';
+    sodium_bin2base64(buf + pos, sizeof buf - pos, mac, sizeof mac, B64_VARIANT);
+    pos += strlen(buf + pos);
+
+    if (pos + 1 > out_size) {
+        rc = AUTHD_INVALID_ARGUMENT;
+        goto out;
+    }
+    memcpy(out, buf, pos + 1);
+    rc = AUTHD_OK;
+out:
+    sodium_memzero(&st, sizeof st);
+    sodium_memzero(mac, sizeof mac);
+    sodium_memzero(buf, sizeof buf);
+    return rc;
+}
+
+/* str_is: v is a JSON string of exactly the n bytes s. */
+static bool str_is(const json_t *v, const char *s, size_t n)
+{
+    return json_is_string(v) && json_string_length(v) == n
+        && memcmp(json_string_value(v), s, n) == 0;
+}
+
+/* check_header: the slow path for a header that is not byte-equal to ours
+ * (other member order, whitespace, escapes). This JSON comes from anyone,
+ * before the MAC is checked, so it is fenced before jansson sees it: small,
+ * one '{' and no '[' (nothing nests, so jansson's recursive descent stays
+ * one level deep). Then it must be an object of exactly alg, typ and kid:
+ * jku, x5u, jwk, x5c, x5t, crit, zip, b64 and anything else are refused by
+ * that count, and duplicates by JSON_REJECT_DUPLICATES. Returns 0 if ok. */
+static int check_header(const authd_tokens *t, const uint8_t *json, size_t len)
+{
+    const uint8_t *brace;
+    json_t *o = NULL;
+    int rc = -1;
+
+    if (len > HEADER_MAX || memchr(json, '[', len) != NULL
+        || (brace = memchr(json, '{', len)) == NULL
+        || memchr(brace + 1, '{', len - (size_t)(brace + 1 - json)) != NULL)
+        goto out;
+    o = json_loadb((const char *)json, len, JSON_REJECT_DUPLICATES, NULL);
+    if (!json_is_object(o) || json_object_size(o) != 3
+        || !str_is(json_object_get(o, "alg"), "HS256", 5)
+        || !str_is(json_object_get(o, "typ"), "at+jwt", 6)
+        || !str_is(json_object_get(o, "kid"), t->kid, strlen(t->kid)))
+        goto out;
+    rc = 0;
+out:
+    json_decref(o);
+    return rc;
+}
+
+static int nibble(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    return -1;
+}
+
+/* hex_id: v is a string of exactly 32 lowercase hex digits; decoded into
+ * out. Uppercase is refused so that each id has one spelling. */
+static int hex_id(const json_t *v, uint8_t out[ID_HEX_LEN / 2])
+{
+    const char *s;
+
+    if (!json_is_string(v) || json_string_length(v) != ID_HEX_LEN)
+        return -1;
+    s = json_string_value(v);
+    for (size_t i = 0; i < ID_HEX_LEN / 2; i++) {
+        int hi = nibble(s[2 * i]), lo = nibble(s[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return -1;
+        out[i] = (uint8_t)(hi << 4 | lo);
+    }
+    return 0;
+}
+
+/* time_claim: v is a JSON integer (not a real, boolean or string) in
+ * [0, 2^40]. */
+static int time_claim(const json_t *v, int64_t *out)
+{
+    json_int_t i;
+
+    if (!json_is_integer(v))
+        return -1;
+    i = json_integer_value(v);
+    if (!time_ok((int64_t)i))
+        return -1;
+    *out = (int64_t)i;
+    return 0;
+}
+
+/* check_claims runs only after the MAC has matched, so the JSON is ours;
+ * it is still checked in full, because a bug or a stolen key should not
+ * turn into a wrong identity. Unknown extra claims are ignored (RFC 7519),
+ * which lets a later authd add one without breaking a rolling deploy. */
+static int check_claims(const authd_tokens *t, const uint8_t *json, size_t len, authd_claims *c)
+{
+    json_t *o;
+    const json_t *sid, *jti;
+    uint8_t jti_bin[ID_HEX_LEN / 2];
+    int rc = -1;
+
+    o = json_loadb((const char *)json, len, JSON_REJECT_DUPLICATES, NULL);
+    if (!json_is_object(o))
+        goto out;
+    sid = json_object_get(o, "sid");
+    jti = json_object_get(o, "jti");
+    if (!str_is(json_object_get(o, "iss"), t->iss, t->iss_len)
+        || !str_is(json_object_get(o, "aud"), t->aud, t->aud_len)
+        || hex_id(json_object_get(o, "sub"), c->sub) != 0 || hex_id(sid, c->sid) != 0
+        || hex_id(jti, jti_bin) != 0 || memcmp(c->sid, jti_bin, sizeof jti_bin) != 0
+        || time_claim(json_object_get(o, "iat"), &c->iat) != 0
+        || time_claim(json_object_get(o, "nbf"), &c->nbf) != 0
+        || time_claim(json_object_get(o, "exp"), &c->exp) != 0)
+        goto out;
+    rc = 0;
+out:
+    json_decref(o);
+    return rc;
+}
+
+/* b64_part decodes one base64url segment into bin[*used..cap), strictly:
+ * the URL-safe alphabet only, no padding, no whitespace, and canonical
+ * trailing bits (libsodium refuses "QR" for "QQ"), so each token has
+ * exactly one spelling. */
+static int b64_part(const char *s, size_t n, uint8_t *bin, size_t cap, size_t *used,
+    const uint8_t **part, size_t *part_len)
+{
+    size_t len = 0;
+
+    if (sodium_base642bin(bin + *used, cap - *used, s, n, NULL, &len, NULL, B64_VARIANT) != 0)
+        return -1;
+    *part = bin + *used;
+    *part_len = len;
+    *used += len;
+    return 0;
+}
+
+/* authd_token_verify: Verify's hot path. Everything decodes into one stack
+ * buffer; the MAC is computed from the pre-keyed state over the token's
+ * own bytes; jansson is reached before the MAC only for a header that is
+ * not byte-equal to ours, and then only behind check_header's fence. The
+ * claims are parsed only after the MAC has matched. */
+authd_token_result authd_token_verify(
+    const authd_tokens *t, const char *token, size_t len, int64_t now, authd_claims *out)
+{
+    uint8_t bin[BIN_MAX];
+    uint8_t mac[MAC_LEN];
+    crypto_auth_hmacsha256_state st;
+    const char *dot1, *dot2;
+    const uint8_t *hdr, *body, *sig;
+    size_t hdr_len, body_len, sig_len, used = 0, hdr_b64, signed_len;
+    authd_claims c;
+    authd_token_result r;
+    bool keyed = false;
+
+    /* Size and shape: three parts, two dots, header and claims non-empty
+     * (an empty signature is a bad signature, reported after the header). */
+    if (t == NULL || token == NULL || len == 0 || len > AUTHD_TOKEN_MAX
+        || (dot1 = memchr(token, '.', len)) == NULL
+        || (dot2 = memchr(dot1 + 1, '.', len - (size_t)(dot1 + 1 - token))) == NULL
+        || memchr(dot2 + 1, '.', len - (size_t)(dot2 + 1 - token)) != NULL || dot1 == token
+        || dot2 == dot1 + 1) {
+        r = AUTHD_TOKEN_MALFORMED;
+        goto out;
+    }
+    hdr_b64 = (size_t)(dot1 - token);
+    signed_len = (size_t)(dot2 - token);
+    if (b64_part(token, hdr_b64, bin, sizeof bin, &used, &hdr, &hdr_len) != 0
+        || b64_part(dot1 + 1, signed_len - hdr_b64 - 1, bin, sizeof bin, &used, &body, &body_len)
+            != 0
+        || b64_part(dot2 + 1, len - signed_len - 1, bin, sizeof bin, &used, &sig, &sig_len) != 0) {
+        r = AUTHD_TOKEN_MALFORMED;
+        goto out;
+    }
+
+    /* Header: our own bytes, or something that parses to the same. */
+    if (!(hdr_b64 == t->header_len && memcmp(token, t->header, hdr_b64) == 0)
+        && check_header(t, hdr, hdr_len) != 0) {
+        r = AUTHD_TOKEN_MALFORMED;
+        goto out;
+    }
+
+    /* Signature: exactly 32 bytes, compared in constant time. */
+    if (sig_len != MAC_LEN) {
+        r = AUTHD_TOKEN_BAD_SIGNATURE;
+        goto out;
+    }
+    st = *t->mac;
+    keyed = true;
+    crypto_auth_hmacsha256_update(&st, (const uint8_t *)token, signed_len);
+    crypto_auth_hmacsha256_final(&st, mac);
+    if (crypto_verify_32(mac, sig) != 0) {
+        r = AUTHD_TOKEN_BAD_SIGNATURE;
+        goto out;
+    }
+
+    if (check_claims(t, body, body_len, &c) != 0) {
+        r = AUTHD_TOKEN_INVALID_CLAIMS;
+        goto out;
+    }
+
+    /* Time. exp, nbf <= 2^40 and leeway <= a day, so nothing overflows
+     * whatever now is. */
+    if (now >= c.exp + t->leeway) {
+        r = AUTHD_TOKEN_EXPIRED;
+        goto out;
+    }
+    if (c.nbf - t->leeway > now) {
+        r = AUTHD_TOKEN_NOT_YET_VALID;
+        goto out;
+    }
+
+    if (out != NULL)
+        *out = c;
+    r = AUTHD_TOKEN_OK;
+out:
+    if (keyed) {
+        /* The state is key-equivalent, and the MAC is a valid signature
+         * for whatever the caller sent. */
+        sodium_memzero(&st, sizeof st);
+        sodium_memzero(mac, sizeof mac);
+    }
+    return r;
+}
+
+const char *authd_token_result_reason(authd_token_result r)
+{
+    switch (r) {
+    case AUTHD_TOKEN_OK:
+        return "";
+    case AUTHD_TOKEN_MALFORMED:
+        return "MALFORMED";
+    case AUTHD_TOKEN_BAD_SIGNATURE:
+        return "BAD_SIGNATURE";
+    case AUTHD_TOKEN_INVALID_CLAIMS:
+        return "INVALID_CLAIMS";
+    case AUTHD_TOKEN_EXPIRED:
+        return "EXPIRED";
+    case AUTHD_TOKEN_NOT_YET_VALID:
+        return "NOT_YET_VALID";
+    }
+    return "MALFORMED";
+}
+
+void authd_token_fingerprint(const char *token, size_t len, char out[AUTHD_FINGERPRINT_LEN + 1])
+{
+    uint8_t d[crypto_hash_sha256_BYTES];
+
+    if (token == NULL)
+        len = 0;
+    crypto_hash_sha256(d, (const uint8_t *)(token != NULL ? token : ""), len);
+    sodium_bin2hex(out, AUTHD_FINGERPRINT_LEN + 1, d, AUTHD_FINGERPRINT_LEN / 2);
+}
