@@ -1,1 +1,271 @@
-/* placeholder: being written */
+/*
+ * dispatch.c — the method table, request decoding and the reply path.
+ *
+ * The method table is built from protoc-c's service descriptor, so a method
+ * added to auth.proto is known here (and answered UNIMPLEMENTED) until a
+ * handler is written. Every reply goes through authd_call_finish, which is
+ * also where each request gets its one log line.
+ *
+ * The interceptor runs before every handler: it is where protected RPCs will
+ * authenticate the caller's token and check roles and scopes. None of the
+ * current RPCs is protected, so today it only passes calls through.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "authd/v1/auth.pb-c.h"
+#include "call.h"
+#include "log.h"
+#include "validate.h"
+
+#define METHOD_PREFIX "/authd.v1.Auth/"
+
+struct route {
+    const char *name; /* short name, as in the proto */
+    authd_handler fn;
+    unsigned flags;
+};
+
+/* flags: later, AUTHD_RPC_PROTECTED and required roles live here. */
+static const struct route routes[] = {
+    { "Register", authd_handle_register, 0 },
+    { "Login", authd_handle_login, 0 },
+    { "Logout", authd_handle_logout, 0 },
+    { "Verify", authd_handle_verify, 0 },
+};
+
+uint64_t authd_monotonic_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* find_method maps a full gRPC name to the proto's method descriptor and our
+ * route; false when the name is not one of authd.v1.Auth's methods. */
+static bool find_method(
+    const char *name, size_t len, const ProtobufCMethodDescriptor **md, const struct route **rt)
+{
+    const ProtobufCServiceDescriptor *sd = &authd__v1__auth__descriptor;
+    size_t plen = sizeof(METHOD_PREFIX) - 1;
+
+    if (len <= plen || memcmp(name, METHOD_PREFIX, plen) != 0)
+        return false;
+    name += plen;
+    len -= plen;
+    for (unsigned i = 0; i < sd->n_methods; i++) {
+        const char *mn = sd->methods[i].name;
+        if (strlen(mn) == len && memcmp(mn, name, len) == 0) {
+            *md = &sd->methods[i];
+            *rt = NULL;
+            for (size_t j = 0; j < sizeof routes / sizeof routes[0]; j++)
+                if (strcmp(routes[j].name, mn) == 0)
+                    *rt = &routes[j];
+            return true;
+        }
+    }
+    return false;
+}
+
+static void reply_direct(
+    authd_request *req, authd_code code, const char *reason, const char *message)
+{
+    authd_reply rep = { code, message, reason, NULL, 0 };
+    authd_logrec r;
+
+    if (authd_log_begin(&r, AUTHD_LOG_INFO, "rpc")) {
+        authd_log_u64(&r, "request_id", req->request_id);
+        authd_log_strn(&r, "method", req->method, req->method_len);
+        authd_log_str(&r, "peer", req->peer);
+        authd_log_str(&r, "code", authd_code_name(code));
+        authd_log_str(&r, "reason", reason);
+        authd_log_u64(&r, "latency_us", (authd_monotonic_ns() - req->start_ns) / 1000);
+        authd_log_end(&r);
+    }
+    req->done(req, &rep);
+}
+
+/* read_varint reads a base-128 varint; false when it runs off the end or
+ * is longer than 10 bytes. */
+static bool read_varint(const uint8_t **p, const uint8_t *end, uint64_t *out)
+{
+    uint64_t v = 0;
+    for (unsigned shift = 0; shift < 70 && *p < end; shift += 7) {
+        uint8_t b = *(*p)++;
+        v |= (uint64_t)(b & 0x7f) << shift;
+        if ((b & 0x80) == 0) {
+            *out = v;
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * wire_strings_ok walks a serialized message against its descriptor and
+ * checks every string field (nested messages too, to a small depth) for
+ * valid UTF-8 without NUL. It must look at the wire bytes: protobuf-c 1.4.1
+ * checks neither, and after unpacking an embedded NUL is invisible
+ * ("admin\0x" unpacks as the C string "admin"). Malformed wire data is
+ * refused here too; unpack would refuse it anyway.
+ */
+static bool wire_strings_ok(
+    const ProtobufCMessageDescriptor *d, const uint8_t *p, size_t len, int depth)
+{
+    const uint8_t *end = p + len;
+    uint64_t tag, n;
+
+    if (depth > 8)
+        return false;
+    while (p < end) {
+        if (!read_varint(&p, end, &tag))
+            return false;
+        switch (tag & 7) {
+        case 0:
+            if (!read_varint(&p, end, &n))
+                return false;
+            break;
+        case 1:
+            if ((size_t)(end - p) < 8)
+                return false;
+            p += 8;
+            break;
+        case 5:
+            if ((size_t)(end - p) < 4)
+                return false;
+            p += 4;
+            break;
+        case 2: {
+            if (!read_varint(&p, end, &n) || n > (uint64_t)(end - p))
+                return false;
+            const ProtobufCFieldDescriptor *f = NULL;
+            if ((tag >> 3) <= UINT32_MAX)
+                f = protobuf_c_message_descriptor_get_field(d, (unsigned)(tag >> 3));
+            if (f != NULL && f->type == PROTOBUF_C_TYPE_STRING
+                && !authd_utf8_valid((const char *)p, (size_t)n))
+                return false;
+            if (f != NULL && f->type == PROTOBUF_C_TYPE_MESSAGE
+                && !wire_strings_ok(f->descriptor, p, (size_t)n, depth + 1))
+                return false;
+            p += n;
+            break;
+        }
+        default: /* groups (3, 4) and invalid wire types */
+            return false;
+        }
+    }
+    return true;
+}
+
+/* intercept: authentication and authorization of protected RPCs. */
+static authd_code intercept(const struct route *rt, authd_call *call)
+{
+    (void)call;
+    if (rt->flags == 0)
+        return AUTHD_OK; /* public rpc */
+    return AUTHD_PERMISSION_DENIED;
+}
+
+void authd_dispatch(authd_service *svc, authd_request *req)
+{
+    const ProtobufCMethodDescriptor *md = NULL;
+    const struct route *rt = NULL;
+    authd_call *call = NULL;
+
+    if (!find_method(req->method, req->method_len, &md, &rt) || rt == NULL) {
+        reply_direct(req, AUTHD_UNIMPLEMENTED, "UNKNOWN_METHOD", "unknown method");
+        return;
+    }
+    if ((call = calloc(1, sizeof *call)) == NULL) {
+        reply_direct(req, AUTHD_RESOURCE_EXHAUSTED, "OVERLOADED", "server is overloaded");
+        return;
+    }
+    call->svc = svc;
+    call->req = req;
+    call->method = md;
+    if (!wire_strings_ok(md->input, req->body, req->body_len, 0)) {
+        authd_call_finish(call, AUTHD_INVALID_ARGUMENT, "INVALID_ENCODING",
+            "request is malformed or a string field is not valid UTF-8 without NUL", NULL);
+        return;
+    }
+    call->input = protobuf_c_message_unpack(md->input, NULL, req->body_len, req->body);
+    if (call->input == NULL) {
+        authd_call_finish(call, AUTHD_INVALID_ARGUMENT, "BAD_REQUEST",
+            "request body does not parse as the method's request message", NULL);
+        return;
+    }
+    authd_code rc = intercept(rt, call);
+    if (rc != AUTHD_OK) {
+        authd_call_finish(call, rc, "PERMISSION_DENIED", "permission denied", NULL);
+        return;
+    }
+    rt->fn(svc, call);
+}
+
+/*
+ * authd_call_finish: the one exit of every call. The response is packed
+ * into a stack buffer when small (all of authd's are), so a Verify reply
+ * costs no allocation here.
+ */
+void authd_call_finish(authd_call *call, authd_code code, const char *reason, const char *message,
+    const ProtobufCMessage *resp)
+{
+    authd_request *req = call->req;
+    uint8_t stackbuf[2048];
+    uint8_t *body = NULL;
+    size_t body_len = 0;
+    char internal_msg[96];
+    authd_logrec r;
+
+    if (code == AUTHD_OK && resp != NULL) {
+        body_len = protobuf_c_message_get_packed_size(resp);
+        body = body_len <= sizeof stackbuf ? stackbuf : malloc(body_len);
+        if (body == NULL) {
+            code = AUTHD_RESOURCE_EXHAUSTED;
+            reason = "OVERLOADED";
+            message = "server is overloaded";
+            body_len = 0;
+        } else {
+            protobuf_c_message_pack(resp, body);
+        }
+    }
+    if (code == AUTHD_OK) {
+        reason = "";
+        message = "";
+    } else if (code == AUTHD_INTERNAL) {
+        snprintf(internal_msg, sizeof internal_msg, "internal error (request id %" PRIu64 ")",
+            req->request_id);
+        message = internal_msg;
+        reason = "INTERNAL";
+    }
+
+    /* A successful Verify is the hot path: its line is debug-level. */
+    authd_log_level lvl = AUTHD_LOG_INFO;
+    if (code == AUTHD_OK && strcmp(call->method->name, "Verify") == 0)
+        lvl = AUTHD_LOG_DEBUG;
+    else if (code == AUTHD_INTERNAL)
+        lvl = AUTHD_LOG_ERROR;
+    if (authd_log_begin(&r, lvl, "rpc")) {
+        authd_log_u64(&r, "request_id", req->request_id);
+        authd_log_str(&r, "method", call->method->name);
+        authd_log_str(&r, "peer", req->peer);
+        if (call->has_user)
+            authd_log_hex(&r, "user_id", call->user_id, sizeof call->user_id);
+        authd_log_str(&r, "code", authd_code_name(code));
+        if (reason[0] != '\0')
+            authd_log_str(&r, "reason", reason);
+        authd_log_u64(&r, "latency_us", (authd_monotonic_ns() - req->start_ns) / 1000);
+        authd_log_end(&r);
+    }
+
+    authd_reply rep = { code, message, reason, body, body_len };
+    if (call->input != NULL)
+        protobuf_c_message_free_unpacked(call->input, NULL);
+    free(call);
+    req->done(req, &rep);
+    if (body != NULL && body != stackbuf)
+        free(body);
+}
