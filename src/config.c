@@ -1,1 +1,193 @@
-/* placeholder: being written */
+/*
+ * config.c — the option table, environment and flag parsing, --help.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+
+enum kind { STR, BOOL, INT };
+
+struct opt {
+    const char *flag; /* without the leading "--" */
+    const char *env;
+    enum kind kind;
+    size_t off;
+    const char *def; /* default, as text ("" = unset for STR) */
+    int64_t min, max; /* INT bounds */
+    const char *help;
+};
+
+#define O(f) offsetof(authd_config, f)
+
+static const struct opt opts[] = {
+    { "listen", "AUTHD_LISTEN", STR, O(listen), "tls+tcp://127.0.0.1:7443", 0, 0,
+        "URL to listen on: tls+tcp://HOST:PORT (port 0 picks a free port)" },
+    { "data-dir", "AUTHD_DATA_DIR", STR, O(data_dir), "./var/data", 0, 0,
+        "directory of the LMDB store (created 0700 if absent)" },
+    { "tls-cert", "AUTHD_TLS_CERT", STR, O(tls_cert), "./var/tls/server.crt", 0, 0,
+        "server certificate chain (PEM)" },
+    { "tls-key", "AUTHD_TLS_KEY", STR, O(tls_key), "./var/tls/server.key", 0, 0,
+        "server private key (PEM)" },
+    { "tls-client-ca", "AUTHD_TLS_CLIENT_CA", STR, O(tls_client_ca), "", 0, 0,
+        "CA bundle (PEM): when set, clients must present a certificate it signed (mTLS)" },
+    { "signing-key", "AUTHD_SIGNING_KEY", STR, O(signing_key), "./var/signing.key", 0, 0,
+        "token signing key file: >= 32 random bytes, mode 0600" },
+    { "create-signing-key", "AUTHD_CREATE_SIGNING_KEY", BOOL, O(create_signing_key), "1", 0, 0,
+        "create the signing key (64 random bytes, 0600) if the file is absent" },
+    { "insecure-plaintext", "AUTHD_INSECURE_PLAINTEXT", BOOL, O(insecure_plaintext), "0", 0, 0,
+        "allow a plaintext tcp:// listen URL (local development only)" },
+    { "issuer", "AUTHD_ISSUER", STR, O(issuer), "authd", 0, 0, "token 'iss' claim" },
+    { "audience", "AUTHD_AUDIENCE", STR, O(audience), "authd", 0, 0, "token 'aud' claim" },
+    { "token-ttl", "AUTHD_TOKEN_TTL", INT, O(token_ttl), "900", 1, 86400 * 366,
+        "access token lifetime, seconds" },
+    { "clock-leeway", "AUTHD_CLOCK_LEEWAY", INT, O(clock_leeway), "30", 0, 600,
+        "clock skew allowed on exp/nbf, seconds" },
+    { "argon2-ops", "AUTHD_ARGON2_OPS", INT, O(argon2_ops), "2", 1, 100,
+        "argon2id iterations (t) for new hashes" },
+    { "argon2-mem-kib", "AUTHD_ARGON2_MEM_KIB", INT, O(argon2_mem_kib), "19456", 8, 4194304,
+        "argon2id memory (m) for new hashes, KiB (19456 = 19 MiB, OWASP's minimum)" },
+    { "hash-workers", "AUTHD_HASH_WORKERS", INT, O(hash_workers), "0", 0, 256,
+        "password hashing threads (0 = number of CPUs)" },
+    { "hash-queue", "AUTHD_HASH_QUEUE", INT, O(hash_queue), "64", 1, 100000,
+        "hashing jobs allowed to wait; beyond it RESOURCE_EXHAUSTED" },
+    { "contexts", "AUTHD_CONTEXTS", INT, O(contexts), "256", 1, 65536,
+        "requests handled concurrently (nng rep contexts)" },
+    { "max-msg-bytes", "AUTHD_MAX_MSG_BYTES", INT, O(max_msg_bytes), "65536", 1024,
+        16 * 1024 * 1024, "largest request frame accepted; larger closes the connection" },
+    { "max-connections", "AUTHD_MAX_CONNECTIONS", INT, O(max_connections), "4096", 1, 1000000,
+        "open client connections allowed; more are closed at once" },
+    { "map-size-mb", "AUTHD_MAP_SIZE_MB", INT, O(map_size_mb), "4096", 1, 1048576,
+        "LMDB map size (maximum store size), MiB" },
+    { "log-level", "AUTHD_LOG_LEVEL", STR, O(log_level), "info", 0, 0,
+        "debug, info, warn, error or off (JSON lines on stderr)" },
+    { "url-file", "AUTHD_URL_FILE", STR, O(url_file), "", 0, 0,
+        "once listening, write the bound URL to this file (for scripts and tests)" },
+    { "shutdown-grace-ms", "AUTHD_SHUTDOWN_GRACE_MS", INT, O(shutdown_grace_ms), "10000", 0, 600000,
+        "on SIGINT/SIGTERM, how long to let in-flight requests finish" },
+};
+
+static int set(authd_config *cfg, const struct opt *o, const char *val, const char *src, FILE *err)
+{
+    char *p = (char *)cfg + o->off;
+
+    switch (o->kind) {
+    case STR:
+        *(const char **)p = val[0] != '\0' ? val : NULL;
+        return 0;
+    case BOOL:
+        if (strcmp(val, "1") == 0 || strcmp(val, "true") == 0 || strcmp(val, "yes") == 0) {
+            *(bool *)p = true;
+            return 0;
+        }
+        if (strcmp(val, "0") == 0 || strcmp(val, "false") == 0 || strcmp(val, "no") == 0) {
+            *(bool *)p = false;
+            return 0;
+        }
+        fprintf(err, "authd: %s %s: expected 1/0, true/false or yes/no\n", src, o->flag);
+        return -1;
+    case INT: {
+        char *end = NULL;
+        errno = 0;
+        long long v = strtoll(val, &end, 10);
+        if (errno != 0 || end == val || *end != '\0' || v < o->min || v > o->max) {
+            fprintf(err, "authd: %s %s: expected an integer from %lld to %lld\n", src, o->flag,
+                (long long)o->min, (long long)o->max);
+            return -1;
+        }
+        *(int64_t *)p = v;
+        return 0;
+    }
+    }
+    return -1;
+}
+
+int authd_config_load(authd_config *cfg, int argc, char **argv, FILE *err)
+{
+    const size_t n = sizeof opts / sizeof opts[0];
+
+    memset(cfg, 0, sizeof *cfg);
+    for (size_t i = 0; i < n; i++)
+        if (set(cfg, &opts[i], opts[i].def, "default", err) != 0)
+            return -1;
+    for (size_t i = 0; i < n; i++) {
+        const char *v = getenv(opts[i].env);
+        if (v != NULL && set(cfg, &opts[i], v, opts[i].env, err) != 0)
+            return -1;
+    }
+    for (int a = 1; a < argc; a++) {
+        const char *arg = argv[a];
+        if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
+            cfg->help = true;
+            continue;
+        }
+        if (strcmp(arg, "--version") == 0) {
+            cfg->version = true;
+            continue;
+        }
+        if (strncmp(arg, "--", 2) != 0) {
+            fprintf(err, "authd: unexpected argument '%s' (see --help)\n", arg);
+            return -1;
+        }
+        const char *name = arg + 2, *eq = strchr(name, '=');
+        size_t nlen = eq != NULL ? (size_t)(eq - name) : strlen(name);
+        bool negated = false;
+        const struct opt *o = NULL;
+        for (size_t i = 0; i < n && o == NULL; i++) {
+            if (strlen(opts[i].flag) == nlen && strncmp(opts[i].flag, name, nlen) == 0)
+                o = &opts[i];
+            else if (opts[i].kind == BOOL && nlen == strlen(opts[i].flag) + 3
+                && strncmp(name, "no-", 3) == 0 && strncmp(name + 3, opts[i].flag, nlen - 3) == 0) {
+                o = &opts[i];
+                negated = true;
+            }
+        }
+        if (o == NULL) {
+            fprintf(err, "authd: unknown option '%.*s' (see --help)\n", (int)(nlen + 2), arg);
+            return -1;
+        }
+        const char *val;
+        if (o->kind == BOOL && eq == NULL) {
+            val = negated ? "0" : "1";
+        } else if (negated) {
+            fprintf(err, "authd: --no-%s takes no value\n", o->flag);
+            return -1;
+        } else if (eq != NULL) {
+            val = eq + 1;
+        } else if (a + 1 < argc) {
+            val = argv[++a];
+        } else {
+            fprintf(err, "authd: option --%s needs a value\n", o->flag);
+            return -1;
+        }
+        if (set(cfg, o, val, "option", err) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+void authd_config_usage(FILE *out)
+{
+    fprintf(out,
+        "usage: authd [OPTIONS]\n\n"
+        "authd: authentication service (Register, Login, Logout, Verify over nng/TLS).\n"
+        "Every option can also be set with the environment variable shown;\n"
+        "options override the environment, which overrides the defaults.\n\n");
+    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++) {
+        const struct opt *o = &opts[i];
+        char left[64];
+        if (o->kind == BOOL)
+            snprintf(left, sizeof left, "--[no-]%s", o->flag);
+        else
+            snprintf(left, sizeof left, "--%s %s", o->flag, o->kind == INT ? "N" : "VALUE");
+        fprintf(out, "  %-30s %s\n  %-30s env %s, default: %s\n", left, o->help, "", o->env,
+            o->kind == BOOL ? (o->def[0] == '1' ? "on" : "off")
+                            : (o->def[0] != '\0' ? o->def : "(none)"));
+    }
+    fprintf(out,
+        "\n  -h, --help                     this text\n"
+        "      --version                  print the version\n");
+}

@@ -24,7 +24,7 @@ static atomic_int min_level = AUTHD_LOG_INFO;
 static atomic_int out_fd = 2;
 
 #define TAIL_TRUNCATED ",\"truncated\":true}\n"
-#define TAIL_PLAIN "}\n"
+#define TAIL_PLAIN     "}\n"
 
 /* The body may grow to LIMIT bytes: that always leaves room for the longer
  * tail, and the whole line stays strictly below AUTHD_LOGREC_MAX. */
@@ -188,7 +188,7 @@ static bool put_str(authd_logrec *r, const char *str, size_t n, bool partial)
     }
     if (i < n)
         r->truncated = true; /* partial mode ran out of room */
-    r->buf[r->len++] = '"';   /* room was kept for it */
+    r->buf[r->len++] = '"'; /* room was kept for it */
     return true;
 }
 
@@ -237,9 +237,9 @@ bool authd_log_begin(authd_logrec *r, authd_log_level level, const char *event)
         ts.tv_nsec = 0;
     }
     n = snprintf(head, sizeof head,
-                 "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ\",\"level\":\"%s\",\"event\":",
-                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                 tm.tm_sec, (long)(ts.tv_nsec / 1000), level_names[level]);
+        "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ\",\"level\":\"%s\",\"event\":",
+        tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+        (long)(ts.tv_nsec / 1000), level_names[level]);
     if (n < 0 || (size_t)n >= sizeof head)
         return false; /* cannot happen for years below 10000 */
     if (event == NULL)

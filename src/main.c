@@ -1,1 +1,227 @@
-int main(void) { return 0; }
+/*
+ * main.c — authd: configuration, start-up in dependency order, the
+ * maintenance loop, and a clean shutdown on SIGINT/SIGTERM.
+ *
+ * Start: store -> tokens -> pools -> service -> server. Stop in reverse,
+ * after draining: requests in flight finish (up to --shutdown-grace-ms),
+ * queued hashing jobs complete and answer, then the socket closes and LMDB
+ * is closed last.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "keyfile.h"
+#include "log.h"
+#include "server.h"
+#include "service.h"
+
+#ifndef AUTHD_VERSION
+#define AUTHD_VERSION "0.1.0"
+#endif
+
+#define MAINTAIN_EVERY_S 60
+
+static void fatal(const char *event, const char *msg)
+{
+    authd_log_msg(AUTHD_LOG_ERROR, event, msg);
+    fprintf(stderr, "authd: %s\n", msg);
+}
+
+/* write_url_file publishes the bound URL atomically (write + rename), so a
+ * reader polling for the file never sees it half-written. */
+static int write_url_file(const char *path, const char *url)
+{
+    char tmp[4096];
+    FILE *f;
+
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
+        return -1;
+    if ((f = fopen(tmp, "w")) == NULL)
+        return -1;
+    int bad = fprintf(f, "%s\n", url) < 0;
+    bad |= fclose(f) != 0;
+    if (bad || rename(tmp, path) != 0) {
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    authd_config cfg;
+    authd_log_level level;
+    authd_store *store = NULL;
+    authd_tokens *tokens = NULL;
+    authd_workpool *hash_pool = NULL, *write_pool = NULL;
+    authd_service *svc = NULL;
+    authd_server *srv = NULL;
+    uint8_t key[AUTHD_SIGNING_KEY_MAX];
+    size_t key_len = 0;
+    bool created = false;
+    char err[512];
+    int status = 1;
+    sigset_t sigs;
+
+    if (authd_config_load(&cfg, argc, argv, stderr) != 0)
+        return 2;
+    if (cfg.help) {
+        authd_config_usage(stdout);
+        return 0;
+    }
+    if (cfg.version) {
+        printf("authd %s\n", AUTHD_VERSION);
+        return 0;
+    }
+    if (!authd_log_level_parse(cfg.log_level, &level)) {
+        fprintf(stderr, "authd: --log-level: expected debug, info, warn, error or off\n");
+        return 2;
+    }
+    authd_log_setup(level, STDERR_FILENO);
+
+    /* Signals are taken synchronously by the main thread (sigtimedwait), so
+     * block them before any thread (ours or nng's) exists. */
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (sodium_init() < 0) {
+        fatal("startup_failed", "libsodium failed to initialise");
+        return 1;
+    }
+
+    if (authd_keyfile_load(
+            cfg.signing_key, cfg.create_signing_key, key, &key_len, &created, err, sizeof err)
+        != AUTHD_OK) {
+        fatal("startup_failed", err);
+        goto out;
+    }
+    if (created)
+        authd_log_msg(AUTHD_LOG_WARN, "signing_key_created",
+            "created a new signing key (development default)");
+
+    authd_store_options so
+        = { .dir = cfg.data_dir, .map_size = (size_t)cfg.map_size_mb * 1024u * 1024u };
+    if (authd_store_open(&so, &store) != AUTHD_OK) {
+        snprintf(err, sizeof err, "cannot open the store in %s (see the store_error line)",
+            cfg.data_dir != NULL ? cfg.data_dir : "(unset)");
+        fatal("startup_failed", err);
+        goto out;
+    }
+
+    authd_tokens_options to = { .key = key,
+        .key_len = key_len,
+        .issuer = cfg.issuer,
+        .audience = cfg.audience,
+        .leeway = cfg.clock_leeway };
+    if (authd_tokens_create(&to, &tokens) != AUTHD_OK) {
+        fatal("startup_failed",
+            "invalid token settings: issuer/audience must be 1-128 "
+            "printable characters without quotes or backslashes");
+        goto out;
+    }
+    sodium_memzero(key, sizeof key);
+
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    authd_workpool_options ho = {
+        .threads
+        = cfg.hash_workers > 0 ? (unsigned)cfg.hash_workers : (unsigned)(ncpu > 0 ? ncpu : 1),
+        .queue_max = (unsigned)cfg.hash_queue,
+        .nice = 10,
+    };
+    authd_workpool_options wo = { .threads = 1, .queue_max = 4096, .nice = 0 };
+    if (authd_workpool_create(&ho, &hash_pool) != AUTHD_OK
+        || authd_workpool_create(&wo, &write_pool) != AUTHD_OK) {
+        fatal("startup_failed", "cannot start worker threads");
+        goto out;
+    }
+
+    authd_service_options vo = {
+        .store = store,
+        .tokens = tokens,
+        .hash_pool = hash_pool,
+        .write_pool = write_pool,
+        .pwparams = { .opslimit = (unsigned long long)cfg.argon2_ops,
+            .memlimit = (size_t)cfg.argon2_mem_kib * 1024u },
+        .token_ttl = cfg.token_ttl,
+    };
+    if (authd_service_create(&vo, &svc) != AUTHD_OK) {
+        fatal("startup_failed", "invalid argon2 parameters (see --argon2-ops, --argon2-mem-kib)");
+        goto out;
+    }
+
+    authd_server_options sv = {
+        .url = cfg.listen,
+        .tls_cert = cfg.tls_cert,
+        .tls_key = cfg.tls_key,
+        .tls_client_ca = cfg.tls_client_ca,
+        .allow_plaintext = cfg.insecure_plaintext,
+        .max_msg = (size_t)cfg.max_msg_bytes,
+        .contexts = (unsigned)cfg.contexts,
+        .max_connections = (unsigned)cfg.max_connections,
+    };
+    if (cfg.listen == NULL) {
+        fatal("startup_failed", "no listen URL (--listen)");
+        goto out;
+    }
+    if (authd_server_start(&sv, svc, &srv, err, sizeof err) != AUTHD_OK) {
+        fatal("startup_failed", err);
+        goto out;
+    }
+    if (cfg.url_file != NULL && write_url_file(cfg.url_file, authd_server_url(srv)) != 0) {
+        snprintf(err, sizeof err, "cannot write --url-file %s", cfg.url_file);
+        fatal("startup_failed", err);
+        goto out;
+    }
+    authd_logrec r;
+    if (authd_log_begin(&r, AUTHD_LOG_INFO, "listening")) {
+        authd_log_str(&r, "url", authd_server_url(srv));
+        authd_log_str(&r, "version", AUTHD_VERSION);
+        authd_log_str(&r, "kid", authd_tokens_kid(tokens));
+        authd_log_bool(&r, "mtls", cfg.tls_client_ca != NULL);
+        authd_log_u64(&r, "hash_workers", ho.threads);
+        authd_log_u64(&r, "argon2_mem_kib", (uint64_t)cfg.argon2_mem_kib);
+        authd_log_u64(&r, "argon2_ops", (uint64_t)cfg.argon2_ops);
+        authd_log_end(&r);
+    }
+
+    authd_service_maintain(svc);
+    for (;;) {
+        struct timespec ts = { MAINTAIN_EVERY_S, 0 };
+        int sig = sigtimedwait(&sigs, NULL, &ts);
+        if (sig == SIGINT || sig == SIGTERM)
+            break;
+        if (sig < 0 && errno == EAGAIN)
+            authd_service_maintain(svc);
+    }
+
+    authd_log_msg(AUTHD_LOG_INFO, "shutting_down", "draining requests in flight");
+    unsigned left = authd_server_drain(srv, (int)cfg.shutdown_grace_ms);
+    if (left > 0 && authd_log_begin(&r, AUTHD_LOG_WARN, "shutdown_deadline")) {
+        authd_log_u64(&r, "unfinished", left);
+        authd_log_end(&r);
+    }
+    status = 0;
+out:
+    /* Pools first: their queued jobs still answer through the server. */
+    authd_workpool_destroy(hash_pool);
+    authd_workpool_destroy(write_pool);
+    authd_server_close(srv);
+    authd_service_destroy(svc);
+    authd_tokens_destroy(tokens);
+    authd_store_close(store);
+    sodium_memzero(key, sizeof key);
+    if (status == 0)
+        authd_log_msg(AUTHD_LOG_INFO, "stopped", "clean shutdown");
+    return status;
+}

@@ -28,15 +28,14 @@ authd_code authd_pwparams_check(const authd_pwparams *p)
  * memlimit bytes (or on absurd parameters, which authd_pwparams_check
  * refused at start-up), so a failure is reported as RESOURCE_EXHAUSTED.
  */
-authd_code authd_password_hash(const char *pw, size_t len, const authd_pwparams *p,
-                               char out[AUTHD_HASH_MAX])
+authd_code authd_password_hash(
+    const char *pw, size_t len, const authd_pwparams *p, char out[AUTHD_HASH_MAX])
 {
     char tmp[crypto_pwhash_STRBYTES];
     authd_code rc = AUTHD_OK;
 
     _Static_assert(crypto_pwhash_STRBYTES <= AUTHD_HASH_MAX, "hash buffer too small");
-    if (crypto_pwhash_str_alg(tmp, pw, len, p->opslimit, p->memlimit,
-                              crypto_pwhash_ALG_ARGON2ID13)
+    if (crypto_pwhash_str_alg(tmp, pw, len, p->opslimit, p->memlimit, crypto_pwhash_ALG_ARGON2ID13)
         != 0) {
         rc = AUTHD_RESOURCE_EXHAUSTED;
         goto out;

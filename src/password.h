@@ -21,7 +21,7 @@
 
 typedef struct authd_pwparams {
     unsigned long long opslimit; /* argon2 t (iterations) */
-    size_t memlimit;             /* bytes */
+    size_t memlimit; /* bytes */
 } authd_pwparams;
 
 /* authd_pwparams_check returns AUTHD_INVALID_ARGUMENT when libsodium would
@@ -30,9 +30,8 @@ AUTHD_MUST_CHECK authd_code authd_pwparams_check(const authd_pwparams *p);
 
 /* authd_password_hash writes a NUL-terminated "$argon2id$..." string into
  * out. AUTHD_RESOURCE_EXHAUSTED when memory for the hash is not available. */
-AUTHD_MUST_CHECK authd_code authd_password_hash(const char *pw, size_t len,
-                                                const authd_pwparams *p,
-                                                char out[AUTHD_HASH_MAX]);
+AUTHD_MUST_CHECK authd_code authd_password_hash(
+    const char *pw, size_t len, const authd_pwparams *p, char out[AUTHD_HASH_MAX]);
 
 /* authd_password_verify is true when pw matches hash (constant time in the
  * password; a malformed hash is false). */

@@ -18,9 +18,9 @@ extern const char *const authd_common_passwords[];
 extern const size_t authd_common_passwords_count;
 
 #define R_USERNAME "INVALID_USERNAME"
-#define R_EMAIL "INVALID_EMAIL"
+#define R_EMAIL    "INVALID_EMAIL"
 #define R_PASSWORD "INVALID_PASSWORD"
-#define R_WEAK "WEAK_PASSWORD"
+#define R_WEAK     "WEAK_PASSWORD"
 
 /* Worst case: every code point takes four bytes. Checked before the UTF-8
  * scan so an enormous input costs nothing. */
@@ -98,11 +98,11 @@ static bool is_lower_alnum(unsigned char c)
     return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
 }
 
-authd_code authd_validate_username(const char *in, size_t len,
-                                   char out[AUTHD_USERNAME_MAX + 1], authd_error *err)
+authd_code authd_validate_username(
+    const char *in, size_t len, char out[AUTHD_USERNAME_MAX + 1], authd_error *err)
 {
-    static const char rule[] =
-        "username: must be 3 to 32 characters from a-z 0-9 . _ - (letters are lower-cased)";
+    static const char rule[]
+        = "username: must be 3 to 32 characters from a-z 0-9 . _ - (letters are lower-cased)";
     char buf[AUTHD_USERNAME_MAX + 1];
 
     if (!authd_utf8_valid(in, len))
@@ -123,7 +123,8 @@ authd_code authd_validate_username(const char *in, size_t len,
 /* RFC 5322 atext: letters, digits and these. */
 static bool is_atext(unsigned char c)
 {
-    return is_lower_alnum(ascii_lower(c)) || (c != '\0' && strchr("!#$%&'*+-/=?^_`{|}~", c) != NULL);
+    return is_lower_alnum(ascii_lower(c))
+        || (c != '\0' && strchr("!#$%&'*+-/=?^_`{|}~", c) != NULL);
 }
 
 /* check_local: 1..64 of atext and '.', dots only between atext runs
@@ -135,9 +136,11 @@ static const char *check_local(const unsigned char *s, size_t n)
     for (size_t i = 0; i < n; i++) {
         if (s[i] == '.') {
             if (i == 0 || i == n - 1 || s[i - 1] == '.')
-                return "email: the part before @ must not start or end with a dot or hold two dots in a row";
+                return "email: the part before @ must not start or end with a dot or hold two dots "
+                       "in a row";
         } else if (!is_atext(s[i])) {
-            return "email: the part before @ may hold only letters, digits, dots and ! # $ % & ' * + - / = ? ^ _ ` { | } ~";
+            return "email: the part before @ may hold only letters, digits, dots and ! # $ % & ' * "
+                   "+ - / = ? ^ _ ` { | } ~";
         }
     }
     return NULL;
@@ -149,9 +152,9 @@ static const char *check_local(const unsigned char *s, size_t n)
  * address literal, passes). No trailing root dot. */
 static const char *check_domain(const unsigned char *s, size_t n)
 {
-    static const char label_rule[] =
-        "email: the domain must be dot-separated labels of 1 to 63 letters, digits or hyphens, "
-        "not starting or ending with a hyphen";
+    static const char label_rule[]
+        = "email: the domain must be dot-separated labels of 1 to 63 letters, digits or hyphens, "
+          "not starting or ending with a hyphen";
     size_t labels = 0, start = 0;
     bool all_digits = true;
 
@@ -174,7 +177,8 @@ static const char *check_domain(const unsigned char *s, size_t n)
             all_digits = false;
     }
     if (labels < 2 || all_digits)
-        return "email: the domain must have at least two labels and a top-level label that is not all digits";
+        return "email: the domain must have at least two labels and a top-level label that is not "
+               "all digits";
     return NULL;
 }
 
@@ -184,8 +188,8 @@ static const char *check_domain(const unsigned char *s, size_t n)
  * lower-cased whole: strictly the local part is case-sensitive, but no
  * provider we care about treats it so, and one canonical form keeps
  * "Bob@x.org" and "bob@x.org" from being two accounts. */
-authd_code authd_validate_email(const char *in, size_t len, char out[AUTHD_EMAIL_MAX + 1],
-                                authd_error *err)
+authd_code authd_validate_email(
+    const char *in, size_t len, char out[AUTHD_EMAIL_MAX + 1], authd_error *err)
 {
     const unsigned char *s = (const unsigned char *)in;
     const unsigned char *at = NULL;
@@ -198,7 +202,8 @@ authd_code authd_validate_email(const char *in, size_t len, char out[AUTHD_EMAIL
         return fail(err, R_EMAIL, "email: must be valid UTF-8 without NUL");
     for (size_t i = 0; i < len; i++) {
         if (s[i] >= 0x80)
-            return fail(err, R_EMAIL, "email: must be ASCII; internationalized addresses are not accepted");
+            return fail(
+                err, R_EMAIL, "email: must be ASCII; internationalized addresses are not accepted");
         if (s[i] == '@') {
             if (at != NULL)
                 return fail(err, R_EMAIL, "email: must contain exactly one @");
@@ -251,8 +256,8 @@ bool authd_password_is_common(const char *pw, size_t len)
     if (pw == NULL)
         return false;
     return bsearch(&key, authd_common_passwords, authd_common_passwords_count,
-                   sizeof authd_common_passwords[0], cmp_common)
-           != NULL;
+               sizeof authd_common_passwords[0], cmp_common)
+        != NULL;
 }
 
 size_t authd_common_password_count(void)

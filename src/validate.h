@@ -18,7 +18,7 @@
 #include "status.h"
 #include "store.h"
 
-#define AUTHD_PASSWORD_MIN 12  /* Unicode code points */
+#define AUTHD_PASSWORD_MIN 12 /* Unicode code points */
 #define AUTHD_PASSWORD_MAX 128 /* Unicode code points */
 #define AUTHD_USERNAME_MIN 3
 
@@ -35,9 +35,8 @@ bool authd_utf8_valid(const char *s, size_t len);
  * letters are lower-cased first, then the result must be 3..32 characters
  * from [a-z0-9._-]. out receives the canonical form (NUL-terminated).
  * reason "INVALID_USERNAME". */
-AUTHD_MUST_CHECK authd_code authd_validate_username(const char *in, size_t len,
-                                                    char out[AUTHD_USERNAME_MAX + 1],
-                                                    authd_error *err);
+AUTHD_MUST_CHECK authd_code authd_validate_username(
+    const char *in, size_t len, char out[AUTHD_USERNAME_MAX + 1], authd_error *err);
 
 /* authd_validate_email checks and normalizes an email address: at most 254
  * bytes, ASCII only, exactly one '@', a local part of 1..64 characters from
@@ -45,17 +44,15 @@ AUTHD_MUST_CHECK authd_code authd_validate_username(const char *in, size_t len,
  * dot-separated labels of 1..63 [a-z0-9-] not starting or ending with '-',
  * at least two labels, the last not all digits. The normalized form is the
  * whole address lower-cased. reason "INVALID_EMAIL". */
-AUTHD_MUST_CHECK authd_code authd_validate_email(const char *in, size_t len,
-                                                 char out[AUTHD_EMAIL_MAX + 1],
-                                                 authd_error *err);
+AUTHD_MUST_CHECK authd_code authd_validate_email(
+    const char *in, size_t len, char out[AUTHD_EMAIL_MAX + 1], authd_error *err);
 
 /* authd_validate_password checks a new password: valid UTF-8 without NUL,
  * 12..128 Unicode code points, any characters, no composition rules, and
  * not in the shipped list of the 10,000 most common passwords (compared
  * ASCII-case-insensitively). reasons "INVALID_PASSWORD" (encoding/length)
  * and "WEAK_PASSWORD" (common). */
-AUTHD_MUST_CHECK authd_code authd_validate_password(const char *pw, size_t len,
-                                                    authd_error *err);
+AUTHD_MUST_CHECK authd_code authd_validate_password(const char *pw, size_t len, authd_error *err);
 
 /* authd_password_is_common is true when pw is in the common list
  * (ASCII-case-insensitive). Exposed for tests. */

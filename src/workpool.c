@@ -28,8 +28,8 @@ struct authd_workpool {
     pthread_cond_t cv;
     struct job *ring;
     unsigned cap;
-    unsigned head;   /* next job to take */
-    unsigned count;  /* jobs waiting */
+    unsigned head; /* next job to take */
+    unsigned count; /* jobs waiting */
     unsigned running;
     int nice;
     bool stopping;
@@ -112,7 +112,7 @@ authd_code authd_workpool_submit(authd_workpool *p, authd_work_fn fn, void *arg)
     } else if (p->count == p->cap) {
         rc = AUTHD_RESOURCE_EXHAUSTED;
     } else {
-        p->ring[(p->head + p->count) % p->cap] = (struct job){ fn, arg };
+        p->ring[(p->head + p->count) % p->cap] = (struct job) { fn, arg };
         p->count++;
         pthread_cond_signal(&p->cv);
     }

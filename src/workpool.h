@@ -16,15 +16,15 @@ typedef struct authd_workpool authd_workpool;
 typedef void (*authd_work_fn)(void *arg);
 
 typedef struct authd_workpool_options {
-    unsigned threads;   /* >= 1 */
+    unsigned threads; /* >= 1 */
     unsigned queue_max; /* jobs waiting (not counting running ones), >= 1 */
-    int nice;           /* added to each worker's nice value (0 = unchanged) */
+    int nice; /* added to each worker's nice value (0 = unchanged) */
 } authd_workpool_options;
 
 /* authd_workpool_create starts the threads. The caller frees *out with
  * authd_workpool_destroy. */
-AUTHD_MUST_CHECK authd_code authd_workpool_create(const authd_workpool_options *o,
-                                                  authd_workpool **out);
+AUTHD_MUST_CHECK authd_code authd_workpool_create(
+    const authd_workpool_options *o, authd_workpool **out);
 
 /* authd_workpool_submit queues fn(arg) to run on a worker. Returns
  * AUTHD_RESOURCE_EXHAUSTED when queue_max jobs are already waiting and

@@ -135,7 +135,8 @@ static int json_string(const unsigned char *s, size_t n, size_t *i)
                     return 0;
                 for (size_t k = 2; k < 6; k++) {
                     unsigned char h = s[*i + k];
-                    if (!((h >= '0' && h <= '9') || (h >= 'a' && h <= 'f') || (h >= 'A' && h <= 'F')))
+                    if (!((h >= '0' && h <= '9') || (h >= 'a' && h <= 'f')
+                            || (h >= 'A' && h <= 'F')))
                         return 0;
                 }
                 *i += 6;
@@ -272,21 +273,32 @@ static void test_checker_rejects(void **state)
     static const struct {
         const char *name, *line;
     } bad[] = {
-        { "no newline", "{\"ts\":\"2026-11-24T04:35:44.123456Z\",\"level\":\"info\",\"event\":\"e\"}" },
-        { "raw newline in string", "{\"ts\":\"2026-11-24T04:35:44.123456Z\",\"level\":\"info\",\"event\":\"a\nb\"}\n" },
-        { "raw tab", "{\"ts\":\"2026-11-24T04:35:44.123456Z\",\"level\":\"info\",\"event\":\"a\tb\"}\n" },
-        { "two objects", "{\"ts\":\"2026-11-24T04:35:44.123456Z\",\"level\":\"info\",\"event\":\"e\"}{\"a\":1}\n" },
-        { "bad escape", "{\"ts\":\"2026-11-24T04:35:44.123456Z\",\"level\":\"info\",\"event\":\"\\x\"}\n" },
-        { "invalid utf8", "{\"ts\":\"2026-11-24T04:35:44.123456Z\",\"level\":\"info\",\"event\":\"\xff\"}\n" },
-        { "unterminated", "{\"ts\":\"2026-11-24T04:35:44.123456Z\",\"level\":\"info\",\"event\":\"e}\n" },
-        { "wrong order", "{\"level\":\"info\",\"ts\":\"2026-11-24T04:35:44.123456Z\",\"event\":\"e\"}\n" },
+        { "no newline",
+            "{\"ts\":\"2026-11-24T04:35:44.123456Z\",\"level\":\"info\",\"event\":\"e\"}" },
+        { "raw newline in string",
+            "{\"ts\":\"2026-11-24T04:35:44.123456Z\",\"level\":\"info\",\"event\":\"a\nb\"}\n" },
+        { "raw tab",
+            "{\"ts\":\"2026-11-24T04:35:44.123456Z\",\"level\":\"info\",\"event\":\"a\tb\"}\n" },
+        { "two objects",
+            "{\"ts\":\"2026-11-24T04:35:44.123456Z\",\"level\":\"info\",\"event\":\"e\"}{\"a\":1}"
+            "\n" },
+        { "bad escape",
+            "{\"ts\":\"2026-11-24T04:35:44.123456Z\",\"level\":\"info\",\"event\":\"\\x\"}\n" },
+        { "invalid utf8",
+            "{\"ts\":\"2026-11-24T04:35:44.123456Z\",\"level\":\"info\",\"event\":\"\xff\"}\n" },
+        { "unterminated",
+            "{\"ts\":\"2026-11-24T04:35:44.123456Z\",\"level\":\"info\",\"event\":\"e}\n" },
+        { "wrong order",
+            "{\"level\":\"info\",\"ts\":\"2026-11-24T04:35:44.123456Z\",\"event\":\"e\"}\n" },
         { "bad ts", "{\"ts\":\"2026-11-24 04:35:44Z\",\"level\":\"info\",\"event\":\"e\"}\n" },
     };
     parsed p;
 
-    assert_true(check_line("{\"ts\":\"2026-11-24T04:35:44.123456Z\",\"level\":\"info\",\"event\":\"e\",\"n\":-1}\n",
-                           strlen("{\"ts\":\"2026-11-24T04:35:44.123456Z\",\"level\":\"info\",\"event\":\"e\",\"n\":-1}\n"),
-                           &p));
+    assert_true(check_line(
+        "{\"ts\":\"2026-11-24T04:35:44.123456Z\",\"level\":\"info\",\"event\":\"e\",\"n\":-1}\n",
+        strlen("{\"ts\":\"2026-11-24T04:35:44.123456Z\",\"level\":\"info\",\"event\":\"e\",\"n\":-"
+               "1}\n"),
+        &p));
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         if (check_line(bad[i].line, strlen(bad[i].line), &p))
             fail_msg("checker accepted: %s", bad[i].name);
@@ -314,8 +326,8 @@ static void test_record_shape(void **state)
     authd_log_end(&r);
 
     one_line(buf, sizeof buf, &p);
-    static const char *const keys[] = { "ts", "level", "event", "request_id", "delta", "peer",
-                                        "ok", "retry", "id", "empty", "none" };
+    static const char *const keys[] = { "ts", "level", "event", "request_id", "delta", "peer", "ok",
+        "retry", "id", "empty", "none" };
     assert_int_equal(p.n_keys, sizeof keys / sizeof keys[0]);
     for (int k = 0; k < p.n_keys; k++)
         assert_string_equal(p.keys[k], keys[k]);
@@ -376,12 +388,24 @@ static void test_escaping(void **state)
         C("newline", "a\nb", "\"a\\nb\""),
         C("carriage return", "a\rb", "\"a\\rb\""),
         C("tab", "a\tb", "\"a\\tb\""),
-        C("0x01", "a\x01" "b", "\"a\\u0001b\""),
-        C("0x1f", "a\x1f" "b", "\"a\\u001fb\""),
-        C("DEL", "a\x7f" "b", "\"a\\u007fb\""),
+        C("0x01",
+            "a\x01"
+            "b",
+            "\"a\\u0001b\""),
+        C("0x1f",
+            "a\x1f"
+            "b",
+            "\"a\\u001fb\""),
+        C("DEL",
+            "a\x7f"
+            "b",
+            "\"a\\u007fb\""),
         C("escape (terminal)", "\x1b[31m", "\"\\u001b[31m\""),
         C("NUL inside", "ad\0min", "\"ad\\u0000min\""),
-        C("invalid 0xff", "a\xff" "b", "\"a\\ufffdb\""),
+        C("invalid 0xff",
+            "a\xff"
+            "b",
+            "\"a\\ufffdb\""),
         C("lone continuation", "\x80", "\"\\ufffd\""),
         C("overlong slash", "\xc0\xaf", "\"\\ufffd\\ufffd\""),
         C("surrogate", "\xed\xa0\x80", "\"\\ufffd\\ufffd\\ufffd\""),
@@ -392,7 +416,10 @@ static void test_escaping(void **state)
         C("3-byte", "\xe2\x82\xac", "\"\xe2\x82\xac\""),
         C("emoji", "\xf0\x9f\x98\x80", "\"\xf0\x9f\x98\x80\""),
         C("C1 control NEL", "\xc2\x85", "\"\\u0085\""),
-        C("C1 CSI", "\xc2\x9b" "2J", "\"\\u009b2J\""),
+        C("C1 CSI",
+            "\xc2\x9b"
+            "2J",
+            "\"\\u009b2J\""),
         C("U+00A0 copied", "\xc2\xa0", "\"\xc2\xa0\""),
         C("forged line", "\"}\n{\"event\":\"x", "\"\\\"}\\n{\\\"event\\\":\\\"x\""),
 #undef C
@@ -474,11 +501,16 @@ static void test_level_parse(void **state)
         bool ok;
         authd_log_level level;
     } cases[] = {
-        { "debug", true, AUTHD_LOG_DEBUG }, { "info", true, AUTHD_LOG_INFO },
-        { "warn", true, AUTHD_LOG_WARN },   { "error", true, AUTHD_LOG_ERROR },
-        { "off", true, AUTHD_LOG_OFF },     { "", false, 0 },
-        { "INFO", false, 0 },               { "warning", false, 0 },
-        { "info ", false, 0 },              { NULL, false, 0 },
+        { "debug", true, AUTHD_LOG_DEBUG },
+        { "info", true, AUTHD_LOG_INFO },
+        { "warn", true, AUTHD_LOG_WARN },
+        { "error", true, AUTHD_LOG_ERROR },
+        { "off", true, AUTHD_LOG_OFF },
+        { "", false, 0 },
+        { "INFO", false, 0 },
+        { "warning", false, 0 },
+        { "info ", false, 0 },
+        { NULL, false, 0 },
     };
 
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -641,8 +673,8 @@ static size_t put_cp(char *o, uint32_t c)
  * byte for byte. */
 static void test_random_input(void **state)
 {
-    static const unsigned char pick[] = { '"', '\\', '\n', '\r', 0, 0x01, 0x1f, 0x7f,
-                                          0x80, 0xbf, 0xc0, 0xc2, 0xe0, 0xed, 0xf0, 0xf4, 0xf5, 0xff };
+    static const unsigned char pick[] = { '"', '\\', '\n', '\r', 0, 0x01, 0x1f, 0x7f, 0x80, 0xbf,
+        0xc0, 0xc2, 0xe0, 0xed, 0xf0, 0xf4, 0xf5, 0xff };
     char in[1200], want[1300], buf[8192];
     parsed p;
     authd_logrec r;
@@ -651,7 +683,9 @@ static void test_random_input(void **state)
         size_t len = next() % 400;
         for (size_t i = 0; i < len; i++) {
             uint32_t x = next();
-            in[i] = (char)(x % 3 == 0 ? pick[(x >> 8) % sizeof pick] : x % 3 == 1 ? 0x20 + (x >> 8) % 95 : x >> 8);
+            in[i] = (char)(x % 3 == 0 ? pick[(x >> 8) % sizeof pick]
+                    : x % 3 == 1      ? 0x20 + (x >> 8) % 95
+                                      : x >> 8);
         }
         assert_true(authd_log_begin(&r, AUTHD_LOG_INFO, "fuzz"));
         authd_log_strn(&r, "v", in, len);
@@ -687,7 +721,7 @@ static void test_random_input(void **state)
 
 /* ---- concurrency -------------------------------------------------------- */
 
-#define THREADS 8
+#define THREADS    8
 #define PER_THREAD 1000
 
 struct sink {

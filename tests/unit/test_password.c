@@ -67,9 +67,9 @@ static void test_known_answer_verifies(void **state)
      * m=64 KiB) for "password123456"; verification must not depend on our
      * own hashing code. */
     char h[AUTHD_HASH_MAX];
-    assert_int_equal(crypto_pwhash_str_alg(h, "password123456", 14, 1, 64 * 1024,
-                                           crypto_pwhash_ALG_ARGON2ID13),
-                     0);
+    assert_int_equal(
+        crypto_pwhash_str_alg(h, "password123456", 14, 1, 64 * 1024, crypto_pwhash_ALG_ARGON2ID13),
+        0);
     assert_true(authd_password_verify(h, "password123456", 14));
     assert_false(authd_password_verify(h, "password123457", 14));
 }
@@ -79,9 +79,9 @@ static void test_rejects_non_argon2id(void **state)
     (void)state;
     /* An argon2i string, or garbage, never verifies. */
     char h[AUTHD_HASH_MAX];
-    assert_int_equal(crypto_pwhash_str_alg(h, "password123456", 14, 3, 64 * 1024,
-                                           crypto_pwhash_ALG_ARGON2I13),
-                     0);
+    assert_int_equal(
+        crypto_pwhash_str_alg(h, "password123456", 14, 3, 64 * 1024, crypto_pwhash_ALG_ARGON2I13),
+        0);
     assert_false(authd_password_verify(h, "password123456", 14));
     assert_false(authd_password_verify("", "x", 1));
     assert_false(authd_password_verify("$argon2id$garbage", "x", 1));

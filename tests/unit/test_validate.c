@@ -39,7 +39,7 @@ static size_t repeat(char *buf, size_t cap, const char *unit, size_t n, const ch
  * buffer, and does not contain the input (for inputs of 4+ bytes, where a
  * coincidental match with the rule text is not a leak). */
 static void check_rejection(const char *name, const authd_error *err, const char *reason,
-                            const char *field, const char *in, size_t len)
+    const char *field, const char *in, size_t len)
 {
     char copy[1024];
 
@@ -156,8 +156,8 @@ static void test_username(void **state)
             if (rc != AUTHD_INVALID_ARGUMENT)
                 fail_msg("%s: accepted", cases[i].name);
             assert_int_equal(out[0], 'Z'); /* out untouched on failure */
-            check_rejection(cases[i].name, &err, "INVALID_USERNAME", "username", cases[i].in,
-                            cases[i].len);
+            check_rejection(
+                cases[i].name, &err, "INVALID_USERNAME", "username", cases[i].in, cases[i].len);
         }
     }
 }
@@ -169,7 +169,7 @@ static void test_username_messages(void **state)
 
     assert_int_equal(authd_validate_username(S("ab"), out, &err), AUTHD_INVALID_ARGUMENT);
     assert_string_equal(err.message,
-                        "username: must be 3 to 32 characters from a-z 0-9 . _ - (letters are lower-cased)");
+        "username: must be 3 to 32 characters from a-z 0-9 . _ - (letters are lower-cased)");
     assert_int_equal(authd_validate_username(S("admin\0x"), out, &err), AUTHD_INVALID_ARGUMENT);
     assert_string_equal(err.message, "username: must be valid UTF-8 without NUL");
     /* err may be NULL. */
@@ -214,7 +214,10 @@ static void test_email(void **state)
         { "quoted local", S("\"bob\"@example.com"), NULL },
         { "comma", S("bob,x@example.com"), NULL },
         { "non-ASCII local", S("j\xc3\xbcrgen@example.com"), NULL },
-        { "non-ASCII domain", S("bob@b\xc3\xbc" "cher.de"), NULL },
+        { "non-ASCII domain",
+            S("bob@b\xc3\xbc"
+              "cher.de"),
+            NULL },
         { "NUL", S("bob@example.com\0.evil"), NULL },
         { "invalid UTF-8", S("bob\xff@example.com"), NULL },
         { "newline", S("bob@example.com\n"), NULL },
@@ -235,7 +238,8 @@ static void test_email(void **state)
             if (rc != AUTHD_INVALID_ARGUMENT)
                 fail_msg("%s: accepted", cases[i].name);
             assert_int_equal(out[0], 'Z');
-            check_rejection(cases[i].name, &err, "INVALID_EMAIL", "email", cases[i].in, cases[i].len);
+            check_rejection(
+                cases[i].name, &err, "INVALID_EMAIL", "email", cases[i].in, cases[i].len);
         }
     }
 }
@@ -268,13 +272,13 @@ static void test_email_lengths(void **state)
     assert_int_equal(authd_validate_email(a, len, out, &err), AUTHD_INVALID_ARGUMENT);
 
     /* 254 bytes total ok, 255 rejected: 64 local + '@' + 63.63.61 = 254 */
-    len = (size_t)snprintf(a, sizeof a, "%.64s@%s.%s.%.61s", "llllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllll",
-                           l63, l63, l63);
+    len = (size_t)snprintf(a, sizeof a, "%.64s@%s.%s.%.61s",
+        "llllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllll", l63, l63, l63);
     assert_int_equal(len, 254);
     assert_int_equal(authd_validate_email(a, len, out, &err), AUTHD_OK);
     assert_string_equal(out, a);
-    len = (size_t)snprintf(a, sizeof a, "%.64s@%s.%s.%.62s", "llllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllll",
-                           l63, l63, l63);
+    len = (size_t)snprintf(a, sizeof a, "%.64s@%s.%s.%.62s",
+        "llllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllll", l63, l63, l63);
     assert_int_equal(len, 255);
     assert_int_equal(authd_validate_email(a, len, out, &err), AUTHD_INVALID_ARGUMENT);
     check_rejection("255 total", &err, "INVALID_EMAIL", "email", a, len);
@@ -351,7 +355,8 @@ static void test_password_encoding(void **state)
         authd_error err = { 0 };
         if (authd_validate_password(cases[i].pw, cases[i].len, &err) != AUTHD_INVALID_ARGUMENT)
             fail_msg("%s: accepted", cases[i].name);
-        check_rejection(cases[i].name, &err, "INVALID_PASSWORD", "password", cases[i].pw, cases[i].len);
+        check_rejection(
+            cases[i].name, &err, "INVALID_PASSWORD", "password", cases[i].pw, cases[i].len);
         assert_string_equal(err.message, "password: must be valid UTF-8 without NUL");
     }
 }
@@ -406,8 +411,10 @@ static void test_password_common(void **state)
     assert_string_equal(err.reason, "INVALID_PASSWORD");
 
     for (size_t i = 0; i < 4; i++) {
-        assert_int_equal(authd_validate_password(cases[i].pw, cases[i].len, &err), AUTHD_INVALID_ARGUMENT);
-        check_rejection(cases[i].name, &err, "WEAK_PASSWORD", "password", cases[i].pw, cases[i].len);
+        assert_int_equal(
+            authd_validate_password(cases[i].pw, cases[i].len, &err), AUTHD_INVALID_ARGUMENT);
+        check_rejection(
+            cases[i].name, &err, "WEAK_PASSWORD", "password", cases[i].pw, cases[i].len);
     }
 }
 

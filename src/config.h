@@ -1,0 +1,52 @@
+/*
+ * config.h — authd's settings: built-in defaults, then AUTHD_* environment
+ * variables, then command-line flags, each overriding the one before.
+ *
+ * One table in config.c drives parsing, the environment names and --help,
+ * so they cannot disagree.
+ */
+#ifndef AUTHD_CONFIG_H
+#define AUTHD_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+typedef struct authd_config {
+    const char *listen;
+    const char *data_dir;
+    const char *tls_cert;
+    const char *tls_key;
+    const char *tls_client_ca;
+    const char *signing_key;
+    bool create_signing_key;
+    bool insecure_plaintext;
+    const char *issuer;
+    const char *audience;
+    int64_t token_ttl;
+    int64_t clock_leeway;
+    int64_t argon2_ops;
+    int64_t argon2_mem_kib;
+    int64_t hash_workers;
+    int64_t hash_queue;
+    int64_t contexts;
+    int64_t max_msg_bytes;
+    int64_t max_connections;
+    int64_t map_size_mb;
+    const char *log_level;
+    const char *url_file;
+    int64_t shutdown_grace_ms;
+    bool help;
+    bool version;
+} authd_config;
+
+/* authd_config_load fills cfg from defaults, the environment and argv.
+ * Returns 0, or -1 after writing a one-line error to err. Strings in cfg
+ * point into argv, the environment or static defaults. */
+int authd_config_load(authd_config *cfg, int argc, char **argv, FILE *err);
+
+/* authd_config_usage writes --help text. */
+void authd_config_usage(FILE *out);
+
+#endif

@@ -1,0 +1,48 @@
+/*
+ * server.h — the transport: nng rep0 over TLS, envelopes, limits.
+ *
+ * Knows nng, TLS and the envelope messages; hands each request to the
+ * service layer as an authd_request and sends back whatever reply comes.
+ * Knows nothing of LMDB or JWT.
+ */
+#ifndef AUTHD_SERVER_H
+#define AUTHD_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "service.h"
+#include "status.h"
+
+typedef struct authd_server authd_server;
+
+typedef struct authd_server_options {
+    const char *url; /* tls+tcp://host:port (tcp:// only if allow_plaintext) */
+    const char *tls_cert; /* PEM file */
+    const char *tls_key; /* PEM file */
+    const char *tls_client_ca; /* NULL: no client certificates; else required */
+    bool allow_plaintext;
+    size_t max_msg; /* NNG_OPT_RECVMAXSZ */
+    unsigned contexts; /* concurrent requests */
+    unsigned max_connections; /* open pipes */
+} authd_server_options;
+
+/* authd_server_start listens and starts serving. On failure returns a code
+ * and writes a one-line reason for the operator into err. The caller stops
+ * the server with authd_server_drain + authd_server_close. */
+AUTHD_MUST_CHECK authd_code authd_server_start(const authd_server_options *o, authd_service *svc,
+    authd_server **out, char *err, size_t errlen);
+
+/* authd_server_url is the URL actually bound (port 0 resolved). */
+const char *authd_server_url(const authd_server *s);
+
+/* authd_server_drain stops accepting connections, answers new requests
+ * UNAVAILABLE and waits up to grace_ms for requests in flight to finish.
+ * Returns how many were still in flight at the deadline. */
+unsigned authd_server_drain(authd_server *s, int grace_ms);
+
+/* authd_server_close closes the socket and frees everything. Accepts NULL.
+ * Call only after the pools feeding replies have been destroyed or drained. */
+void authd_server_close(authd_server *s);
+
+#endif

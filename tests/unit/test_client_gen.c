@@ -1,0 +1,529 @@
+/*
+** test_client_gen.c — the generated client wrappers and the client call
+** path of libauthd-client, against an in-process nng rep0 server on
+** loopback (plaintext tcp://, so no certificate files are needed; TLS is
+** covered by the integration tests).
+**
+** The fake server answers according to `mode`: a canned reply, an error
+** status, a wrong request id, garbage, silence, a dropped connection, an
+** oversized reply. Every case asserts the status the client maps it to.
+*/
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/rep.h>
+#include <nng/supplemental/util/platform.h>
+
+#include "authd/client_rpc.h"
+#include "authd/v1/envelope.pb-c.h"
+
+enum mode {
+    MODE_OK,
+    MODE_ERROR,
+    MODE_BAD_ID,
+    MODE_GARBAGE,
+    MODE_SILENT,
+    MODE_DROP,
+    MODE_HUGE,
+};
+
+/* One fake server: a rep0 socket and the thread answering on it. */
+struct server {
+    nng_socket sock;
+    pthread_t thread;
+    char url[64];
+    _Atomic int mode;
+    _Atomic int requests; /* envelopes received */
+};
+
+/*
+** answer builds the reply to one request: Verify echoes the token as the
+** username, so concurrent callers can check they got their own reply.
+*/
+static nng_msg *
+answer(struct server *s, const Authd__V1__RequestEnvelope *env)
+{
+    Authd__V1__ReplyEnvelope rep = AUTHD__V1__REPLY_ENVELOPE__INIT;
+    Authd__V1__VerifyResponse vr = AUTHD__V1__VERIFY_RESPONSE__INIT;
+    Authd__V1__VerifyRequest *vq = NULL;
+    char *roles[] = { "admin", "user" };
+    uint8_t *body = NULL;
+    nng_msg *m = NULL;
+    int mode = atomic_load(&s->mode);
+
+    rep.request_id = env->request_id;
+    if (mode == MODE_BAD_ID) {
+        rep.request_id++;
+    }
+    if (mode == MODE_ERROR) {
+        rep.code = AUTHD__V1__CODE__UNAUTHENTICATED;
+        rep.message = "token expired\n\x1b[2J";
+        rep.reason = "EXPIRED";
+    } else if (strcmp(env->method, "/authd.v1.Auth/Verify") == 0) {
+        vq = authd__v1__verify_request__unpack(
+            NULL, env->body.len, env->body.data);
+        if (vq == NULL) {
+            rep.code = AUTHD__V1__CODE__INVALID_ARGUMENT;
+        } else {
+            vr.user_id = "0123456789abcdef0123456789abcdef";
+            vr.username = vq->access_token;
+            vr.roles = roles;
+            vr.n_roles = 2;
+            vr.session_id = "s1";
+            vr.expires_at = 1700000000;
+            rep.body.len = authd__v1__verify_response__get_packed_size(&vr);
+            body = malloc(rep.body.len + 1);
+            authd__v1__verify_response__pack(&vr, body);
+            rep.body.data = body;
+        }
+    } else if (strcmp(env->method, "/authd.v1.Auth/Logout") == 0) {
+        rep.code = AUTHD__V1__CODE__OK; /* empty LogoutResponse */
+    } else {
+        rep.code = AUTHD__V1__CODE__UNIMPLEMENTED;
+    }
+    if (mode == MODE_HUGE) {
+        free(body);
+        rep.body.len = 2 * 1024 * 1024;
+        body = calloc(1, rep.body.len);
+        rep.body.data = body;
+    }
+    if (mode == MODE_GARBAGE) {
+        if (nng_msg_alloc(&m, 3) == 0) {
+            memcpy(nng_msg_body(m), "\xff\xff\xff", 3);
+        }
+    } else if (nng_msg_alloc(
+                   &m, authd__v1__reply_envelope__get_packed_size(&rep)) == 0) {
+        authd__v1__reply_envelope__pack(&rep, nng_msg_body(m));
+    }
+    if (vq != NULL) {
+        authd__v1__verify_request__free_unpacked(vq, NULL);
+    }
+    free(body);
+    return m;
+}
+
+static void *
+serve(void *arg)
+{
+    struct server *s = arg;
+
+    for (;;) {
+        Authd__V1__RequestEnvelope *env;
+        nng_msg *m, *r;
+        if (nng_recvmsg(s->sock, &m, 0) != 0) {
+            break; /* closed */
+        }
+        env = authd__v1__request_envelope__unpack(
+            NULL, nng_msg_len(m), nng_msg_body(m));
+        atomic_fetch_add(&s->requests, 1);
+        if (env == NULL || atomic_load(&s->mode) == MODE_SILENT) {
+            nng_msg_free(m);
+        } else if (atomic_load(&s->mode) == MODE_DROP) {
+            nng_pipe_close(nng_msg_get_pipe(m));
+            nng_msg_free(m);
+        } else {
+            nng_msg_free(m);
+            if ((r = answer(s, env)) != NULL && nng_sendmsg(s->sock, r, 0)) {
+                nng_msg_free(r);
+            }
+        }
+        if (env != NULL) {
+            authd__v1__request_envelope__free_unpacked(env, NULL);
+        }
+    }
+    return NULL;
+}
+
+/* server_start listens on url, or on an ephemeral loopback port if NULL. */
+static void
+server_start(struct server *s, const char *url)
+{
+    nng_listener l;
+    nng_sockaddr sa;
+
+    atomic_init(&s->mode, MODE_OK);
+    atomic_init(&s->requests, 0);
+    assert_int_equal(nng_rep0_open(&s->sock), 0);
+    assert_int_equal(nng_listener_create(&l, s->sock,
+                         url != NULL ? url : "tcp://127.0.0.1:0"),
+        0);
+    assert_int_equal(nng_listener_start(l, 0), 0);
+    assert_int_equal(nng_listener_get_addr(l, NNG_OPT_LOCADDR, &sa), 0);
+    snprintf(s->url, sizeof(s->url), "tcp://127.0.0.1:%u",
+        (unsigned) ((sa.s_in.sa_port >> 8) | ((sa.s_in.sa_port & 0xff) << 8)));
+    assert_int_equal(pthread_create(&s->thread, NULL, serve, s), 0);
+}
+
+static void
+server_stop(struct server *s)
+{
+    nng_close(s->sock);
+    pthread_join(s->thread, NULL);
+}
+
+static authd_client *
+client_for(const struct server *s, int timeout_ms)
+{
+    authd_client_options o = { 0 };
+    authd_client *c = NULL;
+    authd_status st;
+
+    o.url = s->url;
+    o.allow_plaintext = true;
+    o.timeout_ms = timeout_ms;
+    assert_int_equal(authd_client_open(&o, &c, &st), AUTHD_OK);
+    assert_non_null(c);
+    return c;
+}
+
+/* The generated table is the service descriptor, method for method. */
+static void
+test_table_matches_descriptor(void **state)
+{
+    const ProtobufCServiceDescriptor *svc = &authd__v1__auth__descriptor;
+    char want[128];
+
+    (void) state;
+    assert_int_equal(AUTHD_CLIENT_N_METHODS, svc->n_methods);
+    for (unsigned i = 0; i < svc->n_methods; i++) {
+        snprintf(want, sizeof(want), "/%s/%s", svc->name, svc->methods[i].name);
+        assert_string_equal(authd_client_methods[i].name, want);
+        assert_ptr_equal(authd_client_methods[i].input, svc->methods[i].input);
+        assert_ptr_equal(
+            authd_client_methods[i].output, svc->methods[i].output);
+    }
+    assert_null(authd_client_methods[svc->n_methods].name);
+    assert_null(authd_client_methods[svc->n_methods].input);
+    assert_null(authd_client_methods[svc->n_methods].output);
+    /* The wrappers exist under their snake_case names. */
+    assert_non_null(&authd_client_register);
+    assert_non_null(&authd_client_login);
+    assert_non_null(&authd_client_logout);
+    assert_non_null(&authd_client_verify);
+}
+
+static void
+test_code_str(void **state)
+{
+    (void) state;
+    assert_string_equal(authd_code_str(AUTHD_OK), "OK");
+    assert_string_equal(authd_code_str(AUTHD_DEADLINE_EXCEEDED),
+        "DEADLINE_EXCEEDED");
+    assert_string_equal(authd_code_str(16), "UNAUTHENTICATED");
+    assert_string_equal(authd_code_str(17), "UNKNOWN");
+    assert_string_equal(authd_code_str(-1), "UNKNOWN");
+    assert_int_equal(AUTHD_UNAVAILABLE, AUTHD__V1__CODE__UNAVAILABLE);
+    assert_int_equal(AUTHD_UNAUTHENTICATED, AUTHD__V1__CODE__UNAUTHENTICATED);
+}
+
+/* Unusable options fail in open with INVALID_ARGUMENT/CONFIG, *out kept. */
+static void
+test_open_rejects_bad_options(void **state)
+{
+    static const struct {
+        const char *url;
+        const char *ca;
+        bool plaintext;
+        const char *why;
+    } cases[] = {
+        { NULL, NULL, false, "no url" },
+        { "tcp://127.0.0.1:7443", NULL, false, "plaintext not allowed" },
+        { "ws://127.0.0.1:7443", NULL, true, "unsupported scheme" },
+        { "tls+tcp://127.0.0.1:7443", NULL, false, "TLS without CA" },
+        { "tls+tcp://127.0.0.1:7443", "/nonexistent/ca.crt", false,
+            "unreadable CA" },
+        { "tls+tcp://10.0.0.1:7443", "/dev/null", false,
+            "IP that mbedTLS cannot verify" },
+        { "tcp://127.0.0.1", NULL, true, "no port" },
+    };
+    authd_client *sentinel = (authd_client *) &cases;
+
+    (void) state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        authd_client_options o = { 0 };
+        authd_client *c = sentinel;
+        authd_status st;
+        o.url = cases[i].url;
+        o.ca_file = cases[i].ca;
+        o.allow_plaintext = cases[i].plaintext;
+        print_message("case: %s\n", cases[i].why);
+        assert_int_equal(authd_client_open(&o, &c, &st), AUTHD_INVALID_ARGUMENT);
+        assert_int_equal(st.code, AUTHD_INVALID_ARGUMENT);
+        assert_string_equal(st.reason, AUTHD_REASON_CONFIG);
+        assert_true(st.message[0] != '\0');
+        assert_ptr_equal(c, sentinel);
+    }
+}
+
+/* Nothing listening: open fails fast with UNAVAILABLE/TRANSPORT. */
+static void
+test_open_refused(void **state)
+{
+    struct server s;
+    authd_client_options o = { 0 };
+    authd_client *c = NULL;
+    authd_status st;
+
+    (void) state;
+    server_start(&s, NULL);
+    server_stop(&s); /* the port is now closed */
+    o.url = s.url;
+    o.allow_plaintext = true;
+    assert_int_equal(authd_client_open(&o, &c, &st), AUTHD_UNAVAILABLE);
+    assert_string_equal(st.reason, AUTHD_REASON_TRANSPORT);
+    assert_null(c);
+}
+
+static void
+test_verify_ok(void **state)
+{
+    struct server s;
+    authd_client *c;
+    Authd__V1__VerifyRequest req = AUTHD__V1__VERIFY_REQUEST__INIT;
+    Authd__V1__VerifyResponse *resp = NULL;
+    authd_status st;
+
+    (void) state;
+    server_start(&s, NULL);
+    c = client_for(&s, 2000);
+    req.access_token = "alice";
+    assert_int_equal(authd_client_verify(c, &req, &resp, &st), AUTHD_OK);
+    assert_int_equal(st.code, AUTHD_OK);
+    assert_string_equal(st.message, "");
+    assert_string_equal(st.reason, "");
+    assert_true(st.request_id != 0);
+    assert_non_null(resp);
+    assert_string_equal(resp->username, "alice");
+    assert_int_equal(resp->n_roles, 2);
+    assert_string_equal(resp->roles[1], "user");
+    assert_int_equal(resp->expires_at, 1700000000);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+
+    /* An empty response message is fine too. */
+    {
+        Authd__V1__LogoutRequest lq = AUTHD__V1__LOGOUT_REQUEST__INIT;
+        Authd__V1__LogoutResponse *lr = NULL;
+        uint64_t first = st.request_id;
+        lq.access_token = "alice";
+        assert_int_equal(authd_client_logout(c, &lq, &lr, &st), AUTHD_OK);
+        assert_non_null(lr);
+        assert_true(st.request_id != first);
+        authd__v1__logout_response__free_unpacked(lr, NULL);
+    }
+    authd_client_close(c);
+    server_stop(&s);
+}
+
+/*
+** Each misbehaviour of the server maps to its status; *resp is untouched
+** and st is filled even though the call failed.
+*/
+static void
+test_failures_map_to_status(void **state)
+{
+    static const struct {
+        enum mode mode;
+        int code;
+        const char *reason;
+    } cases[] = {
+        { MODE_ERROR, AUTHD_UNAUTHENTICATED, "EXPIRED" },
+        { MODE_BAD_ID, AUTHD_INTERNAL, AUTHD_REASON_TRANSPORT },
+        { MODE_GARBAGE, AUTHD_INTERNAL, AUTHD_REASON_TRANSPORT },
+        { MODE_SILENT, AUTHD_DEADLINE_EXCEEDED, AUTHD_REASON_TRANSPORT },
+        { MODE_DROP, AUTHD_UNAVAILABLE, AUTHD_REASON_TRANSPORT },
+        { MODE_HUGE, AUTHD_UNAVAILABLE, AUTHD_REASON_TRANSPORT },
+    };
+    struct server s;
+    authd_client *c;
+
+    (void) state;
+    server_start(&s, NULL);
+    c = client_for(&s, 300);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        Authd__V1__VerifyRequest req = AUTHD__V1__VERIFY_REQUEST__INIT;
+        Authd__V1__VerifyResponse *resp =
+            (Authd__V1__VerifyResponse *) &cases; /* sentinel */
+        authd_status st;
+        nng_time t0 = nng_clock();
+        int before = atomic_load(&s.requests);
+
+        atomic_store(&s.mode, cases[i].mode);
+        req.access_token = "t";
+        print_message("mode %d\n", (int) cases[i].mode);
+        assert_int_equal(
+            authd_client_verify(c, &req, &resp, &st), cases[i].code);
+        assert_int_equal(st.code, cases[i].code);
+        assert_string_equal(st.reason, cases[i].reason);
+        assert_ptr_equal(resp, (Authd__V1__VerifyResponse *) &cases);
+        if (cases[i].mode == MODE_ERROR) {
+            /* The server's message, made safe to print. */
+            assert_string_equal(st.message, "token expired??[2J");
+        }
+        if (cases[i].mode == MODE_DROP) {
+            /* Failed at once, not at the deadline, and never resent. */
+            assert_true(nng_clock() - t0 < 250);
+            nng_msleep(400); /* time enough to reconnect and resend */
+            assert_int_equal(atomic_load(&s.requests), before + 1);
+        }
+        if (cases[i].mode == MODE_HUGE) {
+            nng_msleep(400); /* let the dialer reconnect */
+        }
+    }
+    /* After all that, the connection still works. */
+    {
+        Authd__V1__VerifyRequest req = AUTHD__V1__VERIFY_REQUEST__INIT;
+        Authd__V1__VerifyResponse *resp = NULL;
+        authd_status st;
+        atomic_store(&s.mode, MODE_OK);
+        req.access_token = "again";
+        assert_int_equal(authd_client_verify(c, &req, &resp, &st), AUTHD_OK);
+        assert_string_equal(resp->username, "again");
+        authd__v1__verify_response__free_unpacked(resp, NULL);
+    }
+    authd_client_close(c);
+    server_stop(&s);
+}
+
+/* Bad arguments to a call are INVALID_ARGUMENT/CLIENT, st optional. */
+static void
+test_call_bad_arguments(void **state)
+{
+    struct server s;
+    authd_client *c;
+    Authd__V1__VerifyRequest req = AUTHD__V1__VERIFY_REQUEST__INIT;
+    Authd__V1__VerifyResponse *resp = NULL;
+    authd_status st;
+
+    (void) state;
+    server_start(&s, NULL);
+    c = client_for(&s, 1000);
+    assert_int_equal(authd_client_verify(c, NULL, &resp, &st),
+        AUTHD_INVALID_ARGUMENT);
+    assert_string_equal(st.reason, AUTHD_REASON_CLIENT);
+    assert_int_equal(authd_client_verify(c, &req, NULL, NULL),
+        AUTHD_INVALID_ARGUMENT);
+    assert_int_equal(authd_client_verify(NULL, &req, &resp, NULL),
+        AUTHD_INVALID_ARGUMENT);
+    assert_null(resp);
+    /* st == NULL is allowed on a good call as well. */
+    req.access_token = "x";
+    assert_int_equal(authd_client_verify(c, &req, &resp, NULL), AUTHD_OK);
+    authd__v1__verify_response__free_unpacked(resp, NULL);
+    authd_client_close(c);
+    authd_client_close(NULL);
+    server_stop(&s);
+}
+
+/*
+** The server goes away and comes back on the same port: a call while it is
+** down fails UNAVAILABLE at its deadline; once it is back, the dialer has
+** reconnected and calls succeed again.
+*/
+static void
+test_reconnects(void **state)
+{
+    struct server s, s2;
+    authd_client *c;
+    Authd__V1__VerifyRequest req = AUTHD__V1__VERIFY_REQUEST__INIT;
+    Authd__V1__VerifyResponse *resp = NULL;
+    authd_status st;
+
+    (void) state;
+    server_start(&s, NULL);
+    c = client_for(&s, 300);
+    req.access_token = "a";
+    server_stop(&s);
+    nng_msleep(100);
+    assert_int_equal(
+        authd_client_verify(c, &req, &resp, &st), AUTHD_UNAVAILABLE);
+    assert_string_equal(st.reason, AUTHD_REASON_TRANSPORT);
+    assert_null(resp);
+
+    server_start(&s2, s.url);
+    nng_msleep(2500); /* reconnect backoff is at most 2 s */
+    assert_int_equal(authd_client_verify(c, &req, &resp, &st), AUTHD_OK);
+    authd__v1__verify_response__free_unpacked(resp, NULL);
+    authd_client_close(c);
+    server_stop(&s2);
+}
+
+#define N_THREADS 8
+#define N_CALLS 200
+
+struct worker {
+    authd_client *c;
+    int id;
+    int ok;
+};
+
+static void *
+work(void *arg)
+{
+    struct worker *w = arg;
+    char token[32];
+
+    for (int i = 0; i < N_CALLS; i++) {
+        Authd__V1__VerifyRequest req = AUTHD__V1__VERIFY_REQUEST__INIT;
+        Authd__V1__VerifyResponse *resp = NULL;
+        authd_status st;
+        snprintf(token, sizeof(token), "w%d-%d", w->id, i);
+        req.access_token = token;
+        if (authd_client_verify(w->c, &req, &resp, &st) == AUTHD_OK) {
+            w->ok += strcmp(resp->username, token) == 0;
+            authd__v1__verify_response__free_unpacked(resp, NULL);
+        }
+    }
+    return NULL;
+}
+
+/* Many threads share one client; every reply reaches its own caller. */
+static void
+test_concurrent_calls(void **state)
+{
+    struct server s;
+    struct worker w[N_THREADS];
+    pthread_t t[N_THREADS];
+    authd_client *c;
+
+    (void) state;
+    server_start(&s, NULL);
+    c = client_for(&s, 10000);
+    for (int i = 0; i < N_THREADS; i++) {
+        w[i] = (struct worker) { .c = c, .id = i, .ok = 0 };
+        assert_int_equal(pthread_create(&t[i], NULL, work, &w[i]), 0);
+    }
+    for (int i = 0; i < N_THREADS; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(w[i].ok, N_CALLS);
+    }
+    assert_int_equal(atomic_load(&s.requests), N_THREADS * N_CALLS);
+    authd_client_close(c);
+    server_stop(&s);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_table_matches_descriptor),
+        cmocka_unit_test(test_code_str),
+        cmocka_unit_test(test_open_rejects_bad_options),
+        cmocka_unit_test(test_open_refused),
+        cmocka_unit_test(test_verify_ok),
+        cmocka_unit_test(test_failures_map_to_status),
+        cmocka_unit_test(test_call_bad_arguments),
+        cmocka_unit_test(test_reconnects),
+        cmocka_unit_test(test_concurrent_calls),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
