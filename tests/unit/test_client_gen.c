@@ -1,12 +1,17 @@
 /*
 ** test_client_gen.c — the generated client wrappers and the client call
-** path of libauthd-client, against an in-process nng rep0 server on
-** loopback (plaintext tcp://, so no certificate files are needed; TLS is
-** covered by the integration tests).
+** path of libauthd-client, against a fake nng rep0 server on loopback
+** (plaintext tcp://, so no certificate files are needed; TLS is covered
+** by the integration tests).
 **
-** The fake server answers according to `mode`: a canned reply, an error
-** status, a wrong request id, garbage, silence, a dropped connection, an
-** oversized reply. Every case asserts the status the client maps it to.
+** The fake server runs in a child process forked before nng starts, as a
+** real server would: with both ends in one process they share nng's reaper
+** thread, and nng 1.5.2's known nng_close deadlock (nanomsg/nng #1543,
+** #1813; fixed in 1.8.0) then showed up about once in 40 runs. It answers
+** according to `mode`, set through shared memory: a canned reply, an
+** error status, a wrong request id, garbage, silence, a dropped
+** connection, an oversized reply. Every case asserts the status the
+** client maps it to.
 */
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,6 +24,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <signal.h>
+#include <unistd.h>
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
@@ -35,23 +45,33 @@ enum mode {
     MODE_SILENT,
     MODE_DROP,
     MODE_HUGE,
+    MODE_LONG_TEXT,
 };
 
-/* One fake server: a rep0 socket and the thread answering on it. */
+enum { SERVER_UP = 1, SERVER_DOWN, SERVER_EXIT };
+
+/*
+** The fake server's control block, shared between the test process and the
+** server process: the test sets mode and asks for up/down/exit by bumping
+** seq; the server acknowledges in done.
+*/
 struct server {
-    nng_socket sock;
-    pthread_t thread;
-    char url[64];
+    char url[64]; /* where it listens (fixed by the first start) */
     _Atomic int mode;
     _Atomic int requests; /* envelopes received */
+    _Atomic int want;
+    _Atomic int seq;
+    _Atomic int done;
 };
+
+static struct server *srv;
+static pid_t srv_pid;
 
 /*
 ** answer builds the reply to one request: Verify echoes the token as the
 ** username, so concurrent callers can check they got their own reply.
 */
-static nng_msg *
-answer(struct server *s, const Authd__V1__RequestEnvelope *env)
+static nng_msg *answer(struct server *s, const Authd__V1__RequestEnvelope *env)
 {
     Authd__V1__ReplyEnvelope rep = AUTHD__V1__REPLY_ENVELOPE__INIT;
     Authd__V1__VerifyResponse vr = AUTHD__V1__VERIFY_RESPONSE__INIT;
@@ -65,13 +85,22 @@ answer(struct server *s, const Authd__V1__RequestEnvelope *env)
     if (mode == MODE_BAD_ID) {
         rep.request_id++;
     }
-    if (mode == MODE_ERROR) {
+    if (mode == MODE_LONG_TEXT) {
+        static char text[301];
+        for (int i = 0; i < 300; i += 2) { /* 150 x U+00E9, 2 bytes each */
+            text[i] = (char)0xC3;
+            text[i + 1] = (char)0xA9;
+        }
+        rep.code = AUTHD__V1__CODE__NOT_FOUND;
+        rep.message = text;
+        rep.reason = "A_REASON_LONGER_THAN_SIXTY_FOUR_BYTES_IS_CUT_TO_FIT_THE_STATUS_"
+                     "FIELD";
+    } else if (mode == MODE_ERROR) {
         rep.code = AUTHD__V1__CODE__UNAUTHENTICATED;
         rep.message = "token expired\n\x1b[2J";
         rep.reason = "EXPIRED";
     } else if (strcmp(env->method, "/authd.v1.Auth/Verify") == 0) {
-        vq = authd__v1__verify_request__unpack(
-            NULL, env->body.len, env->body.data);
+        vq = authd__v1__verify_request__unpack(NULL, env->body.len, env->body.data);
         if (vq == NULL) {
             rep.code = AUTHD__V1__CODE__INVALID_ARGUMENT;
         } else {
@@ -101,8 +130,7 @@ answer(struct server *s, const Authd__V1__RequestEnvelope *env)
         if (nng_msg_alloc(&m, 3) == 0) {
             memcpy(nng_msg_body(m), "\xff\xff\xff", 3);
         }
-    } else if (nng_msg_alloc(
-                   &m, authd__v1__reply_envelope__get_packed_size(&rep)) == 0) {
+    } else if (nng_msg_alloc(&m, authd__v1__reply_envelope__get_packed_size(&rep)) == 0) {
         authd__v1__reply_envelope__pack(&rep, nng_msg_body(m));
     }
     if (vq != NULL) {
@@ -112,73 +140,143 @@ answer(struct server *s, const Authd__V1__RequestEnvelope *env)
     return m;
 }
 
-static void *
-serve(void *arg)
-{
-    struct server *s = arg;
+/* Pipes open on the server, so that "down" can drop them. */
+static nng_pipe open_pipes[64];
+static nng_mtx *pipes_mtx;
 
-    for (;;) {
-        Authd__V1__RequestEnvelope *env;
-        nng_msg *m, *r;
-        if (nng_recvmsg(s->sock, &m, 0) != 0) {
-            break; /* closed */
+static void server_pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+    (void)arg;
+    nng_mtx_lock(pipes_mtx);
+    for (size_t i = 0; i < 64; i++) {
+        if (ev == NNG_PIPE_EV_ADD_POST && nng_pipe_id(open_pipes[i]) <= 0) {
+            open_pipes[i] = p;
+            break;
         }
-        env = authd__v1__request_envelope__unpack(
-            NULL, nng_msg_len(m), nng_msg_body(m));
-        atomic_fetch_add(&s->requests, 1);
-        if (env == NULL || atomic_load(&s->mode) == MODE_SILENT) {
-            nng_msg_free(m);
-        } else if (atomic_load(&s->mode) == MODE_DROP) {
-            nng_pipe_close(nng_msg_get_pipe(m));
-            nng_msg_free(m);
-        } else {
-            nng_msg_free(m);
-            if ((r = answer(s, env)) != NULL && nng_sendmsg(s->sock, r, 0)) {
-                nng_msg_free(r);
-            }
-        }
-        if (env != NULL) {
-            authd__v1__request_envelope__free_unpacked(env, NULL);
+        if (ev == NNG_PIPE_EV_REM_POST && nng_pipe_id(open_pipes[i]) == nng_pipe_id(p)) {
+            open_pipes[i] = (nng_pipe)NNG_PIPE_INITIALIZER;
+            break;
         }
     }
-    return NULL;
+    nng_mtx_unlock(pipes_mtx);
 }
 
-/* server_start listens on url, or on an ephemeral loopback port if NULL. */
-static void
-server_start(struct server *s, const char *url)
+/* serve_one receives one request (waiting at most 20 ms) and acts on it. */
+static void serve_one(struct server *s, nng_socket sock)
 {
+    Authd__V1__RequestEnvelope *env;
+    nng_msg *m, *r;
+
+    if (nng_recvmsg(sock, &m, 0) != 0) {
+        return;
+    }
+    env = authd__v1__request_envelope__unpack(NULL, nng_msg_len(m), nng_msg_body(m));
+    atomic_fetch_add(&s->requests, 1);
+    if (env == NULL || atomic_load(&s->mode) == MODE_SILENT) {
+        nng_msg_free(m);
+    } else if (atomic_load(&s->mode) == MODE_DROP) {
+        nng_pipe_close(nng_msg_get_pipe(m));
+        nng_msg_free(m);
+    } else {
+        nng_msg_free(m);
+        if ((r = answer(s, env)) != NULL && nng_sendmsg(sock, r, 0)) {
+            nng_msg_free(r);
+        }
+    }
+    if (env != NULL) {
+        authd__v1__request_envelope__free_unpacked(env, NULL);
+    }
+}
+
+/*
+** server_main is the server process. "Down" closes the listener and every
+** pipe but keeps the socket: nng_close is what can deadlock in 1.5.2, and
+** the process simply exits at the end.
+*/
+static void server_main(struct server *s)
+{
+    nng_socket sock;
     nng_listener l;
     nng_sockaddr sa;
+    bool up = false;
+    int seen = 0;
 
-    atomic_init(&s->mode, MODE_OK);
-    atomic_init(&s->requests, 0);
-    assert_int_equal(nng_rep0_open(&s->sock), 0);
-    assert_int_equal(nng_listener_create(&l, s->sock,
-                         url != NULL ? url : "tcp://127.0.0.1:0"),
-        0);
-    assert_int_equal(nng_listener_start(l, 0), 0);
-    assert_int_equal(nng_listener_get_addr(l, NNG_OPT_LOCADDR, &sa), 0);
-    snprintf(s->url, sizeof(s->url), "tcp://127.0.0.1:%u",
-        (unsigned) ((sa.s_in.sa_port >> 8) | ((sa.s_in.sa_port & 0xff) << 8)));
-    assert_int_equal(pthread_create(&s->thread, NULL, serve, s), 0);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (nng_mtx_alloc(&pipes_mtx) != 0 || nng_rep0_open(&sock) != 0
+        || nng_socket_set_ms(sock, NNG_OPT_RECVTIMEO, 20) != 0
+        || nng_pipe_notify(sock, NNG_PIPE_EV_ADD_POST, server_pipe_event, NULL) != 0
+        || nng_pipe_notify(sock, NNG_PIPE_EV_REM_POST, server_pipe_event, NULL) != 0) {
+        _exit(1);
+    }
+    for (;;) {
+        int seq = atomic_load(&s->seq);
+        if (seq != seen) {
+            int want = atomic_load(&s->want);
+            if (up) {
+                nng_listener_close(l);
+                nng_mtx_lock(pipes_mtx);
+                for (size_t i = 0; i < 64; i++) {
+                    if (nng_pipe_id(open_pipes[i]) > 0) {
+                        nng_pipe_close(open_pipes[i]);
+                    }
+                }
+                nng_mtx_unlock(pipes_mtx);
+                up = false;
+            }
+            if (want == SERVER_EXIT) {
+                _exit(0);
+            }
+            if (want == SERVER_UP) {
+                if (nng_listener_create(&l, sock, s->url[0] ? s->url : "tcp://127.0.0.1:0")
+                    || nng_listener_start(l, 0) || nng_listener_get_addr(l, NNG_OPT_LOCADDR, &sa)) {
+                    _exit(1);
+                }
+                snprintf(s->url, sizeof(s->url), "tcp://127.0.0.1:%u",
+                    (unsigned)((sa.s_in.sa_port >> 8) | ((sa.s_in.sa_port & 0xff) << 8)));
+                up = true;
+            }
+            seen = seq;
+            atomic_store(&s->done, seq);
+        }
+        if (up) {
+            serve_one(s, sock);
+        } else {
+            nng_msleep(5);
+        }
+    }
 }
 
-static void
-server_stop(struct server *s)
+/* server_set asks the server process to go up, down or exit, and waits. */
+static void server_set(int want)
 {
-    nng_close(s->sock);
-    pthread_join(s->thread, NULL);
+    int seq;
+
+    atomic_store(&srv->want, want);
+    seq = atomic_fetch_add(&srv->seq, 1) + 1;
+    for (int i = 0; i < 1000 && atomic_load(&srv->done) != seq; i++) {
+        nng_msleep(10);
+    }
+    assert_int_equal(atomic_load(&srv->done), seq);
 }
 
-static authd_client *
-client_for(const struct server *s, int timeout_ms)
+/* setup resets the server to a clean, listening, answering state. */
+static int setup(void **state)
+{
+    (void)state;
+    if (atomic_load(&srv->want) != SERVER_UP) {
+        server_set(SERVER_UP);
+    }
+    atomic_store(&srv->mode, MODE_OK);
+    return 0;
+}
+
+static authd_client *client_for(int timeout_ms)
 {
     authd_client_options o = { 0 };
     authd_client *c = NULL;
     authd_status st;
 
-    o.url = s->url;
+    o.url = srv->url;
     o.allow_plaintext = true;
     o.timeout_ms = timeout_ms;
     assert_int_equal(authd_client_open(&o, &c, &st), AUTHD_OK);
@@ -187,20 +285,18 @@ client_for(const struct server *s, int timeout_ms)
 }
 
 /* The generated table is the service descriptor, method for method. */
-static void
-test_table_matches_descriptor(void **state)
+static void test_table_matches_descriptor(void **state)
 {
     const ProtobufCServiceDescriptor *svc = &authd__v1__auth__descriptor;
     char want[128];
 
-    (void) state;
+    (void)state;
     assert_int_equal(AUTHD_CLIENT_N_METHODS, svc->n_methods);
     for (unsigned i = 0; i < svc->n_methods; i++) {
         snprintf(want, sizeof(want), "/%s/%s", svc->name, svc->methods[i].name);
         assert_string_equal(authd_client_methods[i].name, want);
         assert_ptr_equal(authd_client_methods[i].input, svc->methods[i].input);
-        assert_ptr_equal(
-            authd_client_methods[i].output, svc->methods[i].output);
+        assert_ptr_equal(authd_client_methods[i].output, svc->methods[i].output);
     }
     assert_null(authd_client_methods[svc->n_methods].name);
     assert_null(authd_client_methods[svc->n_methods].input);
@@ -212,13 +308,11 @@ test_table_matches_descriptor(void **state)
     assert_non_null(&authd_client_verify);
 }
 
-static void
-test_code_str(void **state)
+static void test_code_str(void **state)
 {
-    (void) state;
+    (void)state;
     assert_string_equal(authd_code_str(AUTHD_OK), "OK");
-    assert_string_equal(authd_code_str(AUTHD_DEADLINE_EXCEEDED),
-        "DEADLINE_EXCEEDED");
+    assert_string_equal(authd_code_str(AUTHD_DEADLINE_EXCEEDED), "DEADLINE_EXCEEDED");
     assert_string_equal(authd_code_str(16), "UNAUTHENTICATED");
     assert_string_equal(authd_code_str(17), "UNKNOWN");
     assert_string_equal(authd_code_str(-1), "UNKNOWN");
@@ -227,8 +321,7 @@ test_code_str(void **state)
 }
 
 /* Unusable options fail in open with INVALID_ARGUMENT/CONFIG, *out kept. */
-static void
-test_open_rejects_bad_options(void **state)
+static void test_open_rejects_bad_options(void **state)
 {
     static const struct {
         const char *url;
@@ -240,15 +333,13 @@ test_open_rejects_bad_options(void **state)
         { "tcp://127.0.0.1:7443", NULL, false, "plaintext not allowed" },
         { "ws://127.0.0.1:7443", NULL, true, "unsupported scheme" },
         { "tls+tcp://127.0.0.1:7443", NULL, false, "TLS without CA" },
-        { "tls+tcp://127.0.0.1:7443", "/nonexistent/ca.crt", false,
-            "unreadable CA" },
-        { "tls+tcp://10.0.0.1:7443", "/dev/null", false,
-            "IP that mbedTLS cannot verify" },
+        { "tls+tcp://127.0.0.1:7443", "/nonexistent/ca.crt", false, "unreadable CA" },
+        { "tls+tcp://10.0.0.1:7443", "/dev/null", false, "IP that mbedTLS cannot verify" },
         { "tcp://127.0.0.1", NULL, true, "no port" },
     };
-    authd_client *sentinel = (authd_client *) &cases;
+    authd_client *sentinel = (authd_client *)&cases;
 
-    (void) state;
+    (void)state;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         authd_client_options o = { 0 };
         authd_client *c = sentinel;
@@ -266,36 +357,30 @@ test_open_rejects_bad_options(void **state)
 }
 
 /* Nothing listening: open fails fast with UNAVAILABLE/TRANSPORT. */
-static void
-test_open_refused(void **state)
+static void test_open_refused(void **state)
 {
-    struct server s;
     authd_client_options o = { 0 };
     authd_client *c = NULL;
     authd_status st;
 
-    (void) state;
-    server_start(&s, NULL);
-    server_stop(&s); /* the port is now closed */
-    o.url = s.url;
+    (void)state;
+    server_set(SERVER_DOWN); /* the port is now closed */
+    o.url = srv->url;
     o.allow_plaintext = true;
     assert_int_equal(authd_client_open(&o, &c, &st), AUTHD_UNAVAILABLE);
     assert_string_equal(st.reason, AUTHD_REASON_TRANSPORT);
     assert_null(c);
 }
 
-static void
-test_verify_ok(void **state)
+static void test_verify_ok(void **state)
 {
-    struct server s;
     authd_client *c;
     Authd__V1__VerifyRequest req = AUTHD__V1__VERIFY_REQUEST__INIT;
     Authd__V1__VerifyResponse *resp = NULL;
     authd_status st;
 
-    (void) state;
-    server_start(&s, NULL);
-    c = client_for(&s, 2000);
+    (void)state;
+    c = client_for(2000);
     req.access_token = "alice";
     assert_int_equal(authd_client_verify(c, &req, &resp, &st), AUTHD_OK);
     assert_int_equal(st.code, AUTHD_OK);
@@ -321,15 +406,13 @@ test_verify_ok(void **state)
         authd__v1__logout_response__free_unpacked(lr, NULL);
     }
     authd_client_close(c);
-    server_stop(&s);
 }
 
 /*
 ** Each misbehaviour of the server maps to its status; *resp is untouched
 ** and st is filled even though the call failed.
 */
-static void
-test_failures_map_to_status(void **state)
+static void test_failures_map_to_status(void **state)
 {
     static const struct {
         enum mode mode;
@@ -342,38 +425,43 @@ test_failures_map_to_status(void **state)
         { MODE_SILENT, AUTHD_DEADLINE_EXCEEDED, AUTHD_REASON_TRANSPORT },
         { MODE_DROP, AUTHD_UNAVAILABLE, AUTHD_REASON_TRANSPORT },
         { MODE_HUGE, AUTHD_UNAVAILABLE, AUTHD_REASON_TRANSPORT },
+        { MODE_LONG_TEXT, AUTHD_NOT_FOUND,
+            "A_REASON_LONGER_THAN_SIXTY_FOUR_BYTES_IS_CUT_TO_FIT_THE_STATUS_" },
     };
-    struct server s;
     authd_client *c;
 
-    (void) state;
-    server_start(&s, NULL);
-    c = client_for(&s, 300);
+    (void)state;
+    c = client_for(300);
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         Authd__V1__VerifyRequest req = AUTHD__V1__VERIFY_REQUEST__INIT;
-        Authd__V1__VerifyResponse *resp =
-            (Authd__V1__VerifyResponse *) &cases; /* sentinel */
+        Authd__V1__VerifyResponse *resp = (Authd__V1__VerifyResponse *)&cases; /* sentinel */
         authd_status st;
         nng_time t0 = nng_clock();
-        int before = atomic_load(&s.requests);
+        int before = atomic_load(&srv->requests);
 
-        atomic_store(&s.mode, cases[i].mode);
+        atomic_store(&srv->mode, cases[i].mode);
         req.access_token = "t";
-        print_message("mode %d\n", (int) cases[i].mode);
-        assert_int_equal(
-            authd_client_verify(c, &req, &resp, &st), cases[i].code);
+        print_message("mode %d\n", (int)cases[i].mode);
+        assert_int_equal(authd_client_verify(c, &req, &resp, &st), cases[i].code);
         assert_int_equal(st.code, cases[i].code);
         assert_string_equal(st.reason, cases[i].reason);
-        assert_ptr_equal(resp, (Authd__V1__VerifyResponse *) &cases);
+        assert_ptr_equal(resp, (Authd__V1__VerifyResponse *)&cases);
         if (cases[i].mode == MODE_ERROR) {
             /* The server's message, made safe to print. */
             assert_string_equal(st.message, "token expired??[2J");
+        }
+        if (cases[i].mode == MODE_LONG_TEXT) {
+            /* Cut to fit, but never inside a UTF-8 sequence. */
+            size_t n = strlen(st.message);
+            assert_int_equal(n, 254);
+            assert_int_equal((unsigned char)st.message[n - 2], 0xC3);
+            assert_int_equal((unsigned char)st.message[n - 1], 0xA9);
         }
         if (cases[i].mode == MODE_DROP) {
             /* Failed at once, not at the deadline, and never resent. */
             assert_true(nng_clock() - t0 < 250);
             nng_msleep(400); /* time enough to reconnect and resend */
-            assert_int_equal(atomic_load(&s.requests), before + 1);
+            assert_int_equal(atomic_load(&srv->requests), before + 1);
         }
         if (cases[i].mode == MODE_HUGE) {
             nng_msleep(400); /* let the dialer reconnect */
@@ -384,36 +472,29 @@ test_failures_map_to_status(void **state)
         Authd__V1__VerifyRequest req = AUTHD__V1__VERIFY_REQUEST__INIT;
         Authd__V1__VerifyResponse *resp = NULL;
         authd_status st;
-        atomic_store(&s.mode, MODE_OK);
+        atomic_store(&srv->mode, MODE_OK);
         req.access_token = "again";
         assert_int_equal(authd_client_verify(c, &req, &resp, &st), AUTHD_OK);
         assert_string_equal(resp->username, "again");
         authd__v1__verify_response__free_unpacked(resp, NULL);
     }
     authd_client_close(c);
-    server_stop(&s);
 }
 
 /* Bad arguments to a call are INVALID_ARGUMENT/CLIENT, st optional. */
-static void
-test_call_bad_arguments(void **state)
+static void test_call_bad_arguments(void **state)
 {
-    struct server s;
     authd_client *c;
     Authd__V1__VerifyRequest req = AUTHD__V1__VERIFY_REQUEST__INIT;
     Authd__V1__VerifyResponse *resp = NULL;
     authd_status st;
 
-    (void) state;
-    server_start(&s, NULL);
-    c = client_for(&s, 1000);
-    assert_int_equal(authd_client_verify(c, NULL, &resp, &st),
-        AUTHD_INVALID_ARGUMENT);
+    (void)state;
+    c = client_for(1000);
+    assert_int_equal(authd_client_verify(c, NULL, &resp, &st), AUTHD_INVALID_ARGUMENT);
     assert_string_equal(st.reason, AUTHD_REASON_CLIENT);
-    assert_int_equal(authd_client_verify(c, &req, NULL, NULL),
-        AUTHD_INVALID_ARGUMENT);
-    assert_int_equal(authd_client_verify(NULL, &req, &resp, NULL),
-        AUTHD_INVALID_ARGUMENT);
+    assert_int_equal(authd_client_verify(c, &req, NULL, NULL), AUTHD_INVALID_ARGUMENT);
+    assert_int_equal(authd_client_verify(NULL, &req, &resp, NULL), AUTHD_INVALID_ARGUMENT);
     assert_null(resp);
     /* st == NULL is allowed on a good call as well. */
     req.access_token = "x";
@@ -421,7 +502,6 @@ test_call_bad_arguments(void **state)
     authd__v1__verify_response__free_unpacked(resp, NULL);
     authd_client_close(c);
     authd_client_close(NULL);
-    server_stop(&s);
 }
 
 /*
@@ -429,36 +509,31 @@ test_call_bad_arguments(void **state)
 ** down fails UNAVAILABLE at its deadline; once it is back, the dialer has
 ** reconnected and calls succeed again.
 */
-static void
-test_reconnects(void **state)
+static void test_reconnects(void **state)
 {
-    struct server s, s2;
     authd_client *c;
     Authd__V1__VerifyRequest req = AUTHD__V1__VERIFY_REQUEST__INIT;
     Authd__V1__VerifyResponse *resp = NULL;
     authd_status st;
 
-    (void) state;
-    server_start(&s, NULL);
-    c = client_for(&s, 300);
+    (void)state;
+    c = client_for(300);
     req.access_token = "a";
-    server_stop(&s);
+    server_set(SERVER_DOWN);
     nng_msleep(100);
-    assert_int_equal(
-        authd_client_verify(c, &req, &resp, &st), AUTHD_UNAVAILABLE);
+    assert_int_equal(authd_client_verify(c, &req, &resp, &st), AUTHD_UNAVAILABLE);
     assert_string_equal(st.reason, AUTHD_REASON_TRANSPORT);
     assert_null(resp);
 
-    server_start(&s2, s.url);
+    server_set(SERVER_UP); /* same port */
     nng_msleep(2500); /* reconnect backoff is at most 2 s */
     assert_int_equal(authd_client_verify(c, &req, &resp, &st), AUTHD_OK);
     authd__v1__verify_response__free_unpacked(resp, NULL);
     authd_client_close(c);
-    server_stop(&s2);
 }
 
 #define N_THREADS 8
-#define N_CALLS 200
+#define N_CALLS   200
 
 struct worker {
     authd_client *c;
@@ -466,8 +541,7 @@ struct worker {
     int ok;
 };
 
-static void *
-work(void *arg)
+static void *work(void *arg)
 {
     struct worker *w = arg;
     char token[32];
@@ -487,17 +561,16 @@ work(void *arg)
 }
 
 /* Many threads share one client; every reply reaches its own caller. */
-static void
-test_concurrent_calls(void **state)
+static void test_concurrent_calls(void **state)
 {
-    struct server s;
     struct worker w[N_THREADS];
     pthread_t t[N_THREADS];
     authd_client *c;
+    int before;
 
-    (void) state;
-    server_start(&s, NULL);
-    c = client_for(&s, 10000);
+    (void)state;
+    c = client_for(10000);
+    before = atomic_load(&srv->requests);
     for (int i = 0; i < N_THREADS; i++) {
         w[i] = (struct worker) { .c = c, .id = i, .ok = 0 };
         assert_int_equal(pthread_create(&t[i], NULL, work, &w[i]), 0);
@@ -506,24 +579,45 @@ test_concurrent_calls(void **state)
         pthread_join(t[i], NULL);
         assert_int_equal(w[i].ok, N_CALLS);
     }
-    assert_int_equal(atomic_load(&s.requests), N_THREADS * N_CALLS);
+    assert_int_equal(atomic_load(&srv->requests) - before, N_THREADS * N_CALLS);
     authd_client_close(c);
-    server_stop(&s);
 }
 
-int
-main(void)
+int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_table_matches_descriptor),
         cmocka_unit_test(test_code_str),
         cmocka_unit_test(test_open_rejects_bad_options),
-        cmocka_unit_test(test_open_refused),
-        cmocka_unit_test(test_verify_ok),
-        cmocka_unit_test(test_failures_map_to_status),
-        cmocka_unit_test(test_call_bad_arguments),
-        cmocka_unit_test(test_reconnects),
-        cmocka_unit_test(test_concurrent_calls),
+        cmocka_unit_test_setup(test_open_refused, setup),
+        cmocka_unit_test_setup(test_verify_ok, setup),
+        cmocka_unit_test_setup(test_failures_map_to_status, setup),
+        cmocka_unit_test_setup(test_call_bad_arguments, setup),
+        cmocka_unit_test_setup(test_reconnects, setup),
+        cmocka_unit_test_setup(test_concurrent_calls, setup),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    int status, rc;
+
+    /* Fork the server before this process makes any nng call. */
+    srv = mmap(NULL, sizeof(*srv), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (srv == MAP_FAILED) {
+        perror("mmap");
+        return 1;
+    }
+    memset(srv, 0, sizeof(*srv));
+    if ((srv_pid = fork()) < 0) {
+        perror("fork");
+        return 1;
+    }
+    if (srv_pid == 0) {
+        server_main(srv);
+    }
+    rc = cmocka_run_group_tests(tests, NULL, NULL);
+    atomic_store(&srv->want, SERVER_EXIT);
+    atomic_fetch_add(&srv->seq, 1);
+    if (waitpid(srv_pid, &status, 0) != srv_pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        fprintf(stderr, "fake server process failed\n");
+        rc = rc != 0 ? rc : 1;
+    }
+    return rc;
 }

@@ -1,0 +1,852 @@
+/*
+** authctl.c — the authd command-line client: register, login, verify and
+** logout over libauthd-client.
+**
+** Secrets never come from argv (which any local user can read in /proc):
+** passwords are typed on the terminal with echo off or read as one line of
+** stdin (--password-stdin); tokens come from $AUTHD_TOKEN or stdin. They
+** are read with read(2), not stdio, so no copy lingers in a stdio buffer,
+** and every buffer that held one is wiped before exit.
+*/
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "authd/client_rpc.h"
+
+#define EXIT_OK        0
+#define EXIT_FAILED    1
+#define EXIT_USAGE     2
+#define EXIT_TRANSPORT 3
+
+#define MAX_PASSWORD 4096
+#define MAX_TOKEN    16384
+#define DEFAULT_URL  "tls+tcp://127.0.0.1:7443"
+#define DEFAULT_CA   "./var/tls/ca.crt"
+
+static const char main_usage[]
+    = "usage: authctl [OPTIONS] COMMAND [COMMAND OPTIONS]\n"
+      "\n"
+      "Calls an authd server over TLS (nng req/rep on tls+tcp://).\n"
+      "\n"
+      "Commands:\n"
+      "  register   create a user\n"
+      "  login      open a session; prints the access token on stdout\n"
+      "  verify     check an access token; prints whose it is\n"
+      "  logout     revoke the session of an access token\n"
+      "  help [COMMAND]   this text, or a command's\n"
+      "\n"
+      "Options (before the command; environment fallback in brackets):\n"
+      "  --url URL           server [AUTHD_URL]; default " DEFAULT_URL "\n"
+      "  --ca FILE           CA bundle the server certificate must chain to\n"
+      "                      [AUTHD_CA]; default " DEFAULT_CA "\n"
+      "  --cert FILE         client certificate for mutual TLS [AUTHD_CERT]\n"
+      "  --key FILE          its private key, unencrypted PEM [AUTHD_KEY]\n"
+      "  --server-name NAME  name the server certificate must match;\n"
+      "                      default: the host of the URL\n"
+      "  --timeout MS        deadline of the call in ms (default 5000)\n"
+      "  --plaintext         allow a tcp:// URL without TLS (testing only)\n"
+      "  -h, --help          show this help\n"
+      "\n"
+      "Secrets are never taken from arguments. Passwords are typed on the\n"
+      "terminal with echo off, or read as one line of stdin with\n"
+      "--password-stdin (at most 4096 bytes; a trailing \\n or \\r\\n is\n"
+      "removed). Tokens come from AUTHD_TOKEN if set, else the first line of\n"
+      "stdin.\n"
+      "\n"
+      "Exit status:\n"
+      "  0  success\n"
+      "  1  the server refused the call; stderr has\n"
+      "     \"authctl: CODE: message [REASON]\", e.g.\n"
+      "     \"authctl: UNAUTHENTICATED: token expired [EXPIRED]\"\n"
+      "  2  usage or configuration error (bad option, unreadable CA file)\n"
+      "  3  transport failure: server unreachable, TLS failure or timeout\n"
+      "     (UNAVAILABLE or DEADLINE_EXCEEDED, reason TRANSPORT)\n"
+      "\n"
+      "Example:\n"
+      "  authctl register --username alice --email alice@example.com\n"
+      "  TOKEN=$(authctl login --login alice --password-stdin < pw.txt)\n"
+      "  printf '%s\\n' \"$TOKEN\" | authctl verify\n"
+      "  AUTHD_TOKEN=$TOKEN authctl logout\n";
+
+static const char register_usage[]
+    = "usage: authctl [OPTIONS] register --username USER --email EMAIL "
+      "[--password-stdin]\n"
+      "\n"
+      "Creates a user. Without --password-stdin the password is asked twice\n"
+      "on the terminal (echo off); with it, it is the first line of stdin.\n"
+      "Prints the new user on stdout:\n"
+      "  user_id=... username=... email=... roles=... status=... "
+      "created_at=...\n"
+      "Fails with INVALID_ARGUMENT (reason names the rule, e.g. "
+      "WEAK_PASSWORD)\n"
+      "or ALREADY_EXISTS.\n";
+
+static const char login_usage[]
+    = "usage: authctl [OPTIONS] login --login USERNAME_OR_EMAIL "
+      "[--password-stdin]\n"
+      "\n"
+      "Opens a session. Without --password-stdin the password is asked on\n"
+      "the terminal (echo off); with it, it is the first line of stdin.\n"
+      "Prints the access token alone on stdout, so TOKEN=$(authctl login ...)\n"
+      "works, and on stderr:\n"
+      "  session_id=... user_id=... expires_at=UNIX (ISO-8601 UTC)\n"
+      "Every failure is UNAUTHENTICATED.\n";
+
+static const char verify_usage[]
+    = "usage: authctl [OPTIONS] verify [--token-stdin]\n"
+      "\n"
+      "Checks an access token: from AUTHD_TOKEN if set, else the first line\n"
+      "of stdin (--token-stdin: always stdin). Prints on stdout:\n"
+      "  user_id=... username=... roles=a,b session_id=... expires_at=UNIX\n"
+      "Fails with UNAUTHENTICATED (reason e.g. EXPIRED).\n";
+
+static const char logout_usage[]
+    = "usage: authctl [OPTIONS] logout [--token-stdin]\n"
+      "\n"
+      "Revokes the session of an access token: from AUTHD_TOKEN if set, else\n"
+      "the first line of stdin (--token-stdin: always stdin). Idempotent.\n"
+      "Prints nothing on stdout.\n";
+
+/* Global options, resolved against the environment and the defaults. */
+struct globals {
+    const char *url;
+    const char *ca;
+    const char *cert;
+    const char *key;
+    const char *server_name;
+    int timeout_ms;
+    bool plaintext;
+};
+
+/*
+** A command parses its arguments and reads its secrets first, so that a
+** usage error is reported before any connection is made, then connects.
+*/
+typedef int (*command_fn)(const authd_client_options *o, int argc, char **argv);
+
+static void wipe(void *p, size_t n)
+{
+    if (p != NULL && n > 0) {
+        explicit_bzero(p, n);
+    }
+}
+
+static int usage_error(const char *help_of, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/*
+** usage_error prints "authctl: <message>" and where to find help, and
+** returns EXIT_USAGE. help_of is "" or "COMMAND ".
+*/
+static int usage_error(const char *help_of, const char *fmt, ...)
+{
+    va_list ap;
+
+    fprintf(stderr, "authctl: ");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n(see authctl %s--help)\n", help_of);
+    return EXIT_USAGE;
+}
+
+/*
+** opt_value matches argv[*i] against --name VALUE or --name=VALUE.
+** Returns 1 (and *val, advancing *i past VALUE) on a match, 0 if argv[*i]
+** is another option, -1 if the value is missing.
+*/
+static int opt_value(int argc, char **argv, int *i, const char *name, const char **val)
+{
+    size_t n = strlen(name);
+
+    if (strncmp(argv[*i], name, n) != 0) {
+        return 0;
+    }
+    if (argv[*i][n] == '=') {
+        *val = argv[*i] + n + 1;
+        return 1;
+    }
+    if (argv[*i][n] != '\0') {
+        return 0;
+    }
+    if (*i + 1 >= argc) {
+        return -1;
+    }
+    *i += 1;
+    *val = argv[*i];
+    return 1;
+}
+
+static bool is_help(const char *a)
+{
+    return strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0;
+}
+
+/* put_safe prints a server-supplied string with control characters hidden. */
+static void put_safe(FILE *f, const char *s)
+{
+    for (; s != NULL && *s != '\0'; s++) {
+        unsigned char ch = (unsigned char)*s;
+        fputc((ch < 0x20 || ch == 0x7f) ? '?' : ch, f);
+    }
+}
+
+static void put_roles(FILE *f, char **roles, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0) {
+            fputc(',', f);
+        }
+        put_safe(f, roles[i]);
+    }
+}
+
+static void iso_utc(int64_t t, char *buf, size_t cap)
+{
+    struct tm tm;
+    time_t tt = (time_t)t;
+
+    if (gmtime_r(&tt, &tm) == NULL || strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0) {
+        snprintf(buf, cap, "?");
+    }
+}
+
+/*
+** report prints a failed status as "authctl: CODE: message [REASON]" and
+** returns the exit status for it.
+*/
+static int report(const authd_status *st)
+{
+    fprintf(stderr, "authctl: %s", authd_code_str(st->code));
+    if (st->message[0] != '\0') {
+        fprintf(stderr, ": %s", st->message);
+    }
+    if (st->reason[0] != '\0') {
+        fprintf(stderr, " [%s]", st->reason);
+    }
+    fputc('\n', stderr);
+    if (strcmp(st->reason, AUTHD_REASON_TRANSPORT) == 0
+        && (st->code == AUTHD_UNAVAILABLE || st->code == AUTHD_DEADLINE_EXCEEDED)) {
+        return EXIT_TRANSPORT;
+    }
+    if (strcmp(st->reason, AUTHD_REASON_CONFIG) == 0) {
+        return EXIT_USAGE;
+    }
+    return EXIT_FAILED;
+}
+
+/* open_client connects; returns 0, or the exit status after reporting. */
+static int open_client(const authd_client_options *o, authd_client **c)
+{
+    authd_status st;
+
+    if (authd_client_open(o, c, &st) != AUTHD_OK) {
+        return report(&st);
+    }
+    return 0;
+}
+
+/*
+** read_line reads one line from fd byte by byte (so nothing is buffered
+** beyond it), without the trailing \n or \r\n. buf holds cap bytes, of
+** which at most cap-1 are text. Returns the length, -1 on a read error,
+** -2 if the line is longer than cap-1 bytes, -3 at end of input with
+** nothing read.
+*/
+static long read_line(int fd, char *buf, size_t cap)
+{
+    size_t n = 0;
+    bool any = false;
+
+    for (;;) {
+        char ch;
+        ssize_t r = read(fd, &ch, 1);
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r < 0) {
+            return -1;
+        }
+        if (r == 0) {
+            if (!any) {
+                return -3;
+            }
+            break;
+        }
+        any = true;
+        if (ch == '\n') {
+            break;
+        }
+        if (n + 1 >= cap) {
+            wipe(&ch, 1);
+            return -2;
+        }
+        buf[n++] = ch;
+    }
+    if (n > 0 && buf[n - 1] == '\r') {
+        n--;
+    }
+    buf[n] = '\0';
+    return (long)n;
+}
+
+/* The terminal state to put back if a signal arrives while echo is off. */
+static struct termios saved_tty;
+static volatile sig_atomic_t saved_tty_fd = -1;
+
+static void restore_tty(int sig)
+{
+    if (saved_tty_fd >= 0) {
+        tcsetattr(saved_tty_fd, TCSAFLUSH, &saved_tty);
+    }
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+/*
+** prompt_secret asks for a secret on the controlling terminal with echo
+** off (restored even if interrupted by a signal). Returns the length, or
+** a negative value after printing why.
+*/
+static long prompt_secret(const char *prompt, char *buf, size_t cap)
+{
+    static const int sigs[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGTSTP };
+    struct sigaction sa, old[5];
+    struct termios quiet;
+    bool handlers = false, echo_off = false;
+    long n = -1;
+    int fd;
+
+    if ((fd = open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC)) < 0) {
+        fprintf(stderr,
+            "authctl: no terminal to ask for a secret on (%s); pipe it on "
+            "stdin instead\n",
+            strerror(errno));
+        return -1;
+    }
+    if (tcgetattr(fd, &saved_tty) != 0) {
+        fprintf(stderr, "authctl: cannot read terminal settings: %s\n", strerror(errno));
+        goto out;
+    }
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = restore_tty;
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < 5; i++) {
+        sigaction(sigs[i], NULL, &old[i]);
+        if (old[i].sa_handler != SIG_IGN) { /* keep what our parent ignores */
+            sigaction(sigs[i], &sa, NULL);
+        }
+    }
+    handlers = true;
+    saved_tty_fd = fd;
+    quiet = saved_tty;
+    quiet.c_lflag &= ~(tcflag_t)(ECHO | ECHOE | ECHOK | ECHONL);
+    if (tcsetattr(fd, TCSAFLUSH, &quiet) != 0) {
+        fprintf(stderr, "authctl: cannot turn echo off: %s\n", strerror(errno));
+        goto out;
+    }
+    echo_off = true;
+    if (write(fd, prompt, strlen(prompt)) < 0) {
+        goto out;
+    }
+    n = read_line(fd, buf, cap);
+    if (n == -2) {
+        fprintf(stderr, "authctl: too long (at most %zu bytes)\n", cap - 1);
+    } else if (n < 0) {
+        fprintf(stderr, "authctl: nothing read from the terminal\n");
+    }
+out:
+    if (echo_off) {
+        tcsetattr(fd, TCSAFLUSH, &saved_tty);
+        if (write(fd, "\n", 1) < 0) {
+            /* nothing to do: the prompt line stays unterminated */
+        }
+    }
+    saved_tty_fd = -1;
+    if (handlers) {
+        for (size_t i = 0; i < 5; i++) {
+            sigaction(sigs[i], &old[i], NULL);
+        }
+    }
+    close(fd);
+    return n;
+}
+
+/*
+** read_password fills buf (MAX_PASSWORD + 1 bytes) from stdin or the
+** terminal; confirm asks twice and compares. Returns 0 or an exit status.
+*/
+static int read_password(bool from_stdin, bool confirm, char *buf, size_t cap)
+{
+    char again[MAX_PASSWORD + 1];
+    long n;
+    int rc = EXIT_USAGE;
+
+    if (from_stdin) {
+        n = read_line(STDIN_FILENO, buf, cap);
+        if (n == -2) {
+            fprintf(stderr, "authctl: password longer than %d bytes\n", MAX_PASSWORD);
+        } else if (n == -3) {
+            fprintf(stderr, "authctl: no password on stdin\n");
+        } else if (n < 0) {
+            fprintf(stderr, "authctl: reading stdin: %s\n", strerror(errno));
+        } else {
+            rc = 0;
+        }
+        goto out;
+    }
+    if (prompt_secret("Password: ", buf, cap) < 0) {
+        goto out;
+    }
+    if (confirm) {
+        if (prompt_secret("Repeat password: ", again, sizeof(again)) < 0) {
+            goto out;
+        }
+        if (strcmp(buf, again) != 0) {
+            fprintf(stderr, "authctl: the passwords do not match\n");
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    wipe(again, sizeof(again));
+    if (rc != 0) {
+        wipe(buf, cap);
+    }
+    return rc;
+}
+
+/*
+** read_token fills buf from $AUTHD_TOKEN, or (if unset, or from_stdin) the
+** first line of stdin, asking with echo off if stdin is a terminal.
+** Surrounding blanks are dropped (pasted tokens). Returns 0 or an exit
+** status.
+*/
+static int read_token(bool from_stdin, char *buf, size_t cap)
+{
+    const char *env = getenv("AUTHD_TOKEN");
+    size_t start = 0, len;
+    long n;
+
+    if (!from_stdin && env != NULL && env[0] != '\0') {
+        if (strlen(env) >= cap) {
+            fprintf(stderr, "authctl: AUTHD_TOKEN is too long\n");
+            return EXIT_USAGE;
+        }
+        memcpy(buf, env, strlen(env) + 1);
+        n = (long)strlen(env);
+    } else if (isatty(STDIN_FILENO)) {
+        n = prompt_secret("Access token: ", buf, cap);
+    } else {
+        n = read_line(STDIN_FILENO, buf, cap);
+        if (n == -2) {
+            fprintf(stderr, "authctl: token longer than %zu bytes\n", cap - 1);
+        } else if (n == -1) {
+            fprintf(stderr, "authctl: reading stdin: %s\n", strerror(errno));
+        }
+    }
+    if (n < 0) {
+        n = 0;
+        buf[0] = '\0';
+    }
+    len = (size_t)n;
+    while (len > 0 && (buf[len - 1] == ' ' || buf[len - 1] == '\t')) {
+        len--;
+    }
+    while (start < len && (buf[start] == ' ' || buf[start] == '\t')) {
+        start++;
+    }
+    memmove(buf, buf + start, len - start);
+    buf[len - start] = '\0';
+    if (buf[0] == '\0') {
+        fprintf(stderr,
+            "authctl: no access token: set AUTHD_TOKEN or give it as the "
+            "first line of stdin\n");
+        return EXIT_USAGE;
+    }
+    return 0;
+}
+
+static int cmd_register(const authd_client_options *o, int argc, char **argv)
+{
+    authd_client *c = NULL;
+    Authd__V1__RegisterRequest req = AUTHD__V1__REGISTER_REQUEST__INIT;
+    Authd__V1__RegisterResponse *resp = NULL;
+    authd_status st;
+    const char *username = NULL, *email = NULL;
+    char password[MAX_PASSWORD + 1];
+    bool pw_stdin = false;
+    int rc;
+
+    password[0] = '\0';
+    for (int i = 1; i < argc; i++) {
+        int m;
+        if ((m = opt_value(argc, argv, &i, "--username", &username)) == 0
+            && (m = opt_value(argc, argv, &i, "--email", &email)) == 0) {
+            if (strcmp(argv[i], "--password-stdin") == 0) {
+                pw_stdin = true;
+                continue;
+            }
+            rc = usage_error("register ", "register: unknown argument %s", argv[i]);
+            goto out;
+        }
+        if (m < 0) {
+            rc = usage_error("register ", "register: %s needs a value", argv[i]);
+            goto out;
+        }
+    }
+    if (username == NULL || email == NULL) {
+        rc = usage_error("register ", "register: --username and --email are required");
+        goto out;
+    }
+    if ((rc = read_password(pw_stdin, true, password, sizeof(password))) != 0) {
+        goto out;
+    }
+    req.username = (char *)username;
+    req.email = (char *)email;
+    req.password = password;
+    if ((rc = open_client(o, &c)) != 0) {
+        goto out;
+    }
+    if ((rc = authd_client_register(c, &req, &resp, &st)) != AUTHD_OK) {
+        rc = report(&st);
+        goto out;
+    }
+    if (resp->user != NULL) {
+        const Authd__V1__User *u = resp->user;
+        const ProtobufCEnumValue *sv = protobuf_c_enum_descriptor_get_value(
+            &authd__v1__user_status__descriptor, (int)u->status);
+        const char *sname = sv != NULL ? sv->name : "UNKNOWN";
+        if (strncmp(sname, "USER_STATUS_", 12) == 0) {
+            sname += 12;
+        }
+        printf("user_id=");
+        put_safe(stdout, u->id);
+        printf(" username=");
+        put_safe(stdout, u->username);
+        printf(" email=");
+        put_safe(stdout, u->email);
+        printf(" roles=");
+        put_roles(stdout, u->roles, u->n_roles);
+        printf(" status=%s created_at=%lld\n", sname, (long long)u->created_at);
+    }
+    rc = EXIT_OK;
+out:
+    authd_client_close(c);
+    wipe(password, sizeof(password));
+    if (resp != NULL) {
+        authd__v1__register_response__free_unpacked(resp, NULL);
+    }
+    return rc;
+}
+
+static int cmd_login(const authd_client_options *o, int argc, char **argv)
+{
+    authd_client *c = NULL;
+    Authd__V1__LoginRequest req = AUTHD__V1__LOGIN_REQUEST__INIT;
+    Authd__V1__LoginResponse *resp = NULL;
+    authd_status st;
+    const char *login = NULL;
+    char password[MAX_PASSWORD + 1];
+    char when[32];
+    bool pw_stdin = false;
+    int rc;
+
+    password[0] = '\0';
+    for (int i = 1; i < argc; i++) {
+        int m = opt_value(argc, argv, &i, "--login", &login);
+        if (m == 0) {
+            if (strcmp(argv[i], "--password-stdin") == 0) {
+                pw_stdin = true;
+                continue;
+            }
+            rc = usage_error("login ", "login: unknown argument %s", argv[i]);
+            goto out;
+        }
+        if (m < 0) {
+            rc = usage_error("login ", "login: %s needs a value", argv[i]);
+            goto out;
+        }
+    }
+    if (login == NULL) {
+        rc = usage_error("login ", "login: --login is required");
+        goto out;
+    }
+    if ((rc = read_password(pw_stdin, false, password, sizeof(password))) != 0) {
+        goto out;
+    }
+    req.login = (char *)login;
+    req.password = password;
+    if ((rc = open_client(o, &c)) != 0) {
+        goto out;
+    }
+    if ((rc = authd_client_login(c, &req, &resp, &st)) != AUTHD_OK) {
+        rc = report(&st);
+        goto out;
+    }
+    put_safe(stdout, resp->access_token);
+    fputc('\n', stdout);
+    iso_utc(resp->expires_at, when, sizeof(when));
+    fprintf(stderr, "session_id=");
+    put_safe(stderr, resp->session_id);
+    fprintf(stderr, " user_id=");
+    put_safe(stderr, resp->user != NULL ? resp->user->id : "");
+    fprintf(stderr, " expires_at=%lld (%s)\n", (long long)resp->expires_at, when);
+    rc = EXIT_OK;
+out:
+    authd_client_close(c);
+    wipe(password, sizeof(password));
+    if (resp != NULL) {
+        if (resp->access_token != NULL) {
+            wipe(resp->access_token, strlen(resp->access_token));
+        }
+        authd__v1__login_response__free_unpacked(resp, NULL);
+    }
+    return rc;
+}
+
+/* token_options parses the options of verify and logout. */
+static int token_options(const char *cmd, int argc, char **argv, bool *from_stdin)
+{
+    char help_of[16];
+
+    snprintf(help_of, sizeof(help_of), "%s ", cmd);
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--token-stdin") == 0) {
+            *from_stdin = true;
+        } else {
+            return usage_error(help_of, "%s: unknown argument %s", cmd, argv[i]);
+        }
+    }
+    return 0;
+}
+
+static int cmd_verify(const authd_client_options *o, int argc, char **argv)
+{
+    authd_client *c = NULL;
+    Authd__V1__VerifyRequest req = AUTHD__V1__VERIFY_REQUEST__INIT;
+    Authd__V1__VerifyResponse *resp = NULL;
+    authd_status st;
+    char token[MAX_TOKEN + 1];
+    bool from_stdin = false;
+    int rc;
+
+    token[0] = '\0';
+    if ((rc = token_options("verify", argc, argv, &from_stdin)) != 0
+        || (rc = read_token(from_stdin, token, sizeof(token))) != 0) {
+        goto out;
+    }
+    req.access_token = token;
+    if ((rc = open_client(o, &c)) != 0) {
+        goto out;
+    }
+    if ((rc = authd_client_verify(c, &req, &resp, &st)) != AUTHD_OK) {
+        rc = report(&st);
+        goto out;
+    }
+    printf("user_id=");
+    put_safe(stdout, resp->user_id);
+    printf(" username=");
+    put_safe(stdout, resp->username);
+    printf(" roles=");
+    put_roles(stdout, resp->roles, resp->n_roles);
+    printf(" session_id=");
+    put_safe(stdout, resp->session_id);
+    printf(" expires_at=%lld\n", (long long)resp->expires_at);
+    rc = EXIT_OK;
+out:
+    authd_client_close(c);
+    wipe(token, sizeof(token));
+    if (resp != NULL) {
+        authd__v1__verify_response__free_unpacked(resp, NULL);
+    }
+    return rc;
+}
+
+static int cmd_logout(const authd_client_options *o, int argc, char **argv)
+{
+    authd_client *c = NULL;
+    Authd__V1__LogoutRequest req = AUTHD__V1__LOGOUT_REQUEST__INIT;
+    Authd__V1__LogoutResponse *resp = NULL;
+    authd_status st;
+    char token[MAX_TOKEN + 1];
+    bool from_stdin = false;
+    int rc;
+
+    token[0] = '\0';
+    if ((rc = token_options("logout", argc, argv, &from_stdin)) != 0
+        || (rc = read_token(from_stdin, token, sizeof(token))) != 0) {
+        goto out;
+    }
+    req.access_token = token;
+    if ((rc = open_client(o, &c)) != 0) {
+        goto out;
+    }
+    if ((rc = authd_client_logout(c, &req, &resp, &st)) != AUTHD_OK) {
+        rc = report(&st);
+        goto out;
+    }
+    fprintf(stderr, "authctl: logged out\n");
+    rc = EXIT_OK;
+out:
+    authd_client_close(c);
+    wipe(token, sizeof(token));
+    if (resp != NULL) {
+        authd__v1__logout_response__free_unpacked(resp, NULL);
+    }
+    return rc;
+}
+
+static const struct command {
+    const char *name;
+    command_fn fn;
+    const char *usage;
+} commands[] = {
+    { "register", cmd_register, register_usage },
+    { "login", cmd_login, login_usage },
+    { "verify", cmd_verify, verify_usage },
+    { "logout", cmd_logout, logout_usage },
+    { NULL, NULL, NULL },
+};
+
+static const struct command *find_command(const char *name)
+{
+    for (const struct command *k = commands; k->name != NULL; k++) {
+        if (strcmp(k->name, name) == 0) {
+            return k;
+        }
+    }
+    return NULL;
+}
+
+static const char *env_or(const char *opt, const char *var, const char *dflt)
+{
+    const char *v;
+
+    if (opt != NULL) {
+        return opt;
+    }
+    v = getenv(var);
+    return (v != NULL && v[0] != '\0') ? v : dflt;
+}
+
+/*
+** parse_globals consumes the options before the command and resolves them
+** against the environment. Returns the index of the command (argc if
+** none), or -1 after a usage error, -2 after printing the help.
+*/
+static int parse_globals(int argc, char **argv, struct globals *g)
+{
+    const char *timeout = NULL;
+    int i;
+
+    for (i = 1; i < argc && argv[i][0] == '-'; i++) {
+        int m;
+        if (is_help(argv[i])) {
+            fputs(main_usage, stdout);
+            return -2;
+        }
+        if (strcmp(argv[i], "--plaintext") == 0) {
+            g->plaintext = true;
+            continue;
+        }
+        if (strcmp(argv[i], "--") == 0) {
+            i++;
+            break;
+        }
+        if ((m = opt_value(argc, argv, &i, "--url", &g->url)) == 0
+            && (m = opt_value(argc, argv, &i, "--ca", &g->ca)) == 0
+            && (m = opt_value(argc, argv, &i, "--cert", &g->cert)) == 0
+            && (m = opt_value(argc, argv, &i, "--key", &g->key)) == 0
+            && (m = opt_value(argc, argv, &i, "--server-name", &g->server_name)) == 0
+            && (m = opt_value(argc, argv, &i, "--timeout", &timeout)) == 0) {
+            usage_error("", "unknown option %s", argv[i]);
+            return -1;
+        }
+        if (m < 0) {
+            usage_error("", "%s needs a value", argv[i]);
+            return -1;
+        }
+    }
+    if (timeout != NULL) {
+        char *end;
+        long v;
+        errno = 0;
+        v = strtol(timeout, &end, 10);
+        if (errno != 0 || end == timeout || *end != '\0' || v < 1 || v > 3600000) {
+            usage_error("", "--timeout %s: want milliseconds, 1 to 3600000", timeout);
+            return -1;
+        }
+        g->timeout_ms = (int)v;
+    }
+    g->url = env_or(g->url, "AUTHD_URL", DEFAULT_URL);
+    g->ca = env_or(g->ca, "AUTHD_CA", DEFAULT_CA);
+    g->cert = env_or(g->cert, "AUTHD_CERT", NULL);
+    g->key = env_or(g->key, "AUTHD_KEY", NULL);
+    if ((g->cert == NULL) != (g->key == NULL)) {
+        usage_error("", "--cert and --key go together");
+        return -1;
+    }
+    return i;
+}
+
+int main(int argc, char **argv)
+{
+    struct globals g = { 0 };
+    authd_client_options o = { 0 };
+    const struct command *cmd;
+    int i, rc;
+
+    if ((i = parse_globals(argc, argv, &g)) < 0) {
+        return i == -2 ? EXIT_OK : EXIT_USAGE;
+    }
+    if (i >= argc) {
+        fputs(main_usage, stderr);
+        return EXIT_USAGE;
+    }
+    if (strcmp(argv[i], "help") == 0) {
+        if (i + 1 >= argc) {
+            fputs(main_usage, stdout);
+            return EXIT_OK;
+        }
+        if ((cmd = find_command(argv[i + 1])) == NULL) {
+            return usage_error("", "no command %s", argv[i + 1]);
+        }
+        fputs(cmd->usage, stdout);
+        return EXIT_OK;
+    }
+    if ((cmd = find_command(argv[i])) == NULL) {
+        return usage_error("", "unknown command %s", argv[i]);
+    }
+    for (int k = i + 1; k < argc; k++) {
+        if (is_help(argv[k])) {
+            fputs(cmd->usage, stdout);
+            return EXIT_OK;
+        }
+    }
+
+    o.url = g.url;
+    o.ca_file = g.ca;
+    o.cert_file = g.cert;
+    o.key_file = g.key;
+    o.server_name = g.server_name;
+    o.timeout_ms = g.timeout_ms;
+    o.allow_plaintext = g.plaintext;
+    rc = cmd->fn(&o, argc - i, argv + i);
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "authctl: writing stdout: %s\n", strerror(errno));
+        if (rc == EXIT_OK) {
+            rc = EXIT_FAILED;
+        }
+    }
+    return rc;
+}
