@@ -6,6 +6,9 @@
  * (Register, Login, Logout); either way it is sent on the context's aio.
  * nng runs the callbacks on its small task pool, so nothing here blocks.
  *
+ * Shutdown drains: new connections are refused, new requests are answered
+ * UNAVAILABLE, and requests in flight finish before the socket closes.
+ *
  * Limits: NNG_OPT_RECVMAXSZ bounds frames (nng 1.5.2 defaults to no limit);
  * a pipe-notify hook bounds open connections (nng has no option for it).
  */
@@ -213,6 +216,10 @@ static void pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)
     authd_server *s = arg;
 
     if (ev == NNG_PIPE_EV_ADD_PRE) {
+        if (atomic_load(&s->draining)) {
+            nng_pipe_close(p); /* shutting down: no new connections */
+            return;
+        }
         if (atomic_fetch_add(&s->pipes, 1) >= s->max_pipes) {
             atomic_fetch_sub(&s->pipes, 1);
             nng_pipe_close(p);
@@ -403,8 +410,10 @@ const char *authd_server_url(const authd_server *s)
 
 unsigned authd_server_drain(authd_server *s, int grace_ms)
 {
+    /* Not nng_listener_close: it also closes every pipe the listener
+     * accepted, and the replies in flight would be lost. New connections
+     * are refused in pipe_event instead. */
     atomic_store(&s->draining, true);
-    nng_listener_close(s->listener);
     uint64_t deadline = authd_monotonic_ns() + (uint64_t)grace_ms * 1000000u;
     unsigned left;
     while ((left = atomic_load(&s->inflight)) > 0 && authd_monotonic_ns() < deadline)

@@ -36,7 +36,8 @@ AUTHD_MUST_CHECK authd_code authd_server_start(const authd_server_options *o, au
 /* authd_server_url is the URL actually bound (port 0 resolved). */
 const char *authd_server_url(const authd_server *s);
 
-/* authd_server_drain stops accepting connections, answers new requests
+/* authd_server_drain refuses new connections (existing ones stay open so
+ * replies in flight reach their callers), answers new requests
  * UNAVAILABLE and waits up to grace_ms for requests in flight to finish.
  * Returns how many were still in flight at the deadline. */
 unsigned authd_server_drain(authd_server *s, int grace_ms);
