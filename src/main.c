@@ -87,12 +87,6 @@ int main(int argc, char **argv)
     }
     authd_log_setup(level, STDERR_FILENO);
 
-    /* Signals are taken synchronously by the main thread (sigtimedwait), so
-     * block them before any thread (ours or nng's) exists. */
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
     if (sodium_init() < 0) {
@@ -132,6 +126,14 @@ int main(int argc, char **argv)
     }
     sodium_memzero(key, sizeof key);
 
+    /* Signals are taken synchronously by the main thread (sigtimedwait), so
+     * block them before any thread (ours or nng's) exists. Until here a
+     * SIGINT/SIGTERM simply ends start-up. */
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     authd_workpool_options ho = {
         .threads
@@ -167,7 +169,7 @@ int main(int argc, char **argv)
         .tls_client_ca = cfg.tls_client_ca,
         .allow_plaintext = cfg.insecure_plaintext,
         .max_msg = (size_t)cfg.max_msg_bytes,
-        .contexts = (unsigned)cfg.contexts,
+        .max_inflight = (unsigned)cfg.max_inflight,
         .max_connections = (unsigned)cfg.max_connections,
     };
     if (cfg.listen == NULL) {
@@ -213,10 +215,14 @@ int main(int argc, char **argv)
     }
     status = 0;
 out:
-    /* Pools first: their queued jobs still answer through the server. */
+    /* Pools stop first: their queued jobs still answer through the server.
+     * They are freed only after the server is closed, because an nng
+     * callback that is still finishing may submit (and be told UNAVAILABLE). */
+    authd_workpool_shutdown(hash_pool);
+    authd_workpool_shutdown(write_pool);
+    authd_server_close(srv);
     authd_workpool_destroy(hash_pool);
     authd_workpool_destroy(write_pool);
-    authd_server_close(srv);
     authd_service_destroy(svc);
     authd_tokens_destroy(tokens);
     authd_store_close(store);

@@ -1,28 +1,40 @@
 /*
- * server.c — nng rep0 over TLS: a pool of contexts, each an aio state machine.
+ * server.c — the transport: SP req/rep framing over nng TLS streams.
  *
- * Each context loops RECV -> (dispatch) -> SEND -> RECV. A reply may come
- * back synchronously from dispatch (Verify) or later from a worker thread
- * (Register, Login, Logout); either way it is sent on the context's aio.
- * nng runs the callbacks on its small task pool, so nothing here blocks.
+ * authd speaks the scalability-protocols wire format that nng req0 clients
+ * expect (an 8-byte header exchange, then frames of an 8-byte big-endian
+ * length, the request's backtrace and the body), but runs its own accept
+ * loop on nng's public stream API instead of an nng rep0 socket. nng
+ * 1.5.2's socket core stops accepting for good after one peer disconnects
+ * during negotiation (fixed upstream in nng 1.6, PR #1519): a port scanner,
+ * a TCP health check or a client with the wrong CA would silently wedge the
+ * listener. Here every accept error only ends that one connection.
  *
- * Shutdown drains: new connections are refused, new requests are answered
- * UNAVAILABLE, and requests in flight finish before the socket closes.
+ * Each connection reads frames into one buffer and dispatches them as they
+ * arrive; replies may come back in any order (from nng's callback threads
+ * for Verify, from the worker pools for the rest) and are queued and sent
+ * in batches. A connection has at most max_inflight requests between
+ * receipt and the end of sending their reply; past that it is not read
+ * until replies drain, so a peer that never reads its replies stalls only
+ * itself and costs bounded memory. A reply that cannot be sent for
+ * SEND_TIMEOUT_MS closes the connection.
  *
- * Limits: NNG_OPT_RECVMAXSZ bounds frames (nng 1.5.2 defaults to no limit);
- * a pipe-notify hook bounds open connections (nng has no option for it).
+ * Lifetime: a connection is freed when its reference count drops to zero;
+ * references are held by "open", a posted receive, a posted send, and each
+ * request in the service layer.
  */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
+#include <nng/protocol/reqrep0/req.h>
 #include <nng/supplemental/tls/tls.h>
 #include <nng/supplemental/util/platform.h>
 
@@ -30,33 +42,76 @@
 #include "log.h"
 #include "server.h"
 
-enum { ST_RECV, ST_BUSY, ST_SEND };
+#define NEGO_TIMEOUT_MS 10000
+#define SEND_TIMEOUT_MS 10000
+#define RBUF_MIN        4096
+#define MAX_HOPS        8 /* backtrace words accepted, as nng's rep0 */
+#define TX_BATCH        8 /* frames per send */
 
-struct sctx {
+struct frame {
+    struct frame *next;
+    size_t len; /* bytes in data */
+    size_t off; /* bytes already sent */
+    uint8_t data[];
+};
+
+struct conn {
     authd_server *srv;
-    nng_ctx ctx;
-    nng_aio *aio;
-    int state;
-    nng_msg *msg; /* the request frame while BUSY */
-    Authd__V1__RequestEnvelope *env; /* its decoded envelope */
+    nng_stream *st;
+    nng_aio *rxa;
+    nng_aio *txa;
+    pthread_mutex_t mu;
+    int refs;
+    bool closed;
+    bool negotiated; /* peer header received and checked */
+    bool rx_paused; /* in-flight window full: not reading */
+    bool tx_busy; /* a send is posted */
+    unsigned inflight;
+    uint8_t hdr_out[8];
+    uint8_t hdr_in[8];
+    size_t hdr_got;
+    uint8_t *rbuf;
+    size_t rcap, rlen;
+    struct frame *txq, *txq_tail; /* replies waiting to be sent */
+    struct frame *batch[TX_BATCH]; /* replies being sent */
+    unsigned nbatch;
+    nng_iov iov[TX_BATCH];
+    char peer[AUTHD_PEER_MAX];
+    struct conn *prev, *next; /* the server's list, under srv->mu */
+};
+
+/* One request between receipt and reply. */
+struct rreq {
     authd_request req;
+    struct conn *c;
+    Authd__V1__RequestEnvelope *env;
+    size_t bt_len;
+    size_t flen;
+    uint8_t frame[]; /* backtrace + envelope bytes: flen */
 };
 
 struct authd_server {
-    nng_socket sock;
-    nng_listener listener;
+    nng_stream_listener *listener;
+    nng_aio *acc;
+    nng_aio *acc_timer;
     nng_tls_config *tls;
     authd_service *svc;
-    struct sctx *ctxs;
-    unsigned nctx;
-    atomic_uint inflight;
-    atomic_uint pipes;
-    unsigned max_pipes;
+    size_t max_msg;
+    unsigned max_inflight;
+    unsigned max_conns;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct conn *conns; /* open connections */
+    unsigned nconns; /* allocated connections (open or closing) */
+    bool stopping;
+    atomic_uint inflight; /* requests received and not yet answered on the wire */
     atomic_bool draining;
     char url[256];
 };
 
-static void ctx_cb(void *arg);
+static void conn_rx_cb(void *arg);
+static void conn_tx_cb(void *arg);
+static void start_rx(struct conn *c);
 
 static void wipe(void *p, size_t n)
 {
@@ -65,169 +120,616 @@ static void wipe(void *p, size_t n)
         *v++ = 0;
 }
 
-/* peer_str formats the remote address of the pipe a message came on. */
-static void peer_str(nng_msg *m, char *out, size_t outlen)
+static uint64_t get64(const uint8_t *p)
 {
-    nng_sockaddr sa;
-    nng_pipe p = nng_msg_get_pipe(m);
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static void put64(uint8_t *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--) {
+        p[i] = (uint8_t)(v & 0xff);
+        v >>= 8;
+    }
+}
+
+static void sockaddr_str(const nng_sockaddr *sa, char *out, size_t outlen)
+{
     char ip[INET6_ADDRSTRLEN];
 
     snprintf(out, outlen, "unknown");
-    if (nng_pipe_id(p) < 0 || nng_pipe_get_addr(p, NNG_OPT_REMADDR, &sa) != 0)
+    if (sa->s_family == NNG_AF_INET) {
+        inet_ntop(AF_INET, &sa->s_in.sa_addr, ip, sizeof ip);
+        snprintf(out, outlen, "%s:%u", ip, ntohs(sa->s_in.sa_port));
+    } else if (sa->s_family == NNG_AF_INET6) {
+        inet_ntop(AF_INET6, sa->s_in6.sa_addr, ip, sizeof ip);
+        snprintf(out, outlen, "[%s]:%u", ip, ntohs(sa->s_in6.sa_port));
+    }
+}
+
+/* inflight_sub: n requests of c are done (reply sent or dropped). */
+static void inflight_sub(struct conn *c, unsigned n)
+{
+    c->inflight -= n;
+    atomic_fetch_sub(&c->srv->inflight, n);
+}
+
+static bool parse_frames(struct conn *c);
+
+/* ---- connection lifetime ------------------------------------------------ */
+
+/* conn_free runs when the last reference goes. It may run on an aio
+ * callback of this connection, hence nng_aio_reap. */
+static void conn_free(struct conn *c)
+{
+    authd_server *s = c->srv;
+    struct frame *f;
+
+    while ((f = c->txq) != NULL) {
+        c->txq = f->next;
+        free(f);
+    }
+    for (unsigned i = 0; i < c->nbatch; i++)
+        free(c->batch[i]);
+    atomic_fetch_sub(&s->inflight, c->inflight); /* replies never sent */
+    nng_aio_reap(c->rxa);
+    nng_aio_reap(c->txa);
+    nng_stream_free(c->st);
+    if (c->rbuf != NULL) {
+        wipe(c->rbuf, c->rcap);
+        free(c->rbuf);
+    }
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+
+    pthread_mutex_lock(&s->mu);
+    s->nconns--;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* unref drops n references taken under c->mu (which the caller holds and
+ * which unref releases). */
+static void unref_unlock(struct conn *c, int n)
+{
+    c->refs -= n;
+    bool last = c->refs == 0;
+    pthread_mutex_unlock(&c->mu);
+    if (last)
+        conn_free(c);
+}
+
+/* close_locked closes the stream once: pending receive and send complete
+ * with errors and drop their references; queued replies are discarded as
+ * their requests finish. Drops the "open" reference. Caller holds c->mu;
+ * it is released. */
+static void close_unlock(struct conn *c)
+{
+    if (c->closed) {
+        pthread_mutex_unlock(&c->mu);
         return;
-    if (sa.s_family == NNG_AF_INET) {
-        inet_ntop(AF_INET, &sa.s_in.sa_addr, ip, sizeof ip);
-        snprintf(out, outlen, "%s:%u", ip, ntohs(sa.s_in.sa_port));
-    } else if (sa.s_family == NNG_AF_INET6) {
-        inet_ntop(AF_INET6, sa.s_in6.sa_addr, ip, sizeof ip);
-        snprintf(out, outlen, "[%s]:%u", ip, ntohs(sa.s_in6.sa_port));
     }
+    c->closed = true;
+    nng_stream_close(c->st);
+
+    authd_server *s = c->srv;
+    pthread_mutex_lock(&s->mu);
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else if (s->conns == c)
+        s->conns = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+    pthread_mutex_unlock(&s->mu);
+    unref_unlock(c, 1);
 }
 
-/* release_request frees the request frame and its envelope, wiping both:
- * they may hold a password. */
-static void release_request(struct sctx *c)
+static void conn_close(struct conn *c, const char *why)
 {
-    if (c->env != NULL) {
-        if (c->env->body.data != NULL)
-            wipe(c->env->body.data, c->env->body.len);
-        authd__v1__request_envelope__free_unpacked(c->env, NULL);
-        c->env = NULL;
+    if (why != NULL) {
+        authd_logrec r;
+        if (authd_log_begin(&r, AUTHD_LOG_DEBUG, "connection_closed")) {
+            authd_log_str(&r, "peer", c->peer);
+            authd_log_str(&r, "why", why);
+            authd_log_end(&r);
+        }
     }
-    if (c->msg != NULL) {
-        wipe(nng_msg_body(c->msg), nng_msg_len(c->msg));
-        nng_msg_free(c->msg);
-        c->msg = NULL;
-    }
+    pthread_mutex_lock(&c->mu);
+    close_unlock(c);
 }
 
-static void recv_next(struct sctx *c)
+/*
+ * resume_rx_locked restarts reading a paused connection once its in-flight
+ * window has room: frames already buffered are dispatched first (the peer
+ * may be waiting for replies before it sends more), then a receive is
+ * posted. The caller holds c->mu and a reference of its own.
+ */
+static void resume_rx_locked(struct conn *c)
 {
-    c->state = ST_RECV;
-    nng_ctx_recv(c->ctx, c->aio);
+    if (!c->rx_paused || c->closed || c->inflight >= c->srv->max_inflight)
+        return;
+    c->rx_paused = false;
+    if (!parse_frames(c)) {
+        if (!c->closed) {
+            close_unlock(c);
+            pthread_mutex_lock(&c->mu);
+        }
+        return;
+    }
+    if (c->closed)
+        return;
+    if (c->inflight >= c->srv->max_inflight)
+        c->rx_paused = true;
+    else
+        start_rx(c);
 }
 
-/* send_reply packs a reply envelope into a new message and sends it on the
- * context. If even that fails, the request is dropped: the client's
- * timeout tells it. */
-static void send_reply(struct sctx *c, const authd_reply *rep)
+/* ---- sending ------------------------------------------------------------------ */
+
+/* start_tx_locked posts a send of up to TX_BATCH queued frames. */
+static void start_tx_locked(struct conn *c)
 {
+    if (c->tx_busy || c->closed || c->txq == NULL)
+        return;
+    c->nbatch = 0;
+    while (c->txq != NULL && c->nbatch < TX_BATCH) {
+        struct frame *f = c->txq;
+        c->txq = f->next;
+        if (c->txq == NULL)
+            c->txq_tail = NULL;
+        c->batch[c->nbatch++] = f;
+    }
+    for (unsigned i = 0; i < c->nbatch; i++) {
+        c->iov[i].iov_buf = c->batch[i]->data;
+        c->iov[i].iov_len = c->batch[i]->len;
+    }
+    c->tx_busy = true;
+    c->refs++;
+    nng_aio_set_iov(c->txa, c->nbatch, c->iov);
+    nng_aio_set_timeout(c->txa, SEND_TIMEOUT_MS);
+    nng_stream_send(c->st, c->txa);
+}
+
+/* send_header posts our half of the SP negotiation. */
+static void send_header_locked(struct conn *c)
+{
+    c->hdr_out[0] = 0;
+    c->hdr_out[1] = 'S';
+    c->hdr_out[2] = 'P';
+    c->hdr_out[3] = 0;
+    c->hdr_out[4] = (uint8_t)(NNG_REP0_SELF >> 8);
+    c->hdr_out[5] = (uint8_t)(NNG_REP0_SELF & 0xff);
+    c->hdr_out[6] = 0;
+    c->hdr_out[7] = 0;
+    c->nbatch = 0;
+    c->iov[0].iov_buf = c->hdr_out;
+    c->iov[0].iov_len = sizeof c->hdr_out;
+    c->tx_busy = true;
+    c->refs++;
+    nng_aio_set_iov(c->txa, 1, c->iov);
+    nng_aio_set_timeout(c->txa, NEGO_TIMEOUT_MS);
+    nng_stream_send(c->st, c->txa);
+}
+
+/*
+ * conn_tx_cb: a send finished, perhaps partly. Fully sent frames are freed
+ * and leave the in-flight window (which may let reading resume); a partial
+ * send is continued from where it stopped.
+ */
+static void conn_tx_cb(void *arg)
+{
+    struct conn *c = arg;
+    int rv = nng_aio_result(c->txa);
+    size_t n = rv == 0 ? nng_aio_count(c->txa) : 0;
+    unsigned done = 0;
+
+    pthread_mutex_lock(&c->mu);
+    c->tx_busy = false;
+    if (rv != 0) {
+        if (!c->closed && rv == NNG_ETIMEDOUT)
+            authd_log_msg(AUTHD_LOG_WARN, "connection_closed", "peer did not read its replies");
+        for (unsigned i = 0; i < c->nbatch; i++)
+            free(c->batch[i]);
+        inflight_sub(c, c->nbatch);
+        c->nbatch = 0;
+        c->refs++; /* keep c alive through close_unlock */
+        close_unlock(c);
+        pthread_mutex_lock(&c->mu);
+        unref_unlock(c, 2); /* the send, and the one just taken */
+        return;
+    }
+    if (c->nbatch == 0) {
+        /* header (partial sends of 8 bytes are continued) */
+        if (n < c->iov[0].iov_len) {
+            c->iov[0].iov_buf = (uint8_t *)c->iov[0].iov_buf + n;
+            c->iov[0].iov_len -= n;
+            c->tx_busy = true;
+            nng_aio_set_iov(c->txa, 1, c->iov);
+            nng_stream_send(c->st, c->txa);
+            pthread_mutex_unlock(&c->mu);
+            return;
+        }
+    } else {
+        for (unsigned i = 0; i < c->nbatch && n > 0; i++) {
+            struct frame *f = c->batch[i];
+            size_t take = f->len - f->off < n ? f->len - f->off : n;
+            f->off += take;
+            n -= take;
+        }
+        while (done < c->nbatch && c->batch[done]->off == c->batch[done]->len) {
+            free(c->batch[done]);
+            done++;
+        }
+        if (done < c->nbatch) { /* partial: send the rest of this batch */
+            unsigned k = 0;
+            for (unsigned i = done; i < c->nbatch; i++, k++) {
+                c->batch[k] = c->batch[i];
+                c->iov[k].iov_buf = c->batch[k]->data + c->batch[k]->off;
+                c->iov[k].iov_len = c->batch[k]->len - c->batch[k]->off;
+            }
+            c->nbatch = k;
+            inflight_sub(c, done);
+            c->tx_busy = true;
+            nng_aio_set_iov(c->txa, c->nbatch, c->iov);
+            nng_stream_send(c->st, c->txa);
+            pthread_mutex_unlock(&c->mu);
+            return;
+        }
+        inflight_sub(c, c->nbatch);
+        c->nbatch = 0;
+    }
+    start_tx_locked(c);
+    resume_rx_locked(c);
+    unref_unlock(c, 1);
+}
+
+/* ---- requests -------------------------------------------------------------------- */
+
+static void rreq_free(struct rreq *q, size_t frame_len)
+{
+    if (q->env != NULL) {
+        if (q->env->body.data != NULL)
+            wipe(q->env->body.data, q->env->body.len);
+        authd__v1__request_envelope__free_unpacked(q->env, NULL);
+    }
+    wipe(q->frame, frame_len);
+    free(q);
+}
+
+/*
+ * request_done (any thread, once per request): frame the reply with the
+ * request's backtrace and queue it. If the connection has gone, the reply
+ * is dropped: the caller will see its connection fail.
+ */
+static void request_done(authd_request *req, const authd_reply *rep)
+{
+    struct rreq *q = req->transport;
+    struct conn *c = q->c;
     Authd__V1__ReplyEnvelope env = AUTHD__V1__REPLY_ENVELOPE__INIT;
-    nng_msg *m = NULL;
+    struct frame *f = NULL;
 
     env.code = (Authd__V1__Code)rep->code;
     env.message = (char *)(rep->message != NULL ? rep->message : "");
     env.reason = (char *)(rep->reason != NULL ? rep->reason : "");
-    env.request_id = c->req.request_id;
+    env.request_id = req->request_id;
     env.body.data = (uint8_t *)rep->body;
     env.body.len = rep->body_len;
-    size_t n = authd__v1__reply_envelope__get_packed_size(&env);
-    release_request(c);
-    if (nng_msg_alloc(&m, n) != 0) {
-        atomic_fetch_sub(&c->srv->inflight, 1);
-        recv_next(c);
+    size_t elen = authd__v1__reply_envelope__get_packed_size(&env);
+    size_t flen = 8 + q->bt_len + elen;
+    if ((f = malloc(sizeof *f + flen)) != NULL) {
+        f->next = NULL;
+        f->len = flen;
+        f->off = 0;
+        put64(f->data, q->bt_len + elen);
+        memcpy(f->data + 8, q->frame, q->bt_len);
+        authd__v1__reply_envelope__pack(&env, f->data + 8 + q->bt_len);
+    }
+    rreq_free(q, q->flen);
+
+    pthread_mutex_lock(&c->mu);
+    if (f == NULL || c->closed) {
+        free(f);
+        inflight_sub(c, 1);
+        resume_rx_locked(c);
+        unref_unlock(c, 1);
         return;
     }
-    authd__v1__reply_envelope__pack(&env, nng_msg_body(m));
-    c->state = ST_SEND;
-    nng_aio_set_msg(c->aio, m);
-    nng_ctx_send(c->ctx, c->aio);
+    if (c->txq_tail != NULL)
+        c->txq_tail->next = f;
+    else
+        c->txq = f;
+    c->txq_tail = f;
+    start_tx_locked(c);
+    unref_unlock(c, 1); /* the request's reference; the frame counts in inflight */
 }
 
-/* request_done is the authd_request's done callback: any thread, once. */
-static void request_done(authd_request *req, const authd_reply *rep)
+/* reply_now answers a request without the service layer. */
+static void reply_now(struct rreq *q, authd_code code, const char *reason, const char *message)
 {
-    send_reply(req->transport, rep);
+    authd_reply rep = { code, message, reason, NULL, 0 };
+    request_done(&q->req, &rep);
 }
 
-static void on_request(struct sctx *c, nng_msg *m)
+/*
+ * on_frame handles one complete frame (backtrace + envelope) that sits in
+ * the receive buffer; it copies what it keeps. Returns false when the
+ * frame breaks the protocol and the connection must close.
+ */
+static bool on_frame(struct conn *c, const uint8_t *p, size_t len)
 {
     authd_server *s = c->srv;
+    size_t bt = 0;
+    struct rreq *q;
 
-    c->msg = m;
-    memset(&c->req, 0, sizeof c->req);
-    c->req.start_ns = authd_monotonic_ns();
-    c->req.done = request_done;
-    c->req.transport = c;
+    /* The backtrace: 4-byte words, the last (the request id) with its top
+     * bit set; more hops than MAX_HOPS, or none at all, is a bad peer. */
+    for (;;) {
+        if (bt + 4 > len || bt / 4 >= MAX_HOPS)
+            return false;
+        bt += 4;
+        if (p[bt - 4] & 0x80)
+            break;
+    }
+    if ((q = calloc(1, sizeof *q + len)) == NULL)
+        return false;
+    memcpy(q->frame, p, len);
+    q->flen = len;
+    q->c = c;
+    q->bt_len = bt;
+    q->req.start_ns = authd_monotonic_ns();
+    q->req.done = request_done;
+    q->req.transport = q;
+    memcpy(q->req.peer, c->peer, sizeof q->req.peer);
+    c->refs++;
+    c->inflight++;
     atomic_fetch_add(&s->inflight, 1);
-    c->state = ST_BUSY;
 
-    c->env = authd__v1__request_envelope__unpack(NULL, nng_msg_len(m), nng_msg_body(m));
-    peer_str(m, c->req.peer, sizeof c->req.peer);
-    if (c->env == NULL) {
-        authd_reply rep = { AUTHD_INVALID_ARGUMENT, "request is not a RequestEnvelope",
-            "BAD_ENVELOPE", NULL, 0 };
+    q->env = authd__v1__request_envelope__unpack(NULL, len - bt, q->frame + bt);
+    if (q->env == NULL) {
         authd_logrec r;
         if (authd_log_begin(&r, AUTHD_LOG_INFO, "bad_envelope")) {
-            authd_log_str(&r, "peer", c->req.peer);
-            authd_log_u64(&r, "bytes", nng_msg_len(m));
+            authd_log_str(&r, "peer", c->peer);
+            authd_log_u64(&r, "bytes", len - bt);
             authd_log_end(&r);
         }
-        send_reply(c, &rep);
-        return;
+        pthread_mutex_unlock(&c->mu);
+        reply_now(q, AUTHD_INVALID_ARGUMENT, "BAD_ENVELOPE", "request is not a RequestEnvelope");
+        pthread_mutex_lock(&c->mu);
+        return true;
     }
-    c->req.request_id = c->env->request_id;
-    c->req.method = c->env->method;
-    c->req.method_len = strlen(c->env->method);
-    c->req.body = c->env->body.data;
-    c->req.body_len = c->env->body.len;
-    if (atomic_load(&s->draining)) {
-        authd_reply rep
-            = { AUTHD_UNAVAILABLE, "server is shutting down", "SHUTTING_DOWN", NULL, 0 };
-        send_reply(c, &rep);
-        return;
-    }
-    authd_dispatch(s->svc, &c->req);
+    q->req.request_id = q->env->request_id;
+    q->req.method = q->env->method;
+    q->req.method_len = strlen(q->env->method);
+    q->req.body = q->env->body.data;
+    q->req.body_len = q->env->body.len;
+    pthread_mutex_unlock(&c->mu);
+    if (atomic_load(&s->draining))
+        reply_now(q, AUTHD_UNAVAILABLE, "SHUTTING_DOWN", "server is shutting down");
+    else
+        authd_dispatch(s->svc, &q->req);
+    pthread_mutex_lock(&c->mu);
+    return true;
 }
 
-static void ctx_cb(void *arg)
-{
-    struct sctx *c = arg;
-    int rv = nng_aio_result(c->aio);
+/* ---- receiving ---------------------------------------------------------------------- */
 
-    switch (c->state) {
-    case ST_RECV:
-        if (rv == NNG_ECLOSED || rv == NNG_ECANCELED)
-            return; /* shutting down */
-        if (rv != 0) {
-            recv_next(c);
+/* start_rx posts a receive into the free end of the buffer. c->mu held. */
+static void start_rx(struct conn *c)
+{
+    nng_iov iov;
+
+    if (!c->negotiated) {
+        iov.iov_buf = c->hdr_in + c->hdr_got;
+        iov.iov_len = sizeof c->hdr_in - c->hdr_got;
+        nng_aio_set_timeout(c->rxa, NEGO_TIMEOUT_MS);
+    } else {
+        iov.iov_buf = c->rbuf + c->rlen;
+        iov.iov_len = c->rcap - c->rlen;
+        nng_aio_set_timeout(c->rxa, NNG_DURATION_INFINITE);
+    }
+    c->refs++;
+    nng_aio_set_iov(c->rxa, 1, &iov);
+    nng_stream_recv(c->st, c->rxa);
+}
+
+/* parse_frames dispatches every complete frame in the buffer, makes room
+ * for the next one, and returns false on a protocol violation. */
+static bool parse_frames(struct conn *c)
+{
+    authd_server *s = c->srv;
+    size_t pos = 0;
+
+    while (c->rlen - pos >= 8 && c->inflight < s->max_inflight && !c->closed) {
+        uint64_t len = get64(c->rbuf + pos);
+        if (len > s->max_msg + 4 * MAX_HOPS) {
+            authd_logrec r;
+            if (authd_log_begin(&r, AUTHD_LOG_INFO, "frame_too_large")) {
+                authd_log_str(&r, "peer", c->peer);
+                authd_log_u64(&r, "bytes", len);
+                authd_log_end(&r);
+            }
+            return false;
+        }
+        if (c->rlen - pos - 8 < len)
+            break;
+        if (!on_frame(c, c->rbuf + pos + 8, (size_t)len))
+            return false;
+        wipe(c->rbuf + pos, 8 + (size_t)len);
+        pos += 8 + (size_t)len;
+    }
+    if (pos > 0) {
+        memmove(c->rbuf, c->rbuf + pos, c->rlen - pos);
+        c->rlen -= pos;
+    }
+    /* Make room for a frame larger than the buffer; shrink back after. */
+    if (c->rlen >= 8) {
+        uint64_t need = 8 + get64(c->rbuf);
+        if (need > c->rcap) {
+            uint8_t *nb = realloc(c->rbuf, (size_t)need);
+            if (nb == NULL)
+                return false;
+            c->rbuf = nb;
+            c->rcap = (size_t)need;
+        }
+    } else if (c->rcap > RBUF_MIN) {
+        uint8_t *nb = realloc(c->rbuf, RBUF_MIN);
+        if (nb != NULL) {
+            c->rbuf = nb;
+            c->rcap = RBUF_MIN;
+        }
+    }
+    return true;
+}
+
+static void conn_rx_cb(void *arg)
+{
+    struct conn *c = arg;
+    int rv = nng_aio_result(c->rxa);
+    size_t n = rv == 0 ? nng_aio_count(c->rxa) : 0;
+
+    pthread_mutex_lock(&c->mu);
+    if (rv != 0 || c->closed) {
+        c->refs++; /* keep c alive through close_unlock */
+        close_unlock(c);
+        pthread_mutex_lock(&c->mu);
+        unref_unlock(c, 2); /* the receive, and the one just taken */
+        return;
+    }
+    if (!c->negotiated) {
+        c->hdr_got += n;
+        if (c->hdr_got == sizeof c->hdr_in) {
+            const uint8_t *h = c->hdr_in;
+            uint16_t peer = (uint16_t)(h[4] << 8 | h[5]);
+            if (h[0] != 0 || h[1] != 'S' || h[2] != 'P' || h[3] != 0 || h[6] != 0 || h[7] != 0
+                || peer != NNG_REQ0_SELF) {
+                c->refs++;
+                close_unlock(c);
+                pthread_mutex_lock(&c->mu);
+                unref_unlock(c, 2);
+                return;
+            }
+            c->negotiated = true;
+        }
+    } else {
+        c->rlen += n;
+        if (!parse_frames(c)) {
+            c->refs++;
+            close_unlock(c);
+            pthread_mutex_lock(&c->mu);
+            unref_unlock(c, 2);
             return;
         }
-        on_request(c, nng_aio_get_msg(c->aio));
-        return;
-    case ST_SEND:
-        if (rv != 0)
-            nng_msg_free(nng_aio_get_msg(c->aio)); /* peer went away */
-        atomic_fetch_sub(&c->srv->inflight, 1);
-        if (rv == NNG_ECLOSED || rv == NNG_ECANCELED)
-            return;
-        recv_next(c);
-        return;
-    default:
+    }
+    if (c->closed) {
+        unref_unlock(c, 1);
         return;
     }
+    if (c->negotiated && c->inflight >= c->srv->max_inflight)
+        c->rx_paused = true; /* resumed as replies drain */
+    else
+        start_rx(c);
+    unref_unlock(c, 1);
 }
 
-/* pipe_event bounds open connections: a pipe closed in ADD_PRE never
- * reaches the socket and gets no further events (nng_pipe_notify(3)), so
- * the count goes up in ADD_PRE and down in REM_POST. */
-static void pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)
+/* ---- accepting ---------------------------------------------------------------------------- */
+
+static void accept_next(authd_server *s)
+{
+    nng_stream_listener_accept(s->listener, s->acc);
+}
+
+static void conn_start(authd_server *s, nng_stream *st)
+{
+    struct conn *c = calloc(1, sizeof *c);
+    nng_sockaddr sa;
+
+    if (c == NULL || (c->rbuf = malloc(RBUF_MIN)) == NULL
+        || nng_aio_alloc(&c->rxa, conn_rx_cb, c) != 0
+        || nng_aio_alloc(&c->txa, conn_tx_cb, c) != 0) {
+        if (c != NULL) {
+            nng_aio_free(c->rxa);
+            free(c->rbuf);
+            free(c);
+        }
+        nng_stream_free(st);
+        return;
+    }
+    c->srv = s;
+    c->st = st;
+    c->rcap = RBUF_MIN;
+    pthread_mutex_init(&c->mu, NULL);
+    if (nng_stream_get_addr(st, NNG_OPT_REMADDR, &sa) == 0)
+        sockaddr_str(&sa, c->peer, sizeof c->peer);
+    else
+        snprintf(c->peer, sizeof c->peer, "unknown");
+
+    pthread_mutex_lock(&s->mu);
+    bool refuse = s->stopping || atomic_load(&s->draining) || s->nconns >= s->max_conns;
+    if (!refuse) {
+        s->nconns++;
+        c->next = s->conns;
+        if (s->conns != NULL)
+            s->conns->prev = c;
+        s->conns = c;
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (refuse) {
+        authd_logrec r;
+        if (authd_log_begin(&r, AUTHD_LOG_WARN, "connection_refused")) {
+            authd_log_str(&r, "peer", c->peer);
+            authd_log_str(&r, "why", "max-connections reached or shutting down");
+            authd_log_end(&r);
+        }
+        nng_stream_free(st);
+        nng_aio_free(c->rxa);
+        nng_aio_free(c->txa);
+        pthread_mutex_destroy(&c->mu);
+        free(c->rbuf);
+        free(c);
+        return;
+    }
+    pthread_mutex_lock(&c->mu);
+    c->refs = 1; /* open */
+    send_header_locked(c);
+    start_rx(c);
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* accept_cb: any error ends only the connection it concerns; the loop
+ * always goes on (after a pause when the process is out of memory or file
+ * descriptors) until the listener is closed. */
+static void accept_cb(void *arg)
 {
     authd_server *s = arg;
+    int rv = nng_aio_result(s->acc);
 
-    if (ev == NNG_PIPE_EV_ADD_PRE) {
-        if (atomic_load(&s->draining)) {
-            nng_pipe_close(p); /* shutting down: no new connections */
-            return;
-        }
-        if (atomic_fetch_add(&s->pipes, 1) >= s->max_pipes) {
-            atomic_fetch_sub(&s->pipes, 1);
-            nng_pipe_close(p);
-            authd_log_msg(AUTHD_LOG_WARN, "connection_refused", "max-connections reached");
-        }
-    } else if (ev == NNG_PIPE_EV_REM_POST) {
-        atomic_fetch_sub(&s->pipes, 1);
+    if (rv == 0) {
+        conn_start(s, nng_aio_get_output(s->acc, 0));
+        accept_next(s);
+        return;
     }
+    pthread_mutex_lock(&s->mu);
+    bool stopping = s->stopping;
+    pthread_mutex_unlock(&s->mu);
+    if (stopping || rv == NNG_ECANCELED)
+        return;
+    if (rv == NNG_ENOMEM || rv == NNG_ENOFILES) {
+        authd_log_msg(AUTHD_LOG_WARN, "accept_failed", nng_strerror(rv));
+        nng_sleep_aio(100, s->acc_timer);
+        return;
+    }
+    accept_next(s);
+}
+
+static void acc_timer_cb(void *arg)
+{
+    authd_server *s = arg;
+    if (nng_aio_result(s->acc_timer) == 0)
+        accept_next(s);
 }
 
 /* read_file reads a whole (small) file into a NUL-terminated buffer. */
@@ -308,24 +810,24 @@ out:
     return rc;
 }
 
-/* bound_url rebuilds the listen URL with the port the listener got. */
+/* ---- life cycle ---------------------------------------------------------------------------- */
+
 static void bound_url(authd_server *s, const char *url)
 {
-    nng_sockaddr sa;
     const char *scheme_end = strstr(url, "://");
-    char ip[INET6_ADDRSTRLEN];
+    int port = 0;
 
     snprintf(s->url, sizeof s->url, "%s", url);
-    if (scheme_end == NULL || nng_listener_get_addr(s->listener, NNG_OPT_LOCADDR, &sa) != 0)
+    if (scheme_end == NULL
+        || nng_stream_listener_get_int(s->listener, NNG_OPT_TCP_BOUND_PORT, &port) != 0)
         return;
-    int slen = (int)(scheme_end - url);
-    if (sa.s_family == NNG_AF_INET) {
-        inet_ntop(AF_INET, &sa.s_in.sa_addr, ip, sizeof ip);
-        snprintf(s->url, sizeof s->url, "%.*s://%s:%u", slen, url, ip, ntohs(sa.s_in.sa_port));
-    } else if (sa.s_family == NNG_AF_INET6) {
-        inet_ntop(AF_INET6, sa.s_in6.sa_addr, ip, sizeof ip);
-        snprintf(s->url, sizeof s->url, "%.*s://[%s]:%u", slen, url, ip, ntohs(sa.s_in6.sa_port));
-    }
+    /* Replace the port after the last ':' of the authority. */
+    const char *host = scheme_end + 3;
+    const char *colon = strrchr(host, ':');
+    const char *bracket = strrchr(host, ']');
+    if (colon == NULL || (bracket != NULL && colon < bracket))
+        return;
+    snprintf(s->url, sizeof s->url, "%.*s:%d", (int)(colon - url), url, port);
 }
 
 authd_code authd_server_start(
@@ -333,8 +835,9 @@ authd_code authd_server_start(
 {
     authd_server *s = NULL;
     authd_code rc = AUTHD_INTERNAL;
-    bool tls = strncmp(o->url, "tls+tcp://", 10) == 0;
-    bool plain = strncmp(o->url, "tcp://", 6) == 0;
+    bool tls = strncmp(o->url, "tls+tcp", 7) == 0;
+    bool plain = strncmp(o->url, "tcp://", 6) == 0 || strncmp(o->url, "tcp4://", 7) == 0
+        || strncmp(o->url, "tcp6://", 7) == 0;
     int rv;
 
     if (!tls && !(plain && o->allow_plaintext)) {
@@ -348,33 +851,17 @@ authd_code authd_server_start(
     if ((s = calloc(1, sizeof *s)) == NULL)
         return AUTHD_RESOURCE_EXHAUSTED;
     s->svc = svc;
-    s->max_pipes = o->max_connections;
-    s->nctx = o->contexts;
-    if ((rv = nng_rep0_open(&s->sock)) != 0) {
-        snprintf(err, errlen, "socket: %s", nng_strerror(rv));
-        free(s);
-        return AUTHD_INTERNAL;
-    }
-    if ((rv = nng_socket_set_size(s->sock, NNG_OPT_RECVMAXSZ, o->max_msg)) != 0
-        || (rv = nng_pipe_notify(s->sock, NNG_PIPE_EV_ADD_PRE, pipe_event, s)) != 0
-        || (rv = nng_pipe_notify(s->sock, NNG_PIPE_EV_REM_POST, pipe_event, s)) != 0) {
-        snprintf(err, errlen, "socket options: %s", nng_strerror(rv));
+    s->max_msg = o->max_msg;
+    s->max_inflight = o->max_inflight > 0 ? o->max_inflight : 1;
+    s->max_conns = o->max_connections;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    if ((rv = nng_aio_alloc(&s->acc, accept_cb, s)) != 0
+        || (rv = nng_aio_alloc(&s->acc_timer, acc_timer_cb, s)) != 0) {
+        snprintf(err, errlen, "aio: %s", nng_strerror(rv));
         goto out;
     }
-    if ((s->ctxs = calloc(s->nctx, sizeof *s->ctxs)) == NULL) {
-        rc = AUTHD_RESOURCE_EXHAUSTED;
-        goto out;
-    }
-    for (unsigned i = 0; i < s->nctx; i++) {
-        struct sctx *c = &s->ctxs[i];
-        c->srv = s;
-        if ((rv = nng_aio_alloc(&c->aio, ctx_cb, c)) != 0
-            || (rv = nng_ctx_open(&c->ctx, s->sock)) != 0) {
-            snprintf(err, errlen, "contexts: %s", nng_strerror(rv));
-            goto out;
-        }
-    }
-    if ((rv = nng_listener_create(&s->listener, s->sock, o->url)) != 0) {
+    if ((rv = nng_stream_listener_alloc(&s->listener, o->url)) != 0) {
         snprintf(err, errlen, "listen URL %s: %s", o->url, nng_strerror(rv));
         rc = AUTHD_INVALID_ARGUMENT;
         goto out;
@@ -383,19 +870,18 @@ authd_code authd_server_start(
         if ((rc = tls_setup(s, o, err, errlen)) != AUTHD_OK)
             goto out;
         rc = AUTHD_INTERNAL;
-        if ((rv = nng_listener_set_ptr(s->listener, NNG_OPT_TLS_CONFIG, s->tls)) != 0) {
+        if ((rv = nng_stream_listener_set_ptr(s->listener, NNG_OPT_TLS_CONFIG, s->tls)) != 0) {
             snprintf(err, errlen, "tls: %s", nng_strerror(rv));
             goto out;
         }
     }
-    if ((rv = nng_listener_start(s->listener, 0)) != 0) {
+    if ((rv = nng_stream_listener_listen(s->listener)) != 0) {
         snprintf(err, errlen, "cannot listen on %s: %s", o->url, nng_strerror(rv));
         rc = rv == NNG_EADDRINUSE ? AUTHD_UNAVAILABLE : AUTHD_INVALID_ARGUMENT;
         goto out;
     }
     bound_url(s, o->url);
-    for (unsigned i = 0; i < s->nctx; i++)
-        recv_next(&s->ctxs[i]);
+    accept_next(s);
     *out = s;
     return AUTHD_OK;
 out:
@@ -408,12 +894,15 @@ const char *authd_server_url(const authd_server *s)
     return s->url;
 }
 
+/*
+ * authd_server_drain: the listening socket closes (accepted connections are
+ * separate streams and stay open), requests that arrive from now on are
+ * answered UNAVAILABLE, and we wait for every reply in flight to be sent.
+ */
 unsigned authd_server_drain(authd_server *s, int grace_ms)
 {
-    /* Not nng_listener_close: it also closes every pipe the listener
-     * accepted, and the replies in flight would be lost. New connections
-     * are refused in pipe_event instead. */
     atomic_store(&s->draining, true);
+    nng_stream_listener_close(s->listener);
     uint64_t deadline = authd_monotonic_ns() + (uint64_t)grace_ms * 1000000u;
     unsigned left;
     while ((left = atomic_load(&s->inflight)) > 0 && authd_monotonic_ns() < deadline)
@@ -425,19 +914,37 @@ void authd_server_close(authd_server *s)
 {
     if (s == NULL)
         return;
-    nng_close(s->sock);
-    if (s->ctxs != NULL) {
-        for (unsigned i = 0; i < s->nctx; i++) {
-            struct sctx *c = &s->ctxs[i];
-            if (c->aio != NULL) {
-                nng_aio_stop(c->aio);
-                nng_aio_free(c->aio);
-            }
-            release_request(c);
-        }
-        free(s->ctxs);
+    pthread_mutex_lock(&s->mu);
+    s->stopping = true;
+    pthread_mutex_unlock(&s->mu);
+    if (s->listener != NULL)
+        nng_stream_listener_close(s->listener);
+    if (s->acc != NULL)
+        nng_aio_stop(s->acc);
+    if (s->acc_timer != NULL)
+        nng_aio_stop(s->acc_timer);
+
+    /* Close every connection, then wait until all are freed (their aio
+     * callbacks reference the server). */
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        struct conn *c = s->conns;
+        pthread_mutex_unlock(&s->mu);
+        if (c == NULL)
+            break;
+        conn_close(c, "server closing");
     }
+    pthread_mutex_lock(&s->mu);
+    while (s->nconns > 0)
+        pthread_cond_wait(&s->cv, &s->mu);
+    pthread_mutex_unlock(&s->mu);
+
+    nng_aio_free(s->acc);
+    nng_aio_free(s->acc_timer);
+    nng_stream_listener_free(s->listener);
     if (s->tls != NULL)
         nng_tls_config_free(s->tls);
+    pthread_cond_destroy(&s->cv);
+    pthread_mutex_destroy(&s->mu);
     free(s);
 }

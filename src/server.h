@@ -1,5 +1,6 @@
 /*
- * server.h — the transport: nng rep0 over TLS, envelopes, limits.
+ * server.h — the transport: SP req/rep framing over nng TLS streams,
+ * envelopes, limits.
  *
  * Knows nng, TLS and the envelope messages; hands each request to the
  * service layer as an authd_request and sends back whatever reply comes.
@@ -22,9 +23,9 @@ typedef struct authd_server_options {
     const char *tls_key; /* PEM file */
     const char *tls_client_ca; /* NULL: no client certificates; else required */
     bool allow_plaintext;
-    size_t max_msg; /* NNG_OPT_RECVMAXSZ */
-    unsigned contexts; /* concurrent requests */
-    unsigned max_connections; /* open pipes */
+    size_t max_msg; /* largest request frame; larger closes the connection */
+    unsigned max_inflight; /* requests in flight per connection before it is paused */
+    unsigned max_connections; /* open connections */
 } authd_server_options;
 
 /* authd_server_start listens and starts serving. On failure returns a code
