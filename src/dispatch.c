@@ -11,6 +11,7 @@
  * current RPCs is protected, so today it only passes calls through.
  */
 #include <inttypes.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,6 +161,30 @@ static bool wire_strings_ok(
     return true;
 }
 
+/* wipe_strings zeroes every string field of an unpacked request before it
+ * is freed: requests carry passwords and bearer tokens. */
+static void wipe_strings(ProtobufCMessage *m)
+{
+    const ProtobufCMessageDescriptor *d = m->descriptor;
+
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        if (f->type != PROTOBUF_C_TYPE_STRING)
+            continue;
+        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+            size_t n = *(size_t *)((char *)m + f->quantifier_offset);
+            char **v = *(char ***)((char *)m + f->offset);
+            for (size_t j = 0; j < n; j++)
+                if (v[j] != NULL)
+                    sodium_memzero(v[j], strlen(v[j]));
+        } else {
+            char *v = *(char **)((char *)m + f->offset);
+            if (v != NULL && v != (char *)f->default_value)
+                sodium_memzero(v, strlen(v));
+        }
+    }
+}
+
 /* intercept: authentication and authorization of protected RPCs. */
 static authd_code intercept(const struct route *rt, authd_call *call)
 {
@@ -262,10 +287,15 @@ void authd_call_finish(authd_call *call, authd_code code, const char *reason, co
     }
 
     authd_reply rep = { code, message, reason, body, body_len };
-    if (call->input != NULL)
+    if (call->input != NULL) {
+        wipe_strings(call->input);
         protobuf_c_message_free_unpacked(call->input, NULL);
+    }
     free(call);
     req->done(req, &rep);
-    if (body != NULL && body != stackbuf)
-        free(body);
+    if (body != NULL) {
+        sodium_memzero(body, body_len); /* may hold an access token */
+        if (body != stackbuf)
+            free(body);
+    }
 }

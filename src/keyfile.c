@@ -59,13 +59,15 @@ authd_code authd_keyfile_load(const char *path, bool create, uint8_t *key, size_
         snprintf(err, errlen, "no signing key file configured (--signing-key)");
         return rc;
     }
-    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    /* O_NONBLOCK: a FIFO at the path must not hang start-up (it is then
+     * refused as not a regular file). */
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
     if (fd < 0 && errno == ENOENT && create) {
         if ((rc = create_key(path, err, errlen)) != AUTHD_OK)
             return rc;
         *created = true;
         rc = AUTHD_FAILED_PRECONDITION;
-        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
     }
     if (fd < 0) {
         snprintf(err, errlen, "signing key %s: cannot open: %s%s", path, strerror(errno),

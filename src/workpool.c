@@ -128,7 +128,7 @@ size_t authd_workpool_pending(authd_workpool *p)
     return n;
 }
 
-void authd_workpool_destroy(authd_workpool *p)
+void authd_workpool_shutdown(authd_workpool *p)
 {
     if (p == NULL)
         return;
@@ -138,6 +138,14 @@ void authd_workpool_destroy(authd_workpool *p)
     pthread_mutex_unlock(&p->mu);
     for (unsigned i = 0; i < p->nthreads; i++)
         pthread_join(p->threads[i], NULL);
+    p->nthreads = 0;
+}
+
+void authd_workpool_destroy(authd_workpool *p)
+{
+    if (p == NULL)
+        return;
+    authd_workpool_shutdown(p);
     pthread_cond_destroy(&p->cv);
     pthread_mutex_destroy(&p->mu);
     free(p->threads);

@@ -32,8 +32,14 @@ AUTHD_MUST_CHECK authd_code authd_workpool_create(
  * not called and arg still belongs to the caller. */
 AUTHD_MUST_CHECK authd_code authd_workpool_submit(authd_workpool *p, authd_work_fn fn, void *arg);
 
-/* authd_workpool_destroy runs every job already queued, joins the threads
- * and frees the pool. Accepts NULL. */
+/* authd_workpool_shutdown runs every job already queued and joins the
+ * threads; from then on submit answers AUTHD_UNAVAILABLE. The pool stays
+ * allocated, so late submitters (a transport still finishing its callbacks)
+ * are safe until authd_workpool_destroy. Idempotent; accepts NULL. */
+void authd_workpool_shutdown(authd_workpool *p);
+
+/* authd_workpool_destroy shuts the pool down (if not yet) and frees it.
+ * Accepts NULL. */
 void authd_workpool_destroy(authd_workpool *p);
 
 /* authd_workpool_pending returns jobs waiting + running (for tests/metrics). */
