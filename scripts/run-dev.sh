@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# run-dev.sh — quick start: install what is missing, build, make dev TLS
+# material, and run authd in the foreground on its embedded defaults:
+#
+#   listen  tls+tcp://127.0.0.1:7443
+#   store   ./var/data (LMDB)
+#   TLS     ./var/tls (dev CA, server and client certificates)
+#   key     ./var/signing.key (created by authd on first start, mode 0600)
+#
+# Extra arguments go to authd (e.g. scripts/run-dev.sh --log-level debug).
+# Ctrl-C stops it cleanly.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j"$(nproc)" --target authd authctl
+bash scripts/dev-tls.sh ./var/tls
+echo "run-dev: starting authd; try: ./build/clients/authctl --help" >&2
+exec ./build/authd "$@"
