@@ -875,6 +875,13 @@ authd_code authd_server_start(
             goto out;
         }
     }
+    /* Our own listener does not get the SP socket's TCP_NODELAY default;
+     * without it Nagle and delayed ACKs add ~40 ms to every handshake. */
+    if ((rv = nng_stream_listener_set_bool(s->listener, NNG_OPT_TCP_NODELAY, true)) != 0
+        || (rv = nng_stream_listener_set_bool(s->listener, NNG_OPT_TCP_KEEPALIVE, true)) != 0) {
+        snprintf(err, errlen, "listener options: %s", nng_strerror(rv));
+        goto out;
+    }
     if ((rv = nng_stream_listener_listen(s->listener)) != 0) {
         snprintf(err, errlen, "cannot listen on %s: %s", o->url, nng_strerror(rv));
         rc = rv == NNG_EADDRINUSE ? AUTHD_UNAVAILABLE : AUTHD_INVALID_ARGUMENT;
