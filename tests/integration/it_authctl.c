@@ -1,0 +1,163 @@
+/*
+ * it_authctl.c — the authctl CLI against a running authd: secrets on stdin
+ * or in AUTHD_TOKEN, results on stdout, failures as exit status + a
+ * "authctl: CODE: message [REASON]" line on stderr.
+ */
+#include "harness.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PASSWORD "dave's cli password"
+
+/* ctl runs authctl --url --ca CA ARGS... (args NULL-terminated). */
+static void ctl(const it_server *s, const char *ca, const char *const *args, const char *const *env,
+    const char *stdin_data, it_proc *p)
+{
+    const char *argv[32];
+    size_t n = 0;
+    argv[n++] = AUTHCTL_BIN;
+    argv[n++] = "--url";
+    argv[n++] = s->url;
+    argv[n++] = "--ca";
+    argv[n++] = ca;
+    for (size_t i = 0; args[i] != NULL; i++) {
+        assert_true(n + 1 < sizeof argv / sizeof argv[0]);
+        argv[n++] = args[i];
+    }
+    argv[n] = NULL;
+    it_run(argv, env, stdin_data, p);
+}
+
+static void expect_exit(const it_proc *p, int code, const char *what)
+{
+    if (p->status != code)
+        fail_msg(
+            "%s: exit %d, want %d\nstdout: %s\nstderr: %s", what, p->status, code, p->out, p->err);
+}
+
+/* field copies the value of "name=" (up to a blank) from text. */
+static void field(const char *text, const char *name, char *out, size_t cap)
+{
+    char key[64];
+    snprintf(key, sizeof key, "%s=", name);
+    const char *v = strstr(text, key);
+    if (v == NULL)
+        fail_msg("no %s in: %s", key, text);
+    v += strlen(key);
+    size_t n = strcspn(v, " \n");
+    assert_true(n < cap);
+    memcpy(out, v, n);
+    out[n] = '\0';
+}
+
+static void authctl_help_exits_zero(void **state)
+{
+    const char *argv[] = { AUTHCTL_BIN, "--help", NULL };
+    const char *argv2[] = { AUTHCTL_BIN, "help", "login", NULL };
+    it_proc p;
+
+    it_run(argv, NULL, NULL, &p);
+    expect_exit(&p, 0, "authctl --help");
+    assert_non_null(strstr(p.out, "usage: authctl"));
+    for (const char *cmd = "register\0login\0verify\0logout\0"; *cmd; cmd += strlen(cmd) + 1)
+        assert_non_null(strstr(p.out, cmd));
+    it_proc_free(&p);
+    it_run(argv2, NULL, NULL, &p);
+    expect_exit(&p, 0, "authctl help login");
+    assert_non_null(strstr(p.out, "--password-stdin"));
+    it_proc_free(&p);
+    (void)state;
+}
+
+static void authctl_register_login_verify_logout(void **state)
+{
+    it_server *s = it_start(NULL);
+    it_proc p;
+    char token[4096], env_tok[4200], uid[64], sid[64], v[64];
+
+    const char *reg[] = { "register", "--username", "Dave", "--email", "dave@example.com",
+        "--password-stdin", NULL };
+    ctl(s, IT_CA, reg, NULL, PASSWORD "\n", &p);
+    expect_exit(&p, 0, "register");
+    field(p.out, "username", v, sizeof v);
+    assert_string_equal(v, "dave");
+    field(p.out, "user_id", uid, sizeof uid);
+    assert_int_equal(strlen(uid), 32);
+    it_proc_free(&p);
+
+    ctl(s, IT_CA, reg, NULL, PASSWORD "\n", &p);
+    expect_exit(&p, 1, "register again");
+    assert_non_null(strstr(p.err, "ALREADY_EXISTS"));
+    it_proc_free(&p);
+
+    const char *login[] = { "login", "--login", "dave", "--password-stdin", NULL };
+    ctl(s, IT_CA, login, NULL, PASSWORD "\n", &p);
+    expect_exit(&p, 0, "login");
+    /* stdout is the token alone, one line */
+    size_t tl = strcspn(p.out, "\n");
+    assert_true(tl > 0 && tl < sizeof token);
+    assert_string_equal(p.out + tl, "\n");
+    memcpy(token, p.out, tl);
+    token[tl] = '\0';
+    assert_non_null(strchr(token, '.'));
+    field(p.err, "session_id", sid, sizeof sid);
+    it_proc_free(&p);
+
+    snprintf(env_tok, sizeof env_tok, "AUTHD_TOKEN=%s", token);
+    const char *env[] = { env_tok, NULL };
+    const char *verify[] = { "verify", NULL };
+    ctl(s, IT_CA, verify, env, NULL, &p);
+    expect_exit(&p, 0, "verify");
+    field(p.out, "user_id", v, sizeof v);
+    assert_string_equal(v, uid);
+    field(p.out, "username", v, sizeof v);
+    assert_string_equal(v, "dave");
+    field(p.out, "session_id", v, sizeof v);
+    assert_string_equal(v, sid);
+    it_proc_free(&p);
+
+    /* the token on stdin works too */
+    char line[4200];
+    snprintf(line, sizeof line, "%s\n", token);
+    ctl(s, IT_CA, verify, NULL, line, &p);
+    expect_exit(&p, 0, "verify (token on stdin)");
+    it_proc_free(&p);
+
+    const char *logout[] = { "logout", NULL };
+    ctl(s, IT_CA, logout, env, NULL, &p);
+    expect_exit(&p, 0, "logout");
+    it_proc_free(&p);
+
+    ctl(s, IT_CA, verify, env, NULL, &p);
+    expect_exit(&p, 1, "verify after logout");
+    assert_non_null(strstr(p.err, "UNAUTHENTICATED"));
+    assert_non_null(strstr(p.err, "[REVOKED]"));
+    assert_string_equal(p.out, "");
+    it_proc_free(&p);
+
+    ctl(s, IT_CA, login, NULL, "not dave's password\n", &p);
+    expect_exit(&p, 1, "login with a wrong password");
+    assert_non_null(strstr(p.err, "UNAUTHENTICATED"));
+    assert_string_equal(p.out, "");
+    it_proc_free(&p);
+
+    /* a server certificate from another CA: a transport failure (exit 3) */
+    ctl(s, IT_OTHER_CA, verify, env, NULL, &p);
+    expect_exit(&p, 3, "verify trusting another CA");
+    assert_non_null(strstr(p.err, "UNAVAILABLE"));
+    it_proc_free(&p);
+
+    it_finish(s);
+    (void)state;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(authctl_help_exits_zero, it_teardown),
+        cmocka_unit_test_teardown(authctl_register_login_verify_logout, it_teardown),
+    };
+    return cmocka_run_group_tests_name("integration.authctl", tests, NULL, NULL);
+}
