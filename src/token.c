@@ -283,7 +283,95 @@ static int time_claim(const json_t *v, int64_t *out)
  * it is still checked in full, because a bug or a stolen key should not
  * turn into a wrong identity. Unknown extra claims are ignored (RFC 7519),
  * which lets a later authd add one without breaking a rolling deploy. */
+static int check_claims_json(
+    const authd_tokens *t, const uint8_t *json, size_t len, authd_claims *c);
+
+/* lit: the next bytes at *p are exactly s; advances past them. */
+static bool lit(const uint8_t **p, const uint8_t *end, const char *s, size_t n)
+{
+    if ((size_t)(end - *p) < n || memcmp(*p, s, n) != 0)
+        return false;
+    *p += n;
+    return true;
+}
+
+/* hex_at decodes 32 lowercase hex digits at *p. */
+static bool hex_at(const uint8_t **p, const uint8_t *end, uint8_t out[ID_HEX_LEN / 2])
+{
+    if ((size_t)(end - *p) < ID_HEX_LEN)
+        return false;
+    for (size_t i = 0; i < ID_HEX_LEN / 2; i++) {
+        int v = 0;
+        for (int k = 0; k < 2; k++) {
+            uint8_t ch = (*p)[2 * i + (size_t)k];
+            int d = ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+            if (d < 0)
+                return false;
+            v = v << 4 | d;
+        }
+        out[i] = (uint8_t)v;
+    }
+    *p += ID_HEX_LEN;
+    return true;
+}
+
+/* int_at reads a JSON integer in canonical form (no sign, no leading zero)
+ * that time_ok accepts. */
+static bool int_at(const uint8_t **p, const uint8_t *end, int64_t *out)
+{
+    const uint8_t *q = *p;
+    int64_t v = 0;
+
+    if (q == end || *q < '0' || *q > '9'
+        || (*q == '0' && q + 1 < end && q[1] >= '0' && q[1] <= '9'))
+        return false;
+    while (q < end && *q >= '0' && *q <= '9') {
+        if (q - *p >= 13) /* 2^40 has 13 digits */
+            return false;
+        v = v * 10 + (*q++ - '0');
+    }
+    if (!time_ok(v))
+        return false;
+    *out = v;
+    *p = q;
+    return true;
+}
+
+/*
+ * claims_fast parses claims laid out exactly as authd_token_issue writes
+ * them — the only layout a valid token of ours has — without building a
+ * JSON tree. Anything else returns false and check_claims falls back to the
+ * general jansson path, so the outcome never differs, only the cost.
+ */
+static bool claims_fast(const authd_tokens *t, const uint8_t *json, size_t len, authd_claims *c)
+{
+    const uint8_t *p = json, *end = json + len;
+    uint8_t jti[ID_HEX_LEN / 2];
+    authd_claims r;
+
+    if (!lit(&p, end, "{\"iss\":\"", 8) || !lit(&p, end, t->iss, t->iss_len)
+        || !lit(&p, end, "\",\"aud\":\"", 9) || !lit(&p, end, t->aud, t->aud_len)
+        || !lit(&p, end, "\",\"sub\":\"", 9) || !hex_at(&p, end, r.sub)
+        || !lit(&p, end, "\",\"sid\":\"", 9) || !hex_at(&p, end, r.sid)
+        || !lit(&p, end, "\",\"jti\":\"", 9) || !hex_at(&p, end, jti)
+        || !lit(&p, end, "\",\"iat\":", 8) || !int_at(&p, end, &r.iat)
+        || !lit(&p, end, ",\"nbf\":", 7) || !int_at(&p, end, &r.nbf)
+        || !lit(&p, end, ",\"exp\":", 7) || !int_at(&p, end, &r.exp) || !lit(&p, end, "}", 1)
+        || p != end || memcmp(r.sid, jti, sizeof jti) != 0)
+        return false;
+    *c = r;
+    return true;
+}
+
 static int check_claims(const authd_tokens *t, const uint8_t *json, size_t len, authd_claims *c)
+{
+    if (claims_fast(t, json, len, c))
+        return 0;
+    return check_claims_json(t, json, len, c);
+}
+
+static int check_claims_json(
+    const authd_tokens *t, const uint8_t *json, size_t len, authd_claims *c)
 {
     json_t *o;
     const json_t *sid, *jti;
