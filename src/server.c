@@ -45,6 +45,7 @@
 #define NEGO_TIMEOUT_MS 10000
 #define SEND_TIMEOUT_MS 10000
 #define RBUF_MIN        4096
+#define SWEEP_MS        500 /* dead-connection sweep period */
 #define MAX_HOPS        8 /* backtrace words accepted, as nng's rep0 */
 #define TX_BATCH        8 /* frames per send */
 
@@ -94,6 +95,7 @@ struct authd_server {
     nng_stream_listener *listener;
     nng_aio *acc;
     nng_aio *acc_timer;
+    nng_aio *sweep; /* finds connections whose peer is gone */
     nng_tls_config *tls;
     authd_service *svc;
     size_t max_msg;
@@ -725,6 +727,45 @@ static void accept_cb(void *arg)
     accept_next(s);
 }
 
+/*
+ * sweep_cb: nng 1.5.2's TLS stream can leave a receive pending for ever
+ * (its timeout never fires) when the peer hangs up while no receive was
+ * posted; such a connection would hold its --max-connections slot until
+ * restart. Every SWEEP_MS each connection's peer address is probed (it
+ * fails once the socket is gone) and dead ones are closed, which completes
+ * the stuck receive. trylock on the connection, because close_unlock takes
+ * the locks in the other order; a busy connection is looked at next time.
+ */
+static void sweep_cb(void *arg)
+{
+    authd_server *s = arg;
+    struct conn *gone[64];
+    unsigned n = 0;
+
+    if (nng_aio_result(s->sweep) != 0)
+        return;
+    pthread_mutex_lock(&s->mu);
+    for (struct conn *c = s->conns; c != NULL && n < 64; c = c->next) {
+        nng_sockaddr sa;
+        if (pthread_mutex_trylock(&c->mu) != 0)
+            continue;
+        if (!c->closed && nng_stream_get_addr(c->st, NNG_OPT_REMADDR, &sa) != 0) {
+            c->refs++;
+            gone[n++] = c;
+        }
+        pthread_mutex_unlock(&c->mu);
+    }
+    bool stopping = s->stopping;
+    pthread_mutex_unlock(&s->mu);
+    for (unsigned i = 0; i < n; i++) {
+        conn_close(gone[i], "peer gone");
+        pthread_mutex_lock(&gone[i]->mu);
+        unref_unlock(gone[i], 1);
+    }
+    if (!stopping)
+        nng_sleep_aio(SWEEP_MS, s->sweep);
+}
+
 static void acc_timer_cb(void *arg)
 {
     authd_server *s = arg;
@@ -857,7 +898,8 @@ authd_code authd_server_start(
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     if ((rv = nng_aio_alloc(&s->acc, accept_cb, s)) != 0
-        || (rv = nng_aio_alloc(&s->acc_timer, acc_timer_cb, s)) != 0) {
+        || (rv = nng_aio_alloc(&s->acc_timer, acc_timer_cb, s)) != 0
+        || (rv = nng_aio_alloc(&s->sweep, sweep_cb, s)) != 0) {
         snprintf(err, errlen, "aio: %s", nng_strerror(rv));
         goto out;
     }
@@ -889,6 +931,7 @@ authd_code authd_server_start(
     }
     bound_url(s, o->url);
     accept_next(s);
+    nng_sleep_aio(SWEEP_MS, s->sweep);
     *out = s;
     return AUTHD_OK;
 out:
@@ -930,6 +973,8 @@ void authd_server_close(authd_server *s)
         nng_aio_stop(s->acc);
     if (s->acc_timer != NULL)
         nng_aio_stop(s->acc_timer);
+    if (s->sweep != NULL)
+        nng_aio_stop(s->sweep);
 
     /* Close every connection, then wait until all are freed (their aio
      * callbacks reference the server). */
@@ -948,6 +993,7 @@ void authd_server_close(authd_server *s)
 
     nng_aio_free(s->acc);
     nng_aio_free(s->acc_timer);
+    nng_aio_free(s->sweep);
     nng_stream_listener_free(s->listener);
     if (s->tls != NULL)
         nng_tls_config_free(s->tls);
