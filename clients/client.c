@@ -3,10 +3,13 @@
 ** the generic envelope call every generated per-RPC wrapper goes through,
 ** and the mapping of transport failures to gRPC canonical status codes.
 **
-** Threading: a client owns one socket and one dialer. Each call opens its
-** own nng context and aio, so calls from many threads are in flight over
-** the one connection at once. The only shared mutable state is the id of
-** the live pipe (under c->mtx) and the request-id counter (atomic).
+** Threading: a client owns one socket and one dialer. Each synchronous
+** call opens its own nng context and aio, so calls from many threads are
+** in flight over the one connection at once. Asynchronous calls take a
+** context + aio slot from a per-client pool (under c->calls_mtx) and give
+** it back when they complete, so a steady stream of them allocates only
+** messages. The other shared mutable state is the id of the live pipe
+** (under c->mtx), the request-id counter and the closing flag (atomics).
 **
 ** Delivery is at most once. nng 1.5.2's req0 resends a request every 60 s
 ** by default and, worse, at once on the next connection when the pipe it
@@ -38,6 +41,8 @@
 #define RECONNECT_MIN_MS 100
 #define RECONNECT_MAX_MS 2000
 
+struct call;
+
 struct authd_client {
     nng_socket sock;
     nng_duration timeout;
@@ -45,6 +50,11 @@ struct authd_client {
     nng_mtx *mtx; /* guards pipe */
     uint32_t pipe; /* id of the live pipe, 0 while disconnected */
     _Atomic uint64_t next_id;
+    /* Async calls: a pool of reusable context + aio slots. */
+    nng_mtx *calls_mtx; /* guards free_calls, all_calls */
+    struct call *free_calls; /* idle slots, LIFO */
+    struct call *all_calls; /* every slot, for close */
+    atomic_bool closing; /* authd_client_close has begun */
 };
 
 static const char *const code_names[] = {
@@ -458,7 +468,8 @@ int authd_client_open(const authd_client_options *o, authd_client **out, authd_s
     max_reply = o->max_reply_size > 0 ? o->max_reply_size : AUTHD_CLIENT_DEFAULT_MAX_REPLY;
     /* Random start, so ids from restarted clients do not line up. */
     atomic_init(&c->next_id, ((uint64_t)nng_random() << 32) | (uint64_t)nng_random());
-    if ((rv = nng_mtx_alloc(&c->mtx)) != 0) {
+    atomic_init(&c->closing, false);
+    if ((rv = nng_mtx_alloc(&c->mtx)) != 0 || (rv = nng_mtx_alloc(&c->calls_mtx)) != 0) {
         rc = transport_status(st, rv, "client setup");
         goto out;
     }
@@ -505,6 +516,9 @@ out:
         if (c->mtx != NULL) {
             nng_mtx_free(c->mtx);
         }
+        if (c->calls_mtx != NULL) {
+            nng_mtx_free(c->calls_mtx);
+        }
         free(c);
     }
     if (tls != NULL) {
@@ -516,17 +530,26 @@ out:
     return rc;
 }
 
+static void calls_close(authd_client *c);
+
 /*
 ** authd_client_close: nng_close waits until every pipe is gone, and the
 ** pipe callbacks (which use c->mtx) run before a pipe is removed, so none
-** can run after it returns.
+** can run after it returns. Closing the socket aborts the async calls in
+** flight; calls_close then waits for their callbacks and frees the pool.
 */
 void authd_client_close(authd_client *c)
 {
     if (c == NULL) {
         return;
     }
+    /* Under calls_mtx: no slot is being added once closing is seen set. */
+    nng_mtx_lock(c->calls_mtx);
+    atomic_store(&c->closing, true);
+    nng_mtx_unlock(c->calls_mtx);
     nng_close(c->sock);
+    calls_close(c);
+    nng_mtx_free(c->calls_mtx);
     nng_mtx_free(c->mtx);
     free(c);
 }
@@ -638,6 +661,50 @@ static bool connected(authd_client *c)
 }
 
 /*
+** send_status maps the failure of a send (which waits for a connection
+** while there is none) to a status: a timeout while disconnected is
+** UNAVAILABLE, not DEADLINE_EXCEEDED. Returns the code.
+*/
+static int send_status(authd_client *c, int rv, authd_status *st)
+{
+    if (atomic_load_explicit(&c->closing, memory_order_relaxed)
+        && (rv == NNG_ECLOSED || rv == NNG_ECANCELED)) {
+        return set_status(st, AUTHD_CANCELLED, AUTHD_REASON_CLIENT, "the client was closed");
+    }
+    if (rv == NNG_ETIMEDOUT && !connected(c)) {
+        return set_status(st, AUTHD_UNAVAILABLE, AUTHD_REASON_TRANSPORT,
+            "not connected to %s (no connection within %d ms)", c->url, (int)c->timeout);
+    }
+    return transport_status(st, rv, "cannot send the request");
+}
+
+/* recv_status maps the failure of the receive of a reply to a status. */
+static int recv_status(authd_client *c, int rv, authd_status *st)
+{
+    switch (rv) {
+    case NNG_ETIMEDOUT:
+        return set_status(st, AUTHD_DEADLINE_EXCEEDED, AUTHD_REASON_TRANSPORT,
+            "no reply from %s within %d ms", c->url, (int)c->timeout);
+    case NNG_ECONNRESET:
+    case NNG_ECONNSHUT:
+    case NNG_ECONNABORTED:
+        return set_status(st, AUTHD_UNAVAILABLE, AUTHD_REASON_TRANSPORT,
+            "connection to %s lost before the reply (closed by the server, "
+            "or the reply exceeded the maximum size); the request may have "
+            "been processed",
+            c->url);
+    case NNG_ECLOSED:
+    case NNG_ECANCELED:
+        if (atomic_load_explicit(&c->closing, memory_order_relaxed)) {
+            return set_status(st, AUTHD_CANCELLED, AUTHD_REASON_CLIENT, "the client was closed");
+        }
+        return transport_status(st, rv, "no reply");
+    default:
+        return transport_status(st, rv, "no reply");
+    }
+}
+
+/*
 ** authd_client_call: see client.h. One context and aio per call; one
 ** deadline of c->timeout covers both the send (which waits for a
 ** connection while there is none: the dialer is reconnecting) and the
@@ -691,12 +758,7 @@ int authd_client_call(authd_client *c, const char *method, const ProtobufCMessag
     if ((rv = nng_aio_result(aio)) != 0) {
         /* Not sent: the message is still ours (and is wiped below). */
         msg = nng_aio_get_msg(aio);
-        if (rv == NNG_ETIMEDOUT && !connected(c)) {
-            rc = set_status(st, AUTHD_UNAVAILABLE, AUTHD_REASON_TRANSPORT,
-                "not connected to %s (no connection within %d ms)", c->url, (int)c->timeout);
-        } else {
-            rc = transport_status(st, rv, "cannot send the request");
-        }
+        rc = send_status(c, rv, st);
         goto out;
     }
     msg = NULL; /* nng owns it now */
@@ -705,24 +767,8 @@ int authd_client_call(authd_client *c, const char *method, const ProtobufCMessag
     nng_aio_set_timeout(aio, left > 0 ? left : 1);
     nng_ctx_recv(ctx, aio);
     nng_aio_wait(aio);
-    switch ((rv = nng_aio_result(aio))) {
-    case 0:
-        break;
-    case NNG_ETIMEDOUT:
-        rc = set_status(st, AUTHD_DEADLINE_EXCEEDED, AUTHD_REASON_TRANSPORT,
-            "no reply from %s within %d ms", c->url, (int)c->timeout);
-        goto out;
-    case NNG_ECONNRESET:
-    case NNG_ECONNSHUT:
-    case NNG_ECONNABORTED:
-        rc = set_status(st, AUTHD_UNAVAILABLE, AUTHD_REASON_TRANSPORT,
-            "connection to %s lost before the reply (closed by the server, "
-            "or the reply exceeded the maximum size); the request may have "
-            "been processed",
-            c->url);
-        goto out;
-    default:
-        rc = transport_status(st, rv, "no reply");
+    if ((rv = nng_aio_result(aio)) != 0) {
+        rc = recv_status(c, rv, st);
         goto out;
     }
     msg = nng_aio_get_msg(aio);
@@ -740,4 +786,272 @@ out:
         nng_msg_free(msg);
     }
     return rc;
+}
+
+/* ---- asynchronous calls --------------------------------------------------- */
+
+enum call_state { CALL_SENDING, CALL_RECEIVING };
+
+/*
+** call is one slot of the async pool: an nng context and an aio kept open
+** and reused, call after call (a req0 context may carry one request after
+** another). While a call runs, the slot holds what completing it needs.
+*/
+struct call {
+    authd_client *c;
+    struct call *next_free; /* on c->free_calls while idle */
+    struct call *next_all; /* on c->all_calls always */
+    nng_ctx ctx;
+    nng_aio *aio;
+    enum call_state state;
+    uint64_t id; /* request id; 0 for a raw call */
+    nng_time deadline;
+    const ProtobufCMessageDescriptor *resp_desc; /* NULL for a raw call */
+    authd_client_cb cb;
+    authd_client_raw_cb raw_cb;
+    void *arg;
+};
+
+static void call_cb(void *arg);
+
+/*
+** call_get takes an idle slot, or makes a new one. Returns 0, or a status
+** code (CANCELLED once the client is closing, RESOURCE_EXHAUSTED) with st
+** filled. Slots are made under calls_mtx, so that close, which sets
+** closing first and then walks all_calls, sees every slot there will be.
+*/
+static int call_get(authd_client *c, struct call **out, authd_status *st)
+{
+    struct call *k = NULL;
+    int rc = 0;
+    int rv;
+
+    nng_mtx_lock(c->calls_mtx);
+    if (atomic_load(&c->closing)) {
+        rc = set_status(st, AUTHD_CANCELLED, AUTHD_REASON_CLIENT, "the client is closing");
+        goto out;
+    }
+    if ((k = c->free_calls) != NULL) {
+        c->free_calls = k->next_free;
+        goto out;
+    }
+    if ((k = calloc(1, sizeof(*k))) == NULL) {
+        rc = set_status(st, AUTHD_RESOURCE_EXHAUSTED, AUTHD_REASON_CLIENT, "out of memory");
+        goto out;
+    }
+    k->c = c;
+    if ((rv = nng_aio_alloc(&k->aio, call_cb, k)) != 0) {
+        rc = transport_status(st, rv, "cannot start the call");
+        free(k);
+        k = NULL;
+        goto out;
+    }
+    if ((rv = nng_ctx_open(&k->ctx, c->sock)) != 0) {
+        rc = transport_status(st, rv, "cannot start the call");
+        nng_aio_free(k->aio);
+        free(k);
+        k = NULL;
+        goto out;
+    }
+    k->next_all = c->all_calls;
+    c->all_calls = k;
+out:
+    nng_mtx_unlock(c->calls_mtx);
+    if (rc == 0) {
+        *out = k;
+    }
+    return rc;
+}
+
+/* call_put returns a slot to the idle list. */
+static void call_put(struct call *k)
+{
+    authd_client *c = k->c;
+
+    nng_mtx_lock(c->calls_mtx);
+    k->next_free = c->free_calls;
+    c->free_calls = k;
+    nng_mtx_unlock(c->calls_mtx);
+}
+
+/*
+** calls_close frees the pool; the socket is already closed, so every call
+** in flight has been or is being aborted. nng_aio_stop waits for a running
+** callback (ours, and the user's inside it) to return and fails any
+** operation started on that aio afterwards.
+*/
+static void calls_close(authd_client *c)
+{
+    struct call *k, *next;
+
+    for (k = c->all_calls; k != NULL; k = k->next_all) {
+        nng_aio_stop(k->aio);
+    }
+    for (k = c->all_calls; k != NULL; k = next) {
+        next = k->next_all;
+        nng_aio_free(k->aio);
+        free(k);
+    }
+    c->all_calls = NULL;
+    c->free_calls = NULL;
+}
+
+/*
+** call_start sends msg (ours on entry; nng's or freed on return) on slot
+** k, which already holds the callback. Never fails: errors come back
+** through call_cb.
+*/
+static void call_start(struct call *k, nng_msg *msg)
+{
+    authd_client *c = k->c;
+
+    k->state = CALL_SENDING;
+    k->deadline = nng_clock() + (nng_time)c->timeout;
+    nng_aio_set_msg(k->aio, msg);
+    nng_aio_set_timeout(k->aio, c->timeout);
+    nng_ctx_send(k->ctx, k->aio);
+}
+
+/*
+** call_finish hands the outcome to the caller's callback. The slot goes
+** back to the pool first (the callback may start the next call, which can
+** reuse this very slot), so nothing here touches k after that.
+*/
+static void call_finish(
+    struct call *k, authd_status *st, ProtobufCMessage *resp, const void *raw, size_t raw_len)
+{
+    authd_client_cb cb = k->cb;
+    authd_client_raw_cb raw_cb = k->raw_cb;
+    void *arg = k->arg;
+
+    call_put(k);
+    if (raw_cb != NULL) {
+        raw_cb(arg, st->code, st, st->code == AUTHD_OK ? raw : NULL,
+            st->code == AUTHD_OK ? raw_len : 0);
+    } else {
+        cb(arg, st->code, st, resp);
+    }
+}
+
+/*
+** call_cb drives one async call: the send completed (post the receive with
+** what is left of the deadline), or the receive did (unpack and finish).
+** It runs on an nng thread.
+*/
+static void call_cb(void *arg)
+{
+    struct call *k = arg;
+    authd_client *c = k->c;
+    authd_status st;
+    ProtobufCMessage *resp = NULL;
+    nng_msg *msg;
+    nng_duration left;
+    int rv = nng_aio_result(k->aio);
+
+    clear_status(&st);
+    st.request_id = k->id;
+    if (k->state == CALL_SENDING) {
+        if (rv != 0) {
+            /* Not sent: the message is still ours. */
+            if ((msg = nng_aio_get_msg(k->aio)) != NULL) {
+                nng_aio_set_msg(k->aio, NULL);
+                wipe(nng_msg_body(msg), nng_msg_len(msg));
+                nng_msg_free(msg);
+            }
+            send_status(c, rv, &st);
+            call_finish(k, &st, NULL, NULL, 0);
+            return;
+        }
+        k->state = CALL_RECEIVING;
+        left = (nng_duration)(k->deadline - nng_clock());
+        nng_aio_set_timeout(k->aio, left > 0 ? left : 1);
+        nng_ctx_recv(k->ctx, k->aio);
+        return;
+    }
+    if (rv != 0) {
+        recv_status(c, rv, &st);
+        call_finish(k, &st, NULL, NULL, 0);
+        return;
+    }
+    msg = nng_aio_get_msg(k->aio);
+    nng_aio_set_msg(k->aio, NULL);
+    if (k->resp_desc == NULL) {
+        /* Raw: the bytes are the caller's for the length of the callback. */
+        st.code = AUTHD_OK;
+        call_finish(k, &st, NULL, nng_msg_body(msg), nng_msg_len(msg));
+    } else {
+        unpack_reply(msg, k->id, k->resp_desc, &resp, &st);
+        call_finish(k, &st, resp, NULL, 0);
+    }
+    wipe(nng_msg_body(msg), nng_msg_len(msg));
+    nng_msg_free(msg);
+}
+
+/* authd_client_call_async: see client.h. */
+int authd_client_call_async(authd_client *c, const char *method, const ProtobufCMessage *req,
+    const ProtobufCMessageDescriptor *resp_desc, authd_client_cb cb, void *arg)
+{
+    authd_status st;
+    struct call *k = NULL;
+    nng_msg *msg = NULL;
+    uint64_t id;
+    int rc;
+
+    clear_status(&st);
+    if (c == NULL || method == NULL || method[0] != '/' || req == NULL || resp_desc == NULL
+        || cb == NULL || resp_desc->magic != PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC) {
+        return AUTHD_INVALID_ARGUMENT;
+    }
+    if (!protobuf_c_message_check(req)) {
+        return AUTHD_INVALID_ARGUMENT;
+    }
+    id = next_request_id(c);
+    if ((rc = pack_request(method, id, req, &msg, &st)) != 0 || (rc = call_get(c, &k, &st)) != 0) {
+        if (msg != NULL) {
+            wipe(nng_msg_body(msg), nng_msg_len(msg));
+            nng_msg_free(msg);
+        }
+        return rc;
+    }
+    k->id = id;
+    k->resp_desc = resp_desc;
+    k->cb = cb;
+    k->raw_cb = NULL;
+    k->arg = arg;
+    call_start(k, msg);
+    return AUTHD_OK;
+}
+
+/* authd_client_call_raw_async: see client.h. */
+int authd_client_call_raw_async(
+    authd_client *c, const void *req, size_t len, authd_client_raw_cb cb, void *arg)
+{
+    authd_status st;
+    struct call *k = NULL;
+    nng_msg *msg = NULL;
+    int rc;
+    int rv;
+
+    clear_status(&st);
+    if (c == NULL || (req == NULL && len > 0) || cb == NULL) {
+        return AUTHD_INVALID_ARGUMENT;
+    }
+    if ((rv = nng_msg_alloc(&msg, len)) != 0) {
+        return AUTHD_RESOURCE_EXHAUSTED;
+    }
+    if (len > 0) {
+        memcpy(nng_msg_body(msg), req, len);
+    }
+    if ((rc = call_get(c, &k, &st)) != 0) {
+        wipe(nng_msg_body(msg), nng_msg_len(msg));
+        nng_msg_free(msg);
+        return rc;
+    }
+    k->id = 0;
+    k->resp_desc = NULL;
+    k->cb = NULL;
+    k->raw_cb = cb;
+    k->arg = arg;
+    call_start(k, msg);
+    return AUTHD_OK;
 }

@@ -1,7 +1,8 @@
 /*
 ** rpcgen.c — authd-rpcgen, the build-time generator of the typed client
 ** wrappers: for every method of every service compiled into it, one
-** function around authd_client_call, plus the table authd_client_methods[].
+** function around authd_client_call, one around authd_client_call_async
+** (same name with _async), plus the table authd_client_methods[].
 **
 **   authd-rpcgen OUT.h OUT.c
 **
@@ -172,6 +173,14 @@ too_long:
     return -1;
 }
 
+/* same_async: whether plain + "_async" spells other (Verify vs VerifyAsync). */
+static int same_async(const char *plain, const char *other)
+{
+    size_t n = strlen(plain);
+
+    return strncmp(plain, other, n) == 0 && strcmp(other + n, "_async") == 0;
+}
+
 /*
 ** collect describes every method of every service, refusing two methods
 ** that would get the same C function name (e.g. Verify in two services).
@@ -203,7 +212,8 @@ static int collect(const struct service *list, struct method **out, size_t *np)
                 goto out;
             }
             for (size_t j = 0; j < n; j++) {
-                if (strcmp(ms[j].func, ms[n].func) == 0) {
+                if (strcmp(ms[j].func, ms[n].func) == 0 || same_async(ms[j].func, ms[n].func)
+                    || same_async(ms[n].func, ms[j].func)) {
                     fprintf(stderr, "authd-rpcgen: %s and %s both map to %s()\n", ms[j].full,
                         ms[n].full, ms[n].func);
                     goto out;
@@ -231,7 +241,8 @@ static void emit_header(FILE *f, const struct service *list, const struct method
         "**\n"
         "** One typed wrapper per RPC around authd_client_call (see "
         "authd/client.h),\n"
-        "** and authd_client_methods[], the table of every RPC.\n"
+        "** one around authd_client_call_async (..._async), and\n"
+        "** authd_client_methods[], the table of every RPC.\n"
         "*/\n"
         "#ifndef AUTHD_CLIENT_RPC_H\n"
         "#define AUTHD_CLIENT_RPC_H\n\n"
@@ -266,6 +277,21 @@ static void emit_header(FILE *f, const struct service *list, const struct method
             "int %s(authd_client *c, const %s *req,\n"
             "    %s **resp, authd_status *st) AUTHD_CLIENT_WUR;\n",
             m->func, m->full, m->out_free, m->func, m->in_type, m->out_type);
+        fprintf(f,
+            "\n/*\n"
+            "** %s_async starts %s and returns at once,\n"
+            "** as authd_client_call_async: 0 when under way (cb then runs "
+            "exactly\n"
+            "** once, on an nng thread), else a status code and cb never "
+            "runs.\n"
+            "** req is borrowed only during this call. On AUTHD_OK the "
+            "callback's\n"
+            "** resp is a %s *, owned by the callback,\n"
+            "** freed with %s(resp, NULL).\n"
+            "*/\n"
+            "int %s_async(authd_client *c, const %s *req,\n"
+            "    authd_client_cb cb, void *arg) AUTHD_CLIENT_WUR;\n",
+            m->func, m->full, m->out_type, m->out_free, m->func, m->in_type);
     }
     fprintf(f,
         "\n#ifdef __cplusplus\n}\n#endif\n\n"
@@ -300,6 +326,15 @@ static void emit_source(FILE *f, const struct method *ms, size_t n)
             "        (ProtobufCMessage **) resp, st);\n"
             "}\n",
             m->func, m->in_type, m->out_type, m->full, m->out_desc);
+        fprintf(f,
+            "\nint\n"
+            "%s_async(authd_client *c, const %s *req,\n"
+            "    authd_client_cb cb, void *arg)\n"
+            "{\n"
+            "    return authd_client_call_async(c, \"%s\",\n"
+            "        req != NULL ? &req->base : NULL, &%s, cb, arg);\n"
+            "}\n",
+            m->func, m->in_type, m->full, m->out_desc);
     }
 }
 

@@ -11,7 +11,9 @@
 ** according to `mode`, set through shared memory: a canned reply, an
 ** error status, a wrong request id, garbage, silence, a dropped
 ** connection, an oversized reply. Every case asserts the status the
-** client maps it to.
+** client maps it to. The async cases check the callback contract: exactly
+** once, off the caller's thread, resp only on OK, closed loops that
+** re-issue from the callback, close with calls in flight, raw frames.
 */
 #include <stdarg.h>
 #include <stddef.h>
@@ -28,6 +30,7 @@
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <signal.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <nng/nng.h>
@@ -583,6 +586,334 @@ static void test_concurrent_calls(void **state)
     authd_client_close(c);
 }
 
+/* ---- asynchronous calls ----------------------------------------------- */
+
+#define N_ASYNC 64
+
+/* What the callbacks saw, for the test thread to check. */
+struct async_state {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    authd_client *c;
+    int done; /* callbacks run */
+    int calls[N_ASYNC]; /* callbacks per call: must end at exactly 1 */
+    int codes[N_ASYNC];
+    char reasons[N_ASYNC][64];
+    int matched; /* OK replies that carried the caller's own token */
+    int chain_left[N_ASYNC]; /* for the closed loop: calls still to start */
+    bool resp_null_on_error;
+    bool on_nng_thread; /* never ran on the test thread */
+    pthread_t test_thread;
+};
+
+struct async_call {
+    struct async_state *s;
+    int i;
+    char token[32];
+};
+
+static void async_state_init(struct async_state *s, authd_client *c)
+{
+    memset(s, 0, sizeof(*s));
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    s->c = c;
+    s->resp_null_on_error = true;
+    s->on_nng_thread = true;
+    s->test_thread = pthread_self();
+}
+
+static void async_state_fini(struct async_state *s)
+{
+    pthread_cond_destroy(&s->cv);
+    pthread_mutex_destroy(&s->mu);
+}
+
+/* wait_done waits up to 10 s for n callbacks in all. */
+static void wait_done(struct async_state *s, int n)
+{
+    struct timespec until;
+
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
+    pthread_mutex_lock(&s->mu);
+    while (s->done < n && pthread_cond_timedwait(&s->cv, &s->mu, &until) == 0) { }
+    assert_int_equal(s->done, n);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* verify_cb records one outcome; with chain_left set, starts the next call. */
+static void verify_cb(void *arg, int code, const authd_status *st, ProtobufCMessage *resp)
+{
+    struct async_call *a = arg;
+    struct async_state *s = a->s;
+    Authd__V1__VerifyResponse *vr = (Authd__V1__VerifyResponse *)resp;
+    bool again = false;
+
+    pthread_mutex_lock(&s->mu);
+    s->calls[a->i]++;
+    s->codes[a->i] = code;
+    snprintf(s->reasons[a->i], sizeof(s->reasons[a->i]), "%s", st->reason);
+    if (code != st->code || (code != AUTHD_OK && resp != NULL)) {
+        s->resp_null_on_error = false;
+    }
+    if (pthread_equal(pthread_self(), s->test_thread)) {
+        s->on_nng_thread = false;
+    }
+    if (code == AUTHD_OK && vr != NULL && vr->username != NULL
+        && strcmp(vr->username, a->token) == 0) {
+        s->matched++;
+    }
+    if (s->chain_left[a->i] > 0) {
+        s->chain_left[a->i]--;
+        again = true;
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (resp != NULL) {
+        protobuf_c_message_free_unpacked(resp, NULL);
+    }
+    if (again) {
+        Authd__V1__VerifyRequest req = AUTHD__V1__VERIFY_REQUEST__INIT;
+        req.access_token = a->token;
+        if (authd_client_verify_async(s->c, &req, verify_cb, a) == AUTHD_OK) {
+            return; /* this call's callback will count it */
+        }
+        pthread_mutex_lock(&s->mu);
+        s->codes[a->i] = -1;
+        pthread_mutex_unlock(&s->mu);
+    }
+    pthread_mutex_lock(&s->mu);
+    s->done++;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/*
+** Many async calls in flight on one client: each callback runs exactly
+** once, off the caller's thread, with its own reply; the request is
+** borrowed only during the call (the buffer is reused at once).
+*/
+static void test_async_calls(void **state)
+{
+    struct async_state s;
+    struct async_call a[N_ASYNC];
+    char token[32];
+    authd_client *c;
+
+    (void)state;
+    c = client_for(5000);
+    async_state_init(&s, c);
+    for (int i = 0; i < N_ASYNC; i++) {
+        Authd__V1__VerifyRequest req = AUTHD__V1__VERIFY_REQUEST__INIT;
+        a[i] = (struct async_call) { .s = &s, .i = i };
+        snprintf(a[i].token, sizeof(a[i].token), "async-%d", i);
+        snprintf(token, sizeof(token), "%s", a[i].token);
+        req.access_token = token;
+        assert_int_equal(authd_client_verify_async(c, &req, verify_cb, &a[i]), AUTHD_OK);
+        memset(token, 'x', sizeof(token) - 1); /* borrowed only during the call */
+    }
+    wait_done(&s, N_ASYNC);
+    for (int i = 0; i < N_ASYNC; i++) {
+        assert_int_equal(s.calls[i], 1);
+        assert_int_equal(s.codes[i], AUTHD_OK);
+    }
+    assert_int_equal(s.matched, N_ASYNC);
+    assert_true(s.on_nng_thread);
+    assert_true(s.resp_null_on_error);
+    authd_client_close(c);
+    async_state_fini(&s);
+}
+
+/* A closed loop: each callback starts the next call on the same client. */
+static void test_async_closed_loop(void **state)
+{
+    enum { CHAINS = 8, PER_CHAIN = 50 };
+    struct async_state s;
+    struct async_call a[CHAINS];
+    authd_client *c;
+    int before;
+
+    (void)state;
+    c = client_for(5000);
+    async_state_init(&s, c);
+    before = atomic_load(&srv->requests);
+    for (int i = 0; i < CHAINS; i++) {
+        Authd__V1__VerifyRequest req = AUTHD__V1__VERIFY_REQUEST__INIT;
+        a[i] = (struct async_call) { .s = &s, .i = i };
+        snprintf(a[i].token, sizeof(a[i].token), "chain-%d", i);
+        s.chain_left[i] = PER_CHAIN - 1;
+        req.access_token = a[i].token;
+        assert_int_equal(authd_client_verify_async(c, &req, verify_cb, &a[i]), AUTHD_OK);
+    }
+    wait_done(&s, CHAINS);
+    for (int i = 0; i < CHAINS; i++) {
+        assert_int_equal(s.calls[i], PER_CHAIN);
+        assert_int_equal(s.codes[i], AUTHD_OK);
+        assert_int_equal(s.chain_left[i], 0);
+    }
+    assert_int_equal(s.matched, CHAINS * PER_CHAIN);
+    assert_int_equal(atomic_load(&srv->requests) - before, CHAINS * PER_CHAIN);
+    authd_client_close(c);
+    async_state_fini(&s);
+}
+
+/*
+** Failures reach the callback as statuses, with resp NULL; bad arguments
+** fail at once and never call back.
+*/
+static void test_async_failures(void **state)
+{
+    struct async_state s;
+    struct async_call a[2];
+    Authd__V1__VerifyRequest req = AUTHD__V1__VERIFY_REQUEST__INIT;
+    authd_client *c;
+
+    (void)state;
+    c = client_for(300);
+    async_state_init(&s, c);
+    for (int i = 0; i < 2; i++) {
+        a[i] = (struct async_call) { .s = &s, .i = i };
+        snprintf(a[i].token, sizeof(a[i].token), "t");
+    }
+    req.access_token = "t";
+    assert_int_equal(authd_client_verify_async(c, NULL, verify_cb, &a[0]), AUTHD_INVALID_ARGUMENT);
+    assert_int_equal(authd_client_verify_async(c, &req, NULL, &a[0]), AUTHD_INVALID_ARGUMENT);
+    assert_int_equal(
+        authd_client_verify_async(NULL, &req, verify_cb, &a[0]), AUTHD_INVALID_ARGUMENT);
+    assert_int_equal(authd_client_call_async(c, "Verify", &req.base,
+                         &authd__v1__verify_response__descriptor, verify_cb, &a[0]),
+        AUTHD_INVALID_ARGUMENT);
+
+    atomic_store(&srv->mode, MODE_ERROR);
+    assert_int_equal(authd_client_verify_async(c, &req, verify_cb, &a[0]), AUTHD_OK);
+    wait_done(&s, 1);
+    assert_int_equal(s.codes[0], AUTHD_UNAUTHENTICATED);
+    assert_string_equal(s.reasons[0], "EXPIRED");
+
+    atomic_store(&srv->mode, MODE_SILENT);
+    assert_int_equal(authd_client_verify_async(c, &req, verify_cb, &a[1]), AUTHD_OK);
+    wait_done(&s, 2);
+    assert_int_equal(s.codes[1], AUTHD_DEADLINE_EXCEEDED);
+    assert_string_equal(s.reasons[1], AUTHD_REASON_TRANSPORT);
+
+    assert_int_equal(s.calls[0], 1);
+    assert_int_equal(s.calls[1], 1);
+    assert_true(s.resp_null_on_error);
+    authd_client_close(c);
+    async_state_fini(&s);
+}
+
+/*
+** Closing a client with async calls in flight completes each of them,
+** exactly once, before close returns; a call started from such a callback
+** is refused (CANCELLED) and never calls back.
+*/
+static void test_async_close_in_flight(void **state)
+{
+    enum { N = 16 };
+    struct async_state s;
+    struct async_call a[N];
+    authd_client *c;
+
+    (void)state;
+    c = client_for(10000);
+    async_state_init(&s, c);
+    atomic_store(&srv->mode, MODE_SILENT);
+    for (int i = 0; i < N; i++) {
+        Authd__V1__VerifyRequest req = AUTHD__V1__VERIFY_REQUEST__INIT;
+        a[i] = (struct async_call) { .s = &s, .i = i };
+        snprintf(a[i].token, sizeof(a[i].token), "c%d", i);
+        s.chain_left[i] = 1; /* each callback tries once to start another */
+        req.access_token = a[i].token;
+        assert_int_equal(authd_client_verify_async(c, &req, verify_cb, &a[i]), AUTHD_OK);
+    }
+    nng_msleep(100); /* let them reach the server */
+    authd_client_close(c);
+    /* No waiting: close has run every callback. */
+    pthread_mutex_lock(&s.mu);
+    assert_int_equal(s.done, N);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(s.calls[i], 1);
+        assert_int_equal(s.codes[i], -1); /* the re-issue was refused */
+    }
+    pthread_mutex_unlock(&s.mu);
+    async_state_fini(&s);
+}
+
+/* raw_cb checks the reply to a hand-built envelope. */
+struct raw_state {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done;
+    int code;
+    uint64_t want_id;
+    char username[32];
+};
+
+static void raw_cb(void *arg, int code, const authd_status *st, const void *reply, size_t len)
+{
+    struct raw_state *r = arg;
+    Authd__V1__ReplyEnvelope *rep = NULL;
+    Authd__V1__VerifyResponse *vr = NULL;
+
+    (void)st;
+    if (code == AUTHD_OK && (rep = authd__v1__reply_envelope__unpack(NULL, len, reply)) != NULL
+        && rep->request_id == r->want_id && rep->code == AUTHD__V1__CODE__OK) {
+        vr = authd__v1__verify_response__unpack(NULL, rep->body.len, rep->body.data);
+    }
+    pthread_mutex_lock(&r->mu);
+    r->code = code;
+    if (vr != NULL) {
+        snprintf(r->username, sizeof(r->username), "%s", vr->username);
+    }
+    r->done++;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    if (vr != NULL) {
+        authd__v1__verify_response__free_unpacked(vr, NULL);
+    }
+    if (rep != NULL) {
+        authd__v1__reply_envelope__free_unpacked(rep, NULL);
+    }
+}
+
+/* A raw call carries the caller's bytes both ways, unparsed. */
+static void test_async_raw(void **state)
+{
+    Authd__V1__RequestEnvelope env = AUTHD__V1__REQUEST_ENVELOPE__INIT;
+    Authd__V1__VerifyRequest vq = AUTHD__V1__VERIFY_REQUEST__INIT;
+    struct raw_state r;
+    uint8_t body[64], frame[256];
+    struct timespec until;
+    authd_client *c;
+    size_t n;
+
+    (void)state;
+    c = client_for(5000);
+    memset(&r, 0, sizeof(r));
+    pthread_mutex_init(&r.mu, NULL);
+    pthread_cond_init(&r.cv, NULL);
+    vq.access_token = "raw-bytes";
+    env.method = "/authd.v1.Auth/Verify";
+    env.request_id = r.want_id = 4242;
+    env.body.len = authd__v1__verify_request__pack(&vq, body);
+    env.body.data = body;
+    n = authd__v1__request_envelope__pack(&env, frame);
+    assert_int_equal(authd_client_call_raw_async(c, NULL, 1, raw_cb, &r), AUTHD_INVALID_ARGUMENT);
+    assert_int_equal(authd_client_call_raw_async(c, frame, n, raw_cb, &r), AUTHD_OK);
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
+    pthread_mutex_lock(&r.mu);
+    while (r.done == 0 && pthread_cond_timedwait(&r.cv, &r.mu, &until) == 0) { }
+    assert_int_equal(r.done, 1);
+    assert_int_equal(r.code, AUTHD_OK);
+    assert_string_equal(r.username, "raw-bytes");
+    pthread_mutex_unlock(&r.mu);
+    authd_client_close(c);
+    pthread_cond_destroy(&r.cv);
+    pthread_mutex_destroy(&r.mu);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -595,6 +926,11 @@ int main(void)
         cmocka_unit_test_setup(test_call_bad_arguments, setup),
         cmocka_unit_test_setup(test_reconnects, setup),
         cmocka_unit_test_setup(test_concurrent_calls, setup),
+        cmocka_unit_test_setup(test_async_calls, setup),
+        cmocka_unit_test_setup(test_async_closed_loop, setup),
+        cmocka_unit_test_setup(test_async_failures, setup),
+        cmocka_unit_test_setup(test_async_close_in_flight, setup),
+        cmocka_unit_test_setup(test_async_raw, setup),
     };
     int status, rc;
 

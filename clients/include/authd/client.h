@@ -9,6 +9,11 @@
 ** generated from the proto files into <authd/client_rpc.h>; this header
 ** holds the connection, the status type and the generic call they use.
 **
+** Calls are synchronous (authd_client_call and the typed wrappers) or
+** asynchronous (authd_client_call_async and the generated
+** authd_client_<rpc>_async wrappers: the outcome goes to a callback that
+** runs on an nng thread; see below for ownership and threading).
+**
 ** Conventions (as in nng): functions return 0 on success or a status code;
 ** out-parameters are written only on success; every prototype says who
 ** owns what it hands back.
@@ -159,7 +164,10 @@ int authd_client_open(
 
 /*
 ** authd_client_close closes the connection and frees the client. Call it
-** only once no call on c is still running. Accepts NULL.
+** only once no synchronous call on c is still running and no other thread
+** starts calls on c; asynchronous calls still in flight are completed
+** (their callbacks run, CANCELLED) before it returns. Never call it from
+** an async callback. Accepts NULL.
 ** Known issue: nng_close in nng 1.5.2 can rarely deadlock (nanomsg/nng
 ** #1543, #1813; fixed in nng 1.8.0). Seen here only with a client and a
 ** server in the same process, about once in 40 test runs.
@@ -192,6 +200,76 @@ void authd_client_close(authd_client *c);
 int authd_client_call(authd_client *c, const char *method, const ProtobufCMessage *req,
     const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
     authd_status *st) AUTHD_CLIENT_WUR;
+
+/*
+** Asynchronous calls.
+**
+** authd_client_call_async starts the same call as authd_client_call and
+** returns at once; the outcome is handed to cb. The generated wrappers
+** authd_client_<rpc>_async in client_rpc.h fix method and resp_desc.
+**
+** Return value: 0 when the call is under way; cb will then run exactly
+** once. Otherwise a status code (INVALID_ARGUMENT for a bad argument or a
+** malformed req, RESOURCE_EXHAUSTED when out of memory, CANCELLED once
+** authd_client_close has begun) and cb never runs.
+**
+** req is borrowed only for the duration of authd_client_call_async: it is
+** serialized before the function returns, so the caller may reuse or free
+** it at once (and may do so from the callback).
+**
+** The callback, authd_client_cb:
+**   - runs on one of nng's threads, never on the caller's thread during
+**     authd_client_call_async, and possibly before that function has
+**     returned;
+**   - gets code (== st->code), st (filled exactly as by
+**     authd_client_call; valid only until cb returns: copy what you keep)
+**     and, when code is AUTHD_OK, resp: the unpacked response, owned by
+**     the callback, which must free it with
+**     protobuf_c_message_free_unpacked(resp, NULL) (or keep it and free it
+**     later). resp is NULL whenever code is not AUTHD_OK;
+**   - may start further asynchronous calls on any client (this is how a
+**     closed loop keeps N calls in flight) but must not block: no
+**     synchronous authd_client_call, no authd_client_close, no long
+**     computation. It delays the other replies on that connection;
+**   - runs with no lock of this library held.
+**
+** Delivery and deadlines are those of authd_client_call: at most once,
+** timeout_ms from the start of the call to the reply. Each call in flight
+** uses one nng context and aio from a pool kept by the client and reused
+** (the pool grows to the largest number of calls ever in flight at once),
+** so a steady stream of async calls allocates only the messages.
+**
+** Closing: calls still in flight when authd_client_close is called are
+** completed by it: their callbacks run (with CANCELLED/CLIENT, or the
+** outcome if the reply raced the close) before close returns. Calls
+** started from those callbacks fail with CANCELLED and never call back.
+** Do not start calls from other threads while close runs.
+*/
+typedef void (*authd_client_cb)(
+    void *arg, int code, const authd_status *st, ProtobufCMessage *resp);
+
+int authd_client_call_async(authd_client *c, const char *method, const ProtobufCMessage *req,
+    const ProtobufCMessageDescriptor *resp_desc, authd_client_cb cb, void *arg) AUTHD_CLIENT_WUR;
+
+/*
+** authd_client_call_raw_async sends len bytes of req as one message as they
+** are, and hands the reply message's bytes to cb: no request envelope, no
+** request id, no reply parsing. authd itself answers only request
+** envelopes; this is for transport baselines (an echo server, see
+** authd-echo and authbench) and for tests that build their own frames.
+**
+** Same contract as authd_client_call_async (return value, exactly-once
+** callback on an nng thread, deadlines, closing), except that the
+** callback gets the reply bytes: reply and len are valid only until cb
+** returns (the buffer is then wiped and freed); reply is NULL and len 0
+** unless code is AUTHD_OK. st->request_id is 0. req is copied before the
+** function returns.
+*/
+typedef void (*authd_client_raw_cb)(
+    void *arg, int code, const authd_status *st, const void *reply, size_t len);
+
+int authd_client_call_raw_async(authd_client *c, const void *req, size_t len,
+    authd_client_raw_cb cb, void *arg) AUTHD_CLIENT_WUR;
 
 #ifdef __cplusplus
 }
