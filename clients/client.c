@@ -57,33 +57,13 @@ struct authd_client {
     atomic_bool closing; /* authd_client_close has begun */
 };
 
-static const char *const code_names[] = {
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-};
-#define N_CODES ((int)(sizeof(code_names) / sizeof(code_names[0])))
-
+/* authd_code_str: the names come from the proto's Code enum, the contract
+ * itself, so they cannot drift from the server's. */
 const char *authd_code_str(int code)
 {
-    if (code < 0 || code >= N_CODES) {
-        return "UNKNOWN";
-    }
-    return code_names[code];
+    const ProtobufCEnumValue *v
+        = protobuf_c_enum_descriptor_get_value(&authd__v1__code__descriptor, code);
+    return v != NULL ? v->name : "UNKNOWN";
 }
 
 /* wipe clears memory that held secrets in a way the compiler keeps. */
@@ -629,7 +609,11 @@ static int unpack_reply(nng_msg *msg, uint64_t id, const ProtobufCMessageDescrip
     }
     if (rep->code != AUTHD__V1__CODE__OK) {
         int code = (int)rep->code;
-        st->code = (code > 0 && code < N_CODES) ? code : AUTHD_UNKNOWN;
+        st->code = (code > 0
+                       && protobuf_c_enum_descriptor_get_value(&authd__v1__code__descriptor, code)
+                           != NULL)
+            ? code
+            : AUTHD_UNKNOWN;
         copy_text(st->message, sizeof(st->message), rep->message);
         copy_text(st->reason, sizeof(st->reason), rep->reason);
         rc = st->code;

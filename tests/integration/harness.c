@@ -6,6 +6,7 @@
 #define _XOPEN_SOURCE 700 /* nftw */
 #include "harness.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -750,4 +751,59 @@ void it_forge(const void *key, size_t key_len, const char *header_json, const ch
     assert_true(pos + 2 < cap);
     out[pos++] = '.';
     it_b64url(mac, sizeof mac, out + pos, cap - pos);
+}
+
+/* stat_fields reads /proc/PID/task/TID/stat: state and nice. */
+static bool stat_fields(const char *path, char *state, long *nice)
+{
+    char *txt = it_read_file(path, NULL);
+    if (txt == NULL)
+        return false;
+    char *p = strrchr(txt, ')');
+    bool ok = false;
+    if (p != NULL) {
+        /* after ") ": state ppid pgrp session tty_nr tpgid flags minflt
+         * cminflt majflt cmajflt utime stime cutime cstime priority nice */
+        char st;
+        long f[15];
+        int n = sscanf(p + 2, "%c %ld %ld %ld %ld %ld %ld %ld %ld %ld %ld %ld %ld %ld %ld %ld", &st,
+            &f[0], &f[1], &f[2], &f[3], &f[4], &f[5], &f[6], &f[7], &f[8], &f[9], &f[10], &f[11],
+            &f[12], &f[13], &f[14]);
+        if (n == 16) {
+            *state = st;
+            *nice = f[14];
+            ok = true;
+        }
+    }
+    free(txt);
+    return ok;
+}
+
+/* hashing_now: a thread of authd with a higher nice than its main thread
+ * (the hash workers run at +10) is running: an argon2 job is in progress. */
+bool it_hashing_now(pid_t pid)
+{
+    char path[128];
+    char st;
+    long main_nice, nice;
+    bool found = false;
+
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    if (!stat_fields(path, &st, &main_nice))
+        return false;
+    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+    DIR *d = opendir(path);
+    if (d == NULL)
+        return false;
+    struct dirent *e;
+    while (!found && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char tpath[300];
+        snprintf(tpath, sizeof tpath, "/proc/%d/task/%s/stat", (int)pid, e->d_name);
+        if (stat_fields(tpath, &st, &nice) && nice > main_nice && st == 'R')
+            found = true;
+    }
+    closedir(d);
+    return found;
 }

@@ -213,4 +213,9 @@ int64_t it_now(void);
 uint64_t it_mono_ms(void);
 void it_nap_ms(int ms); /* only inside deadline-bounded polling loops */
 
+/* it_hashing_now: a thread of authd with a higher nice than its main
+ * thread (the hash workers run at +10) is running, i.e. an argon2 job is in
+ * progress. Reads /proc/PID/task/TID/stat. */
+bool it_hashing_now(pid_t pid);
+
 #endif

@@ -275,61 +275,6 @@ static void *do_login(void *arg)
     return NULL;
 }
 
-/* stat_fields reads /proc/PID/task/TID/stat: state and nice. */
-static bool stat_fields(const char *path, char *state, long *nice)
-{
-    char *txt = it_read_file(path, NULL);
-    if (txt == NULL)
-        return false;
-    char *p = strrchr(txt, ')');
-    bool ok = false;
-    if (p != NULL) {
-        /* after ") ": state ppid pgrp session tty_nr tpgid flags minflt
-         * cminflt majflt cmajflt utime stime cutime cstime priority nice */
-        char st;
-        long f[15];
-        int n = sscanf(p + 2, "%c %ld %ld %ld %ld %ld %ld %ld %ld %ld %ld %ld %ld %ld %ld %ld", &st,
-            &f[0], &f[1], &f[2], &f[3], &f[4], &f[5], &f[6], &f[7], &f[8], &f[9], &f[10], &f[11],
-            &f[12], &f[13], &f[14]);
-        if (n == 16) {
-            *state = st;
-            *nice = f[14];
-            ok = true;
-        }
-    }
-    free(txt);
-    return ok;
-}
-
-/* hashing_now: a thread of authd with a higher nice than its main thread
- * (the hash workers run at +10) is running: an argon2 job is in progress. */
-static bool hashing_now(pid_t pid)
-{
-    char path[128];
-    char st;
-    long main_nice, nice;
-    bool found = false;
-
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    if (!stat_fields(path, &st, &main_nice))
-        return false;
-    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
-    DIR *d = opendir(path);
-    if (d == NULL)
-        return false;
-    struct dirent *e;
-    while (!found && (e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.')
-            continue;
-        char tpath[300];
-        snprintf(tpath, sizeof tpath, "/proc/%d/task/%s/stat", (int)pid, e->d_name);
-        if (stat_fields(tpath, &st, &nice) && nice > main_nice && st == 'R')
-            found = true;
-    }
-    closedir(d);
-    return found;
-}
-
 /* A Login in flight when SIGTERM arrives still gets its OK reply, authd
  * exits 0, and the session it opened is real (it verifies after a restart).
  * The hash is made slow (real argon2 cost, one worker) and SIGTERM is sent
@@ -349,14 +294,14 @@ static void ops_sigterm_lets_inflight_login_finish(void **state)
     /* The probe can say no: once Register's job has wound down, no hash
      * worker runs (polled: the worker answers before it goes back to sleep). */
     uint64_t idle_by = it_mono_ms() + IT_CALL_TIMEOUT_MS;
-    while (hashing_now(s->pid) && it_mono_ms() < idle_by)
+    while (it_hashing_now(s->pid) && it_mono_ms() < idle_by)
         it_nap_ms(1);
-    assert_false(hashing_now(s->pid));
+    assert_false(it_hashing_now(s->pid));
 
     assert_int_equal(pthread_create(&th, NULL, do_login, &lc), 0);
     uint64_t end = it_mono_ms() + IT_CALL_TIMEOUT_MS;
     bool seen = false;
-    while (!(seen = hashing_now(s->pid)) && it_mono_ms() < end)
+    while (!(seen = it_hashing_now(s->pid)) && it_mono_ms() < end)
         it_nap_ms(1);
     if (!seen) {
         pthread_join(th, NULL);

@@ -1278,58 +1278,6 @@ static void transport_unfinished_connect_times_out(void **state)
 
 /* ---- 7. drain ---------------------------------------------------------------------------- */
 
-/* stat_fields reads /proc/PID/task/TID/stat: state and nice. */
-static bool stat_fields(const char *path, char *state, long *nice)
-{
-    char *txt = it_read_file(path, NULL);
-    if (txt == NULL)
-        return false;
-    char *p = strrchr(txt, ')');
-    bool ok = false;
-    if (p != NULL) {
-        char st;
-        long f[15];
-        int n = sscanf(p + 2, "%c %ld %ld %ld %ld %ld %ld %ld %ld %ld %ld %ld %ld %ld %ld %ld", &st,
-            &f[0], &f[1], &f[2], &f[3], &f[4], &f[5], &f[6], &f[7], &f[8], &f[9], &f[10], &f[11],
-            &f[12], &f[13], &f[14]);
-        if (n == 16) {
-            *state = st;
-            *nice = f[14];
-            ok = true;
-        }
-    }
-    free(txt);
-    return ok;
-}
-
-/* hashing_now: a hash worker (nice above the main thread's) is running. */
-static bool hashing_now(pid_t pid)
-{
-    char path[128];
-    char st;
-    long main_nice, nice;
-    bool found = false;
-
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    if (!stat_fields(path, &st, &main_nice))
-        return false;
-    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
-    DIR *d = opendir(path);
-    if (d == NULL)
-        return false;
-    struct dirent *e;
-    while (!found && (e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.')
-            continue;
-        char tpath[300];
-        snprintf(tpath, sizeof tpath, "/proc/%d/task/%s/stat", (int)pid, e->d_name);
-        if (stat_fields(tpath, &st, &nice) && nice > main_nice && st == 'R')
-            found = true;
-    }
-    closedir(d);
-    return found;
-}
-
 /*
  * Two Logins in flight on a raw connection (slow argon2, one hash worker:
  * one hashing, one queued behind it) when SIGTERM arrives: both replies come
@@ -1351,9 +1299,9 @@ static void transport_drain_answers_inflight(void **state)
     IT_EXPECT(&st, AUTHD_OK, NULL);
     authd_client_close(c);
     uint64_t idle_by = it_mono_ms() + IT_CALL_TIMEOUT_MS;
-    while (hashing_now(s->pid) && it_mono_ms() < idle_by)
+    while (it_hashing_now(s->pid) && it_mono_ms() < idle_by)
         it_nap_ms(1);
-    assert_false(hashing_now(s->pid));
+    assert_false(it_hashing_now(s->pid));
 
     peer_open(&p, s);
     Authd__V1__LoginRequest lr = AUTHD__V1__LOGIN_REQUEST__INIT;
@@ -1371,7 +1319,7 @@ static void transport_drain_answers_inflight(void **state)
     raw_verify(&p, 700, "Verify behind the two Logins");
 
     uint64_t end = it_mono_ms() + IT_CALL_TIMEOUT_MS;
-    while (!hashing_now(s->pid)) {
+    while (!it_hashing_now(s->pid)) {
         if (it_mono_ms() >= end)
             fail_msg("never saw the Login's hash running");
         it_nap_ms(1);
