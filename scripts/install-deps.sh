@@ -13,7 +13,7 @@ build=(build-essential cmake pkg-config git
        libprotobuf-c-dev protobuf-c-compiler
        libnng-dev libmbedtls-dev libsodium-dev libjwt-dev libjansson-dev liblmdb-dev
        libssl-dev openssl libcmocka-dev)
-runtime=(libprotobuf-c1 libnng1 libsodium23 libjansson4 liblmdb0 openssl ca-certificates)
+runtime=(libprotobuf-c1 libssl3 libnng1 libsodium23 libjansson4 liblmdb0 openssl ca-certificates)
 
 want=("${build[@]}")
 [ "${1:-}" = "--runtime" ] && want=("${runtime[@]}")

@@ -60,6 +60,8 @@ static const struct opt opts[] = {
         16 * 1024 * 1024, "largest request frame accepted; larger closes the connection" },
     { "max-connections", "AUTHD_MAX_CONNECTIONS", INT, O(max_connections), "4096", 1, 1000000,
         "open client connections allowed; more are closed at once" },
+    { "io-threads", "AUTHD_IO_THREADS", INT, O(io_threads), "0", 0, 64,
+        "network event-loop threads (0 = number of CPUs); Verify runs on them" },
     { "map-size-mb", "AUTHD_MAP_SIZE_MB", INT, O(map_size_mb), "4096", 1, 1048576,
         "LMDB map size (maximum store size), MiB" },
     { "log-level", "AUTHD_LOG_LEVEL", STR, O(log_level), "info", 0, 0,

@@ -31,6 +31,7 @@ typedef struct authd_config {
     int64_t hash_workers;
     int64_t hash_queue;
     int64_t max_inflight;
+    int64_t io_threads;
     int64_t max_msg_bytes;
     int64_t max_connections;
     int64_t map_size_mb;

@@ -171,6 +171,7 @@ int main(int argc, char **argv)
         .max_msg = (size_t)cfg.max_msg_bytes,
         .max_inflight = (unsigned)cfg.max_inflight,
         .max_connections = (unsigned)cfg.max_connections,
+        .io_threads = (unsigned)cfg.io_threads,
     };
     if (cfg.listen == NULL) {
         fatal("startup_failed", "no listen URL (--listen)");
@@ -192,6 +193,7 @@ int main(int argc, char **argv)
         authd_log_str(&r, "kid", authd_tokens_kid(tokens));
         authd_log_bool(&r, "mtls", cfg.tls_client_ca != NULL);
         authd_log_u64(&r, "hash_workers", ho.threads);
+        authd_log_u64(&r, "io_threads", authd_server_io_threads(srv));
         authd_log_u64(&r, "argon2_mem_kib", (uint64_t)cfg.argon2_mem_kib);
         authd_log_u64(&r, "argon2_ops", (uint64_t)cfg.argon2_ops);
         authd_log_end(&r);

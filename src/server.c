@@ -1,42 +1,61 @@
 /*
- * server.c — the transport: SP req/rep framing over nng TLS streams.
+ * server.c — the transport: SP req/rep framing over TLS, on epoll + OpenSSL.
  *
  * authd speaks the scalability-protocols wire format that nng req0 clients
- * expect (an 8-byte header exchange, then frames of an 8-byte big-endian
- * length, the request's backtrace and the body), but runs its own accept
- * loop on nng's public stream API instead of an nng rep0 socket. nng
- * 1.5.2's socket core stops accepting for good after one peer disconnects
- * during negotiation (fixed upstream in nng 1.6, PR #1519): a port scanner,
- * a TCP health check or a client with the wrong CA would silently wedge the
- * listener. Here every accept error only ends that one connection.
+ * expect on tls+tcp:// (TLS, then an 8-byte header exchange, then frames of
+ * an 8-byte big-endian length, the request's backtrace and the body), so
+ * any nng req0 socket is a client. It does not use nng to serve it: nng
+ * 1.5.2's rep0 socket stops accepting for good after one peer disconnects
+ * during negotiation (nng #1518), and on its stream API every message hops
+ * between nng's poller and task-queue threads (two wakeups per direction),
+ * which profiling showed to be most of the CPU time of a Verify.
  *
- * Each connection reads frames into one buffer and dispatches them as they
- * arrive; replies may come back in any order (from nng's callback threads
- * for Verify, from the worker pools for the rest) and are queued and sent
- * in batches. A connection has at most max_inflight requests between
- * receipt and the end of sending their reply; past that it is not read
- * until replies drain, so a peer that never reads its replies stalls only
- * itself and costs bounded memory. A reply that cannot be sent for
- * SEND_TIMEOUT_MS closes the connection.
+ * Threads: io_threads event loops (default: one per CPU), each an epoll set
+ * holding the listening socket (EPOLLEXCLUSIVE: one loop takes each accept)
+ * and the connections it accepted. A connection belongs to one loop for
+ * life: only that loop touches its socket, its TLS state and its buffers,
+ * so none of that needs a lock. Requests are dispatched on the loop;
+ * Verify answers synchronously and its reply goes straight into the
+ * connection's output buffer, which is written once after every frame of
+ * a read has been handled — one TLS record and one send for a whole batch.
+ * Replies from other threads (the hashing and write pools) are queued on
+ * the connection under its mutex and the loop is woken with an eventfd.
  *
- * Lifetime: a connection is freed when its reference count drops to zero;
- * references are held by "open", a posted receive, a posted send, and each
- * request in the service layer.
+ * Limits: a connection has at most max_inflight requests between receipt
+ * and their reply entering its output buffer, and at most OUT_HIGH bytes of
+ * replies not yet written; past either it is not read until they drain, so
+ * a peer that never reads its replies stalls only itself and costs bounded
+ * memory. Output that makes no progress for SEND_TIMEOUT_MS, and a TLS
+ * handshake plus SP header exchange that takes longer than NEGO_TIMEOUT_MS,
+ * close the connection. Every accept or handshake error ends only the
+ * connection it concerns.
+ *
+ * Lifetime: a connection's socket and TLS state are freed by its loop when
+ * it closes; the struct itself when its reference count drops to zero.
+ * References: the loop ("open"), each request in the service layer, and a
+ * place in the loop's queue of connections with posted replies.
  */
+#define _GNU_SOURCE /* accept4 */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
 
-#include <nng/nng.h>
-#include <nng/protocol/reqrep0/rep.h>
-#include <nng/protocol/reqrep0/req.h>
-#include <nng/supplemental/tls/tls.h>
-#include <nng/supplemental/util/platform.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include "authd/v1/envelope.pb-c.h"
 #include "log.h"
@@ -44,41 +63,70 @@
 
 #define NEGO_TIMEOUT_MS 10000
 #define SEND_TIMEOUT_MS 10000
-#define RBUF_MIN        4096
-#define SWEEP_MS        500 /* dead-connection sweep period */
+#define SWEEP_MS        250 /* how often each loop checks its deadlines */
+#define RBUF_MIN        16384
+#define OUT_HIGH        (256 * 1024) /* unwritten reply bytes before reading pauses */
 #define MAX_HOPS        8 /* backtrace words accepted, as nng's rep0 */
-#define TX_BATCH        8 /* frames per send */
+#define MAX_EVENTS      128
+#define ACCEPT_BATCH    32
+#define MAX_LOOPS       64
 
+#define SP_PROTO_REQ0 0x30
+#define SP_PROTO_REP0 0x31
+
+enum conn_state { ST_HANDSHAKE, ST_HEADER, ST_OPEN };
+
+struct loop;
+
+/* A reply framed by another thread, waiting for the loop. */
 struct frame {
     struct frame *next;
-    size_t len; /* bytes in data */
-    size_t off; /* bytes already sent */
+    size_t len;
     uint8_t data[];
 };
 
 struct conn {
-    authd_server *srv;
-    nng_stream *st;
-    nng_aio *rxa;
-    nng_aio *txa;
-    pthread_mutex_t mu;
-    int refs;
-    bool closed;
-    bool negotiated; /* peer header received and checked */
-    bool rx_paused; /* in-flight window full: not reading */
-    bool tx_busy; /* a send is posted */
-    unsigned inflight;
-    uint8_t hdr_out[8];
-    uint8_t hdr_in[8];
-    size_t hdr_got;
-    uint8_t *rbuf;
-    size_t rcap, rlen;
-    struct frame *txq, *txq_tail; /* replies waiting to be sent */
-    struct frame *batch[TX_BATCH]; /* replies being sent */
-    unsigned nbatch;
-    nng_iov iov[TX_BATCH];
+    struct loop *lp;
+    int fd;
+    SSL *ssl; /* NULL on a plaintext (tcp://) listener */
+    enum conn_state state;
+    bool closed; /* written by the loop; read by other threads under mu */
+    bool queued; /* in lp->pend, under lp->mu */
+    bool paused; /* not reading: window or output full */
+    bool want_write; /* the socket refused output: wait for EPOLLOUT */
+    atomic_int refs;
+    unsigned inflight; /* loop only */
+    uint64_t nego_deadline; /* ns, until ST_OPEN */
+    uint64_t out_since; /* ns: output pending without progress since */
+    /* Both buffers exist only while they hold bytes, so an idle
+     * connection costs no buffer memory; *high is the most ever written,
+     * what must be wiped before the memory goes back. */
+    uint8_t *rbuf; /* received, not yet handled */
+    size_t rcap, rlen, rhigh;
+    uint8_t *obuf; /* plaintext replies not yet taken by TLS */
+    size_t ocap, olen, ohigh;
+    pthread_mutex_t mu; /* guards posted, closed (for other threads) */
+    struct frame *posted, *posted_tail;
+    unsigned nposted;
+    struct conn *prev, *next; /* the loop's list */
+    struct conn *pend_next; /* lp->pend */
     char peer[AUTHD_PEER_MAX];
-    struct conn *prev, *next; /* the server's list, under srv->mu */
+};
+
+struct loop {
+    authd_server *srv;
+    pthread_t thread;
+    int ep;
+    int efd; /* eventfd: posted replies, stop, drain */
+    pthread_mutex_t mu; /* guards pend, woken */
+    struct conn *pend; /* connections with posted replies */
+    bool woken;
+    struct conn *conns; /* loop only */
+    uint64_t next_sweep;
+    uint64_t accept_resume; /* ns; 0 = accepting */
+    bool listening; /* lfd is in this loop's epoll set */
+    bool started; /* thread is running */
+    struct conn *dead; /* closed this iteration: unreferenced after it */
 };
 
 /* One request between receipt and reply. */
@@ -92,34 +140,37 @@ struct rreq {
 };
 
 struct authd_server {
-    nng_stream_listener *listener;
-    nng_aio *acc;
-    nng_aio *acc_timer;
-    nng_aio *sweep; /* finds connections whose peer is gone */
-    nng_tls_config *tls;
+    int lfd;
+    SSL_CTX *ctx;
     authd_service *svc;
     size_t max_msg;
     unsigned max_inflight;
     unsigned max_conns;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    struct conn *conns; /* open connections */
-    unsigned nconns; /* allocated connections (open or closing) */
-    bool stopping;
-    atomic_uint inflight; /* requests received and not yet answered on the wire */
+    unsigned nloops;
+    struct loop *loops;
+    atomic_uint nconns; /* connections counted against max_conns */
+    atomic_uint nalloc; /* conn structs not yet freed */
+    atomic_uint inflight; /* requests received whose reply is not yet in an output buffer */
+    atomic_uint unflushed; /* connections with output not yet written */
     atomic_bool draining;
+    atomic_bool stopping;
     char url[256];
 };
 
-static void conn_rx_cb(void *arg);
-static void conn_tx_cb(void *arg);
-static void start_rx(struct conn *c);
+static _Thread_local struct loop *tl_loop; /* the loop this thread runs, if any */
+
+static void conn_flush(struct conn *c);
+static void conn_read(struct conn *c);
 
 static void wipe(void *p, size_t n)
 {
-    volatile unsigned char *v = p;
-    while (n--)
-        *v++ = 0;
+    if (p != NULL && n > 0)
+        explicit_bzero(p, n);
+}
+
+static uint64_t now_ns(void)
+{
+    return authd_monotonic_ns();
 }
 
 static uint64_t get64(const uint8_t *p)
@@ -138,281 +189,286 @@ static void put64(uint8_t *p, uint64_t v)
     }
 }
 
-static void sockaddr_str(const nng_sockaddr *sa, char *out, size_t outlen)
+static void sockaddr_str(const struct sockaddr_storage *sa, char *out, size_t outlen)
 {
     char ip[INET6_ADDRSTRLEN];
 
     snprintf(out, outlen, "unknown");
-    if (sa->s_family == NNG_AF_INET) {
-        inet_ntop(AF_INET, &sa->s_in.sa_addr, ip, sizeof ip);
-        snprintf(out, outlen, "%s:%u", ip, ntohs(sa->s_in.sa_port));
-    } else if (sa->s_family == NNG_AF_INET6) {
-        inet_ntop(AF_INET6, sa->s_in6.sa_addr, ip, sizeof ip);
-        snprintf(out, outlen, "[%s]:%u", ip, ntohs(sa->s_in6.sa_port));
+    if (sa->ss_family == AF_INET) {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof ip);
+        snprintf(out, outlen, "%s:%u", ip, ntohs(s4->sin_port));
+    } else if (sa->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof ip);
+        snprintf(out, outlen, "[%s]:%u", ip, ntohs(s6->sin6_port));
     }
 }
 
-/* inflight_sub: n requests of c are done (reply sent or dropped). */
-static void inflight_sub(struct conn *c, unsigned n)
+static void log_conn(authd_log_level lvl, const char *event, const struct conn *c, const char *why)
 {
-    c->inflight -= n;
-    atomic_fetch_sub(&c->srv->inflight, n);
+    authd_logrec r;
+    if (authd_log_begin(&r, lvl, event)) {
+        authd_log_str(&r, "peer", c->peer);
+        authd_log_str(&r, "why", why);
+        authd_log_end(&r);
+    }
 }
 
-static bool parse_frames(struct conn *c);
+/* ---- buffers ---------------------------------------------------------------- */
+
+static void rbuf_release(struct conn *c)
+{
+    wipe(c->rbuf, c->rhigh);
+    free(c->rbuf);
+    c->rbuf = NULL;
+    c->rcap = c->rlen = c->rhigh = 0;
+}
+
+static void obuf_release(struct conn *c)
+{
+    wipe(c->obuf, c->ohigh);
+    free(c->obuf);
+    c->obuf = NULL;
+    c->ocap = c->olen = c->ohigh = 0;
+}
+
+/* buf_resize moves the first len bytes of *buf into a new buffer of cap
+ * bytes (wiping the old one's first *high bytes) and sets *high = len. */
+static bool buf_resize(uint8_t **buf, size_t *bufcap, size_t *high, size_t len, size_t cap)
+{
+    uint8_t *nb = malloc(cap);
+    if (nb == NULL)
+        return false;
+    if (len > 0)
+        memcpy(nb, *buf, len);
+    wipe(*buf, *high);
+    free(*buf);
+    *buf = nb;
+    *bufcap = cap;
+    *high = len;
+    return true;
+}
 
 /* ---- connection lifetime ------------------------------------------------ */
 
-/* conn_free runs when the last reference goes. It may run on an aio
- * callback of this connection, hence nng_aio_reap. */
-static void conn_free(struct conn *c)
+static void conn_unref(struct conn *c)
 {
-    authd_server *s = c->srv;
+    if (atomic_fetch_sub(&c->refs, 1) != 1)
+        return;
+    authd_server *s = c->lp->srv;
     struct frame *f;
-
-    while ((f = c->txq) != NULL) {
-        c->txq = f->next;
+    while ((f = c->posted) != NULL) {
+        c->posted = f->next;
+        wipe(f->data, f->len);
         free(f);
-    }
-    for (unsigned i = 0; i < c->nbatch; i++)
-        free(c->batch[i]);
-    atomic_fetch_sub(&s->inflight, c->inflight); /* replies never sent */
-    nng_aio_reap(c->rxa);
-    nng_aio_reap(c->txa);
-    nng_stream_free(c->st);
-    if (c->rbuf != NULL) {
-        wipe(c->rbuf, c->rcap);
-        free(c->rbuf);
     }
     pthread_mutex_destroy(&c->mu);
     free(c);
-
-    pthread_mutex_lock(&s->mu);
-    s->nconns--;
-    pthread_cond_broadcast(&s->cv);
-    pthread_mutex_unlock(&s->mu);
-}
-
-/* unref drops n references taken under c->mu (which the caller holds and
- * which unref releases). */
-static void unref_unlock(struct conn *c, int n)
-{
-    c->refs -= n;
-    bool last = c->refs == 0;
-    pthread_mutex_unlock(&c->mu);
-    if (last)
-        conn_free(c);
-}
-
-/* close_locked closes the stream once: pending receive and send complete
- * with errors and drop their references; queued replies are discarded as
- * their requests finish. Drops the "open" reference. Caller holds c->mu;
- * it is released. */
-static void close_unlock(struct conn *c)
-{
-    if (c->closed) {
-        pthread_mutex_unlock(&c->mu);
-        return;
-    }
-    c->closed = true;
-    nng_stream_close(c->st);
-
-    authd_server *s = c->srv;
-    pthread_mutex_lock(&s->mu);
-    if (c->prev != NULL)
-        c->prev->next = c->next;
-    else if (s->conns == c)
-        s->conns = c->next;
-    if (c->next != NULL)
-        c->next->prev = c->prev;
-    c->prev = c->next = NULL;
-    pthread_mutex_unlock(&s->mu);
-    unref_unlock(c, 1);
-}
-
-static void conn_close(struct conn *c, const char *why)
-{
-    if (why != NULL) {
-        authd_logrec r;
-        if (authd_log_begin(&r, AUTHD_LOG_DEBUG, "connection_closed")) {
-            authd_log_str(&r, "peer", c->peer);
-            authd_log_str(&r, "why", why);
-            authd_log_end(&r);
-        }
-    }
-    pthread_mutex_lock(&c->mu);
-    close_unlock(c);
+    atomic_fetch_sub(&s->nalloc, 1);
 }
 
 /*
- * resume_rx_locked restarts reading a paused connection once its in-flight
- * window has room: frames already buffered are dispatched first (the peer
- * may be waiting for replies before it sends more), then a receive is
- * posted. The caller holds c->mu and a reference of its own.
+ * conn_close (loop thread): frees the socket, the TLS state and the
+ * buffers at once; replies that come back later for this connection's
+ * requests are dropped (their callers see the connection fail). Requests
+ * already counted in flight on the server stop counting.
  */
-static void resume_rx_locked(struct conn *c)
+static void conn_close(struct conn *c, authd_log_level lvl, const char *why)
 {
-    if (!c->rx_paused || c->closed || c->inflight >= c->srv->max_inflight)
-        return;
-    c->rx_paused = false;
-    if (!parse_frames(c)) {
-        if (!c->closed) {
-            close_unlock(c);
-            pthread_mutex_lock(&c->mu);
-        }
-        return;
-    }
+    authd_server *s = c->lp->srv;
+
     if (c->closed)
         return;
-    if (c->inflight >= c->srv->max_inflight)
-        c->rx_paused = true;
+    if (why != NULL)
+        log_conn(lvl, "connection_closed", c, why);
+    pthread_mutex_lock(&c->mu);
+    c->closed = true;
+    pthread_mutex_unlock(&c->mu);
+    if (c->olen > 0)
+        atomic_fetch_sub(&s->unflushed, 1);
+    atomic_fetch_sub(&s->inflight, c->inflight);
+    c->inflight = 0;
+    if (c->ssl != NULL)
+        SSL_free(c->ssl); /* no close_notify: the peer is gone or misbehaving */
+    c->ssl = NULL;
+    close(c->fd); /* also leaves the epoll set */
+    c->fd = -1;
+    rbuf_release(c);
+    obuf_release(c);
+
+    struct loop *lp = c->lp;
+    if (c->prev != NULL)
+        c->prev->next = c->next;
     else
-        start_rx(c);
+        lp->conns = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    c->prev = NULL;
+    atomic_fetch_sub(&s->nconns, 1);
+    /* The "open" reference goes at the end of this loop iteration: the
+     * code that closed c may still look at it. */
+    c->next = lp->dead;
+    lp->dead = c;
 }
 
-/* ---- sending ------------------------------------------------------------------ */
-
-/* start_tx_locked posts a send of up to TX_BATCH queued frames. */
-static void start_tx_locked(struct conn *c)
+static void loop_bury(struct loop *lp)
 {
-    if (c->tx_busy || c->closed || c->txq == NULL)
-        return;
-    c->nbatch = 0;
-    while (c->txq != NULL && c->nbatch < TX_BATCH) {
-        struct frame *f = c->txq;
-        c->txq = f->next;
-        if (c->txq == NULL)
-            c->txq_tail = NULL;
-        c->batch[c->nbatch++] = f;
+    while (lp->dead != NULL) {
+        struct conn *c = lp->dead;
+        lp->dead = c->next;
+        c->next = NULL;
+        conn_unref(c);
     }
-    for (unsigned i = 0; i < c->nbatch; i++) {
-        c->iov[i].iov_buf = c->batch[i]->data;
-        c->iov[i].iov_len = c->batch[i]->len;
-    }
-    c->tx_busy = true;
-    c->refs++;
-    nng_aio_set_iov(c->txa, c->nbatch, c->iov);
-    nng_aio_set_timeout(c->txa, SEND_TIMEOUT_MS);
-    nng_stream_send(c->st, c->txa);
 }
 
-/* send_header posts our half of the SP negotiation. */
-static void send_header_locked(struct conn *c)
+/* ---- output ---------------------------------------------------------------- */
+
+/* out_reserve makes room for more output bytes; the caller then writes
+ * them at obuf + olen and adds them to olen (and ohigh). */
+static bool out_reserve(struct conn *c, size_t more)
 {
-    c->hdr_out[0] = 0;
-    c->hdr_out[1] = 'S';
-    c->hdr_out[2] = 'P';
-    c->hdr_out[3] = 0;
-    c->hdr_out[4] = (uint8_t)(NNG_REP0_SELF >> 8);
-    c->hdr_out[5] = (uint8_t)(NNG_REP0_SELF & 0xff);
-    c->hdr_out[6] = 0;
-    c->hdr_out[7] = 0;
-    c->nbatch = 0;
-    c->iov[0].iov_buf = c->hdr_out;
-    c->iov[0].iov_len = sizeof c->hdr_out;
-    c->tx_busy = true;
-    c->refs++;
-    nng_aio_set_iov(c->txa, 1, c->iov);
-    nng_aio_set_timeout(c->txa, NEGO_TIMEOUT_MS);
-    nng_stream_send(c->st, c->txa);
+    if (c->olen + more <= c->ocap)
+        return true;
+    size_t cap = c->ocap > 0 ? c->ocap : 4096;
+    while (cap < c->olen + more)
+        cap *= 2;
+    return buf_resize(&c->obuf, &c->ocap, &c->ohigh, c->olen, cap);
+}
+
+static void out_added(struct conn *c, size_t n)
+{
+    if (c->olen == 0) {
+        atomic_fetch_add(&c->lp->srv->unflushed, 1);
+        c->out_since = now_ns();
+    }
+    c->olen += n;
+    if (c->olen > c->ohigh)
+        c->ohigh = c->olen;
+}
+
+/* out_append queues bytes for the peer (loop thread). */
+static bool out_append(struct conn *c, const uint8_t *p, size_t n)
+{
+    if (!out_reserve(c, n))
+        return false;
+    memcpy(c->obuf + c->olen, p, n);
+    out_added(c, n);
+    return true;
+}
+
+/* io_write writes up to n bytes: returns the count, 0 when the socket is
+ * full, -1 when the connection is broken. */
+static ssize_t io_write(struct conn *c, const uint8_t *p, size_t n)
+{
+    if (c->ssl == NULL) {
+        ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
+        if (w >= 0)
+            return w;
+        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -1;
+    }
+    ERR_clear_error();
+    int w = SSL_write(c->ssl, p, n > INT32_MAX ? INT32_MAX : (int)n);
+    if (w > 0)
+        return w;
+    int e = SSL_get_error(c->ssl, w);
+    return e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ ? 0 : -1;
+}
+
+/* io_read reads up to n bytes: returns the count, 0 when nothing is
+ * available, -1 on end of stream or error. */
+static ssize_t io_read(struct conn *c, uint8_t *p, size_t n)
+{
+    if (c->ssl == NULL) {
+        ssize_t r = recv(c->fd, p, n, 0);
+        if (r > 0)
+            return r;
+        if (r == 0)
+            return -1;
+        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -1;
+    }
+    ERR_clear_error();
+    int r = SSL_read(c->ssl, p, n > INT32_MAX ? INT32_MAX : (int)n);
+    if (r > 0)
+        return r;
+    int e = SSL_get_error(c->ssl, r);
+    return e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ? 0 : -1;
 }
 
 /*
- * conn_tx_cb: a send finished, perhaps partly. Fully sent frames are freed
- * and leave the in-flight window (which may let reading resume); a partial
- * send is continued from where it stopped.
+ * conn_flush writes as much of the output buffer as the socket takes, in
+ * one call when it can. The bytes written are wiped (replies carry tokens).
+ * Reading resumes if it was paused and the connection has room again.
  */
-static void conn_tx_cb(void *arg)
+static void conn_flush(struct conn *c)
 {
-    struct conn *c = arg;
-    int rv = nng_aio_result(c->txa);
-    size_t n = rv == 0 ? nng_aio_count(c->txa) : 0;
-    unsigned done = 0;
+    authd_server *s = c->lp->srv;
+    size_t off = 0;
 
-    pthread_mutex_lock(&c->mu);
-    c->tx_busy = false;
-    if (rv != 0) {
-        if (!c->closed && rv == NNG_ETIMEDOUT)
-            authd_log_msg(AUTHD_LOG_WARN, "connection_closed", "peer did not read its replies");
-        for (unsigned i = 0; i < c->nbatch; i++)
-            free(c->batch[i]);
-        inflight_sub(c, c->nbatch);
-        c->nbatch = 0;
-        c->refs++; /* keep c alive through close_unlock */
-        close_unlock(c);
-        pthread_mutex_lock(&c->mu);
-        unref_unlock(c, 2); /* the send, and the one just taken */
+    if (c->closed || c->state == ST_HANDSHAKE || c->olen == 0)
         return;
-    }
-    if (c->nbatch == 0) {
-        /* header (partial sends of 8 bytes are continued) */
-        if (n < c->iov[0].iov_len) {
-            c->iov[0].iov_buf = (uint8_t *)c->iov[0].iov_buf + n;
-            c->iov[0].iov_len -= n;
-            c->tx_busy = true;
-            nng_aio_set_iov(c->txa, 1, c->iov);
-            nng_stream_send(c->st, c->txa);
-            pthread_mutex_unlock(&c->mu);
+    while (off < c->olen) {
+        ssize_t w = io_write(c, c->obuf + off, c->olen - off);
+        if (w < 0) {
+            conn_close(c, AUTHD_LOG_DEBUG, "send failed");
             return;
         }
-    } else {
-        for (unsigned i = 0; i < c->nbatch && n > 0; i++) {
-            struct frame *f = c->batch[i];
-            size_t take = f->len - f->off < n ? f->len - f->off : n;
-            f->off += take;
-            n -= take;
+        if (w == 0) {
+            c->want_write = true;
+            break;
         }
-        while (done < c->nbatch && c->batch[done]->off == c->batch[done]->len) {
-            free(c->batch[done]);
-            done++;
-        }
-        if (done < c->nbatch) { /* partial: send the rest of this batch */
-            unsigned k = 0;
-            for (unsigned i = done; i < c->nbatch; i++, k++) {
-                c->batch[k] = c->batch[i];
-                c->iov[k].iov_buf = c->batch[k]->data + c->batch[k]->off;
-                c->iov[k].iov_len = c->batch[k]->len - c->batch[k]->off;
-            }
-            c->nbatch = k;
-            inflight_sub(c, done);
-            c->tx_busy = true;
-            nng_aio_set_iov(c->txa, c->nbatch, c->iov);
-            nng_stream_send(c->st, c->txa);
-            pthread_mutex_unlock(&c->mu);
-            return;
-        }
-        inflight_sub(c, c->nbatch);
-        c->nbatch = 0;
+        off += (size_t)w;
     }
-    start_tx_locked(c);
-    resume_rx_locked(c);
-    unref_unlock(c, 1);
+    if (off > 0) {
+        c->out_since = now_ns();
+        if (off == c->olen) {
+            c->want_write = false;
+            atomic_fetch_sub(&s->unflushed, 1);
+            obuf_release(c);
+        } else {
+            memmove(c->obuf, c->obuf + off, c->olen - off);
+            c->olen -= off;
+        }
+    }
+    if (c->paused && c->inflight < s->max_inflight && c->olen < OUT_HIGH) {
+        c->paused = false;
+        conn_read(c);
+    }
 }
 
-/* ---- requests -------------------------------------------------------------------- */
+/* ---- requests -------------------------------------------------------------- */
 
-static void rreq_free(struct rreq *q, size_t frame_len)
+static void rreq_free(struct rreq *q)
 {
     if (q->env != NULL) {
         if (q->env->body.data != NULL)
             wipe(q->env->body.data, q->env->body.len);
         authd__v1__request_envelope__free_unpacked(q->env, NULL);
     }
-    wipe(q->frame, frame_len);
+    wipe(q->frame, q->flen);
     free(q);
+}
+
+static void loop_wake(struct loop *lp)
+{
+    uint64_t one = 1;
+    ssize_t w = write(lp->efd, &one, sizeof one);
+    (void)w; /* EAGAIN: the counter is saturated, the loop is awake anyway */
 }
 
 /*
  * request_done (any thread, once per request): frame the reply with the
- * request's backtrace and queue it. If the connection has gone, the reply
- * is dropped: the caller will see its connection fail.
+ * request's backtrace. On the connection's own loop (Verify, and every
+ * reply made without the service layer) it goes straight into the output
+ * buffer, flushed after the current batch; from other threads it is posted
+ * and the loop woken. If the connection has gone, the reply is dropped.
  */
 static void request_done(authd_request *req, const authd_reply *rep)
 {
     struct rreq *q = req->transport;
     struct conn *c = q->c;
+    authd_server *s = c->lp->srv;
     Authd__V1__ReplyEnvelope env = AUTHD__V1__REPLY_ENVELOPE__INIT;
-    struct frame *f = NULL;
 
     env.code = (Authd__V1__Code)rep->code;
     env.message = (char *)(rep->message != NULL ? rep->message : "");
@@ -422,34 +478,122 @@ static void request_done(authd_request *req, const authd_reply *rep)
     env.body.len = rep->body_len;
     size_t elen = authd__v1__reply_envelope__get_packed_size(&env);
     size_t flen = 8 + q->bt_len + elen;
-    if ((f = malloc(sizeof *f + flen)) != NULL) {
+
+    if (tl_loop == c->lp) {
+        if (!c->closed) {
+            if (out_reserve(c, flen)) {
+                uint8_t *p = c->obuf + c->olen;
+                put64(p, q->bt_len + elen);
+                memcpy(p + 8, q->frame, q->bt_len);
+                authd__v1__reply_envelope__pack(&env, p + 8 + q->bt_len);
+                out_added(c, flen);
+            }
+            c->inflight--;
+            atomic_fetch_sub(&s->inflight, 1);
+        }
+        rreq_free(q);
+        conn_unref(c);
+        return;
+    }
+
+    struct frame *f = malloc(sizeof *f + flen);
+    if (f != NULL) {
         f->next = NULL;
         f->len = flen;
-        f->off = 0;
         put64(f->data, q->bt_len + elen);
         memcpy(f->data + 8, q->frame, q->bt_len);
         authd__v1__reply_envelope__pack(&env, f->data + 8 + q->bt_len);
     }
-    rreq_free(q, q->flen);
+    rreq_free(q);
 
+    /* Posted even when f is NULL (out of memory): the loop must still take
+     * the request out of the connection's window. */
+    struct loop *lp = c->lp;
+    bool wake = false;
     pthread_mutex_lock(&c->mu);
-    if (f == NULL || c->closed) {
-        free(f);
-        inflight_sub(c, 1);
-        resume_rx_locked(c);
-        unref_unlock(c, 1);
+    if (c->closed) {
+        pthread_mutex_unlock(&c->mu);
+        if (f != NULL)
+            free(f);
+        conn_unref(c);
         return;
     }
-    if (c->txq_tail != NULL)
-        c->txq_tail->next = f;
-    else
-        c->txq = f;
-    c->txq_tail = f;
-    start_tx_locked(c);
-    unref_unlock(c, 1); /* the request's reference; the frame counts in inflight */
+    if (f == NULL) {
+        f = malloc(sizeof *f); /* an empty marker; if even that fails, the window stays shut */
+        if (f != NULL) {
+            f->next = NULL;
+            f->len = 0;
+        }
+    }
+    if (f != NULL) {
+        if (c->posted_tail != NULL)
+            c->posted_tail->next = f;
+        else
+            c->posted = f;
+        c->posted_tail = f;
+        c->nposted++;
+    }
+    if (!c->queued) {
+        c->queued = true;
+        atomic_fetch_add(&c->refs, 1); /* the queue's; the request's moves to... */
+        pthread_mutex_lock(&lp->mu);
+        c->pend_next = lp->pend;
+        lp->pend = c;
+        if (!lp->woken) {
+            lp->woken = true;
+            wake = true;
+        }
+        pthread_mutex_unlock(&lp->mu);
+    }
+    pthread_mutex_unlock(&c->mu);
+    conn_unref(c); /* the request's */
+    if (wake)
+        loop_wake(lp);
 }
 
-/* reply_now answers a request without the service layer. */
+/* take_posted (loop thread): move replies other threads posted into the
+ * output buffers and write them. */
+static void take_posted(struct loop *lp)
+{
+    authd_server *s = lp->srv;
+    uint64_t junk;
+    ssize_t r = read(lp->efd, &junk, sizeof junk);
+    (void)r;
+
+    pthread_mutex_lock(&lp->mu);
+    struct conn *list = lp->pend;
+    lp->pend = NULL;
+    lp->woken = false;
+    pthread_mutex_unlock(&lp->mu);
+
+    while (list != NULL) {
+        struct conn *c = list;
+        list = c->pend_next;
+        pthread_mutex_lock(&c->mu);
+        struct frame *f = c->posted;
+        unsigned n = c->nposted;
+        c->posted = c->posted_tail = NULL;
+        c->nposted = 0;
+        c->queued = false;
+        pthread_mutex_unlock(&c->mu);
+        if (!c->closed) {
+            c->inflight -= n;
+            atomic_fetch_sub(&s->inflight, n);
+        }
+        while (f != NULL) {
+            struct frame *next = f->next;
+            if (!c->closed && f->len > 0)
+                out_append(c, f->data, f->len);
+            wipe(f->data, f->len);
+            free(f);
+            f = next;
+        }
+        conn_flush(c);
+        conn_unref(c); /* the queue's */
+    }
+}
+
+/* reply_now answers a request without the service layer (on the loop). */
 static void reply_now(struct rreq *q, authd_code code, const char *reason, const char *message)
 {
     authd_reply rep = { code, message, reason, NULL, 0 };
@@ -463,7 +607,7 @@ static void reply_now(struct rreq *q, authd_code code, const char *reason, const
  */
 static bool on_frame(struct conn *c, const uint8_t *p, size_t len)
 {
-    authd_server *s = c->srv;
+    authd_server *s = c->lp->srv;
     size_t bt = 0;
     struct rreq *q;
 
@@ -476,17 +620,18 @@ static bool on_frame(struct conn *c, const uint8_t *p, size_t len)
         if (p[bt - 4] & 0x80)
             break;
     }
-    if ((q = calloc(1, sizeof *q + len)) == NULL)
+    if ((q = malloc(sizeof *q + len)) == NULL)
         return false;
+    memset(q, 0, sizeof *q);
     memcpy(q->frame, p, len);
     q->flen = len;
     q->c = c;
     q->bt_len = bt;
-    q->req.start_ns = authd_monotonic_ns();
+    q->req.start_ns = now_ns();
     q->req.done = request_done;
     q->req.transport = q;
     memcpy(q->req.peer, c->peer, sizeof q->req.peer);
-    c->refs++;
+    atomic_fetch_add(&c->refs, 1);
     c->inflight++;
     atomic_fetch_add(&s->inflight, 1);
 
@@ -498,9 +643,7 @@ static bool on_frame(struct conn *c, const uint8_t *p, size_t len)
             authd_log_u64(&r, "bytes", len - bt);
             authd_log_end(&r);
         }
-        pthread_mutex_unlock(&c->mu);
         reply_now(q, AUTHD_INVALID_ARGUMENT, "BAD_ENVELOPE", "request is not a RequestEnvelope");
-        pthread_mutex_lock(&c->mu);
         return true;
     }
     q->req.request_id = q->env->request_id;
@@ -508,43 +651,31 @@ static bool on_frame(struct conn *c, const uint8_t *p, size_t len)
     q->req.method_len = strlen(q->env->method);
     q->req.body = q->env->body.data;
     q->req.body_len = q->env->body.len;
-    pthread_mutex_unlock(&c->mu);
-    if (atomic_load(&s->draining))
+    if (atomic_load_explicit(&s->draining, memory_order_relaxed))
         reply_now(q, AUTHD_UNAVAILABLE, "SHUTTING_DOWN", "server is shutting down");
     else
         authd_dispatch(s->svc, &q->req);
-    pthread_mutex_lock(&c->mu);
     return true;
 }
 
-/* ---- receiving ---------------------------------------------------------------------- */
-
-/* start_rx posts a receive into the free end of the buffer. c->mu held. */
-static void start_rx(struct conn *c)
+/* parse_input handles the peer's SP header, then every complete frame the
+ * window allows; returns false on a protocol violation. */
+static bool parse_input(struct conn *c)
 {
-    nng_iov iov;
-
-    if (!c->negotiated) {
-        iov.iov_buf = c->hdr_in + c->hdr_got;
-        iov.iov_len = sizeof c->hdr_in - c->hdr_got;
-        nng_aio_set_timeout(c->rxa, NEGO_TIMEOUT_MS);
-    } else {
-        iov.iov_buf = c->rbuf + c->rlen;
-        iov.iov_len = c->rcap - c->rlen;
-        nng_aio_set_timeout(c->rxa, NNG_DURATION_INFINITE);
-    }
-    c->refs++;
-    nng_aio_set_iov(c->rxa, 1, &iov);
-    nng_stream_recv(c->st, c->rxa);
-}
-
-/* parse_frames dispatches every complete frame in the buffer, makes room
- * for the next one, and returns false on a protocol violation. */
-static bool parse_frames(struct conn *c)
-{
-    authd_server *s = c->srv;
+    authd_server *s = c->lp->srv;
     size_t pos = 0;
 
+    if (c->state == ST_HEADER) {
+        if (c->rlen < 8)
+            return true;
+        const uint8_t *h = c->rbuf;
+        unsigned proto = (unsigned)(h[4] << 8 | h[5]);
+        if (h[0] != 0 || h[1] != 'S' || h[2] != 'P' || h[3] != 0 || h[6] != 0 || h[7] != 0
+            || proto != SP_PROTO_REQ0)
+            return false;
+        c->state = ST_OPEN;
+        pos = 8;
+    }
     while (c->rlen - pos >= 8 && c->inflight < s->max_inflight && !c->closed) {
         uint64_t len = get64(c->rbuf + pos);
         if (len > s->max_msg + 4 * MAX_HOPS) {
@@ -563,375 +694,511 @@ static bool parse_frames(struct conn *c)
         wipe(c->rbuf + pos, 8 + (size_t)len);
         pos += 8 + (size_t)len;
     }
+    if (pos > 0 && pos == c->rlen) {
+        rbuf_release(c);
+        return true;
+    }
     if (pos > 0) {
         memmove(c->rbuf, c->rbuf + pos, c->rlen - pos);
         c->rlen -= pos;
     }
-    /* Make room for a frame larger than the buffer; shrink back after. */
-    if (c->rlen >= 8) {
+    /* Make room for a frame larger than the buffer (shrunk when it empties). */
+    if (c->state == ST_OPEN && c->rlen >= 8) {
         uint64_t need = 8 + get64(c->rbuf);
-        if (need > c->rcap) {
-            uint8_t *nb = realloc(c->rbuf, (size_t)need);
-            if (nb == NULL)
-                return false;
-            c->rbuf = nb;
-            c->rcap = (size_t)need;
-        }
-    } else if (c->rcap > RBUF_MIN) {
-        uint8_t *nb = realloc(c->rbuf, RBUF_MIN);
-        if (nb != NULL) {
-            c->rbuf = nb;
-            c->rcap = RBUF_MIN;
-        }
+        if (need > c->rcap
+            && !buf_resize(&c->rbuf, &c->rcap, &c->rhigh, c->rlen, (size_t)need))
+            return false;
     }
     return true;
 }
 
-static void conn_rx_cb(void *arg)
+/*
+ * conn_read (loop thread): read until the socket is empty or the window
+ * is full, handling frames as they complete, then write the replies. The
+ * sockets are edge-triggered, so a paused connection is read again
+ * explicitly when it resumes.
+ */
+static void conn_read(struct conn *c)
 {
-    struct conn *c = arg;
-    int rv = nng_aio_result(c->rxa);
-    size_t n = rv == 0 ? nng_aio_count(c->rxa) : 0;
+    authd_server *s = c->lp->srv;
 
-    pthread_mutex_lock(&c->mu);
-    if (rv != 0 || c->closed) {
-        c->refs++; /* keep c alive through close_unlock */
-        close_unlock(c);
-        pthread_mutex_lock(&c->mu);
-        unref_unlock(c, 2); /* the receive, and the one just taken */
-        return;
-    }
-    if (!c->negotiated) {
-        c->hdr_got += n;
-        if (c->hdr_got == sizeof c->hdr_in) {
-            const uint8_t *h = c->hdr_in;
-            uint16_t peer = (uint16_t)(h[4] << 8 | h[5]);
-            if (h[0] != 0 || h[1] != 'S' || h[2] != 'P' || h[3] != 0 || h[6] != 0 || h[7] != 0
-                || peer != NNG_REQ0_SELF) {
-                c->refs++;
-                close_unlock(c);
-                pthread_mutex_lock(&c->mu);
-                unref_unlock(c, 2);
-                return;
-            }
-            c->negotiated = true;
-        }
-    } else {
-        c->rlen += n;
-        if (!parse_frames(c)) {
-            c->refs++;
-            close_unlock(c);
-            pthread_mutex_lock(&c->mu);
-            unref_unlock(c, 2);
+    while (!c->closed && !c->paused) {
+        /* Frames already buffered first (a resumed connection has some). */
+        if (!parse_input(c)) {
+            conn_close(c, AUTHD_LOG_INFO, "protocol violation");
             return;
         }
+        if (c->closed)
+            return;
+        if (c->inflight >= s->max_inflight || c->olen >= OUT_HIGH
+            || (c->rbuf != NULL && c->rlen == c->rcap)) {
+            c->paused = true; /* resumed by conn_flush as replies drain */
+            break;
+        }
+        if (c->rbuf == NULL && !buf_resize(&c->rbuf, &c->rcap, &c->rhigh, 0, RBUF_MIN)) {
+            conn_close(c, AUTHD_LOG_WARN, "out of memory");
+            return;
+        }
+        ssize_t r = io_read(c, c->rbuf + c->rlen, c->rcap - c->rlen);
+        if (r < 0) {
+            conn_close(c, AUTHD_LOG_DEBUG, "peer closed");
+            return;
+        }
+        if (r == 0)
+            break;
+        c->rlen += (size_t)r;
+        if (c->rlen > c->rhigh)
+            c->rhigh = c->rlen;
     }
-    if (c->closed) {
-        unref_unlock(c, 1);
+    if (!c->closed && c->rlen == 0 && c->rbuf != NULL)
+        rbuf_release(c);
+    if (!c->closed && c->olen > 0)
+        conn_flush(c);
+}
+
+/* conn_handshake (loop thread) advances the TLS handshake; once done, our
+ * SP header goes out and the peer's is read. */
+static void conn_handshake(struct conn *c)
+{
+    ERR_clear_error();
+    int r = SSL_do_handshake(c->ssl);
+    if (r == 1) {
+        c->state = ST_HEADER;
+        conn_flush(c);
+        conn_read(c);
         return;
     }
-    if (c->negotiated && c->inflight >= c->srv->max_inflight)
-        c->rx_paused = true; /* resumed as replies drain */
-    else
-        start_rx(c);
-    unref_unlock(c, 1);
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+        return;
+    char why[160];
+    unsigned long err = ERR_peek_error();
+    const char *reason = err != 0 ? ERR_reason_error_string(err) : NULL;
+    snprintf(why, sizeof why, "tls handshake failed: %s",
+        reason != NULL ? reason : "connection closed");
+    conn_close(c, AUTHD_LOG_DEBUG, why);
 }
 
-/* ---- accepting ---------------------------------------------------------------------------- */
-
-static void accept_next(authd_server *s)
+static void conn_event(struct conn *c, uint32_t ev)
 {
-    nng_stream_listener_accept(s->listener, s->acc);
+    if (c->state == ST_HANDSHAKE) {
+        conn_handshake(c);
+        return;
+    }
+    if ((ev & EPOLLOUT) && c->want_write) {
+        c->want_write = false;
+        conn_flush(c);
+    }
+    if (!c->closed && (ev & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)))
+        conn_read(c);
 }
 
-static void conn_start(authd_server *s, nng_stream *st)
+/* ---- accepting --------------------------------------------------------------- */
+
+static void conn_start(struct loop *lp, int fd, const struct sockaddr_storage *sa)
 {
+    authd_server *s = lp->srv;
     struct conn *c = calloc(1, sizeof *c);
-    nng_sockaddr sa;
+    int one = 1;
 
-    if (c == NULL || (c->rbuf = malloc(RBUF_MIN)) == NULL
-        || nng_aio_alloc(&c->rxa, conn_rx_cb, c) != 0
-        || nng_aio_alloc(&c->txa, conn_tx_cb, c) != 0) {
-        if (c != NULL) {
-            nng_aio_free(c->rxa);
-            free(c->rbuf);
-            free(c);
-        }
-        nng_stream_free(st);
+    if (c == NULL) {
+        close(fd);
         return;
     }
-    c->srv = s;
-    c->st = st;
-    c->rcap = RBUF_MIN;
+    c->lp = lp;
+    c->fd = fd;
+    sockaddr_str(sa, c->peer, sizeof c->peer);
     pthread_mutex_init(&c->mu, NULL);
-    if (nng_stream_get_addr(st, NNG_OPT_REMADDR, &sa) == 0)
-        sockaddr_str(&sa, c->peer, sizeof c->peer);
-    else
-        snprintf(c->peer, sizeof c->peer, "unknown");
+    atomic_init(&c->refs, 1);
+    atomic_fetch_add(&s->nalloc, 1);
 
-    pthread_mutex_lock(&s->mu);
-    bool refuse = s->stopping || atomic_load(&s->draining) || s->nconns >= s->max_conns;
-    if (!refuse) {
-        s->nconns++;
-        c->next = s->conns;
-        if (s->conns != NULL)
-            s->conns->prev = c;
-        s->conns = c;
-    }
-    pthread_mutex_unlock(&s->mu);
-    if (refuse) {
-        authd_logrec r;
-        if (authd_log_begin(&r, AUTHD_LOG_WARN, "connection_refused")) {
-            authd_log_str(&r, "peer", c->peer);
-            authd_log_str(&r, "why", "max-connections reached or shutting down");
-            authd_log_end(&r);
-        }
-        nng_stream_free(st);
-        nng_aio_free(c->rxa);
-        nng_aio_free(c->txa);
+    unsigned n = atomic_fetch_add(&s->nconns, 1);
+    if (n >= s->max_conns || atomic_load(&s->draining) || atomic_load(&s->stopping)) {
+        log_conn(AUTHD_LOG_WARN, "connection_refused", c, "max-connections reached or shutting down");
+        atomic_fetch_sub(&s->nconns, 1);
+        close(fd);
         pthread_mutex_destroy(&c->mu);
-        free(c->rbuf);
         free(c);
+        atomic_fetch_sub(&s->nalloc, 1);
         return;
     }
-    pthread_mutex_lock(&c->mu);
-    c->refs = 1; /* open */
-    send_header_locked(c);
-    start_rx(c);
-    pthread_mutex_unlock(&c->mu);
-}
+    /* Nagle and delayed ACKs would add ~40 ms to every handshake and to
+     * every lone reply. */
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
 
-/* accept_cb: any error ends only the connection it concerns; the loop
- * always goes on (after a pause when the process is out of memory or file
- * descriptors) until the listener is closed. */
-static void accept_cb(void *arg)
-{
-    authd_server *s = arg;
-    int rv = nng_aio_result(s->acc);
+    c->next = lp->conns;
+    if (lp->conns != NULL)
+        lp->conns->prev = c;
+    lp->conns = c;
+    c->nego_deadline = now_ns() + (uint64_t)NEGO_TIMEOUT_MS * 1000000u;
 
-    if (rv == 0) {
-        conn_start(s, nng_aio_get_output(s->acc, 0));
-        accept_next(s);
+    /* Our SP header is the first output; it goes out once TLS is up. */
+    static const uint8_t hdr[8] = { 0, 'S', 'P', 0, 0, SP_PROTO_REP0, 0, 0 };
+    if (!out_append(c, hdr, sizeof hdr)) {
+        conn_close(c, AUTHD_LOG_WARN, "out of memory");
         return;
     }
-    pthread_mutex_lock(&s->mu);
-    bool stopping = s->stopping;
-    pthread_mutex_unlock(&s->mu);
-    if (stopping || rv == NNG_ECANCELED)
-        return;
-    if (rv == NNG_ENOMEM || rv == NNG_ENOFILES) {
-        authd_log_msg(AUTHD_LOG_WARN, "accept_failed", nng_strerror(rv));
-        nng_sleep_aio(100, s->acc_timer);
-        return;
-    }
-    accept_next(s);
-}
-
-/*
- * sweep_cb: nng 1.5.2's TLS stream can leave a receive pending for ever
- * (its timeout never fires) when the peer hangs up while no receive was
- * posted; such a connection would hold its --max-connections slot until
- * restart. Every SWEEP_MS each connection's peer address is probed (it
- * fails once the socket is gone) and dead ones are closed, which completes
- * the stuck receive. trylock on the connection, because close_unlock takes
- * the locks in the other order; a busy connection is looked at next time.
- */
-static void sweep_cb(void *arg)
-{
-    authd_server *s = arg;
-    struct conn *gone[64];
-    unsigned n = 0;
-
-    if (nng_aio_result(s->sweep) != 0)
-        return;
-    pthread_mutex_lock(&s->mu);
-    for (struct conn *c = s->conns; c != NULL && n < 64; c = c->next) {
-        nng_sockaddr sa;
-        if (pthread_mutex_trylock(&c->mu) != 0)
-            continue;
-        if (!c->closed && nng_stream_get_addr(c->st, NNG_OPT_REMADDR, &sa) != 0) {
-            c->refs++;
-            gone[n++] = c;
+    if (s->ctx != NULL) {
+        if ((c->ssl = SSL_new(s->ctx)) == NULL || SSL_set_fd(c->ssl, fd) != 1) {
+            conn_close(c, AUTHD_LOG_WARN, "cannot create TLS state");
+            return;
         }
-        pthread_mutex_unlock(&c->mu);
-    }
-    bool stopping = s->stopping;
-    pthread_mutex_unlock(&s->mu);
-    for (unsigned i = 0; i < n; i++) {
-        conn_close(gone[i], "peer gone");
-        pthread_mutex_lock(&gone[i]->mu);
-        unref_unlock(gone[i], 1);
-    }
-    if (!stopping)
-        nng_sleep_aio(SWEEP_MS, s->sweep);
-}
-
-static void acc_timer_cb(void *arg)
-{
-    authd_server *s = arg;
-    if (nng_aio_result(s->acc_timer) == 0)
-        accept_next(s);
-}
-
-/* read_file reads a whole (small) file into a NUL-terminated buffer. */
-static char *read_file(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    char *buf = NULL;
-    long n;
-
-    if (f == NULL)
-        return NULL;
-    if (fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 || n > 1024 * 1024
-        || fseek(f, 0, SEEK_SET) != 0 || (buf = malloc((size_t)n + 1)) == NULL) {
-        fclose(f);
-        return NULL;
-    }
-    if (fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
+        SSL_set_accept_state(c->ssl);
+        c->state = ST_HANDSHAKE;
     } else {
-        buf[n] = '\0';
+        c->state = ST_HEADER;
     }
-    fclose(f);
-    return buf;
+    struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = c };
+    if (epoll_ctl(lp->ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        conn_close(c, AUTHD_LOG_WARN, "epoll_ctl failed");
+        return;
+    }
+    /* The client speaks first in TLS; in plaintext, send our header now. */
+    if (c->state == ST_HANDSHAKE)
+        conn_handshake(c);
+    else
+        conn_read(c); /* flushes our header */
+}
+
+static void loop_accept(struct loop *lp)
+{
+    authd_server *s = lp->srv;
+
+    for (int i = 0; i < ACCEPT_BATCH; i++) {
+        struct sockaddr_storage sa;
+        socklen_t salen = sizeof sa;
+        int fd = accept4(s->lfd, (struct sockaddr *)&sa, &salen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            conn_start(lp, fd, &sa);
+            continue;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED
+            || errno == EPROTO)
+            return;
+        if (errno == EINVAL) { /* shut down for draining */
+            epoll_ctl(lp->ep, EPOLL_CTL_DEL, s->lfd, NULL);
+            lp->listening = false;
+            return;
+        }
+        /* Out of descriptors or memory: stop accepting on this loop for a
+         * moment instead of spinning on a socket that stays readable. */
+        authd_log_msg(AUTHD_LOG_WARN, "accept_failed", strerror(errno));
+        epoll_ctl(lp->ep, EPOLL_CTL_DEL, s->lfd, NULL);
+        lp->listening = false;
+        lp->accept_resume = now_ns() + 100 * 1000000u;
+        return;
+    }
+}
+
+static bool listen_on(struct loop *lp)
+{
+    struct epoll_event ev = { .events = EPOLLIN | EPOLLEXCLUSIVE, .data.ptr = NULL };
+    if (epoll_ctl(lp->ep, EPOLL_CTL_ADD, lp->srv->lfd, &ev) != 0)
+        return false;
+    lp->listening = true;
+    lp->accept_resume = 0;
+    return true;
+}
+
+/* ---- the loop ------------------------------------------------------------------ */
+
+/* sweep closes connections past their deadlines. */
+static void loop_sweep(struct loop *lp, uint64_t now)
+{
+    authd_server *s = lp->srv;
+    struct conn *c = lp->conns;
+
+    while (c != NULL) {
+        struct conn *next = c->next;
+        if (c->state != ST_OPEN && now > c->nego_deadline)
+            conn_close(c, AUTHD_LOG_DEBUG, "handshake timeout");
+        else if (c->olen > 0 && now - c->out_since > (uint64_t)SEND_TIMEOUT_MS * 1000000u)
+            conn_close(c, AUTHD_LOG_WARN, "peer did not read its replies");
+        c = next;
+    }
+    if (!lp->listening && lp->accept_resume != 0 && now >= lp->accept_resume
+        && !atomic_load(&s->draining))
+        listen_on(lp);
+    lp->next_sweep = now + (uint64_t)SWEEP_MS * 1000000u;
+}
+
+static void *loop_main(void *arg)
+{
+    struct loop *lp = arg;
+    authd_server *s = lp->srv;
+    struct epoll_event evs[MAX_EVENTS];
+
+    tl_loop = lp;
+    lp->next_sweep = now_ns() + (uint64_t)SWEEP_MS * 1000000u;
+    while (!atomic_load(&s->stopping)) {
+        int n = epoll_wait(lp->ep, evs, MAX_EVENTS, SWEEP_MS);
+        for (int i = 0; i < n; i++) {
+            void *p = evs[i].data.ptr;
+            if (p == NULL) {
+                if (atomic_load(&s->draining)) {
+                    epoll_ctl(lp->ep, EPOLL_CTL_DEL, s->lfd, NULL);
+                    lp->listening = false;
+                } else {
+                    loop_accept(lp);
+                }
+            } else if (p == lp) {
+                take_posted(lp);
+            } else {
+                conn_event(p, evs[i].events);
+            }
+        }
+        uint64_t now = now_ns();
+        if (now >= lp->next_sweep)
+            loop_sweep(lp, now);
+        loop_bury(lp);
+    }
+    /* Stopping: close every connection of this loop. */
+    take_posted(lp);
+    while (lp->conns != NULL)
+        conn_close(lp->conns, AUTHD_LOG_DEBUG, "server closing");
+    loop_bury(lp);
+    return NULL;
+}
+
+/* ---- setup ------------------------------------------------------------------------ */
+
+static void ssl_err(char *err, size_t errlen, const char *what, const char *file)
+{
+    unsigned long e = ERR_peek_last_error();
+    char buf[256];
+    ERR_error_string_n(e, buf, sizeof buf);
+    snprintf(err, errlen, "tls: %s %s rejected: %s", what, file, e != 0 ? buf : "unknown error");
+    ERR_clear_error();
 }
 
 static authd_code tls_setup(
     authd_server *s, const authd_server_options *o, char *err, size_t errlen)
 {
-    char *cert = NULL, *key = NULL;
-    authd_code rc = AUTHD_INVALID_ARGUMENT;
-    int rv;
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
 
-    if ((rv = nng_tls_config_alloc(&s->tls, NNG_TLS_MODE_SERVER)) != 0) {
-        snprintf(err, errlen, "tls: %s", nng_strerror(rv));
+    if (ctx == NULL) {
+        snprintf(err, errlen, "tls: cannot create a TLS context");
         return AUTHD_INTERNAL;
     }
-    /* mbedTLS 2.28 (nng 1.5.2's engine) tops out at TLS 1.2. */
-    if ((rv = nng_tls_config_version(s->tls, NNG_TLS_1_2, NNG_TLS_1_2)) != 0) {
-        snprintf(err, errlen, "tls: cannot pin TLS 1.2: %s", nng_strerror(rv));
-        goto out;
+    s->ctx = ctx;
+    /* nng's own clients (mbedTLS 2.28) speak TLS 1.2; TLS 1.3 is taken
+     * when the client offers it. Forward-secret AEAD suites only. */
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    if (SSL_CTX_set_cipher_list(ctx, "ECDHE+AESGCM:ECDHE+CHACHA20") != 1) {
+        snprintf(err, errlen, "tls: cipher list rejected");
+        return AUTHD_INTERNAL;
     }
-    if ((cert = read_file(o->tls_cert)) == NULL) {
-        snprintf(
-            err, errlen, "tls: cannot read certificate file %s: %s", o->tls_cert, strerror(errno));
-        goto out;
+    /* CLEANSE_PLAINTEXT: records (passwords) are wiped from OpenSSL's
+     * buffers once read. */
+    SSL_CTX_set_options(ctx,
+        SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_COMPRESSION
+            | SSL_OP_CLEANSE_PLAINTEXT);
+    /* Partial writes, and retries from a buffer that moved: conn_flush
+     * compacts its buffer between attempts. */
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    /* An idle connection gives its TLS record buffers (~34 KiB) back. */
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    /* Read whole socket buffers, not one record at a time. */
+    SSL_CTX_set_read_ahead(ctx, 1);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_num_tickets(ctx, 0);
+
+    if (SSL_CTX_use_certificate_chain_file(ctx, o->tls_cert) != 1) {
+        ssl_err(err, errlen, "certificate", o->tls_cert);
+        return AUTHD_INVALID_ARGUMENT;
     }
-    if ((key = read_file(o->tls_key)) == NULL) {
-        snprintf(err, errlen, "tls: cannot read key file %s: %s", o->tls_key, strerror(errno));
-        goto out;
+    if (SSL_CTX_use_PrivateKey_file(ctx, o->tls_key, SSL_FILETYPE_PEM) != 1) {
+        ssl_err(err, errlen, "key", o->tls_key);
+        return AUTHD_INVALID_ARGUMENT;
     }
-    if ((rv = nng_tls_config_own_cert(s->tls, cert, key, NULL)) != 0) {
-        snprintf(err, errlen, "tls: certificate %s / key %s rejected: %s", o->tls_cert, o->tls_key,
-            nng_strerror(rv));
-        goto out;
+    if (SSL_CTX_check_private_key(ctx) != 1) {
+        snprintf(err, errlen, "tls: key %s does not match certificate %s", o->tls_key, o->tls_cert);
+        return AUTHD_INVALID_ARGUMENT;
     }
     if (o->tls_client_ca != NULL) {
-        if ((rv = nng_tls_config_ca_file(s->tls, o->tls_client_ca)) != 0) {
-            snprintf(err, errlen, "tls: client CA file %s rejected: %s", o->tls_client_ca,
-                nng_strerror(rv));
-            goto out;
+        STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(o->tls_client_ca);
+        if (names == NULL || SSL_CTX_load_verify_locations(ctx, o->tls_client_ca, NULL) != 1) {
+            if (names != NULL)
+                sk_X509_NAME_pop_free(names, X509_NAME_free);
+            ssl_err(err, errlen, "client CA file", o->tls_client_ca);
+            return AUTHD_INVALID_ARGUMENT;
         }
-        rv = nng_tls_config_auth_mode(s->tls, NNG_TLS_AUTH_MODE_REQUIRED);
+        SSL_CTX_set_client_CA_list(ctx, names);
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
     } else {
-        rv = nng_tls_config_auth_mode(s->tls, NNG_TLS_AUTH_MODE_NONE);
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
     }
-    if (rv != 0) {
-        snprintf(err, errlen, "tls: %s", nng_strerror(rv));
-        goto out;
-    }
-    rc = AUTHD_OK;
-out:
-    if (key != NULL) {
-        wipe(key, strlen(key));
-        free(key);
-    }
-    free(cert);
-    return rc;
+    return AUTHD_OK;
 }
 
-/* ---- life cycle ---------------------------------------------------------------------------- */
-
-static void bound_url(authd_server *s, const char *url)
+/*
+ * parse_url splits scheme://host:port. Schemes: tls+tcp, tls+tcp4,
+ * tls+tcp6, tcp, tcp4, tcp6 (the address family of the 4/6 forms is
+ * forced). host may be a name, an IPv4 address, [IPv6], empty or '*'
+ * (every address).
+ */
+static bool parse_url(const char *url, bool *tls, int *family, char *host, size_t hostlen,
+    char *port, size_t portlen)
 {
-    const char *scheme_end = strstr(url, "://");
-    int port = 0;
+    static const struct {
+        const char *scheme;
+        bool tls;
+        int family;
+    } schemes[] = {
+        { "tls+tcp://", true, AF_UNSPEC },
+        { "tls+tcp4://", true, AF_INET },
+        { "tls+tcp6://", true, AF_INET6 },
+        { "tcp://", false, AF_UNSPEC },
+        { "tcp4://", false, AF_INET },
+        { "tcp6://", false, AF_INET6 },
+    };
+    const char *rest = NULL;
 
+    for (size_t i = 0; i < sizeof schemes / sizeof schemes[0]; i++) {
+        size_t n = strlen(schemes[i].scheme);
+        if (strncmp(url, schemes[i].scheme, n) == 0) {
+            rest = url + n;
+            *tls = schemes[i].tls;
+            *family = schemes[i].family;
+            break;
+        }
+    }
+    if (rest == NULL)
+        return false;
+    const char *colon;
+    if (rest[0] == '[') {
+        const char *end = strchr(rest, ']');
+        if (end == NULL || end[1] != ':')
+            return false;
+        if ((size_t)(end - rest - 1) >= hostlen)
+            return false;
+        snprintf(host, hostlen, "%.*s", (int)(end - rest - 1), rest + 1);
+        colon = end + 1;
+    } else {
+        colon = strrchr(rest, ':');
+        if (colon == NULL || (size_t)(colon - rest) >= hostlen)
+            return false;
+        snprintf(host, hostlen, "%.*s", (int)(colon - rest), rest);
+    }
+    const char *p = colon + 1;
+    if (*p == '\0' || strlen(p) >= portlen || strspn(p, "0123456789") != strlen(p))
+        return false;
+    snprintf(port, portlen, "%s", p);
+    if (strcmp(host, "*") == 0)
+        host[0] = '\0';
+    return true;
+}
+
+static authd_code listen_setup(
+    authd_server *s, const char *url, char *err, size_t errlen, bool *is_tls)
+{
+    char host[256], port[16];
+    int family;
+    struct addrinfo hints, *res = NULL;
+
+    if (!parse_url(url, is_tls, &family, host, sizeof host, port, sizeof port)) {
+        snprintf(err, errlen, "listen URL %s: expected tls+tcp://HOST:PORT", url);
+        return AUTHD_INVALID_ARGUMENT;
+    }
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = family;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    int gai = getaddrinfo(host[0] != '\0' ? host : NULL, port, &hints, &res);
+    if (gai != 0 || res == NULL) {
+        snprintf(err, errlen, "listen URL %s: %s", url, gai_strerror(gai));
+        return AUTHD_INVALID_ARGUMENT;
+    }
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0) {
+        snprintf(err, errlen, "socket: %s", strerror(errno));
+        freeaddrinfo(res);
+        return AUTHD_INTERNAL;
+    }
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 1024) != 0) {
+        int e = errno;
+        snprintf(err, errlen, "cannot listen on %s: %s", url, strerror(e));
+        freeaddrinfo(res);
+        close(fd);
+        return e == EADDRINUSE ? AUTHD_UNAVAILABLE : AUTHD_INVALID_ARGUMENT;
+    }
+    freeaddrinfo(res);
+    s->lfd = fd;
+
+    /* The URL actually bound: the port after the last ':' replaced. */
+    struct sockaddr_storage sa;
+    socklen_t salen = sizeof sa;
     snprintf(s->url, sizeof s->url, "%s", url);
-    if (scheme_end == NULL
-        || nng_stream_listener_get_int(s->listener, NNG_OPT_TCP_BOUND_PORT, &port) != 0)
-        return;
-    /* Replace the port after the last ':' of the authority. */
-    const char *host = scheme_end + 3;
-    const char *colon = strrchr(host, ':');
-    const char *bracket = strrchr(host, ']');
-    if (colon == NULL || (bracket != NULL && colon < bracket))
-        return;
-    snprintf(s->url, sizeof s->url, "%.*s:%d", (int)(colon - url), url, port);
+    if (getsockname(fd, (struct sockaddr *)&sa, &salen) == 0) {
+        unsigned bport = sa.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&sa)->sin6_port)
+                                                  : ntohs(((struct sockaddr_in *)&sa)->sin_port);
+        const char *colon = strrchr(url, ':');
+        snprintf(s->url, sizeof s->url, "%.*s:%u", (int)(colon - url), url, bport);
+    }
+    return AUTHD_OK;
 }
 
 authd_code authd_server_start(
     const authd_server_options *o, authd_service *svc, authd_server **out, char *err, size_t errlen)
 {
     authd_server *s = NULL;
-    authd_code rc = AUTHD_INTERNAL;
-    bool tls = strncmp(o->url, "tls+tcp", 7) == 0;
-    bool plain = strncmp(o->url, "tcp://", 6) == 0 || strncmp(o->url, "tcp4://", 7) == 0
-        || strncmp(o->url, "tcp6://", 7) == 0;
-    int rv;
+    authd_code rc;
+    bool tls = false;
 
-    if (!tls && !(plain && o->allow_plaintext)) {
-        snprintf(err, errlen,
-            plain ? "listen URL %s is plaintext: use tls+tcp:// (or --insecure-plaintext "
-                    "for local development)"
-                  : "listen URL %s: only tls+tcp:// is supported",
-            o->url);
-        return AUTHD_INVALID_ARGUMENT;
-    }
     if ((s = calloc(1, sizeof *s)) == NULL)
         return AUTHD_RESOURCE_EXHAUSTED;
+    s->lfd = -1;
     s->svc = svc;
     s->max_msg = o->max_msg;
     s->max_inflight = o->max_inflight > 0 ? o->max_inflight : 1;
     s->max_conns = o->max_connections;
-    pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv, NULL);
-    if ((rv = nng_aio_alloc(&s->acc, accept_cb, s)) != 0
-        || (rv = nng_aio_alloc(&s->acc_timer, acc_timer_cb, s)) != 0
-        || (rv = nng_aio_alloc(&s->sweep, sweep_cb, s)) != 0) {
-        snprintf(err, errlen, "aio: %s", nng_strerror(rv));
+    if ((rc = listen_setup(s, o->url, err, errlen, &tls)) != AUTHD_OK)
         goto out;
-    }
-    if ((rv = nng_stream_listener_alloc(&s->listener, o->url)) != 0) {
-        snprintf(err, errlen, "listen URL %s: %s", o->url, nng_strerror(rv));
+    if (!tls && !o->allow_plaintext) {
+        snprintf(err, errlen,
+            "listen URL %s is plaintext: use tls+tcp:// (or --insecure-plaintext "
+            "for local development)",
+            o->url);
         rc = AUTHD_INVALID_ARGUMENT;
         goto out;
     }
-    if (tls) {
-        if ((rc = tls_setup(s, o, err, errlen)) != AUTHD_OK)
-            goto out;
-        rc = AUTHD_INTERNAL;
-        if ((rv = nng_stream_listener_set_ptr(s->listener, NNG_OPT_TLS_CONFIG, s->tls)) != 0) {
-            snprintf(err, errlen, "tls: %s", nng_strerror(rv));
+    if (tls && (rc = tls_setup(s, o, err, errlen)) != AUTHD_OK)
+        goto out;
+
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    unsigned nloops = o->io_threads > 0 ? o->io_threads : (ncpu > 0 ? (unsigned)ncpu : 1);
+    if (nloops > MAX_LOOPS)
+        nloops = MAX_LOOPS;
+    rc = AUTHD_INTERNAL;
+    if ((s->loops = calloc(nloops, sizeof *s->loops)) == NULL)
+        goto out;
+    s->nloops = nloops;
+    for (unsigned i = 0; i < s->nloops; i++) {
+        struct loop *lp = &s->loops[i];
+        lp->srv = s;
+        lp->ep = lp->efd = -1;
+        pthread_mutex_init(&lp->mu, NULL);
+    }
+    for (unsigned i = 0; i < s->nloops; i++) {
+        struct loop *lp = &s->loops[i];
+        struct epoll_event ev = { .events = EPOLLIN, .data.ptr = lp };
+        if ((lp->ep = epoll_create1(EPOLL_CLOEXEC)) < 0
+            || (lp->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0
+            || epoll_ctl(lp->ep, EPOLL_CTL_ADD, lp->efd, &ev) != 0 || !listen_on(lp)) {
+            snprintf(err, errlen, "event loop: %s", strerror(errno));
             goto out;
         }
     }
-    /* Our own listener does not get the SP socket's TCP_NODELAY default;
-     * without it Nagle and delayed ACKs add ~40 ms to every handshake. */
-    if ((rv = nng_stream_listener_set_bool(s->listener, NNG_OPT_TCP_NODELAY, true)) != 0
-        || (rv = nng_stream_listener_set_bool(s->listener, NNG_OPT_TCP_KEEPALIVE, true)) != 0) {
-        snprintf(err, errlen, "listener options: %s", nng_strerror(rv));
-        goto out;
+    for (unsigned i = 0; i < s->nloops; i++) {
+        if (pthread_create(&s->loops[i].thread, NULL, loop_main, &s->loops[i]) != 0) {
+            snprintf(err, errlen, "cannot start I/O thread");
+            goto out;
+        }
+        s->loops[i].started = true;
     }
-    if ((rv = nng_stream_listener_listen(s->listener)) != 0) {
-        snprintf(err, errlen, "cannot listen on %s: %s", o->url, nng_strerror(rv));
-        rc = rv == NNG_EADDRINUSE ? AUTHD_UNAVAILABLE : AUTHD_INVALID_ARGUMENT;
-        goto out;
-    }
-    bound_url(s, o->url);
-    accept_next(s);
-    nng_sleep_aio(SWEEP_MS, s->sweep);
     *out = s;
     return AUTHD_OK;
 out:
@@ -944,19 +1211,28 @@ const char *authd_server_url(const authd_server *s)
     return s->url;
 }
 
+unsigned authd_server_io_threads(const authd_server *s)
+{
+    return s->nloops;
+}
+
 /*
- * authd_server_drain: the listening socket closes (accepted connections are
- * separate streams and stay open), requests that arrive from now on are
- * answered UNAVAILABLE, and we wait for every reply in flight to be sent.
+ * authd_server_drain: the listening socket stops accepting (accepted
+ * connections stay open), requests that arrive from now on are answered
+ * UNAVAILABLE, and we wait until every request in flight has been
+ * answered and its reply written to the socket.
  */
 unsigned authd_server_drain(authd_server *s, int grace_ms)
 {
     atomic_store(&s->draining, true);
-    nng_stream_listener_close(s->listener);
-    uint64_t deadline = authd_monotonic_ns() + (uint64_t)grace_ms * 1000000u;
+    if (s->lfd >= 0)
+        shutdown(s->lfd, SHUT_RDWR); /* refuse new connections; wakes the loops */
+    uint64_t deadline = now_ns() + (uint64_t)grace_ms * 1000000u;
     unsigned left;
-    while ((left = atomic_load(&s->inflight)) > 0 && authd_monotonic_ns() < deadline)
-        nng_msleep(5);
+    struct timespec ts = { 0, 2 * 1000000 };
+    while (((left = atomic_load(&s->inflight)) > 0 || atomic_load(&s->unflushed) > 0)
+        && now_ns() < deadline)
+        nanosleep(&ts, NULL);
     return left;
 }
 
@@ -964,40 +1240,30 @@ void authd_server_close(authd_server *s)
 {
     if (s == NULL)
         return;
-    pthread_mutex_lock(&s->mu);
-    s->stopping = true;
-    pthread_mutex_unlock(&s->mu);
-    if (s->listener != NULL)
-        nng_stream_listener_close(s->listener);
-    if (s->acc != NULL)
-        nng_aio_stop(s->acc);
-    if (s->acc_timer != NULL)
-        nng_aio_stop(s->acc_timer);
-    if (s->sweep != NULL)
-        nng_aio_stop(s->sweep);
-
-    /* Close every connection, then wait until all are freed (their aio
-     * callbacks reference the server). */
-    for (;;) {
-        pthread_mutex_lock(&s->mu);
-        struct conn *c = s->conns;
-        pthread_mutex_unlock(&s->mu);
-        if (c == NULL)
-            break;
-        conn_close(c, "server closing");
+    atomic_store(&s->stopping, true);
+    for (unsigned i = 0; i < s->nloops; i++) {
+        struct loop *lp = &s->loops[i];
+        if (lp->started) {
+            loop_wake(lp);
+            pthread_join(lp->thread, NULL);
+        }
     }
-    pthread_mutex_lock(&s->mu);
-    while (s->nconns > 0)
-        pthread_cond_wait(&s->cv, &s->mu);
-    pthread_mutex_unlock(&s->mu);
-
-    nng_aio_free(s->acc);
-    nng_aio_free(s->acc_timer);
-    nng_aio_free(s->sweep);
-    nng_stream_listener_free(s->listener);
-    if (s->tls != NULL)
-        nng_tls_config_free(s->tls);
-    pthread_cond_destroy(&s->cv);
-    pthread_mutex_destroy(&s->mu);
+    /* Requests still in the service layer hold their connection struct;
+     * the pools feeding them are gone by now (see server.h), so this ends. */
+    struct timespec ts = { 0, 1000000 };
+    for (int i = 0; i < 10000 && atomic_load(&s->nalloc) > 0; i++)
+        nanosleep(&ts, NULL);
+    for (unsigned i = 0; i < s->nloops; i++) {
+        struct loop *lp = &s->loops[i];
+        if (lp->ep >= 0)
+            close(lp->ep);
+        if (lp->efd >= 0)
+            close(lp->efd);
+        pthread_mutex_destroy(&lp->mu);
+    }
+    free(s->loops);
+    if (s->lfd >= 0)
+        close(s->lfd);
+    SSL_CTX_free(s->ctx);
     free(s);
 }

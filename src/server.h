@@ -1,8 +1,8 @@
 /*
- * server.h — the transport: SP req/rep framing over nng TLS streams,
- * envelopes, limits.
+ * server.h — the transport: nng's SP req/rep wire format over TLS
+ * (epoll + OpenSSL), envelopes, limits.
  *
- * Knows nng, TLS and the envelope messages; hands each request to the
+ * Knows sockets, TLS and the envelope messages; hands each request to the
  * service layer as an authd_request and sends back whatever reply comes.
  * Knows nothing of LMDB or JWT.
  */
@@ -26,6 +26,7 @@ typedef struct authd_server_options {
     size_t max_msg; /* largest request frame; larger closes the connection */
     unsigned max_inflight; /* requests in flight per connection before it is paused */
     unsigned max_connections; /* open connections */
+    unsigned io_threads; /* event loops; 0 = one per CPU */
 } authd_server_options;
 
 /* authd_server_start listens and starts serving. On failure returns a code
@@ -36,6 +37,9 @@ AUTHD_MUST_CHECK authd_code authd_server_start(const authd_server_options *o, au
 
 /* authd_server_url is the URL actually bound (port 0 resolved). */
 const char *authd_server_url(const authd_server *s);
+
+/* authd_server_io_threads is the number of event loops running. */
+unsigned authd_server_io_threads(const authd_server *s);
 
 /* authd_server_drain refuses new connections (existing ones stay open so
  * replies in flight reach their callers), answers new requests
