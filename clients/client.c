@@ -180,6 +180,8 @@ struct authd_client {
     uint8_t hdr_in[SP_HDR_LEN];
     size_t hdr_out_len, hdr_in_len;
     char io_err[160]; /* why the last read or write failed */
+    const char *io_tls_err; /* OpenSSL's reason for it, if any (static) */
+    bool io_alert; /* it was an alert from the server */
 
     /* Guarded by mtx. */
     pthread_mutex_t mtx;
@@ -920,6 +922,8 @@ static ssize_t io_fail(authd_client *c, int r, uint32_t *want)
     int e = SSL_get_error(c->ssl, r);
     unsigned long ee = ERR_peek_last_error();
 
+    c->io_tls_err = NULL;
+    c->io_alert = false;
     switch (e) {
     case SSL_ERROR_WANT_READ:
         *want = EPOLLIN;
@@ -939,7 +943,10 @@ static ssize_t io_fail(authd_client *c, int r, uint32_t *want)
             && ERR_GET_REASON(ee) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
             snprintf(c->io_err, sizeof(c->io_err), "closed by the server");
         } else {
-            snprintf(c->io_err, sizeof(c->io_err), "TLS error: %s", ssl_reason());
+            c->io_alert = ERR_GET_LIB(ee) == ERR_LIB_SSL
+                && ERR_GET_REASON(ee) >= SSL_AD_REASON_OFFSET;
+            c->io_tls_err = ssl_reason();
+            snprintf(c->io_err, sizeof(c->io_err), "TLS error: %s", c->io_tls_err);
         }
         break;
     }
@@ -1126,7 +1133,6 @@ static int tls_begin(authd_client *c, char *err, size_t cap)
 static void tls_fail_text(authd_client *c, char *err, size_t cap)
 {
     long v = SSL_get_verify_result(c->ssl);
-    bool alert = false;
 
     if (v != X509_V_OK) {
         snprintf(err, cap,
@@ -1135,14 +1141,18 @@ static void tls_fail_text(authd_client *c, char *err, size_t cap)
             X509_verify_cert_error_string(v), c->server_name);
         return;
     }
-    alert = ERR_GET_LIB(ERR_peek_last_error()) == ERR_LIB_SSL
-        && ERR_GET_REASON(ERR_peek_last_error()) >= SSL_AD_REASON_OFFSET;
-    if (strcmp(c->io_err, "closed by the server") == 0 || alert) {
+    if (c->io_alert) {
+        snprintf(err, cap, "TLS failure: the server refused the handshake: %.96s%s",
+            c->io_tls_err,
+            c->has_cert ? " (does it trust the client certificate?)"
+                        : " (does it require a client certificate?)");
+    } else if (c->io_tls_err == NULL) {
         snprintf(err, cap, "TLS failure: %.96s during the handshake%s", c->io_err,
-            c->has_cert ? " (is the client certificate one the server trusts?)"
+            c->has_cert ? " (does the server trust the client certificate?)"
                         : " (does the server require a client certificate?)");
     } else {
-        snprintf(err, cap, "TLS failure: %.96s (check the CA file and server name)", c->io_err);
+        snprintf(err, cap, "TLS failure: %.96s (check the CA file and server name)",
+            c->io_tls_err);
     }
 }
 
