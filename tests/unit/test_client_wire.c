@@ -240,8 +240,10 @@ static void peer_frames(peer *p, frame *out, size_t n)
             got++;
             off += 8 + (size_t)len;
         }
-        memmove(p->in, p->in + off, p->in_len - off);
-        p->in_len -= off;
+        if (off > 0) {
+            memmove(p->in, p->in + off, p->in_len - off);
+            p->in_len -= off;
+        }
         if (got == n) {
             break;
         }
