@@ -209,8 +209,9 @@ void authd_client_close(authd_client *c);
 ** generated ..._free_unpacked). On failure *resp is untouched.
 **
 ** The serialized request (which may hold a password) is wiped from every
-** buffer this library owns once it is sent (OpenSSL encrypts it into
-** buffers of its own); replies are wiped after they are unpacked.
+** buffer this library owns once it is sent, and the library's copy of a
+** reply (which may hold a token) once it is unpacked. OpenSSL's own record
+** buffers are not ours to wipe.
 **
 ** Requests are sent at most once, never resent: a call fails with
 ** UNAVAILABLE if the connection drops before its reply arrives, and with
