@@ -1,61 +1,220 @@
 /*
-** client.c — libauthd-client: one nng req0 connection to authd over TLS,
-** the generic envelope call every generated per-RPC wrapper goes through,
-** and the mapping of transport failures to gRPC canonical status codes.
+** client.c — libauthd-client: one connection to authd that speaks nng's SP
+** req0 wire format itself over TLS (OpenSSL), driven by one I/O thread per
+** client; the generic envelope call every generated per-RPC wrapper goes
+** through; the mapping of transport failures to gRPC canonical codes.
 **
-** Threading: a client owns one socket and one dialer. Each synchronous
-** call opens its own nng context and aio, so calls from many threads are
-** in flight over the one connection at once. Asynchronous calls take a
-** context + aio slot from a per-client pool (under c->calls_mtx) and give
-** it back when they complete, so a steady stream of them allocates only
-** messages. The other shared mutable state is the id of the live pipe
-** (under c->mtx), the request-id counter and the closing flag (atomics).
+** Wire (nng req0/rep0, so any nng rep0 server works): after the TCP connect
+** and the TLS handshake each side sends the 8-byte SP header
+** 00 'S' 'P' 00 <proto hi> <proto lo> 00 00 (we are req0, 0x0030; the peer
+** must be rep0, 0x0031). Then every message is a frame: an 8-byte
+** big-endian length N and N bytes, the first 4 of which are the request id
+** with its top bit set; a reply carries the id of its request first.
 **
-** Delivery is at most once. nng 1.5.2's req0 resends a request every 60 s
-** by default and, worse, at once on the next connection when the pipe it
-** went out on closes. With the resend time set to NNG_DURATION_INFINITE it
-** does neither: the pending receive fails with NNG_ECONNRESET (checked
-** against Debian 12's libnng 1.5.2), which we report as UNAVAILABLE.
+** Threads and locks. Each client has one I/O thread, blocked in epoll_wait
+** on the socket and an eventfd (close and write failures wake it). It dials
+** and redials, reads replies, expires deadlines and runs every callback,
+** with no lock held. Two mutexes:
+**   ssl_mtx  the socket and the SSL object: whoever reads or writes them
+**            holds it (the I/O thread to read or dial, a writer to write),
+**            so OpenSSL never sees two threads on one SSL.
+**   mtx      the rest of the shared state: calls in flight (an id table
+**            and a list in deadline order), the output buffers, the
+**            connection state. Never held across a system call other than
+**            epoll_ctl; never taken before ssl_mtx (order: ssl_mtx, mtx).
+**
+** Sending: a call serializes its frame with no lock held, then under mtx
+** registers itself and appends the frame to c->out. One thread at a time is
+** the writer (c->writer): it moves c->out to c->wbuf and writes that with as
+** few SSL_write calls as possible, while other threads keep appending to
+** c->out and return at once; the writer loops until both are empty. A call
+** from another thread becomes the writer itself when there is none (the
+** lowest latency: no hand-off to the I/O thread); a call made from a
+** callback on the I/O thread only appends, and the I/O thread flushes once
+** after its batch of callbacks, so a closed loop costs one write per batch
+** of replies. A write that would block arms EPOLLOUT; the I/O thread
+** finishes it.
+**
+** Receiving: the I/O thread reads as much as there is (OpenSSL read-ahead,
+** a large buffer), matches every complete frame to its call by id (replies
+** with an unknown id, e.g. of a call that already timed out, are dropped),
+** then runs the callbacks of that batch; raw replies are handed out in place.
+**
+** Deadlines: every call of a client has the same timeout, so deadline order
+** is the order in which calls start: the calls in flight sit in one list in
+** that order (O(1) to add, to remove and to find the earliest). The I/O
+** thread sleeps until the earliest deadline, or for one timeout when there
+** is none: a call started meanwhile cannot expire before it wakes up, so
+** starting a call never has to wake it.
+**
+** Delivery is at most once: a call whose frame was handed to a connection
+** fails UNAVAILABLE if that connection drops, and is never sent again. A
+** call started while there is no connection waits (its frame parked in the
+** call) for the next one, up to its deadline, then fails UNAVAILABLE.
 */
 #include "authd/client.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/random.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
-#include <nng/nng.h>
-#include <nng/protocol/reqrep0/req.h>
-#include <nng/supplemental/tls/tls.h>
-#include <nng/supplemental/util/platform.h>
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #include "authd/v1/envelope.pb-c.h"
 
 #define MAX_PEM_FILE     (1024 * 1024)
 #define RECONNECT_MIN_MS 100
 #define RECONNECT_MAX_MS 2000
+#define NS_PER_MS        1000000ull
+#define SP_HDR_LEN       8
+#define SP_REQ0          0x0030u
+#define SP_REP0          0x0031u
+#define SP_ID_BIT        0x80000000u
+#define FRAME_HDR_LEN    12 /* length (8) + request id (4) */
+#define RBUF_FREE_MIN    (64 * 1024) /* room ensured before each read */
+#define TLS_READ_BUF     (64 * 1024) /* OpenSSL read-ahead buffer: many records per recv */
+#define TABLE_MIN        256 /* id table buckets */
+#define STACK_BODY       1024 /* requests up to this size are built on the stack */
+#define STACK_FRAME      1536
+#define WHY_LEN          256 /* texts saying why a connection failed */
 
-struct call;
+/* ---- data -------------------------------------------------------------------- */
+
+/* A byte buffer: [off, len) holds data not yet consumed. */
+struct buf {
+    uint8_t *p;
+    size_t off;
+    size_t len;
+    size_t cap;
+};
+
+enum outcome { OUT_REPLY, OUT_DEADLINE, OUT_LOST, OUT_NO_CONN, OUT_CANCELLED };
+
+/*
+** call is one call in flight. It sits in c->table (by id) and on c->head's
+** list (by deadline) from start to completion, then on the I/O thread's
+** batch of completed calls, then back on c->free_calls for reuse.
+*/
+struct call {
+    struct call *prev, *next; /* deadline list; next: free list */
+    struct call *hnext; /* id table chain */
+    struct call *dnext; /* batch of completed calls */
+    uint32_t sp_id; /* request id on the wire, without the top bit */
+    bool parked; /* not sent: waits for a connection; frame below */
+    uint8_t *frame; /* parked only: the whole frame (heap, wiped) */
+    size_t frame_len;
+    uint64_t deadline; /* CLOCK_MONOTONIC ns */
+    uint64_t req_id; /* envelope request id; 0 for a raw call */
+    const ProtobufCMessageDescriptor *resp_desc; /* NULL for a raw call */
+    authd_client_cb cb;
+    authd_client_raw_cb raw_cb;
+    void *arg;
+    enum outcome outcome; /* set when completed */
+    const uint8_t *reply; /* OUT_REPLY: the reply in c->rbuf */
+    size_t reply_len;
+};
+
+enum conn_state { CS_IDLE, CS_DIALING, CS_UP };
+enum dial_phase { DP_CONNECTING, DP_TLS, DP_SP_SEND, DP_SP_RECV };
+
+/* A batch of completed calls and the texts their statuses need. */
+struct batch {
+    struct call *head, *tail;
+    char lost_why[WHY_LEN];
+    char no_conn_why[WHY_LEN];
+};
 
 struct authd_client {
-    nng_socket sock;
-    nng_duration timeout;
+    /* Fixed at open. */
     char url[256];
-    nng_mtx *mtx; /* guards pipe */
-    uint32_t pipe; /* id of the live pipe, 0 while disconnected */
-    _Atomic uint64_t next_id;
-    /* Async calls: a pool of reusable context + aio slots. */
-    nng_mtx *calls_mtx; /* guards free_calls, all_calls */
-    struct call *free_calls; /* idle slots, LIFO */
-    struct call *all_calls; /* every slot, for close */
-    atomic_bool closing; /* authd_client_close has begun */
+    char host[256];
+    char port[8];
+    int family; /* AF_UNSPEC, AF_INET, AF_INET6 */
+    bool tls;
+    bool has_cert;
+    char server_name[256];
+    bool name_is_ip; /* check the certificate's IP addresses, send no SNI */
+    int timeout_ms;
+    uint64_t timeout_ns;
+    size_t max_reply;
+    SSL_CTX *ctx;
+    BIO_METHOD *bio_meth;
+    int ep; /* epoll */
+    int evfd; /* eventfd: wakes the I/O thread */
+    pthread_t thread;
+    _Atomic uint64_t next_req_id;
+
+    /* Guarded by ssl_mtx (and written only by the thread dialing). */
+    pthread_mutex_t ssl_mtx;
+    int fd;
+    SSL *ssl;
+    enum dial_phase phase; /* of the dial in progress */
+    struct addrinfo *ai, *ai_next; /* addresses of the dial in progress */
+    int dial_errno; /* of the last address that failed */
+    uint64_t dial_deadline;
+    uint8_t hdr_out[SP_HDR_LEN];
+    uint8_t hdr_in[SP_HDR_LEN];
+    size_t hdr_out_len, hdr_in_len;
+    char io_err[160]; /* why the last read or write failed */
+    const char *io_tls_err; /* OpenSSL's reason for it, if any (static) */
+    bool io_alert; /* it was an alert from the server */
+
+    /* Guarded by mtx. */
+    pthread_mutex_t mtx;
+    enum conn_state state;
+    bool closing; /* authd_client_close has begun */
+    bool writer; /* a thread is flushing (see the top of the file) */
+    bool wblocked; /* the last write would block: wait for the I/O thread */
+    bool broken; /* a writer saw the connection fail */
+    bool ep_added; /* fd is in the epoll set */
+    uint32_t ep_events;
+    struct buf out; /* frames appended, not yet taken by the writer */
+    struct buf wbuf; /* frames the writer is writing */
+    struct call *head, *tail; /* calls in flight, in deadline order */
+    size_t npending;
+    struct call **table; /* id table, table_mask + 1 buckets */
+    size_t table_mask;
+    struct call *free_calls;
+    uint32_t next_sp_id;
+    uint64_t redial_at;
+    int backoff_ms;
+    char last_err[WHY_LEN]; /* why the client is not connected */
+
+    /* I/O thread only. */
+    struct buf rbuf; /* bytes read, [off, len) not yet parsed */
+    size_t rneed; /* size the partial frame at rbuf.off needs */
+    bool read_again; /* stopped reading with data left: no epoll wait */
+    bool read_wants_write; /* TLS must write before it can read on */
 };
+
+/* The client whose I/O thread this is, if any. */
+static _Thread_local authd_client *io_self;
+
+/* ---- small helpers ----------------------------------------------------------- */
 
 /* authd_code_str: the names come from the proto's Code enum, the contract
  * itself, so they cannot drift from the server's. */
@@ -72,6 +231,49 @@ static void wipe(void *p, size_t n)
     if (p != NULL && n > 0) {
         explicit_bzero(p, n);
     }
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+static void put64(uint8_t *p, uint64_t v)
+{
+    put32(p, (uint32_t)(v >> 32));
+    put32(p + 4, (uint32_t)v);
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
+}
+
+static uint64_t get64(const uint8_t *p)
+{
+    return (uint64_t)get32(p) << 32 | get32(p + 4);
+}
+
+/* random64: from the kernel; a fixed fallback only if it fails. */
+static uint64_t random64(void)
+{
+    uint64_t v = 0;
+
+    if (getrandom(&v, sizeof(v), GRND_NONBLOCK) != (ssize_t)sizeof(v)) {
+        v = now_ns() * 0x9E3779B97F4A7C15ull;
+    }
+    return v;
 }
 
 /*
@@ -127,38 +329,100 @@ static void clear_status(authd_status *st)
     memset(st, 0, sizeof(*st));
 }
 
+/* ---- buffers ----------------------------------------------------------------- */
+
 /*
-** transport_status maps an nng error from dialing or from a call to a
-** status: TLS and connection failures are UNAVAILABLE (the caller may
-** retry), timeouts DEADLINE_EXCEEDED, local exhaustion RESOURCE_EXHAUSTED.
+** buf_reserve makes room for n more bytes after the data, moving the data to
+** the front or into a larger block. Memory given up is wiped first (it may
+** hold a password or a token). Returns 0, or -1 when out of memory.
 */
-static int transport_status(authd_status *st, int rv, const char *what)
+static int buf_reserve(struct buf *b, size_t n)
 {
-    switch (rv) {
-    case NNG_ETIMEDOUT:
-        return set_status(
-            st, AUTHD_DEADLINE_EXCEEDED, AUTHD_REASON_TRANSPORT, "%s: %s", what, nng_strerror(rv));
-    case NNG_ECRYPTO:
-    case NNG_EPEERAUTH:
-        return set_status(st, AUTHD_UNAVAILABLE, AUTHD_REASON_TRANSPORT,
-            "%s: TLS failure: %s (check the CA file and server name)", what, nng_strerror(rv));
-    case NNG_EPROTO:
-        return set_status(st, AUTHD_UNAVAILABLE, AUTHD_REASON_TRANSPORT,
-            "%s: %s (is the peer an authd server?)", what, nng_strerror(rv));
-    case NNG_ENOMEM:
-        return set_status(
-            st, AUTHD_RESOURCE_EXHAUSTED, AUTHD_REASON_CLIENT, "%s: %s", what, nng_strerror(rv));
-    default:
-        return set_status(
-            st, AUTHD_UNAVAILABLE, AUTHD_REASON_TRANSPORT, "%s: %s", what, nng_strerror(rv));
+    size_t used = b->len - b->off;
+    size_t cap;
+    uint8_t *p;
+
+    if (b->cap - b->len >= n) {
+        return 0;
+    }
+    if (b->cap - used >= n) {
+        memmove(b->p, b->p + b->off, used);
+        wipe(b->p + used, b->len - used);
+        b->off = 0;
+        b->len = used;
+        return 0;
+    }
+    if (n > SIZE_MAX / 2 - used) {
+        return -1;
+    }
+    for (cap = b->cap > 0 ? b->cap : 4096; cap - used < n; cap *= 2) { }
+    if ((p = malloc(cap)) == NULL) {
+        return -1;
+    }
+    if (used > 0) {
+        memcpy(p, b->p + b->off, used);
+    }
+    if (b->p != NULL) {
+        wipe(b->p, b->len);
+        free(b->p);
+    }
+    b->p = p;
+    b->cap = cap;
+    b->off = 0;
+    b->len = used;
+    return 0;
+}
+
+static int buf_append(struct buf *b, const void *p, size_t n)
+{
+    if (n == 0) {
+        return 0;
+    }
+    if (buf_reserve(b, n) != 0) {
+        return -1;
+    }
+    memcpy(b->p + b->len, p, n);
+    b->len += n;
+    return 0;
+}
+
+/* buf_consume drops (and wipes) the first n bytes of the data. */
+static void buf_consume(struct buf *b, size_t n)
+{
+    wipe(b->p + b->off, n);
+    b->off += n;
+    if (b->off == b->len) {
+        b->off = b->len = 0;
     }
 }
 
+static void buf_clear(struct buf *b)
+{
+    wipe(b->p, b->len);
+    b->off = b->len = 0;
+}
+
+static void buf_free(struct buf *b)
+{
+    buf_clear(b);
+    free(b->p);
+    memset(b, 0, sizeof(*b));
+}
+
+static void buf_swap(struct buf *a, struct buf *b)
+{
+    struct buf t = *a;
+
+    *a = *b;
+    *b = t;
+}
+
+/* ---- options: URL, server name, TLS material ----------------------------------- */
+
 /*
 ** read_pem reads a whole PEM file into a NUL-terminated heap buffer, so
-** that a missing or unreadable file is reported by name before nng or
-** mbedTLS sees it. The caller frees *out (wiping it first if it holds a
-** key).
+** that a missing or unreadable file is reported by name before OpenSSL sees
+** it. The caller frees *out (wiping it first if it holds a key).
 */
 static int read_pem(const char *path, const char *what, char **out, size_t *lenp, authd_status *st)
 {
@@ -211,24 +475,213 @@ out:
 }
 
 /*
-** make_tls builds the client TLS configuration: the server must present a
-** certificate chaining to ca_file and matching server_name; an optional
-** client certificate for mutual TLS. The key is wiped from our buffer once
-** mbedTLS has parsed it. On success the caller owns *out (one reference).
+** parse_url accepts tls+tcp:// (and tcp:// when plaintext is allowed, each
+** also with a 4 or 6 suffix) followed by host:port, the host an IPv6
+** address in brackets, an IPv4 address or a DNS name, the port 1-65535.
 */
-static int make_tls(
-    const authd_client_options *o, const char *server_name, nng_tls_config **out, authd_status *st)
+static int parse_url(const authd_client_options *o, authd_client *c, authd_status *st)
 {
-    nng_tls_config *cfg = NULL;
+    static const struct {
+        const char *scheme;
+        bool tls;
+        int family;
+    } schemes[] = {
+        { "tls+tcp://", true, AF_UNSPEC },
+        { "tls+tcp4://", true, AF_INET },
+        { "tls+tcp6://", true, AF_INET6 },
+        { "tcp://", false, AF_UNSPEC },
+        { "tcp4://", false, AF_INET },
+        { "tcp6://", false, AF_INET6 },
+    };
+    const char *u = o->url, *rest = NULL, *host, *host_end, *port;
+    size_t host_len;
+    unsigned long pn;
+    char *end;
+
+    if (u == NULL || u[0] == '\0') {
+        return set_status(st, AUTHD_INVALID_ARGUMENT, AUTHD_REASON_CONFIG, "no server URL given");
+    }
+    if (strlen(u) >= sizeof(c->url)) {
+        return set_status(st, AUTHD_INVALID_ARGUMENT, AUTHD_REASON_CONFIG,
+            "invalid server URL (want tls+tcp://host:port)");
+    }
+    for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++) {
+        size_t n = strlen(schemes[i].scheme);
+        if (strncmp(u, schemes[i].scheme, n) == 0) {
+            rest = u + n;
+            c->tls = schemes[i].tls;
+            c->family = schemes[i].family;
+            break;
+        }
+    }
+    if (rest == NULL) {
+        const char *sep = strstr(u, "://");
+        return set_status(st, AUTHD_INVALID_ARGUMENT, AUTHD_REASON_CONFIG,
+            sep != NULL ? "unsupported URL scheme %.*s:// (want tls+tcp://)"
+                        : "invalid server URL%.*s (want tls+tcp://host:port)",
+            sep != NULL ? (int)(sep - u > 32 ? 32 : sep - u) : 0, u);
+    }
+    if (!c->tls && !o->allow_plaintext) {
+        return set_status(st, AUTHD_INVALID_ARGUMENT, AUTHD_REASON_CONFIG,
+            "plaintext %.*s refused: use tls+tcp:// (or allow plaintext for tests)",
+            (int)(rest - u), u);
+    }
+    if (rest[0] == '[') {
+        host = rest + 1;
+        if ((host_end = strchr(host, ']')) == NULL || host_end[1] != ':') {
+            return set_status(st, AUTHD_INVALID_ARGUMENT, AUTHD_REASON_CONFIG,
+                "server URL needs a host and a port");
+        }
+        port = host_end + 2;
+    } else {
+        host = rest;
+        host_end = strchr(host, ':');
+        if (host_end == NULL) {
+            return set_status(st, AUTHD_INVALID_ARGUMENT, AUTHD_REASON_CONFIG,
+                "server URL needs a host and a port");
+        }
+        port = host_end + 1;
+    }
+    host_len = (size_t)(host_end - host);
+    errno = 0;
+    pn = port[0] >= '0' && port[0] <= '9' ? strtoul(port, &end, 10) : 0;
+    if (host_len == 0 || pn == 0 || pn > 65535 || errno != 0) {
+        return set_status(st, AUTHD_INVALID_ARGUMENT, AUTHD_REASON_CONFIG,
+            "server URL needs a host and a port");
+    }
+    if (*end != '\0' || memchr(host, '/', host_len) != NULL || memchr(host, '@', host_len) != NULL
+        || memchr(host, ' ', host_len) != NULL) {
+        return set_status(st, AUTHD_INVALID_ARGUMENT, AUTHD_REASON_CONFIG,
+            "invalid server URL (want tls+tcp://host:port)");
+    }
+    memcpy(c->host, host, host_len);
+    c->host[host_len] = '\0';
+    snprintf(c->port, sizeof(c->port), "%lu", pn);
+    snprintf(c->url, sizeof(c->url), "%s", u);
+    return 0;
+}
+
+static bool is_ip(const char *s)
+{
+    unsigned char a[16];
+
+    return inet_pton(AF_INET, s, a) == 1 || inet_pton(AF_INET6, s, a) == 1;
+}
+
+static bool is_loopback(const char *s)
+{
+    static const unsigned char loop6[16] = { [15] = 1 };
+    unsigned char a[16];
+
+    if (inet_pton(AF_INET, s, a) == 1) {
+        return a[0] == 127;
+    }
+    return inet_pton(AF_INET6, s, a) == 1 && memcmp(a, loop6, sizeof(loop6)) == 0;
+}
+
+/*
+** pick_server_name chooses what the server certificate must match:
+** server_name if set; else the URL's host if it is a DNS name; for a
+** loopback address "localhost" (what dev certificates carry); for any other
+** IP address that address. A DNS name is checked against the certificate's
+** DNS names and sent as SNI; an IP address (also as server_name) against
+** its IP addresses, with no SNI (RFC 6066 allows none for addresses).
+*/
+static int pick_server_name(const authd_client_options *o, authd_client *c, authd_status *st)
+{
+    const char *name;
+
+    if (o->server_name != NULL && o->server_name[0] != '\0') {
+        name = o->server_name;
+    } else if (is_loopback(c->host)) {
+        name = "localhost";
+    } else {
+        name = c->host;
+    }
+    if (strlen(name) >= sizeof(c->server_name)) {
+        return set_status(
+            st, AUTHD_INVALID_ARGUMENT, AUTHD_REASON_CONFIG, "server name too long");
+    }
+    snprintf(c->server_name, sizeof(c->server_name), "%s", name);
+    c->name_is_ip = is_ip(name);
+    return 0;
+}
+
+/* no_password refuses to ask for a PEM pass phrase (keys must be unencrypted). */
+static int no_password(char *buf, int size, int rwflag, void *u)
+{
+    (void)buf;
+    (void)size;
+    (void)rwflag;
+    (void)u;
+    return 0;
+}
+
+/* ssl_reason is the text of OpenSSL's last error on this thread (and clears it). */
+static const char *ssl_reason(void)
+{
+    unsigned long e = ERR_peek_last_error();
+    const char *s = e != 0 ? ERR_reason_error_string(e) : NULL;
+
+    ERR_clear_error();
+    return s != NULL ? s : "unknown error";
+}
+
+/*
+** load_pem_certs adds every certificate of a PEM buffer to the CA store
+** (store != NULL) or, store == NULL, makes the first the client
+** certificate and the rest its chain. Returns how many were used, or -1.
+*/
+static int load_pem_certs(SSL_CTX *ctx, X509_STORE *store, const char *pem, size_t len)
+{
+    BIO *b = BIO_new_mem_buf(pem, (int)len);
+    X509 *x;
+    int n = 0;
+
+    if (b == NULL) {
+        return -1;
+    }
+    while ((x = PEM_read_bio_X509(b, NULL, no_password, NULL)) != NULL) {
+        int ok;
+        if (store != NULL) {
+            ok = X509_STORE_add_cert(store, x) == 1;
+            X509_free(x);
+        } else if (n == 0) {
+            ok = SSL_CTX_use_certificate(ctx, x) == 1;
+            X509_free(x);
+        } else if (!(ok = SSL_CTX_add0_chain_cert(ctx, x) == 1)) {
+            X509_free(x);
+        }
+        if (!ok) {
+            n = -1;
+            break;
+        }
+        n++;
+    }
+    BIO_free(b);
+    if (n > 0) {
+        ERR_clear_error(); /* the end of the file reads as "no start line" */
+    }
+    return n;
+}
+
+/*
+** make_tls builds the client's SSL_CTX: TLS 1.2 or newer; the server must
+** present a certificate chaining to ca_file (the name is checked per
+** connection, see pick_server_name); an optional client certificate for
+** mutual TLS. Our copy of the key is wiped once OpenSSL has parsed it.
+*/
+static int make_tls(const authd_client_options *o, authd_client *c, authd_status *st)
+{
     char *ca = NULL, *cert = NULL, *key = NULL;
     size_t ca_len = 0, cert_len = 0, key_len = 0;
+    EVP_PKEY *pk = NULL;
+    BIO *b = NULL;
     int rc = 0;
-    int rv;
 
     if (o->ca_file == NULL || o->ca_file[0] == '\0') {
         rc = set_status(st, AUTHD_INVALID_ARGUMENT, AUTHD_REASON_CONFIG,
-            "a CA file is required for tls+tcp:// (the server is always "
-            "verified)");
+            "a CA file is required for tls+tcp:// (the server is always verified)");
         goto out;
     }
     if ((o->cert_file == NULL) != (o->key_file == NULL)) {
@@ -244,35 +697,49 @@ static int make_tls(
             || (rc = read_pem(o->key_file, "key file", &key, &key_len, st)) != 0)) {
         goto out;
     }
-    if ((rv = nng_tls_config_alloc(&cfg, NNG_TLS_MODE_CLIENT)) != 0) {
-        rc = transport_status(st, rv, "TLS setup");
+    if ((c->ctx = SSL_CTX_new(TLS_client_method())) == NULL) {
+        rc = set_status(st, AUTHD_RESOURCE_EXHAUSTED, AUTHD_REASON_CLIENT, "TLS setup: %s",
+            ssl_reason());
         goto out;
     }
-    if ((rv = nng_tls_config_auth_mode(cfg, NNG_TLS_AUTH_MODE_REQUIRED)) != 0) {
-        rc = transport_status(st, rv, "TLS setup");
-        goto out;
-    }
-    if ((rv = nng_tls_config_ca_chain(cfg, ca, NULL)) != 0) {
+    /* nng's TLS engine (mbedTLS 2.28) speaks only TLS 1.2; allow 1.3. */
+    SSL_CTX_set_min_proto_version(c->ctx, TLS1_2_VERSION);
+    SSL_CTX_set_verify(c->ctx, SSL_VERIFY_PEER, NULL);
+    SSL_CTX_set_options(c->ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+    /* Partial writes: our buffers are retried from where a write stopped. */
+    SSL_CTX_set_mode(c->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    SSL_CTX_set_read_ahead(c->ctx, 1);
+    SSL_CTX_set_default_read_buffer_len(c->ctx, TLS_READ_BUF);
+    if (load_pem_certs(c->ctx, SSL_CTX_get_cert_store(c->ctx), ca, ca_len) <= 0) {
         rc = set_status(st, AUTHD_INVALID_ARGUMENT, AUTHD_REASON_CONFIG,
-            "CA file %s: no usable certificate: %s", o->ca_file, nng_strerror(rv));
+            "CA file %s: no usable certificate: %s", o->ca_file, ssl_reason());
         goto out;
     }
-    if ((rv = nng_tls_config_server_name(cfg, server_name)) != 0) {
-        rc = set_status(st, AUTHD_INVALID_ARGUMENT, AUTHD_REASON_CONFIG, "server name %s: %s",
-            server_name, nng_strerror(rv));
+    if (cert != NULL) {
+        if (load_pem_certs(c->ctx, NULL, cert, cert_len) <= 0) {
+            rc = set_status(st, AUTHD_INVALID_ARGUMENT, AUTHD_REASON_CONFIG,
+                "client certificate %s: no usable certificate: %s", o->cert_file, ssl_reason());
+            goto out;
+        }
+        if ((b = BIO_new_mem_buf(key, (int)key_len)) == NULL
+            || (pk = PEM_read_bio_PrivateKey(b, NULL, no_password, NULL)) == NULL
+            || SSL_CTX_use_PrivateKey(c->ctx, pk) != 1 || SSL_CTX_check_private_key(c->ctx) != 1) {
+            rc = set_status(st, AUTHD_INVALID_ARGUMENT, AUTHD_REASON_CONFIG,
+                "client certificate %s / key %s: %s (want an unencrypted PEM key that "
+                "matches the certificate)",
+                o->cert_file, o->key_file, ssl_reason());
+            goto out;
+        }
+        c->has_cert = true;
+    }
+    if ((c->bio_meth = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "authd-socket"))
+        == NULL) {
+        rc = set_status(st, AUTHD_RESOURCE_EXHAUSTED, AUTHD_REASON_CLIENT, "out of memory");
         goto out;
     }
-    if (cert != NULL && (rv = nng_tls_config_own_cert(cfg, cert, key, NULL))) {
-        rc = set_status(st, AUTHD_INVALID_ARGUMENT, AUTHD_REASON_CONFIG,
-            "client certificate %s / key %s: %s", o->cert_file, o->key_file, nng_strerror(rv));
-        goto out;
-    }
-    *out = cfg;
-    cfg = NULL;
 out:
-    if (cfg != NULL) {
-        nng_tls_config_free(cfg);
-    }
+    EVP_PKEY_free(pk);
+    BIO_free(b);
     if (key != NULL) {
         wipe(key, key_len);
         free(key);
@@ -282,324 +749,752 @@ out:
     return rc;
 }
 
-/*
-** pipe_event tracks whether the client is connected, so that a call that
-** times out waiting for a connection says UNAVAILABLE, not
-** DEADLINE_EXCEEDED. nng runs it with no socket lock held, and before it
-** removes the pipe from the socket (which nng_close waits for).
-*/
-static void pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)
-{
-    authd_client *c = arg;
-    uint32_t id = (uint32_t)nng_pipe_id(p);
+/* ---- the socket BIO: send/recv with MSG_NOSIGNAL (no SIGPIPE) --------------------- */
 
-    nng_mtx_lock(c->mtx);
-    if (ev == NNG_PIPE_EV_ADD_POST) {
-        c->pipe = id;
-    } else if (ev == NNG_PIPE_EV_REM_POST && id == c->pipe) {
-        c->pipe = 0;
+static int sock_write(BIO *b, const char *p, int n)
+{
+    int fd = (int)(intptr_t)BIO_get_data(b);
+    ssize_t r;
+
+    BIO_clear_retry_flags(b);
+    do {
+        r = send(fd, p, (size_t)n, MSG_NOSIGNAL);
+    } while (r < 0 && errno == EINTR);
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        BIO_set_retry_write(b);
     }
-    nng_mtx_unlock(c->mtx);
+    return (int)r;
 }
 
-/*
-** check_url accepts tls+tcp:// (and tcp:// when plaintext is allowed) with
-** a host and a port, and returns the host for the default server name.
-*/
-static int check_url(const authd_client_options *o, nng_url **out, bool *tls, authd_status *st)
+static int sock_read(BIO *b, char *p, int n)
 {
-    static const char *const tls_schemes[] = { "tls+tcp", "tls+tcp4", "tls+tcp6" };
-    static const char *const tcp_schemes[] = { "tcp", "tcp4", "tcp6" };
-    nng_url *u = NULL;
-    int rc = 0;
-    int rv;
+    int fd = (int)(intptr_t)BIO_get_data(b);
+    ssize_t r;
 
-    if (o->url == NULL || o->url[0] == '\0') {
-        rc = set_status(st, AUTHD_INVALID_ARGUMENT, AUTHD_REASON_CONFIG, "no server URL given");
-        goto out;
+    BIO_clear_retry_flags(b);
+    do {
+        r = recv(fd, p, (size_t)n, 0);
+    } while (r < 0 && errno == EINTR);
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        BIO_set_retry_read(b);
     }
-    if (strlen(o->url) >= 256 || (rv = nng_url_parse(&u, o->url)) != 0) {
-        rc = set_status(st, AUTHD_INVALID_ARGUMENT, AUTHD_REASON_CONFIG,
-            "invalid server URL (want tls+tcp://host:port)");
-        goto out;
-    }
-    *tls = false;
-    rc = AUTHD_INVALID_ARGUMENT;
-    for (size_t i = 0; i < 3; i++) {
-        if (strcmp(u->u_scheme, tls_schemes[i]) == 0) {
-            *tls = true;
-            rc = 0;
-        } else if (strcmp(u->u_scheme, tcp_schemes[i]) == 0) {
-            rc = 0;
-        }
-    }
-    if (rc != 0) {
-        set_status(st, rc, AUTHD_REASON_CONFIG, "unsupported URL scheme %.32s:// (want tls+tcp://)",
-            u->u_scheme);
-        goto out;
-    }
-    if (!*tls && !o->allow_plaintext) {
-        rc = set_status(st, AUTHD_INVALID_ARGUMENT, AUTHD_REASON_CONFIG,
-            "plaintext %.32s:// refused: use tls+tcp:// (or allow plaintext "
-            "for tests)",
-            u->u_scheme);
-        goto out;
-    }
-    if (u->u_hostname[0] == '\0' || u->u_port[0] == '\0' || strcmp(u->u_port, "0") == 0) {
-        rc = set_status(
-            st, AUTHD_INVALID_ARGUMENT, AUTHD_REASON_CONFIG, "server URL needs a host and a port");
-        goto out;
-    }
-    *out = u;
-    u = NULL;
-out:
-    if (u != NULL) {
-        nng_url_free(u);
-    }
-    return rc;
+    return (int)r;
 }
 
-/*
-** pick_server_name chooses the name the server certificate must carry.
-** mbedTLS 2.28 (nng's TLS engine here) matches only dNSName entries, never
-** iPAddress ones, so an IP address can never verify. A loopback address
-** therefore defaults to "localhost" (what dev certificates carry); any
-** other address needs an explicit server_name, and we say so now rather
-** than fail later with "Cryptographic error".
-*/
-static int pick_server_name(
-    const authd_client_options *o, const char *host, const char **name, authd_status *st)
+static long sock_ctrl(BIO *b, int cmd, long num, void *ptr)
 {
-    unsigned char a[16];
+    (void)b;
+    (void)num;
+    (void)ptr;
+    return cmd == BIO_CTRL_FLUSH ? 1 : 0;
+}
 
-    if (o->server_name != NULL && o->server_name[0] != '\0') {
-        *name = o->server_name;
-        return 0;
+static int sock_create(BIO *b)
+{
+    BIO_set_init(b, 1);
+    return 1;
+}
+
+/* ---- calls in flight: pool, id table, deadline list (all under mtx) ---------------- */
+
+static struct call *call_alloc(authd_client *c)
+{
+    struct call *k = c->free_calls;
+
+    if (k != NULL) {
+        c->free_calls = k->next;
+        memset(k, 0, sizeof(*k));
+        return k;
     }
-    if (inet_pton(AF_INET, host, a) == 1) {
-        if (a[0] == 127) {
-            *name = "localhost";
-            return 0;
+    return calloc(1, sizeof(*k));
+}
+
+static void call_free_frame(struct call *k)
+{
+    if (k->frame != NULL) {
+        wipe(k->frame, k->frame_len);
+        free(k->frame);
+        k->frame = NULL;
+    }
+}
+
+/* table_grow doubles the id table once calls outnumber its buckets. */
+static int table_grow(authd_client *c)
+{
+    size_t n = c->table == NULL ? TABLE_MIN : 2 * (c->table_mask + 1);
+    struct call **t;
+
+    if ((t = calloc(n, sizeof(*t))) == NULL) {
+        return -1;
+    }
+    if (c->table != NULL) {
+        for (size_t i = 0; i <= c->table_mask; i++) {
+            struct call *k, *next;
+            for (k = c->table[i]; k != NULL; k = next) {
+                next = k->hnext;
+                k->hnext = t[k->sp_id & (n - 1)];
+                t[k->sp_id & (n - 1)] = k;
+            }
         }
-    } else if (inet_pton(AF_INET6, host, a) == 1) {
-        static const unsigned char loop6[16] = { [15] = 1 };
-        if (memcmp(a, loop6, sizeof(a)) == 0) {
-            *name = "localhost";
-            return 0;
-        }
+        free(c->table);
+    }
+    c->table = t;
+    c->table_mask = n - 1;
+    return 0;
+}
+
+static struct call *table_find(authd_client *c, uint32_t id)
+{
+    struct call *k;
+
+    for (k = c->table[id & c->table_mask]; k != NULL && k->sp_id != id; k = k->hnext) { }
+    return k;
+}
+
+static void table_remove(authd_client *c, struct call *k)
+{
+    struct call **pp = &c->table[k->sp_id & c->table_mask];
+
+    while (*pp != k) {
+        pp = &(*pp)->hnext;
+    }
+    *pp = k->hnext;
+}
+
+/* pending_remove takes k out of the table and the deadline list. */
+static void pending_remove(authd_client *c, struct call *k)
+{
+    table_remove(c, k);
+    if (k->prev != NULL) {
+        k->prev->next = k->next;
     } else {
-        *name = host;
-        return 0;
+        c->head = k->next;
     }
-    return set_status(st, AUTHD_INVALID_ARGUMENT, AUTHD_REASON_CONFIG,
-        "URL host %.64s is an IP address, which the TLS engine (mbedTLS "
-        "2.28) cannot match against a certificate: set the server name to "
-        "a DNS name in the server certificate",
-        host);
+    if (k->next != NULL) {
+        k->next->prev = k->prev;
+    } else {
+        c->tail = k->prev;
+    }
+    k->prev = k->next = NULL;
+    c->npending--;
 }
 
-/*
-** authd_client_open: see client.h. Options are set on the socket before
-** any context exists (contexts copy the resend time when they are
-** created) and on the dialer before it starts.
-*/
-int authd_client_open(const authd_client_options *o, authd_client **out, authd_status *st)
+static void batch_add(struct batch *b, struct call *k, enum outcome o)
 {
-    authd_status local;
-    authd_client *c = NULL;
-    nng_tls_config *tls = NULL;
-    nng_url *u = NULL;
-    nng_dialer d;
-    const char *server_name = NULL;
-    bool is_tls = false;
-    bool sock_open = false;
-    size_t max_reply;
-    int rc = 0;
-    int rv;
-
-    if (st == NULL) {
-        st = &local;
+    k->outcome = o;
+    k->dnext = NULL;
+    if (b->tail != NULL) {
+        b->tail->dnext = k;
+    } else {
+        b->head = k;
     }
-    clear_status(st);
-    if (o == NULL || out == NULL) {
-        rc = set_status(
-            st, AUTHD_INVALID_ARGUMENT, AUTHD_REASON_CLIENT, "authd_client_open: NULL argument");
-        goto out;
-    }
-    if (o->timeout_ms < 0) {
-        rc = set_status(st, AUTHD_INVALID_ARGUMENT, AUTHD_REASON_CONFIG,
-            "timeout must be positive (0 = default)");
-        goto out;
-    }
-    if ((rc = check_url(o, &u, &is_tls, st)) != 0) {
-        goto out;
-    }
-    if (is_tls
-        && ((rc = pick_server_name(o, u->u_hostname, &server_name, st)) != 0
-            || (rc = make_tls(o, server_name, &tls, st)) != 0)) {
-        goto out;
-    }
-    if ((c = calloc(1, sizeof(*c))) == NULL) {
-        rc = set_status(st, AUTHD_RESOURCE_EXHAUSTED, AUTHD_REASON_CLIENT, "out of memory");
-        goto out;
-    }
-    snprintf(c->url, sizeof(c->url), "%s", o->url);
-    c->timeout = o->timeout_ms > 0 ? o->timeout_ms : AUTHD_CLIENT_DEFAULT_TIMEOUT_MS;
-    max_reply = o->max_reply_size > 0 ? o->max_reply_size : AUTHD_CLIENT_DEFAULT_MAX_REPLY;
-    /* Random start, so ids from restarted clients do not line up. */
-    atomic_init(&c->next_id, ((uint64_t)nng_random() << 32) | (uint64_t)nng_random());
-    atomic_init(&c->closing, false);
-    if ((rv = nng_mtx_alloc(&c->mtx)) != 0 || (rv = nng_mtx_alloc(&c->calls_mtx)) != 0) {
-        rc = transport_status(st, rv, "client setup");
-        goto out;
-    }
-    if ((rv = nng_req0_open(&c->sock)) != 0) {
-        rc = transport_status(st, rv, "client setup");
-        goto out;
-    }
-    sock_open = true;
-    /*
-    ** Never resend (see the top of this file): Register and Login are not
-    ** idempotent, and each call has its own deadline anyway. Contexts copy
-    ** this value when they are created.
-    */
-    if ((rv = nng_socket_set_ms(c->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE)) != 0
-        || (rv = nng_pipe_notify(c->sock, NNG_PIPE_EV_ADD_POST, pipe_event, c)) != 0
-        || (rv = nng_pipe_notify(c->sock, NNG_PIPE_EV_REM_POST, pipe_event, c)) != 0
-        || (rv = nng_dialer_create(&d, c->sock, o->url)) != 0
-        || (rv = nng_dialer_set_size(d, NNG_OPT_RECVMAXSZ, max_reply)) != 0
-        || (rv = nng_dialer_set_ms(d, NNG_OPT_RECONNMINT, RECONNECT_MIN_MS)) != 0
-        || (rv = nng_dialer_set_ms(d, NNG_OPT_RECONNMAXT, RECONNECT_MAX_MS)) != 0
-        || (tls != NULL && (rv = nng_dialer_set_ptr(d, NNG_OPT_TLS_CONFIG, tls)) != 0)) {
-        rc = set_status(st, rv == NNG_ENOMEM ? AUTHD_RESOURCE_EXHAUSTED : AUTHD_INVALID_ARGUMENT,
-            AUTHD_REASON_CONFIG, "cannot set up a dialer for %s: %s", c->url, nng_strerror(rv));
-        goto out;
-    }
-    /* Synchronous: a refused connection or a bad certificate fails here. */
-    if ((rv = nng_dialer_start(d, 0)) != 0) {
-        char what[400];
-        snprintf(what, sizeof(what), "cannot connect to %s%s", c->url,
-            (is_tls && o->cert_file == NULL && (rv == NNG_ECONNSHUT || rv == NNG_ECONNRESET))
-                ? " (closed during the TLS handshake: does the server "
-                  "require a client certificate?)"
-                : "");
-        rc = transport_status(st, rv, what);
-        goto out;
-    }
-    *out = c;
-    c = NULL;
-out:
-    if (c != NULL) {
-        if (sock_open) {
-            nng_close(c->sock);
-        }
-        if (c->mtx != NULL) {
-            nng_mtx_free(c->mtx);
-        }
-        if (c->calls_mtx != NULL) {
-            nng_mtx_free(c->calls_mtx);
-        }
-        free(c);
-    }
-    if (tls != NULL) {
-        nng_tls_config_free(tls); /* the dialer holds its own reference */
-    }
-    if (u != NULL) {
-        nng_url_free(u);
-    }
-    return rc;
+    b->tail = k;
 }
 
-static void calls_close(authd_client *c);
+/* ---- epoll interest and wake-ups ----------------------------------------------------- */
 
-/*
-** authd_client_close: nng_close waits until every pipe is gone, and the
-** pipe callbacks (which use c->mtx) run before a pipe is removed, so none
-** can run after it returns. Closing the socket aborts the async calls in
-** flight; calls_close then waits for their callbacks and frees the pool.
-*/
-void authd_client_close(authd_client *c)
+/* set_interest makes the socket's epoll events ev (under mtx). */
+static void set_interest(authd_client *c, uint32_t ev)
 {
-    if (c == NULL) {
+    struct epoll_event e = { .events = ev, .data.u32 = 1 };
+
+    if (c->fd < 0 || (c->ep_added && c->ep_events == ev)) {
         return;
     }
-    /* Under calls_mtx: no slot is being added once closing is seen set. */
-    nng_mtx_lock(c->calls_mtx);
-    atomic_store(&c->closing, true);
-    nng_mtx_unlock(c->calls_mtx);
-    nng_close(c->sock);
-    calls_close(c);
-    nng_mtx_free(c->calls_mtx);
-    nng_mtx_free(c->mtx);
-    free(c);
+    if (epoll_ctl(c->ep, c->ep_added ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, c->fd, &e) == 0) {
+        c->ep_added = true;
+        c->ep_events = ev;
+    }
 }
 
-/* next_request_id: unique per client; 0 is skipped (it reads as "unset"). */
-static uint64_t next_request_id(authd_client *c)
+static void wake(authd_client *c)
 {
-    uint64_t id;
+    uint64_t one = 1;
 
-    do {
-        id = atomic_fetch_add_explicit(&c->next_id, 1, memory_order_relaxed);
-    } while (id == 0);
-    return id;
+    while (write(c->evfd, &one, sizeof(one)) < 0 && errno == EINTR) { }
+}
+
+/* ---- the connection: reads and writes (ssl_mtx held) --------------------------------- */
+
+/*
+** io_fail records in c->io_err why an SSL call r failed, or returns 0 with
+** *want set when it only has to wait for the socket.
+*/
+static ssize_t io_fail(authd_client *c, int r, uint32_t *want)
+{
+    int e = SSL_get_error(c->ssl, r);
+    unsigned long ee = ERR_peek_last_error();
+
+    c->io_tls_err = NULL;
+    c->io_alert = false;
+    switch (e) {
+    case SSL_ERROR_WANT_READ:
+        *want = EPOLLIN;
+        return 0;
+    case SSL_ERROR_WANT_WRITE:
+        *want = EPOLLOUT;
+        return 0;
+    case SSL_ERROR_ZERO_RETURN:
+        snprintf(c->io_err, sizeof(c->io_err), "closed by the server");
+        break;
+    case SSL_ERROR_SYSCALL:
+        snprintf(c->io_err, sizeof(c->io_err), "%s",
+            errno != 0 && ee == 0 ? strerror(errno) : "closed by the server");
+        break;
+    default:
+        if (ERR_GET_LIB(ee) == ERR_LIB_SSL
+            && ERR_GET_REASON(ee) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+            snprintf(c->io_err, sizeof(c->io_err), "closed by the server");
+        } else {
+            c->io_alert = ERR_GET_LIB(ee) == ERR_LIB_SSL
+                && ERR_GET_REASON(ee) >= SSL_AD_REASON_OFFSET;
+            c->io_tls_err = ssl_reason();
+            snprintf(c->io_err, sizeof(c->io_err), "TLS error: %s", c->io_tls_err);
+        }
+        break;
+    }
+    ERR_clear_error();
+    return -1;
+}
+
+/* conn_write: bytes written (> 0); 0: would block (*want); -1: failed (c->io_err). */
+static ssize_t conn_write(authd_client *c, const uint8_t *p, size_t n, uint32_t *want)
+{
+    ssize_t r;
+
+    if (n > INT_MAX) {
+        n = INT_MAX;
+    }
+    if (c->ssl == NULL) {
+        do {
+            r = send(c->fd, p, n, MSG_NOSIGNAL);
+        } while (r < 0 && errno == EINTR);
+        if (r >= 0) {
+            return r;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            *want = EPOLLOUT;
+            return 0;
+        }
+        snprintf(c->io_err, sizeof(c->io_err), "%s", strerror(errno));
+        return -1;
+    }
+    ERR_clear_error();
+    errno = 0;
+    r = SSL_write(c->ssl, p, (int)n);
+    return r > 0 ? r : io_fail(c, (int)r, want);
+}
+
+/* conn_read: bytes read (> 0); 0: would block (*want); -1: closed or failed (c->io_err). */
+static ssize_t conn_read(authd_client *c, uint8_t *p, size_t n, uint32_t *want)
+{
+    ssize_t r;
+
+    if (n > INT_MAX) {
+        n = INT_MAX;
+    }
+    if (c->ssl == NULL) {
+        do {
+            r = recv(c->fd, p, n, 0);
+        } while (r < 0 && errno == EINTR);
+        if (r > 0) {
+            return r;
+        }
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            *want = EPOLLIN;
+            return 0;
+        }
+        snprintf(c->io_err, sizeof(c->io_err), "%s", r == 0 ? "closed by the server" : strerror(errno));
+        return -1;
+    }
+    ERR_clear_error();
+    errno = 0;
+    r = SSL_read(c->ssl, p, (int)n);
+    return r > 0 ? r : io_fail(c, (int)r, want);
+}
+
+/* conn_close frees the SSL object and closes the socket (ssl_mtx held). */
+static void conn_close(authd_client *c)
+{
+    if (c->ssl != NULL) {
+        SSL_free(c->ssl); /* and its BIO */
+        c->ssl = NULL;
+    }
+    if (c->fd >= 0) {
+        close(c->fd); /* leaves the epoll set too */
+        c->fd = -1;
+    }
+    if (c->ai != NULL) {
+        freeaddrinfo(c->ai);
+        c->ai = c->ai_next = NULL;
+    }
+    c->ep_added = false;
+    c->ep_events = 0;
+}
+
+/* ---- dialing (ssl_mtx held; by open before the I/O thread exists, then by it) ------- */
+
+enum { DIAL_WAIT, DIAL_UP, DIAL_FAIL };
+
+/*
+** dial_next starts connecting to the next address of the dial. Returns
+** DIAL_WAIT with *want (connecting), or DIAL_FAIL with err once no address
+** is left; with the connect already done, goes on with dial_step.
+*/
+static int dial_step(authd_client *c, uint32_t ready, uint32_t *want, char *err, size_t cap);
+
+static int dial_next(authd_client *c, uint32_t *want, char *err, size_t cap)
+{
+    static const int one = 1;
+
+    while (c->ai_next != NULL) {
+        struct addrinfo *a = c->ai_next;
+        c->ai_next = a->ai_next;
+        c->fd = socket(a->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (c->fd < 0) {
+            c->dial_errno = errno;
+            continue;
+        }
+        (void)setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        if (connect(c->fd, a->ai_addr, a->ai_addrlen) == 0) {
+            c->phase = DP_CONNECTING;
+            return dial_step(c, EPOLLOUT, want, err, cap);
+        }
+        if (errno == EINPROGRESS) {
+            c->phase = DP_CONNECTING;
+            *want = EPOLLOUT;
+            return DIAL_WAIT;
+        }
+        c->dial_errno = errno;
+        close(c->fd);
+        c->fd = -1;
+    }
+    snprintf(err, cap, "%s", strerror(c->dial_errno != 0 ? c->dial_errno : ECONNREFUSED));
+    return DIAL_FAIL;
+}
+
+/* dial_begin resolves the host and starts the first connect. */
+static int dial_begin(authd_client *c, uint64_t now, uint32_t *want, char *err, size_t cap)
+{
+    struct addrinfo hints = { 0 };
+    int rv;
+
+    conn_close(c);
+    hints.ai_family = c->family;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    if ((rv = getaddrinfo(c->host, c->port, &hints, &c->ai)) != 0) {
+        c->ai = NULL;
+        snprintf(err, cap, "cannot resolve %.64s: %s", c->host,
+            rv == EAI_SYSTEM ? strerror(errno) : gai_strerror(rv));
+        return DIAL_FAIL;
+    }
+    c->ai_next = c->ai;
+    c->dial_errno = 0;
+    c->dial_deadline = now + c->timeout_ns;
+    c->hdr_in_len = c->hdr_out_len = 0;
+    c->hdr_out[0] = 0;
+    c->hdr_out[1] = 'S';
+    c->hdr_out[2] = 'P';
+    c->hdr_out[3] = 0;
+    c->hdr_out[4] = (uint8_t)(SP_REQ0 >> 8);
+    c->hdr_out[5] = (uint8_t)(SP_REQ0 & 0xff);
+    c->hdr_out[6] = 0;
+    c->hdr_out[7] = 0;
+    return dial_next(c, want, err, cap);
+}
+
+/* tls_begin puts an SSL object on the connected socket. */
+static int tls_begin(authd_client *c, char *err, size_t cap)
+{
+    BIO *b;
+
+    if ((c->ssl = SSL_new(c->ctx)) == NULL || (b = BIO_new(c->bio_meth)) == NULL) {
+        snprintf(err, cap, "TLS setup: %s", ssl_reason());
+        return -1;
+    }
+    BIO_set_data(b, (void *)(intptr_t)c->fd);
+    SSL_set_bio(c->ssl, b, b);
+    SSL_set_connect_state(c->ssl);
+    if (c->name_is_ip) {
+        if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), c->server_name) != 1) {
+            snprintf(err, cap, "TLS setup: bad server address %.64s", c->server_name);
+            return -1;
+        }
+    } else {
+        SSL_set_hostflags(c->ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+        if (SSL_set_tlsext_host_name(c->ssl, c->server_name) != 1
+            || SSL_set1_host(c->ssl, c->server_name) != 1) {
+            snprintf(err, cap, "TLS setup: bad server name %.64s", c->server_name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* tls_fail_text explains a failed handshake, with a hint at the usual causes. */
+static void tls_fail_text(authd_client *c, char *err, size_t cap)
+{
+    long v = SSL_get_verify_result(c->ssl);
+
+    if (v != X509_V_OK) {
+        snprintf(err, cap,
+            "TLS failure: the server certificate was not accepted: %s (check the CA file and "
+            "the server name %.64s)",
+            X509_verify_cert_error_string(v), c->server_name);
+        return;
+    }
+    if (c->io_alert) {
+        snprintf(err, cap, "TLS failure: the server refused the handshake: %.96s%s",
+            c->io_tls_err,
+            c->has_cert ? " (does it trust the client certificate?)"
+                        : " (does it require a client certificate?)");
+    } else if (c->io_tls_err == NULL) {
+        snprintf(err, cap, "TLS failure: %.96s during the handshake%s", c->io_err,
+            c->has_cert ? " (does the server trust the client certificate?)"
+                        : " (does the server require a client certificate?)");
+    } else {
+        snprintf(err, cap, "TLS failure: %.96s (check the CA file and server name)",
+            c->io_tls_err);
+    }
 }
 
 /*
-** pack_request serializes the envelope (method, id, body) straight into a
-** new nng message. The serialized body, which may hold a password, is
-** wiped before it is freed. On success the caller owns *out.
+** dial_step drives the dial as far as the socket allows: connect, TLS
+** handshake, SP header out, SP header in. ready holds the events seen on
+** the socket. Returns DIAL_WAIT with *want, DIAL_UP, or DIAL_FAIL with err.
 */
-static int pack_request(
-    const char *method, uint64_t id, const ProtobufCMessage *req, nng_msg **out, authd_status *st)
+static int dial_step(authd_client *c, uint32_t ready, uint32_t *want, char *err, size_t cap)
 {
-    Authd__V1__RequestEnvelope env = AUTHD__V1__REQUEST_ENVELOPE__INIT;
-    uint8_t *body = NULL;
-    size_t body_len;
-    nng_msg *msg = NULL;
-    int rc = 0;
-    int rv;
+    ssize_t n;
+    int r;
 
-    body_len = protobuf_c_message_get_packed_size(req);
-    if ((body = malloc(body_len > 0 ? body_len : 1)) == NULL) {
-        rc = set_status(st, AUTHD_RESOURCE_EXHAUSTED, AUTHD_REASON_CLIENT, "out of memory");
-        goto out;
+    for (;;) {
+        switch (c->phase) {
+        case DP_CONNECTING: {
+            int e = 0;
+            socklen_t len = sizeof(e);
+            if ((ready & (EPOLLOUT | EPOLLERR | EPOLLHUP)) == 0) {
+                *want = EPOLLOUT;
+                return DIAL_WAIT;
+            }
+            if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &e, &len) != 0) {
+                e = errno;
+            }
+            if (e != 0) {
+                c->dial_errno = e;
+                close(c->fd);
+                c->fd = -1;
+                return dial_next(c, want, err, cap);
+            }
+            if (c->tls && tls_begin(c, err, cap) != 0) {
+                return DIAL_FAIL;
+            }
+            c->phase = c->tls ? DP_TLS : DP_SP_SEND;
+            break;
+        }
+        case DP_TLS:
+            ERR_clear_error();
+            errno = 0;
+            r = SSL_connect(c->ssl);
+            if (r == 1) {
+                c->phase = DP_SP_SEND;
+                break;
+            }
+            if (io_fail(c, r, want) == 0) {
+                return DIAL_WAIT;
+            }
+            tls_fail_text(c, err, cap);
+            return DIAL_FAIL;
+        case DP_SP_SEND:
+            n = conn_write(c, c->hdr_out + c->hdr_out_len, SP_HDR_LEN - c->hdr_out_len, want);
+            if (n == 0) {
+                return DIAL_WAIT;
+            }
+            if (n < 0) {
+                snprintf(err, cap, "%s", c->io_err);
+                return DIAL_FAIL;
+            }
+            if ((c->hdr_out_len += (size_t)n) == SP_HDR_LEN) {
+                c->phase = DP_SP_RECV;
+            }
+            break;
+        case DP_SP_RECV: {
+            const uint8_t *h = c->hdr_in;
+            n = conn_read(c, c->hdr_in + c->hdr_in_len, SP_HDR_LEN - c->hdr_in_len, want);
+            if (n == 0) {
+                return DIAL_WAIT;
+            }
+            if (n < 0) {
+                if (c->ssl != NULL && SSL_get_verify_result(c->ssl) != X509_V_OK) {
+                    tls_fail_text(c, err, cap);
+                } else {
+                    snprintf(err, cap, "%.96s during the SP header exchange%s", c->io_err,
+                        c->tls && !c->has_cert
+                            ? " (does the server require a client certificate?)"
+                            : " (is the peer an authd server?)");
+                }
+                return DIAL_FAIL;
+            }
+            if ((c->hdr_in_len += (size_t)n) < SP_HDR_LEN) {
+                break;
+            }
+            if (h[0] != 0 || h[1] != 'S' || h[2] != 'P' || h[3] != 0 || h[6] != 0 || h[7] != 0) {
+                snprintf(err, cap, "the peer does not speak the SP protocol (is it an authd server?)");
+                return DIAL_FAIL;
+            }
+            if (((unsigned)h[4] << 8 | h[5]) != SP_REP0) {
+                snprintf(err, cap,
+                    "the peer speaks SP protocol %u, not rep0 (%u): is it an authd server?",
+                    (unsigned)h[4] << 8 | h[5], SP_REP0);
+                return DIAL_FAIL;
+            }
+            return DIAL_UP;
+        }
+        default:
+            snprintf(err, cap, "internal error: dial phase %d", (int)c->phase);
+            return DIAL_FAIL;
+        }
     }
-    protobuf_c_message_pack(req, body);
-    env.method = (char *)method;
-    env.request_id = id;
-    env.body.len = body_len;
-    env.body.data = body;
-    if ((rv = nng_msg_alloc(&msg, authd__v1__request_envelope__get_packed_size(&env))) != 0) {
-        rc = transport_status(st, rv, "cannot build the request");
-        goto out;
+}
+
+/*
+** conn_up makes the new connection the client's (ssl_mtx held): the frames
+** of calls that waited for it go out first, in the order they started.
+*/
+static void conn_up(authd_client *c)
+{
+    pthread_mutex_lock(&c->mtx);
+    c->state = CS_UP;
+    c->backoff_ms = RECONNECT_MIN_MS;
+    c->last_err[0] = '\0';
+    c->wblocked = false;
+    c->broken = false;
+    for (struct call *k = c->head; k != NULL; k = k->next) {
+        if (k->parked && buf_append(&c->out, k->frame, k->frame_len) == 0) {
+            call_free_frame(k);
+            k->parked = false;
+        }
     }
-    authd__v1__request_envelope__pack(&env, nng_msg_body(msg));
-    *out = msg;
-out:
-    if (body != NULL) {
-        wipe(body, body_len);
-        free(body);
+    set_interest(c, EPOLLIN);
+    pthread_mutex_unlock(&c->mtx);
+    buf_clear(&c->rbuf);
+    c->rneed = 0;
+    c->read_again = false;
+    c->read_wants_write = false;
+    if (c->ai != NULL) {
+        freeaddrinfo(c->ai);
+        c->ai = c->ai_next = NULL;
     }
+}
+
+/*
+** conn_down ends the connection or the dial (ssl_mtx held): calls whose
+** frame went to the connection fail (they may have reached the server:
+** never resent); parked calls keep waiting; the next dial is scheduled.
+*/
+static void conn_down(authd_client *c, const char *why, uint64_t now, struct batch *b)
+{
+    pthread_mutex_lock(&c->mtx);
+    if (c->state == CS_UP) {
+        struct call *k, *next;
+        for (k = c->head; k != NULL; k = next) {
+            next = k->next;
+            if (!k->parked) {
+                pending_remove(c, k);
+                batch_add(b, k, OUT_LOST);
+            }
+        }
+        snprintf(b->lost_why, sizeof(b->lost_why), "%s", why);
+    } else {
+        c->backoff_ms = c->backoff_ms * 2 > RECONNECT_MAX_MS ? RECONNECT_MAX_MS : c->backoff_ms * 2;
+    }
+    c->state = CS_IDLE;
+    c->redial_at = now + (uint64_t)c->backoff_ms * NS_PER_MS;
+    buf_clear(&c->out);
+    buf_clear(&c->wbuf);
+    c->wblocked = false;
+    c->broken = false;
+    snprintf(c->last_err, sizeof(c->last_err), "%s", why);
+    pthread_mutex_unlock(&c->mtx);
+    conn_close(c);
+}
+
+/* ---- writing -------------------------------------------------------------------------- */
+
+/*
+** flush writes what is queued, as the one writer: the caller has set
+** c->writer under mtx, and flush clears it. It takes c->out into c->wbuf
+** (appending it when a partial write is pending) and writes wbuf until both
+** are empty, the socket is full (EPOLLOUT is armed and the I/O thread goes
+** on) or the connection fails (the I/O thread is woken to end it).
+*/
+static void flush(authd_client *c)
+{
+    uint32_t want = 0;
+    ssize_t n;
+
+    pthread_mutex_lock(&c->ssl_mtx);
+    pthread_mutex_lock(&c->mtx);
+    while (c->state == CS_UP && !c->broken) {
+        if (c->wbuf.off == c->wbuf.len) {
+            buf_swap(&c->out, &c->wbuf);
+        } else if (c->out.len > c->out.off
+            && buf_append(&c->wbuf, c->out.p + c->out.off, c->out.len - c->out.off) == 0) {
+            buf_clear(&c->out);
+        }
+        if (c->wbuf.off == c->wbuf.len) {
+            break;
+        }
+        pthread_mutex_unlock(&c->mtx);
+        n = conn_write(c, c->wbuf.p + c->wbuf.off, c->wbuf.len - c->wbuf.off, &want);
+        pthread_mutex_lock(&c->mtx);
+        if (n > 0) {
+            buf_consume(&c->wbuf, (size_t)n);
+            continue;
+        }
+        if (n == 0) {
+            c->wblocked = true;
+            if (want == EPOLLOUT) {
+                set_interest(c, EPOLLIN | EPOLLOUT);
+            } /* else the I/O thread flushes again after its next read */
+            break;
+        }
+        c->broken = true;
+        snprintf(c->last_err, sizeof(c->last_err), "%s", c->io_err);
+        wake(c); /* the I/O thread ends the connection */
+        break;
+    }
+    c->writer = false;
+    pthread_mutex_unlock(&c->mtx);
+    pthread_mutex_unlock(&c->ssl_mtx);
+}
+
+/* ---- reading (I/O thread, ssl_mtx held) ----------------------------------------------- */
+
+/*
+** read_some reads what the connection has into rbuf: until the socket would
+** block, OpenSSL holds no more, or rbuf is full (then read_again). Returns
+** 0, or -1 when the connection is closed or failed (c->io_err).
+*/
+static int read_some(authd_client *c)
+{
+    size_t room = c->rneed > c->rbuf.len - c->rbuf.off ? c->rneed - (c->rbuf.len - c->rbuf.off) : 0;
+    uint32_t want = 0;
+
+    c->read_again = false;
+    c->read_wants_write = false;
+    if (buf_reserve(&c->rbuf, room > RBUF_FREE_MIN ? room : RBUF_FREE_MIN) != 0) {
+        snprintf(c->io_err, sizeof(c->io_err), "out of memory for a reply");
+        return -1;
+    }
+    for (;;) {
+        size_t space = c->rbuf.cap - c->rbuf.len;
+        ssize_t n;
+        if (space == 0) {
+            c->read_again = true;
+            return 0;
+        }
+        n = conn_read(c, c->rbuf.p + c->rbuf.len, space, &want);
+        if (n < 0) {
+            return -1;
+        }
+        if (n == 0) {
+            if (want == EPOLLOUT) { /* TLS wants to write first */
+                c->read_wants_write = true;
+                pthread_mutex_lock(&c->mtx);
+                set_interest(c, EPOLLIN | EPOLLOUT);
+                pthread_mutex_unlock(&c->mtx);
+            }
+            return 0;
+        }
+        c->rbuf.len += (size_t)n;
+        if (c->ssl != NULL ? !SSL_has_pending(c->ssl) : (size_t)n < space) {
+            return 0; /* drained: epoll says when there is more */
+        }
+    }
+}
+
+/*
+** parse_frames hands every complete frame in rbuf to its call (under mtx).
+** Frames with an unknown id are dropped. Returns 0, or -1 with why for a
+** frame the connection cannot survive (too large, too short).
+*/
+static int parse_frames(authd_client *c, struct batch *b, char *why, size_t cap)
+{
+    int rc = 0;
+
+    pthread_mutex_lock(&c->mtx);
+    c->rneed = 0;
+    while (c->rbuf.len - c->rbuf.off >= 8) {
+        const uint8_t *f = c->rbuf.p + c->rbuf.off;
+        uint64_t n = get64(f);
+        uint32_t id;
+        struct call *k;
+        if (n > c->max_reply) {
+            snprintf(why, cap, "a reply of %llu bytes exceeds the maximum of %zu",
+                (unsigned long long)n, c->max_reply);
+            rc = -1;
+            break;
+        }
+        if (n < 4) {
+            snprintf(why, cap, "malformed reply frame (%llu bytes)", (unsigned long long)n);
+            rc = -1;
+            break;
+        }
+        if (c->rbuf.len - c->rbuf.off < 8 + n) {
+            c->rneed = 8 + (size_t)n;
+            break;
+        }
+        id = get32(f + 8);
+        if ((id & SP_ID_BIT) != 0 && (k = table_find(c, id & ~SP_ID_BIT)) != NULL && !k->parked) {
+            pending_remove(c, k);
+            k->reply = f + FRAME_HDR_LEN;
+            k->reply_len = (size_t)n - 4;
+            batch_add(b, k, OUT_REPLY);
+        }
+        c->rbuf.off += 8 + (size_t)n;
+    }
+    pthread_mutex_unlock(&c->mtx);
     return rc;
 }
+
+/* rbuf_compact wipes what the batch has used and keeps a partial frame. */
+static void rbuf_compact(authd_client *c)
+{
+    struct buf *r = &c->rbuf;
+    size_t used = r->off;
+
+    if (used == 0) {
+        return;
+    }
+    wipe(r->p, used);
+    if (r->len > used) {
+        memmove(r->p, r->p + used, r->len - used);
+        wipe(r->p + (r->len - used), used); /* stale copies behind the moved bytes */
+    }
+    r->len -= used;
+    r->off = 0;
+}
+
+/* ---- completing calls (I/O thread, no lock held) --------------------------------------- */
 
 /*
 ** unpack_reply checks the reply envelope (parses, echoes our id), turns a
 ** failure code into the status, and on OK unpacks the response body.
 ** Codes outside gRPC's range become UNKNOWN.
 */
-static int unpack_reply(nng_msg *msg, uint64_t id, const ProtobufCMessageDescriptor *resp_desc,
-    ProtobufCMessage **resp, authd_status *st)
+static int unpack_reply(const uint8_t *data, size_t len, uint64_t id,
+    const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp, authd_status *st)
 {
     Authd__V1__ReplyEnvelope *rep;
     ProtobufCMessage *m;
     int rc;
 
-    rep = authd__v1__reply_envelope__unpack(NULL, nng_msg_len(msg), nng_msg_body(msg));
+    rep = authd__v1__reply_envelope__unpack(NULL, len, data);
     if (rep == NULL) {
         return set_status(st, AUTHD_INTERNAL, AUTHD_REASON_TRANSPORT,
-            "unparsable reply envelope (%zu bytes)", nng_msg_len(msg));
+            "unparsable reply envelope (%zu bytes)", len);
     }
     if (rep->request_id != id) {
         rc = set_status(st, AUTHD_INTERNAL, AUTHD_REASON_TRANSPORT,
@@ -633,342 +1528,582 @@ out:
     return rc;
 }
 
-/* connected reports whether the client has a live connection right now. */
-static bool connected(authd_client *c)
-{
-    bool up;
-
-    nng_mtx_lock(c->mtx);
-    up = c->pipe != 0;
-    nng_mtx_unlock(c->mtx);
-    return up;
-}
-
 /*
-** send_status maps the failure of a send (which waits for a connection
-** while there is none) to a status: a timeout while disconnected is
-** UNAVAILABLE, not DEADLINE_EXCEEDED. Returns the code.
+** run_batch hands each completed call's outcome to its callback, then puts
+** the calls back in the pool (one lock for the batch). Callbacks may start
+** calls: from here those only queue, and the I/O thread flushes after.
 */
-static int send_status(authd_client *c, int rv, authd_status *st)
+static void run_batch(authd_client *c, struct batch *b)
 {
-    if (atomic_load_explicit(&c->closing, memory_order_relaxed)
-        && (rv == NNG_ECLOSED || rv == NNG_ECANCELED)) {
-        return set_status(st, AUTHD_CANCELLED, AUTHD_REASON_CLIENT, "the client was closed");
-    }
-    if (rv == NNG_ETIMEDOUT && !connected(c)) {
-        return set_status(st, AUTHD_UNAVAILABLE, AUTHD_REASON_TRANSPORT,
-            "not connected to %s (no connection within %d ms)", c->url, (int)c->timeout);
-    }
-    return transport_status(st, rv, "cannot send the request");
-}
+    struct call *k;
 
-/* recv_status maps the failure of the receive of a reply to a status. */
-static int recv_status(authd_client *c, int rv, authd_status *st)
-{
-    switch (rv) {
-    case NNG_ETIMEDOUT:
-        return set_status(st, AUTHD_DEADLINE_EXCEEDED, AUTHD_REASON_TRANSPORT,
-            "no reply from %s within %d ms", c->url, (int)c->timeout);
-    case NNG_ECONNRESET:
-    case NNG_ECONNSHUT:
-    case NNG_ECONNABORTED:
-        return set_status(st, AUTHD_UNAVAILABLE, AUTHD_REASON_TRANSPORT,
-            "connection to %s lost before the reply (closed by the server, "
-            "or the reply exceeded the maximum size); the request may have "
-            "been processed",
-            c->url);
-    case NNG_ECLOSED:
-    case NNG_ECANCELED:
-        if (atomic_load_explicit(&c->closing, memory_order_relaxed)) {
-            return set_status(st, AUTHD_CANCELLED, AUTHD_REASON_CLIENT, "the client was closed");
+    if (b->head == NULL) {
+        return;
+    }
+    for (k = b->head; k != NULL; k = k->dnext) {
+        ProtobufCMessage *resp = NULL;
+        authd_status st;
+
+        clear_status(&st);
+        st.request_id = k->req_id;
+        switch (k->outcome) {
+        case OUT_REPLY:
+            if (k->raw_cb != NULL) {
+                st.code = AUTHD_OK;
+            } else {
+                unpack_reply(k->reply, k->reply_len, k->req_id, k->resp_desc, &resp, &st);
+            }
+            break;
+        case OUT_DEADLINE:
+            set_status(&st, AUTHD_DEADLINE_EXCEEDED, AUTHD_REASON_TRANSPORT,
+                "no reply from %s within %d ms", c->url, c->timeout_ms);
+            break;
+        case OUT_LOST:
+            set_status(&st, AUTHD_UNAVAILABLE, AUTHD_REASON_TRANSPORT,
+                "connection to %s lost before the reply (%s); the request may have been "
+                "processed",
+                c->url, b->lost_why);
+            break;
+        case OUT_NO_CONN:
+            set_status(&st, AUTHD_UNAVAILABLE, AUTHD_REASON_TRANSPORT,
+                "not connected to %s (no connection within %d ms%s%s)", c->url, c->timeout_ms,
+                b->no_conn_why[0] != '\0' ? ": " : "", b->no_conn_why);
+            break;
+        case OUT_CANCELLED:
+        default:
+            set_status(&st, AUTHD_CANCELLED, AUTHD_REASON_CLIENT, "the client was closed");
+            break;
         }
-        return transport_status(st, rv, "no reply");
+        if (k->raw_cb != NULL) {
+            bool ok = st.code == AUTHD_OK;
+            k->raw_cb(k->arg, st.code, &st, ok ? k->reply : NULL, ok ? k->reply_len : 0);
+        } else {
+            k->cb(k->arg, st.code, &st, resp);
+        }
+    }
+    pthread_mutex_lock(&c->mtx);
+    for (k = b->head; k != NULL; k = k->dnext) {
+        call_free_frame(k);
+        k->next = c->free_calls;
+        c->free_calls = k;
+    }
+    pthread_mutex_unlock(&c->mtx);
+    b->head = b->tail = NULL;
+}
+
+/* expire completes the calls whose deadline has passed (under mtx). */
+static void expire(authd_client *c, uint64_t now, struct batch *b)
+{
+    while (c->head != NULL && c->head->deadline <= now) {
+        struct call *k = c->head;
+        pending_remove(c, k);
+        if (k->parked) {
+            call_free_frame(k);
+            snprintf(b->no_conn_why, sizeof(b->no_conn_why), "%s", c->last_err);
+        }
+        batch_add(b, k, k->parked ? OUT_NO_CONN : OUT_DEADLINE);
+    }
+}
+
+/* ---- the I/O thread ---------------------------------------------------------------------- */
+
+/* io_timeout: ms until the I/O thread must look at the clock again. */
+static int io_timeout(authd_client *c, uint64_t now)
+{
+    uint64_t wake = now + c->timeout_ns; /* see the top of the file */
+
+    if (c->read_again) {
+        return 0;
+    }
+    pthread_mutex_lock(&c->mtx);
+    if (c->head != NULL && c->head->deadline < wake) {
+        wake = c->head->deadline;
+    }
+    if (c->state == CS_IDLE && c->redial_at < wake) {
+        wake = c->redial_at;
+    } else if (c->state == CS_DIALING && c->dial_deadline < wake) {
+        wake = c->dial_deadline;
+    }
+    pthread_mutex_unlock(&c->mtx);
+    if (wake <= now) {
+        return 0;
+    }
+    /* Round up, so that the deadline has passed when epoll_wait returns. */
+    return (int)((wake - now + NS_PER_MS - 1) / NS_PER_MS);
+}
+
+/*
+** io_dial advances the dial in progress (or starts one when it is due) and
+** turns its end into a connection or a scheduled retry (ssl_mtx held).
+*/
+static void io_dial(authd_client *c, uint32_t ready, uint64_t now, struct batch *b)
+{
+    char err[WHY_LEN] = "";
+    uint32_t want = 0;
+    int r;
+
+    if (c->state == CS_IDLE) {
+        if (now < c->redial_at) {
+            return;
+        }
+        r = dial_begin(c, now, &want, err, sizeof(err));
+    } else if (ready != 0) {
+        r = dial_step(c, ready, &want, err, sizeof(err));
+    } else {
+        r = DIAL_WAIT;
+    }
+    if (r == DIAL_WAIT && now >= c->dial_deadline) {
+        snprintf(err, sizeof(err), "no connection within %d ms", c->timeout_ms);
+        r = DIAL_FAIL;
+    }
+    switch (r) {
+    case DIAL_WAIT:
+        pthread_mutex_lock(&c->mtx);
+        c->state = CS_DIALING;
+        set_interest(c, want);
+        pthread_mutex_unlock(&c->mtx);
+        break;
+    case DIAL_UP:
+        conn_up(c);
+        break;
     default:
-        return transport_status(st, rv, "no reply");
+        conn_down(c, err, now, b);
+        break;
     }
 }
 
 /*
-** authd_client_call: see client.h. One context and aio per call; one
-** deadline of c->timeout covers both the send (which waits for a
-** connection while there is none: the dialer is reconnecting) and the
-** reply.
+** io_round is one turn of the I/O thread after epoll_wait: read or dial,
+** expire, run the callbacks, flush. Returns true once the client is closed
+** (every call completed).
 */
-int authd_client_call(authd_client *c, const char *method, const ProtobufCMessage *req,
-    const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp, authd_status *st)
+static bool io_round(authd_client *c, uint32_t ready)
+{
+    struct batch b = { 0 };
+    uint64_t now = now_ns();
+    bool closing, broken, do_flush = false;
+    char why[WHY_LEN];
+
+    pthread_mutex_lock(&c->ssl_mtx);
+    pthread_mutex_lock(&c->mtx);
+    closing = c->closing;
+    broken = c->broken;
+    if (c->state == CS_UP && (ready & EPOLLOUT) != 0) {
+        c->wblocked = false;
+        set_interest(c, EPOLLIN);
+    }
+    pthread_mutex_unlock(&c->mtx);
+    if (closing) {
+        struct call *k;
+        pthread_mutex_lock(&c->mtx);
+        while ((k = c->head) != NULL) {
+            pending_remove(c, k);
+            batch_add(&b, k, OUT_CANCELLED);
+        }
+        c->state = CS_IDLE;
+        pthread_mutex_unlock(&c->mtx);
+        if (c->ssl != NULL && SSL_is_init_finished(c->ssl)) {
+            (void)SSL_shutdown(c->ssl); /* close_notify, best effort */
+        }
+        conn_close(c);
+        pthread_mutex_unlock(&c->ssl_mtx);
+        run_batch(c, &b); /* calls they start fail: closing */
+        return true;
+    }
+    if (c->state == CS_UP) {
+        if (broken) {
+            snprintf(why, sizeof(why), "%s", c->io_err);
+            conn_down(c, why, now, &b);
+        } else if ((ready & (EPOLLIN | EPOLLERR | EPOLLHUP)) != 0 || c->read_again
+            || (c->read_wants_write && (ready & EPOLLOUT) != 0)) {
+            int r = read_some(c);
+            if (parse_frames(c, &b, why, sizeof(why)) != 0) {
+                conn_down(c, why, now, &b);
+            } else if (r != 0) {
+                snprintf(why, sizeof(why), "%s", c->io_err);
+                conn_down(c, why, now, &b);
+            } else {
+                pthread_mutex_lock(&c->mtx);
+                c->wblocked = c->wblocked && (c->ep_events & EPOLLOUT) != 0;
+                pthread_mutex_unlock(&c->mtx);
+            }
+        }
+    } else {
+        io_dial(c, ready, now, &b);
+    }
+    pthread_mutex_unlock(&c->ssl_mtx);
+
+    pthread_mutex_lock(&c->mtx);
+    expire(c, now, &b);
+    pthread_mutex_unlock(&c->mtx);
+
+    run_batch(c, &b);
+    rbuf_compact(c);
+
+    pthread_mutex_lock(&c->mtx);
+    if (c->state != CS_UP) {
+        buf_clear(&c->rbuf);
+        c->rneed = 0;
+        c->read_again = false;
+    }
+    if (c->state == CS_UP && !c->writer && !c->wblocked
+        && (c->out.len > c->out.off || c->wbuf.len > c->wbuf.off)) {
+        c->writer = do_flush = true;
+    }
+    pthread_mutex_unlock(&c->mtx);
+    if (do_flush) {
+        flush(c);
+    }
+    return false;
+}
+
+static void *io_main(void *arg)
+{
+    authd_client *c = arg;
+    struct epoll_event ev[4];
+
+    io_self = c;
+    for (;;) {
+        uint32_t ready = 0;
+        int n = epoll_wait(c->ep, ev, 4, io_timeout(c, now_ns()));
+        for (int i = 0; i < n; i++) {
+            if (ev[i].data.u32 == 0) {
+                uint64_t v;
+                while (read(c->evfd, &v, sizeof(v)) < 0 && errno == EINTR) { }
+            } else {
+                ready |= ev[i].events;
+            }
+        }
+        if (io_round(c, ready)) {
+            break;
+        }
+    }
+    return NULL;
+}
+
+/* ---- open and close ------------------------------------------------------------------- */
+
+/*
+** dial_sync is open's dial, on the caller's thread with poll() and the
+** client's timeout for connect + handshake + SP headers. Fills st on failure.
+*/
+static int dial_sync(authd_client *c, authd_status *st)
+{
+    char err[WHY_LEN] = "";
+    uint32_t want = 0;
+    uint64_t now = now_ns();
+    int r;
+
+    r = dial_begin(c, now, &want, err, sizeof(err));
+    while (r == DIAL_WAIT) {
+        struct pollfd p = { .fd = c->fd, .events = 0 };
+        int n;
+        now = now_ns();
+        if (now >= c->dial_deadline) {
+            snprintf(err, sizeof(err), "no connection within %d ms", c->timeout_ms);
+            r = DIAL_FAIL;
+            break;
+        }
+        p.events = (short)(((want & EPOLLIN) != 0 ? POLLIN : 0) | ((want & EPOLLOUT) != 0 ? POLLOUT : 0));
+        n = poll(&p, 1, (int)((c->dial_deadline - now + NS_PER_MS - 1) / NS_PER_MS));
+        if (n < 0 && errno != EINTR) {
+            snprintf(err, sizeof(err), "poll: %s", strerror(errno));
+            r = DIAL_FAIL;
+        } else if (n > 0) {
+            uint32_t ready = ((p.revents & POLLIN) != 0 ? EPOLLIN : 0)
+                | ((p.revents & POLLOUT) != 0 ? EPOLLOUT : 0)
+                | ((p.revents & POLLERR) != 0 ? EPOLLERR : 0)
+                | ((p.revents & POLLHUP) != 0 ? EPOLLHUP : 0);
+            r = dial_step(c, ready, &want, err, sizeof(err));
+        }
+    }
+    if (r == DIAL_UP) {
+        conn_up(c);
+        return 0;
+    }
+    conn_close(c);
+    return set_status(st, AUTHD_UNAVAILABLE, AUTHD_REASON_TRANSPORT, "cannot connect to %s: %s",
+        c->url, err);
+}
+
+/* client_free releases what open made; the I/O thread is not running. */
+static void client_free(authd_client *c)
+{
+    struct call *k;
+
+    conn_close(c);
+    while ((k = c->free_calls) != NULL) {
+        c->free_calls = k->next;
+        call_free_frame(k);
+        free(k);
+    }
+    free(c->table);
+    buf_free(&c->out);
+    buf_free(&c->wbuf);
+    buf_free(&c->rbuf);
+    if (c->ep >= 0) {
+        close(c->ep);
+    }
+    if (c->evfd >= 0) {
+        close(c->evfd);
+    }
+    SSL_CTX_free(c->ctx);
+    BIO_meth_free(c->bio_meth);
+    pthread_mutex_destroy(&c->mtx);
+    pthread_mutex_destroy(&c->ssl_mtx);
+    free(c);
+}
+
+/*
+** authd_client_open: see client.h. The I/O thread starts only once the
+** first connection is up; it runs with every signal blocked, so that the
+** application's handlers run on its own threads.
+*/
+int authd_client_open(const authd_client_options *o, authd_client **out, authd_status *st)
 {
     authd_status local;
-    nng_ctx ctx = NNG_CTX_INITIALIZER;
-    nng_aio *aio = NULL;
-    nng_msg *msg = NULL;
-    nng_time deadline;
-    nng_duration left;
-    bool ctx_open = false;
-    uint64_t id;
+    authd_client *c = NULL;
+    sigset_t all, old;
     int rc = 0;
-    int rv;
 
     if (st == NULL) {
         st = &local;
     }
     clear_status(st);
-    if (c == NULL || method == NULL || method[0] != '/' || req == NULL || resp_desc == NULL
-        || resp == NULL || resp_desc->magic != PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC) {
-        rc = set_status(
-            st, AUTHD_INVALID_ARGUMENT, AUTHD_REASON_CLIENT, "authd_client_call: bad argument");
+    if (o == NULL || out == NULL) {
+        return set_status(
+            st, AUTHD_INVALID_ARGUMENT, AUTHD_REASON_CLIENT, "authd_client_open: NULL argument");
+    }
+    if (o->timeout_ms < 0) {
+        return set_status(st, AUTHD_INVALID_ARGUMENT, AUTHD_REASON_CONFIG,
+            "timeout must be positive (0 = default)");
+    }
+    if ((c = calloc(1, sizeof(*c))) == NULL) {
+        return set_status(st, AUTHD_RESOURCE_EXHAUSTED, AUTHD_REASON_CLIENT, "out of memory");
+    }
+    c->fd = c->ep = c->evfd = -1;
+    pthread_mutex_init(&c->mtx, NULL);
+    pthread_mutex_init(&c->ssl_mtx, NULL);
+    if ((rc = parse_url(o, c, st)) != 0) {
         goto out;
     }
-    if (!protobuf_c_message_check(req)) {
-        rc = set_status(
-            st, AUTHD_INVALID_ARGUMENT, AUTHD_REASON_CLIENT, "malformed %s", req->descriptor->name);
+    if (c->tls && ((rc = pick_server_name(o, c, st)) != 0 || (rc = make_tls(o, c, st)) != 0)) {
         goto out;
     }
-    id = next_request_id(c);
-    st->request_id = id;
-    if ((rc = pack_request(method, id, req, &msg, st)) != 0) {
+    if (c->bio_meth != NULL
+        && (BIO_meth_set_write(c->bio_meth, sock_write) != 1
+            || BIO_meth_set_read(c->bio_meth, sock_read) != 1
+            || BIO_meth_set_ctrl(c->bio_meth, sock_ctrl) != 1
+            || BIO_meth_set_create(c->bio_meth, sock_create) != 1)) {
+        rc = set_status(st, AUTHD_RESOURCE_EXHAUSTED, AUTHD_REASON_CLIENT, "TLS setup failed");
         goto out;
     }
-    if ((rv = nng_aio_alloc(&aio, NULL, NULL)) != 0 || (rv = nng_ctx_open(&ctx, c->sock)) != 0) {
-        rc = transport_status(st, rv, "cannot start the call");
-        goto out;
-    }
-    ctx_open = true;
-
-    deadline = nng_clock() + (nng_time)c->timeout;
-    nng_aio_set_msg(aio, msg);
-    nng_aio_set_timeout(aio, c->timeout);
-    nng_ctx_send(ctx, aio);
-    nng_aio_wait(aio);
-    if ((rv = nng_aio_result(aio)) != 0) {
-        /* Not sent: the message is still ours (and is wiped below). */
-        msg = nng_aio_get_msg(aio);
-        rc = send_status(c, rv, st);
-        goto out;
-    }
-    msg = NULL; /* nng owns it now */
-
-    left = (nng_duration)(deadline - nng_clock());
-    nng_aio_set_timeout(aio, left > 0 ? left : 1);
-    nng_ctx_recv(ctx, aio);
-    nng_aio_wait(aio);
-    if ((rv = nng_aio_result(aio)) != 0) {
-        rc = recv_status(c, rv, st);
-        goto out;
-    }
-    msg = nng_aio_get_msg(aio);
-    nng_aio_set_msg(aio, NULL);
-    rc = unpack_reply(msg, id, resp_desc, resp, st);
-out:
-    if (ctx_open) {
-        nng_ctx_close(ctx);
-    }
-    if (aio != NULL) {
-        nng_aio_free(aio);
-    }
-    if (msg != NULL) {
-        wipe(nng_msg_body(msg), nng_msg_len(msg));
-        nng_msg_free(msg);
-    }
-    return rc;
-}
-
-/* ---- asynchronous calls --------------------------------------------------- */
-
-enum call_state { CALL_SENDING, CALL_RECEIVING };
-
-/*
-** call is one slot of the async pool: an nng context and an aio kept open
-** and reused, call after call (a req0 context may carry one request after
-** another). While a call runs, the slot holds what completing it needs.
-*/
-struct call {
-    authd_client *c;
-    struct call *next_free; /* on c->free_calls while idle */
-    struct call *next_all; /* on c->all_calls always */
-    nng_ctx ctx;
-    nng_aio *aio;
-    enum call_state state;
-    uint64_t id; /* request id; 0 for a raw call */
-    nng_time deadline;
-    const ProtobufCMessageDescriptor *resp_desc; /* NULL for a raw call */
-    authd_client_cb cb;
-    authd_client_raw_cb raw_cb;
-    void *arg;
-};
-
-static void call_cb(void *arg);
-
-/*
-** call_get takes an idle slot, or makes a new one. Returns 0, or a status
-** code (CANCELLED once the client is closing, RESOURCE_EXHAUSTED) with st
-** filled. Slots are made under calls_mtx, so that close, which sets
-** closing first and then walks all_calls, sees every slot there will be.
-*/
-static int call_get(authd_client *c, struct call **out, authd_status *st)
-{
-    struct call *k = NULL;
-    int rc = 0;
-    int rv;
-
-    nng_mtx_lock(c->calls_mtx);
-    if (atomic_load(&c->closing)) {
-        rc = set_status(st, AUTHD_CANCELLED, AUTHD_REASON_CLIENT, "the client is closing");
-        goto out;
-    }
-    if ((k = c->free_calls) != NULL) {
-        c->free_calls = k->next_free;
-        goto out;
-    }
-    if ((k = calloc(1, sizeof(*k))) == NULL) {
+    c->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : AUTHD_CLIENT_DEFAULT_TIMEOUT_MS;
+    c->timeout_ns = (uint64_t)c->timeout_ms * NS_PER_MS;
+    c->max_reply = o->max_reply_size > 0 ? o->max_reply_size : AUTHD_CLIENT_DEFAULT_MAX_REPLY;
+    c->backoff_ms = RECONNECT_MIN_MS;
+    /* Random starts, so ids from restarted clients do not line up. */
+    atomic_init(&c->next_req_id, random64());
+    c->next_sp_id = (uint32_t)random64() & ~SP_ID_BIT;
+    if (table_grow(c) != 0) {
         rc = set_status(st, AUTHD_RESOURCE_EXHAUSTED, AUTHD_REASON_CLIENT, "out of memory");
         goto out;
     }
-    k->c = c;
-    if ((rv = nng_aio_alloc(&k->aio, call_cb, k)) != 0) {
-        rc = transport_status(st, rv, "cannot start the call");
-        free(k);
-        k = NULL;
+    if ((c->ep = epoll_create1(EPOLL_CLOEXEC)) < 0
+        || (c->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) {
+        rc = set_status(st, AUTHD_RESOURCE_EXHAUSTED, AUTHD_REASON_CLIENT, "client setup: %s",
+            strerror(errno));
         goto out;
     }
-    if ((rv = nng_ctx_open(&k->ctx, c->sock)) != 0) {
-        rc = transport_status(st, rv, "cannot start the call");
-        nng_aio_free(k->aio);
-        free(k);
-        k = NULL;
+    {
+        struct epoll_event e = { .events = EPOLLIN, .data.u32 = 0 };
+        if (epoll_ctl(c->ep, EPOLL_CTL_ADD, c->evfd, &e) != 0) {
+            rc = set_status(st, AUTHD_RESOURCE_EXHAUSTED, AUTHD_REASON_CLIENT,
+                "client setup: %s", strerror(errno));
+            goto out;
+        }
+    }
+    /* Synchronous: a refused connection or a bad certificate fails here. */
+    if ((rc = dial_sync(c, st)) != 0) {
         goto out;
     }
-    k->next_all = c->all_calls;
-    c->all_calls = k;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    rc = pthread_create(&c->thread, NULL, io_main, c);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
+        rc = set_status(st, AUTHD_RESOURCE_EXHAUSTED, AUTHD_REASON_CLIENT,
+            "cannot start the I/O thread: %s", strerror(rc));
+        goto out;
+    }
+    *out = c;
+    c = NULL;
 out:
-    nng_mtx_unlock(c->calls_mtx);
-    if (rc == 0) {
-        *out = k;
+    if (c != NULL) {
+        client_free(c);
     }
     return rc;
 }
 
-/* call_put returns a slot to the idle list. */
-static void call_put(struct call *k)
-{
-    authd_client *c = k->c;
-
-    nng_mtx_lock(c->calls_mtx);
-    k->next_free = c->free_calls;
-    c->free_calls = k;
-    nng_mtx_unlock(c->calls_mtx);
-}
-
 /*
-** calls_close frees the pool; the socket is already closed, so every call
-** in flight has been or is being aborted. nng_aio_stop waits for a running
-** callback (ours, and the user's inside it) to return and fails any
-** operation started on that aio afterwards.
+** authd_client_close: the I/O thread completes every call in flight
+** (CANCELLED) when it sees closing, then exits; close waits for that.
 */
-static void calls_close(authd_client *c)
+void authd_client_close(authd_client *c)
 {
-    struct call *k, *next;
-
-    for (k = c->all_calls; k != NULL; k = k->next_all) {
-        nng_aio_stop(k->aio);
+    if (c == NULL) {
+        return;
     }
-    for (k = c->all_calls; k != NULL; k = next) {
-        next = k->next_all;
-        nng_aio_free(k->aio);
-        free(k);
+    if (io_self == c) {
+        /* From a callback: the I/O thread cannot wait for itself. */
+        fputs("authd_client_close called from a callback of the same client\n", stderr);
+        abort();
     }
-    c->all_calls = NULL;
-    c->free_calls = NULL;
+    pthread_mutex_lock(&c->mtx);
+    c->closing = true;
+    pthread_mutex_unlock(&c->mtx);
+    wake(c);
+    pthread_join(c->thread, NULL);
+    client_free(c);
+}
+
+/* ---- starting calls ----------------------------------------------------------------------- */
+
+/* next_request_id: unique per client; 0 is skipped (it reads as "unset"). */
+static uint64_t next_request_id(authd_client *c)
+{
+    uint64_t id;
+
+    do {
+        id = atomic_fetch_add_explicit(&c->next_req_id, 1, memory_order_relaxed);
+    } while (id == 0);
+    return id;
 }
 
 /*
-** call_start sends msg (ours on entry; nng's or freed on return) on slot
-** k, which already holds the callback. Never fails: errors come back
-** through call_cb.
+** start_call registers a call and queues (or parks) its frame: frame holds
+** FRAME_HDR_LEN bytes of header (length filled in, id filled in here) and
+** the body. The frame is the caller's: wiped by the caller once this
+** returns. Returns 0, or a status code with st filled; then cb never runs.
 */
-static void call_start(struct call *k, nng_msg *msg)
+static int start_call(authd_client *c, uint8_t *frame, size_t flen, uint64_t req_id,
+    const ProtobufCMessageDescriptor *resp_desc, authd_client_cb cb, authd_client_raw_cb raw_cb,
+    void *arg, authd_status *st)
 {
-    authd_client *c = k->c;
+    struct call *k = NULL;
+    bool do_flush = false;
+    int rc = 0;
 
-    k->state = CALL_SENDING;
-    k->deadline = nng_clock() + (nng_time)c->timeout;
-    nng_aio_set_msg(k->aio, msg);
-    nng_aio_set_timeout(k->aio, c->timeout);
-    nng_ctx_send(k->ctx, k->aio);
-}
-
-/*
-** call_finish hands the outcome to the caller's callback. The slot goes
-** back to the pool first (the callback may start the next call, which can
-** reuse this very slot), so nothing here touches k after that.
-*/
-static void call_finish(
-    struct call *k, authd_status *st, ProtobufCMessage *resp, const void *raw, size_t raw_len)
-{
-    authd_client_cb cb = k->cb;
-    authd_client_raw_cb raw_cb = k->raw_cb;
-    void *arg = k->arg;
-
-    call_put(k);
-    if (raw_cb != NULL) {
-        raw_cb(arg, st->code, st, st->code == AUTHD_OK ? raw : NULL,
-            st->code == AUTHD_OK ? raw_len : 0);
-    } else {
-        cb(arg, st->code, st, resp);
+    pthread_mutex_lock(&c->mtx);
+    if (c->closing) {
+        rc = set_status(st, AUTHD_CANCELLED, AUTHD_REASON_CLIENT, "the client is closing");
+        goto out;
     }
-}
-
-/*
-** call_cb drives one async call: the send completed (post the receive with
-** what is left of the deadline), or the receive did (unpack and finish).
-** It runs on an nng thread.
-*/
-static void call_cb(void *arg)
-{
-    struct call *k = arg;
-    authd_client *c = k->c;
-    authd_status st;
-    ProtobufCMessage *resp = NULL;
-    nng_msg *msg;
-    nng_duration left;
-    int rv = nng_aio_result(k->aio);
-
-    clear_status(&st);
-    st.request_id = k->id;
-    if (k->state == CALL_SENDING) {
-        if (rv != 0) {
-            /* Not sent: the message is still ours. */
-            if ((msg = nng_aio_get_msg(k->aio)) != NULL) {
-                nng_aio_set_msg(k->aio, NULL);
-                wipe(nng_msg_body(msg), nng_msg_len(msg));
-                nng_msg_free(msg);
-            }
-            send_status(c, rv, &st);
-            call_finish(k, &st, NULL, NULL, 0);
-            return;
+    if ((c->npending >= c->table_mask + 1 && table_grow(c) != 0) || (k = call_alloc(c)) == NULL) {
+        rc = set_status(st, AUTHD_RESOURCE_EXHAUSTED, AUTHD_REASON_CLIENT, "out of memory");
+        goto out;
+    }
+    do {
+        c->next_sp_id = (c->next_sp_id + 1) & ~SP_ID_BIT;
+    } while (table_find(c, c->next_sp_id) != NULL);
+    k->sp_id = c->next_sp_id;
+    put32(frame + 8, k->sp_id | SP_ID_BIT);
+    if (c->state == CS_UP) {
+        if (buf_append(&c->out, frame, flen) != 0) {
+            rc = set_status(st, AUTHD_RESOURCE_EXHAUSTED, AUTHD_REASON_CLIENT, "out of memory");
+            goto out;
         }
-        k->state = CALL_RECEIVING;
-        left = (nng_duration)(k->deadline - nng_clock());
-        nng_aio_set_timeout(k->aio, left > 0 ? left : 1);
-        nng_ctx_recv(k->ctx, k->aio);
-        return;
-    }
-    if (rv != 0) {
-        recv_status(c, rv, &st);
-        call_finish(k, &st, NULL, NULL, 0);
-        return;
-    }
-    msg = nng_aio_get_msg(k->aio);
-    nng_aio_set_msg(k->aio, NULL);
-    if (k->resp_desc == NULL) {
-        /* Raw: the bytes are the caller's for the length of the callback. */
-        st.code = AUTHD_OK;
-        call_finish(k, &st, NULL, nng_msg_body(msg), nng_msg_len(msg));
+        /* From the I/O thread only queue: it flushes after the batch. */
+        if (io_self != c && !c->writer && !c->wblocked) {
+            c->writer = do_flush = true;
+        }
     } else {
-        unpack_reply(msg, k->id, k->resp_desc, &resp, &st);
-        call_finish(k, &st, resp, NULL, 0);
+        if ((k->frame = malloc(flen)) == NULL) {
+            rc = set_status(st, AUTHD_RESOURCE_EXHAUSTED, AUTHD_REASON_CLIENT, "out of memory");
+            goto out;
+        }
+        memcpy(k->frame, frame, flen);
+        k->frame_len = flen;
+        k->parked = true;
     }
-    wipe(nng_msg_body(msg), nng_msg_len(msg));
-    nng_msg_free(msg);
+    k->req_id = req_id;
+    k->resp_desc = resp_desc;
+    k->cb = cb;
+    k->raw_cb = raw_cb;
+    k->arg = arg;
+    k->deadline = now_ns() + c->timeout_ns; /* under mtx: the list stays in order */
+    k->hnext = c->table[k->sp_id & c->table_mask];
+    c->table[k->sp_id & c->table_mask] = k;
+    k->prev = c->tail;
+    k->next = NULL;
+    if (c->tail != NULL) {
+        c->tail->next = k;
+    } else {
+        c->head = k;
+    }
+    c->tail = k;
+    c->npending++;
+    k = NULL;
+out:
+    if (k != NULL) {
+        k->next = c->free_calls;
+        c->free_calls = k;
+    }
+    pthread_mutex_unlock(&c->mtx);
+    if (do_flush) {
+        flush(c);
+    }
+    return rc;
+}
+
+/*
+** call_envelope serializes the request envelope (method, id, body) into a
+** frame, on the stack when it is small, with no lock held, and starts the
+** call. The serialized body and frame, which may hold a password, are
+** wiped before they are released.
+*/
+static int call_envelope(authd_client *c, const char *method, const ProtobufCMessage *req,
+    const ProtobufCMessageDescriptor *resp_desc, authd_client_cb cb, void *arg, authd_status *st)
+{
+    Authd__V1__RequestEnvelope env = AUTHD__V1__REQUEST_ENVELOPE__INIT;
+    uint8_t sbody[STACK_BODY], sframe[STACK_FRAME];
+    uint8_t *body = sbody, *frame = sframe;
+    size_t body_len, env_len = 0, flen = 0;
+    uint64_t id = next_request_id(c);
+    int rc;
+
+    st->request_id = id;
+    body_len = protobuf_c_message_get_packed_size(req);
+    if (body_len > sizeof(sbody) && (body = malloc(body_len)) == NULL) {
+        rc = set_status(st, AUTHD_RESOURCE_EXHAUSTED, AUTHD_REASON_CLIENT, "out of memory");
+        goto out;
+    }
+    protobuf_c_message_pack(req, body);
+    env.method = (char *)method;
+    env.request_id = id;
+    env.body.len = body_len;
+    env.body.data = body;
+    env_len = authd__v1__request_envelope__get_packed_size(&env);
+    flen = FRAME_HDR_LEN + env_len;
+    if (flen > sizeof(sframe) && (frame = malloc(flen)) == NULL) {
+        rc = set_status(st, AUTHD_RESOURCE_EXHAUSTED, AUTHD_REASON_CLIENT, "out of memory");
+        goto out;
+    }
+    put64(frame, 4 + (uint64_t)env_len);
+    authd__v1__request_envelope__pack(&env, frame + FRAME_HDR_LEN);
+    rc = start_call(c, frame, flen, id, resp_desc, cb, NULL, arg, st);
+out:
+    wipe(body, body == sbody ? sizeof(sbody) : body_len);
+    if (body != sbody) {
+        free(body);
+    }
+    if (frame != NULL) {
+        wipe(frame, frame == sframe ? sizeof(sframe) : flen);
+        if (frame != sframe) {
+            free(frame);
+        }
+    }
+    return rc;
 }
 
 /* authd_client_call_async: see client.h. */
@@ -976,10 +2111,6 @@ int authd_client_call_async(authd_client *c, const char *method, const ProtobufC
     const ProtobufCMessageDescriptor *resp_desc, authd_client_cb cb, void *arg)
 {
     authd_status st;
-    struct call *k = NULL;
-    nng_msg *msg = NULL;
-    uint64_t id;
-    int rc;
 
     clear_status(&st);
     if (c == NULL || method == NULL || method[0] != '/' || req == NULL || resp_desc == NULL
@@ -989,21 +2120,7 @@ int authd_client_call_async(authd_client *c, const char *method, const ProtobufC
     if (!protobuf_c_message_check(req)) {
         return AUTHD_INVALID_ARGUMENT;
     }
-    id = next_request_id(c);
-    if ((rc = pack_request(method, id, req, &msg, &st)) != 0 || (rc = call_get(c, &k, &st)) != 0) {
-        if (msg != NULL) {
-            wipe(nng_msg_body(msg), nng_msg_len(msg));
-            nng_msg_free(msg);
-        }
-        return rc;
-    }
-    k->id = id;
-    k->resp_desc = resp_desc;
-    k->cb = cb;
-    k->raw_cb = NULL;
-    k->arg = arg;
-    call_start(k, msg);
-    return AUTHD_OK;
+    return call_envelope(c, method, req, resp_desc, cb, arg, &st);
 }
 
 /* authd_client_call_raw_async: see client.h. */
@@ -1011,31 +2128,98 @@ int authd_client_call_raw_async(
     authd_client *c, const void *req, size_t len, authd_client_raw_cb cb, void *arg)
 {
     authd_status st;
-    struct call *k = NULL;
-    nng_msg *msg = NULL;
+    uint8_t sframe[STACK_FRAME];
+    uint8_t *frame = sframe;
+    size_t flen;
     int rc;
-    int rv;
 
     clear_status(&st);
-    if (c == NULL || (req == NULL && len > 0) || cb == NULL) {
+    if (c == NULL || (req == NULL && len > 0) || cb == NULL || len > SIZE_MAX - FRAME_HDR_LEN) {
         return AUTHD_INVALID_ARGUMENT;
     }
-    if ((rv = nng_msg_alloc(&msg, len)) != 0) {
+    flen = FRAME_HDR_LEN + len;
+    if (flen > sizeof(sframe) && (frame = malloc(flen)) == NULL) {
         return AUTHD_RESOURCE_EXHAUSTED;
     }
+    put64(frame, 4 + (uint64_t)len);
     if (len > 0) {
-        memcpy(nng_msg_body(msg), req, len);
+        memcpy(frame + FRAME_HDR_LEN, req, len);
     }
-    if ((rc = call_get(c, &k, &st)) != 0) {
-        wipe(nng_msg_body(msg), nng_msg_len(msg));
-        nng_msg_free(msg);
-        return rc;
+    rc = start_call(c, frame, flen, 0, NULL, NULL, cb, arg, &st);
+    wipe(frame, flen);
+    if (frame != sframe) {
+        free(frame);
     }
-    k->id = 0;
-    k->resp_desc = NULL;
-    k->cb = NULL;
-    k->raw_cb = cb;
-    k->arg = arg;
-    call_start(k, msg);
-    return AUTHD_OK;
+    return rc;
+}
+
+/* ---- synchronous calls ------------------------------------------------------------------ */
+
+/* A synchronous call waits for its async callback here. */
+struct waiter {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    authd_status st;
+    ProtobufCMessage *resp;
+};
+
+static void waiter_cb(void *arg, int code, const authd_status *st, ProtobufCMessage *resp)
+{
+    struct waiter *w = arg;
+
+    pthread_mutex_lock(&w->mu);
+    w->st = *st;
+    w->resp = code == AUTHD_OK ? resp : NULL;
+    w->done = true;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+/*
+** authd_client_call: see client.h. An async call and a wait: the I/O
+** thread completes every call by its deadline, so the wait is bounded.
+*/
+int authd_client_call(authd_client *c, const char *method, const ProtobufCMessage *req,
+    const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp, authd_status *st)
+{
+    authd_status local;
+    struct waiter w;
+    int rc;
+
+    if (st == NULL) {
+        st = &local;
+    }
+    clear_status(st);
+    if (c == NULL || method == NULL || method[0] != '/' || req == NULL || resp_desc == NULL
+        || resp == NULL || resp_desc->magic != PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC) {
+        return set_status(
+            st, AUTHD_INVALID_ARGUMENT, AUTHD_REASON_CLIENT, "authd_client_call: bad argument");
+    }
+    if (!protobuf_c_message_check(req)) {
+        return set_status(
+            st, AUTHD_INVALID_ARGUMENT, AUTHD_REASON_CLIENT, "malformed %s", req->descriptor->name);
+    }
+    if (io_self == c) {
+        return set_status(st, AUTHD_INVALID_ARGUMENT, AUTHD_REASON_CLIENT,
+            "authd_client_call from a callback of the same client would wait forever");
+    }
+    memset(&w, 0, sizeof(w));
+    pthread_mutex_init(&w.mu, NULL);
+    pthread_cond_init(&w.cv, NULL);
+    if ((rc = call_envelope(c, method, req, resp_desc, waiter_cb, &w, st)) == 0) {
+        pthread_mutex_lock(&w.mu);
+        while (!w.done) {
+            pthread_cond_wait(&w.cv, &w.mu);
+        }
+        pthread_mutex_unlock(&w.mu);
+        *st = w.st;
+        rc = st->code;
+        if (rc == AUTHD_OK) {
+            *resp = w.resp;
+        }
+    }
+    pthread_cond_destroy(&w.cv);
+    pthread_mutex_destroy(&w.mu);
+    return rc;
 }

@@ -282,7 +282,7 @@ static void emit_header(FILE *f, const struct service *list, const struct method
             "** %s_async starts %s and returns at once,\n"
             "** as authd_client_call_async: 0 when under way (cb then runs "
             "exactly\n"
-            "** once, on an nng thread), else a status code and cb never "
+            "** once, on the client's I/O thread), else a status code and cb never "
             "runs.\n"
             "** req is borrowed only during this call. On AUTHD_OK the "
             "callback's\n"

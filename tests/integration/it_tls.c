@@ -1,7 +1,8 @@
 /*
  * it_tls.c — transport security: TLS is not optional, the server is
- * verified against the right CA, and with --tls-client-ca only clients
- * holding a certificate from that CA get in.
+ * verified against the right CA and the right name (a DNS name or an IP
+ * address), and with --tls-client-ca only clients holding a certificate
+ * from that CA get in.
  */
 #include "harness.h"
 
@@ -71,8 +72,10 @@ static void tls_client_trusting_another_ca_is_refused(void **state)
     o.ca_file = IT_OTHER_CA;
     o.timeout_ms = SHORT_TIMEOUT_MS;
     int rc = attempt(&o, "other-ca", &st);
-    IT_EXPECT(&st, AUTHD_UNAVAILABLE, NULL);
+    IT_EXPECT(&st, AUTHD_UNAVAILABLE, AUTHD_REASON_TRANSPORT);
     assert_int_equal(rc, AUTHD_UNAVAILABLE);
+    if (strstr(st.message, "TLS failure") == NULL || strstr(st.message, "CA file") == NULL)
+        fail_msg("the message does not point at the CA: %s", st.message);
 
     /* control: the same options with the right CA work */
     o.ca_file = IT_CA;
@@ -126,6 +129,9 @@ static void tls_mtls_requires_a_trusted_client_certificate(void **state)
     if (rc == AUTHD_OK)
         fail_msg("a client without a certificate got through mTLS");
     IT_EXPECT(&st, AUTHD_UNAVAILABLE, NULL);
+    print_message("no client certificate: %s\n", st.message);
+    if (strstr(st.message, "client certificate") == NULL)
+        fail_msg("the message does not hint at the client certificate");
 
     /* a client certificate from another CA */
     co.cert_file = IT_TLS_OTHER_DIR "/client.crt";
@@ -134,6 +140,7 @@ static void tls_mtls_requires_a_trusted_client_certificate(void **state)
     if (rc == AUTHD_OK)
         fail_msg("a client certificate from another CA got through mTLS");
     IT_EXPECT(&st, AUTHD_UNAVAILABLE, NULL);
+    print_message("client certificate from another CA: %s\n", st.message);
 
     /* the dev client certificate */
     co.cert_file = IT_CLIENT_CERT;
@@ -151,6 +158,92 @@ static void tls_mtls_requires_a_trusted_client_certificate(void **state)
     (void)state;
 }
 
+/*
+ * make_cert issues a server certificate from the dev CA with the given
+ * subjectAltName (CN=not-a-host-name) into dir/name.crt and dir/name.key.
+ */
+static void make_cert(const char *dir, const char *name, const char *san, char *crt, char *key)
+{
+    char csr[320], ext[320], text[256];
+    it_proc p;
+
+    snprintf(crt, 320, "%s/%s.crt", dir, name);
+    snprintf(key, 320, "%s/%s.key", dir, name);
+    snprintf(csr, sizeof csr, "%s/%s.csr", dir, name);
+    snprintf(ext, sizeof ext, "%s/%s.ext", dir, name);
+    snprintf(text, sizeof text,
+        "subjectAltName=%s\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature\n", san);
+    FILE *f = fopen(ext, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    const char *req[] = { OPENSSL_BIN, "req", "-newkey", "ec", "-pkeyopt",
+        "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", csr, "-subj",
+        "/CN=not-a-host-name", NULL };
+    it_run(req, NULL, NULL, &p);
+    if (p.status != 0)
+        fail_msg("openssl req: %s", p.err);
+    it_proc_free(&p);
+    const char *x509[] = { OPENSSL_BIN, "x509", "-req", "-in", csr, "-CA", IT_CA, "-CAkey",
+        IT_TLS_DIR "/ca.key", "-set_serial", "4242", "-days", "30", "-extfile", ext, "-out", crt,
+        NULL };
+    it_run(x509, NULL, NULL, &p);
+    if (p.status != 0)
+        fail_msg("openssl x509: %s", p.err);
+    it_proc_free(&p);
+}
+
+/* expect_name runs attempt() with server_name name and checks the outcome. */
+static void expect_name(const it_server *s, const char *name, const char *user, int code,
+    const char *why_in_message)
+{
+    authd_client_options o = { 0 };
+    authd_status st;
+
+    o.url = s->url;
+    o.ca_file = IT_CA;
+    o.server_name = name;
+    o.timeout_ms = SHORT_TIMEOUT_MS;
+    print_message("server_name %s\n", name != NULL ? name : "(default)");
+    attempt(&o, user, &st);
+    IT_EXPECT(&st, code, code == AUTHD_OK ? NULL : AUTHD_REASON_TRANSPORT);
+    if (why_in_message != NULL && strstr(st.message, why_in_message) == NULL)
+        fail_msg("server_name %s: expected \"%s\" in: %s", name, why_in_message, st.message);
+}
+
+/*
+ * The certificate name check: a DNS name against the certificate's DNS
+ * names, an IP address against its IP addresses. A certificate with only
+ * IP:127.0.0.1 fails the loopback default (localhost) and passes with
+ * server_name 127.0.0.1; the dev certificate (DNS:localhost,
+ * IP:127.0.0.1, IP:::1) passes both ways.
+ */
+static void tls_server_name_is_a_dns_name_or_an_ip_address(void **state)
+{
+    char crt[320], key[320];
+    it_server *s = it_new(NULL);
+
+    make_cert(s->dir, "ip-only", "IP:127.0.0.1", crt, key);
+    s->opts.extra[0] = "--tls-cert";
+    s->opts.extra[1] = crt;
+    s->opts.extra[2] = "--tls-key";
+    s->opts.extra[3] = key;
+    it_launch(s);
+    expect_name(s, NULL, "ip-default", AUTHD_UNAVAILABLE, "hostname mismatch");
+    expect_name(s, "localhost", "ip-localhost", AUTHD_UNAVAILABLE, "hostname mismatch");
+    expect_name(s, "127.0.0.2", "ip-other", AUTHD_UNAVAILABLE, "IP address mismatch");
+    expect_name(s, "::1", "ip-v6", AUTHD_UNAVAILABLE, "IP address mismatch");
+    expect_name(s, "127.0.0.1", "ip-ok", AUTHD_OK, NULL);
+    it_finish(s);
+
+    s = it_start(NULL); /* the dev certificate */
+    expect_name(s, NULL, "dev-default", AUTHD_OK, NULL);
+    expect_name(s, "127.0.0.1", "dev-ip", AUTHD_OK, NULL);
+    expect_name(s, "other.example", "dev-other", AUTHD_UNAVAILABLE, "hostname mismatch");
+    it_finish(s);
+    (void)state;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -158,6 +251,7 @@ int main(void)
         cmocka_unit_test_teardown(tls_client_trusting_another_ca_is_refused, it_teardown),
         cmocka_unit_test_teardown(tls_plaintext_listen_needs_insecure_flag, it_teardown),
         cmocka_unit_test_teardown(tls_mtls_requires_a_trusted_client_certificate, it_teardown),
+        cmocka_unit_test_teardown(tls_server_name_is_a_dns_name_or_an_ip_address, it_teardown),
     };
     return cmocka_run_group_tests_name("integration.tls", tests, NULL, NULL);
 }

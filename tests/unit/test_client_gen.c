@@ -337,8 +337,14 @@ static void test_open_rejects_bad_options(void **state)
         { "ws://127.0.0.1:7443", NULL, true, "unsupported scheme" },
         { "tls+tcp://127.0.0.1:7443", NULL, false, "TLS without CA" },
         { "tls+tcp://127.0.0.1:7443", "/nonexistent/ca.crt", false, "unreadable CA" },
-        { "tls+tcp://10.0.0.1:7443", "/dev/null", false, "IP that mbedTLS cannot verify" },
+        { "tls+tcp://10.0.0.1:7443", "/dev/null", false, "CA file not a regular file" },
         { "tcp://127.0.0.1", NULL, true, "no port" },
+        { "tcp://127.0.0.1:0", NULL, true, "port 0" },
+        { "tcp://127.0.0.1:65536", NULL, true, "port out of range" },
+        { "tcp://:7443", NULL, true, "no host" },
+        { "tcp://[::1:7443", NULL, true, "unclosed IPv6 bracket" },
+        { "tcp://127.0.0.1:7443/path", NULL, true, "a path" },
+        { "127.0.0.1:7443", NULL, true, "no scheme" },
     };
     authd_client *sentinel = (authd_client *)&cases;
 

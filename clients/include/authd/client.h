@@ -1,18 +1,27 @@
 /*
 ** client.h — the authd C client library (libauthd-client).
 **
-** One authd_client holds one connection (an nng req0 socket and one
-** dialer over tls+tcp://) to an authd server and is safe to share between
-** threads: every call runs on its own nng context, so many calls can be in
-** flight over the one connection. The typed per-RPC wrappers
-** (authd_client_verify, authd_client_login, ...) and the method table are
-** generated from the proto files into <authd/client_rpc.h>; this header
-** holds the connection, the status type and the generic call they use.
+** One authd_client holds one connection to an authd server over
+** tls+tcp:// (OpenSSL) and is safe to share between threads: many calls,
+** from any number of threads, are in flight over the one connection at
+** once (pipelined, matched to their replies by request id). The library
+** speaks the wire format of nng's req0 protocol itself, so it works with
+** any nng (or mangos) rep0 server, but does not use nng.
+**
+** Each client has one I/O thread of its own: it connects and reconnects,
+** reads replies, expires deadlines and runs the asynchronous callbacks.
+** Requests are written by the calling thread when the connection is idle,
+** and are otherwise batched with the requests already queued.
+**
+** The typed per-RPC wrappers (authd_client_verify, authd_client_login,
+** ...) and the method table are generated from the proto files into
+** <authd/client_rpc.h>; this header holds the connection, the status type
+** and the generic call they use.
 **
 ** Calls are synchronous (authd_client_call and the typed wrappers) or
 ** asynchronous (authd_client_call_async and the generated
 ** authd_client_<rpc>_async wrappers: the outcome goes to a callback that
-** runs on an nng thread; see below for ownership and threading).
+** runs on the client's I/O thread; see below for ownership and threading).
 **
 ** Conventions (as in nng): functions return 0 on success or a status code;
 ** out-parameters are written only on success; every prototype says who
@@ -64,13 +73,15 @@ extern "C" {
 ** Reasons set by the client library itself (the server's reasons are
 ** listed in the README):
 **   "TRANSPORT"  the call did not complete over the wire: connection
-**                refused, closed or lost (UNAVAILABLE), TLS failure
-**                (UNAVAILABLE), timeout (DEADLINE_EXCEEDED), a reply that
-**                does not parse or does not echo our request id (INTERNAL).
+**                refused, closed, lost or not made in time (UNAVAILABLE),
+**                TLS failure (UNAVAILABLE), no reply in time
+**                (DEADLINE_EXCEEDED), a reply that does not parse or does
+**                not echo our request id (INTERNAL).
 **   "CONFIG"     the options passed to authd_client_open are unusable
 **                (INVALID_ARGUMENT): bad URL, unreadable CA/cert/key file.
 **   "CLIENT"     a bad argument to a call or a local failure such as
-**                out of memory (INVALID_ARGUMENT, RESOURCE_EXHAUSTED).
+**                out of memory (INVALID_ARGUMENT, RESOURCE_EXHAUSTED), or
+**                the client was closed (CANCELLED).
 */
 #define AUTHD_REASON_TRANSPORT "TRANSPORT"
 #define AUTHD_REASON_CONFIG    "CONFIG"
@@ -101,15 +112,24 @@ typedef struct authd_status {
 **                   required for TLS (the server is always verified).
 **   cert_file       optional PEM client certificate for mutual TLS; needs
 **   key_file        key_file (an unencrypted PEM private key) and vice versa.
-**   server_name     name the server certificate must match and the SNI
-**                   sent; default: the host part of url. The TLS engine
-**                   (mbedTLS 2.28) matches DNS names only, never IP
-**                   addresses: for a loopback address (127.0.0.0/8, ::1)
-**                   the default is "localhost"; any other IP address in
-**                   url needs server_name set (open fails otherwise).
-**   timeout_ms      deadline of each call, from send to reply; 0 = 5000.
-**   max_reply_size  largest reply frame accepted; 0 = 1 MiB. A larger
-**                   reply drops the connection (the call fails UNAVAILABLE).
+**   server_name     what the server certificate must match. Default: the
+**                   host part of url when it is a DNS name; "localhost"
+**                   when it is a loopback address (127.0.0.0/8, ::1: what
+**                   dev certificates carry); the address itself for any
+**                   other IP address. A DNS name is matched against the
+**                   certificate's DNS names (subjectAltName, else the
+**                   common name; "*." wildcards only as a whole first
+**                   label) and sent as SNI; an IP address, given here or
+**                   taken from url, is matched against the certificate's
+**                   IP addresses only, and no SNI is sent.
+**   timeout_ms      deadline of each call, from its start to its reply
+**                   (waiting for a connection included); also the limit
+**                   for each connection attempt (TCP connect, TLS
+**                   handshake, SP header exchange); 0 = 5000.
+**   max_reply_size  largest reply frame accepted (4-byte request id plus
+**                   the reply envelope); 0 = 1 MiB. A larger frame drops
+**                   the connection before it is read (the calls in flight
+**                   on it fail UNAVAILABLE).
 **   allow_plaintext permit a tcp:// URL (no TLS). For tests only.
 */
 typedef struct authd_client_options {
@@ -150,10 +170,13 @@ const char *authd_code_str(int code);
 
 /*
 ** authd_client_open connects to the server named by o->url and returns
-** the client in *out. The dial is synchronous, so a refused connection, a
-** server certificate that does not verify or an unreadable CA file fail
-** here with a clear status; once connected, the client redials on its
-** own if the connection drops later.
+** the client in *out. The dial is synchronous, bounded by timeout_ms, so
+** an unusable option or CA file (INVALID_ARGUMENT/CONFIG), a refused or
+** unanswered connection, a server certificate that does not verify or a
+** peer that is not an SP rep0 server (UNAVAILABLE/TRANSPORT) fail here
+** with a clear status; once connected, the client redials on its own (in
+** the background, backing off from 100 ms to 2 s) if the connection drops
+** later.
 **
 ** Returns 0 and sets *out on success; the caller owns *out and releases it
 ** with authd_client_close. On failure returns the status code, fills *st
@@ -166,11 +189,10 @@ int authd_client_open(
 ** authd_client_close closes the connection and frees the client. Call it
 ** only once no synchronous call on c is still running and no other thread
 ** starts calls on c; asynchronous calls still in flight are completed
-** (their callbacks run, CANCELLED) before it returns. Never call it from
-** an async callback. Accepts NULL.
-** Known issue: nng_close in nng 1.5.2 can rarely deadlock (nanomsg/nng
-** #1543, #1813; fixed in nng 1.8.0). Seen here only with a client and a
-** server in the same process, about once in 40 test runs.
+** (their callbacks run, CANCELLED) before it returns, then the I/O thread
+** is joined. It does not wait for the server. Never call it from an async
+** callback of c (the process aborts: the I/O thread cannot wait for
+** itself). Accepts NULL.
 */
 void authd_client_close(authd_client *c);
 
@@ -186,16 +208,21 @@ void authd_client_close(authd_client *c);
 ** protobuf_c_message_free_unpacked(*resp, NULL) (or the message's
 ** generated ..._free_unpacked). On failure *resp is untouched.
 **
-** The serialized request (which may hold a password) is wiped from the
-** buffers this library owns; the copy handed to nng for sending is freed
-** by nng once sent and cannot be wiped.
+** The serialized request (which may hold a password) is wiped from every
+** buffer this library owns once it is sent, and the library's copy of a
+** reply (which may hold a token) once it is unpacked. OpenSSL's own record
+** buffers are not ours to wipe.
 **
-** Requests are sent at most once, never silently resent (nng's automatic
-** resend is switched off): a call fails with UNAVAILABLE if the connection
-** drops before its reply arrives, and with DEADLINE_EXCEEDED if no reply
-** comes in time. The server may or may not have acted on either. While
-** the client is reconnecting, a call waits for the connection up to its
-** deadline, then fails with UNAVAILABLE.
+** Requests are sent at most once, never resent: a call fails with
+** UNAVAILABLE if the connection drops before its reply arrives, and with
+** DEADLINE_EXCEEDED if no reply comes in time. The server may or may not
+** have acted on either. While the client is reconnecting, a call waits for
+** the connection up to its deadline (its request is sent once connected),
+** then fails with UNAVAILABLE. A reply that comes after its call has
+** failed is dropped.
+**
+** Must not be called from an async callback of the same client (it would
+** wait for the thread it runs on): that fails with INVALID_ARGUMENT/CLIENT.
 */
 int authd_client_call(authd_client *c, const char *method, const ProtobufCMessage *req,
     const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
@@ -218,7 +245,7 @@ int authd_client_call(authd_client *c, const char *method, const ProtobufCMessag
 ** it at once (and may do so from the callback).
 **
 ** The callback, authd_client_cb:
-**   - runs on one of nng's threads, never on the caller's thread during
+**   - runs on the client's I/O thread, never on the caller's thread during
 **     authd_client_call_async, and possibly before that function has
 **     returned;
 **   - gets code (== st->code), st (filled exactly as by
@@ -230,14 +257,17 @@ int authd_client_call(authd_client *c, const char *method, const ProtobufCMessag
 **   - may start further asynchronous calls on any client (this is how a
 **     closed loop keeps N calls in flight) but must not block: no
 **     synchronous authd_client_call, no authd_client_close, no long
-**     computation. It delays the other replies on that connection;
+**     computation. It delays the other replies on that connection. Calls
+**     started from callbacks on the same client are queued and sent
+**     together once the callbacks of that batch of replies have run;
 **   - runs with no lock of this library held.
 **
 ** Delivery and deadlines are those of authd_client_call: at most once,
 ** timeout_ms from the start of the call to the reply. Each call in flight
-** uses one nng context and aio from a pool kept by the client and reused
-** (the pool grows to the largest number of calls ever in flight at once),
-** so a steady stream of async calls allocates only the messages.
+** takes a small record from a pool kept by the client and reused (the pool
+** grows to the largest number of calls ever in flight at once); requests
+** up to about 1 KiB are serialized on the stack, so a steady stream of
+** async calls allocates memory only to unpack the replies.
 **
 ** Closing: calls still in flight when authd_client_close is called are
 ** completed by it: their callbacks run (with CANCELLED/CLIENT, or the
@@ -259,9 +289,9 @@ int authd_client_call_async(authd_client *c, const char *method, const ProtobufC
 ** authd-echo and authbench) and for tests that build their own frames.
 **
 ** Same contract as authd_client_call_async (return value, exactly-once
-** callback on an nng thread, deadlines, closing), except that the
+** callback on the I/O thread, deadlines, closing), except that the
 ** callback gets the reply bytes: reply and len are valid only until cb
-** returns (the buffer is then wiped and freed); reply is NULL and len 0
+** returns (the bytes are then wiped); reply is NULL and len 0
 ** unless code is AUTHD_OK. st->request_id is 0. req is copied before the
 ** function returns.
 */
