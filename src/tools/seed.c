@@ -16,6 +16,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -37,6 +38,7 @@
 static const char usage[]
     = "usage: authd-seed --data-dir DIR --count N [OPTIONS]\n"
       "       authd-seed --time-hash [--argon2-ops T] [--argon2-mem-kib M] [--repeat R]\n"
+      "                  [--threads N]\n"
       "\n"
       "Bulk-loads N users into an authd LMDB data directory (authd must not be\n"
       "running on it), stored as Register would store them, for benchmarks.\n"
@@ -61,8 +63,12 @@ static const char usage[]
       "  --map-size-mb N       LMDB map size, as authd's option (default 4096)\n"
       "\n"
       "Timing (--time-hash): hashes a password R times (default 5, after one\n"
-      "untimed) with authd's own hashing function and prints the median:\n"
-      "  hash_ms=.. argon2_ops=T argon2_mem_kib=M runs=R min_ms=.. max_ms=..\n"
+      "untimed) with authd's own hashing function, in each of N threads at once\n"
+      "(default 1), and prints the median time of one hash and the hashes per\n"
+      "second of all threads together (N = cores shows what parallel hashes cost\n"
+      "each other: memory bandwidth and a shared cache):\n"
+      "  hash_ms=.. argon2_ops=T argon2_mem_kib=M threads=N runs=R min_ms=..\n"
+      "  max_ms=.. hashes_per_s=..\n"
       "Here the parameters default to authd's: t=2, m=19456 KiB.\n"
       "\n"
       "Output of a load: one line\n"
@@ -84,6 +90,7 @@ struct seed_opts {
     unsigned long map_mb;
     bool time_hash;
     unsigned long repeat;
+    unsigned long threads;
 };
 
 static double now_s(void)
@@ -137,7 +144,8 @@ static void parse(int argc, char **argv, struct seed_opts *o)
         O_BATCH,
         O_MAP,
         O_TIME,
-        O_REPEAT
+        O_REPEAT,
+        O_THREADS
     };
     static const struct option lo[] = {
         { "data-dir", required_argument, NULL, O_DIR },
@@ -152,6 +160,7 @@ static void parse(int argc, char **argv, struct seed_opts *o)
         { "map-size-mb", required_argument, NULL, O_MAP },
         { "time-hash", no_argument, NULL, O_TIME },
         { "repeat", required_argument, NULL, O_REPEAT },
+        { "threads", required_argument, NULL, O_THREADS },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -166,6 +175,7 @@ static void parse(int argc, char **argv, struct seed_opts *o)
         .batch = BATCH_DEFAULT,
         .map_mb = 4096,
         .repeat = 5,
+        .threads = 1,
     };
     opterr = 0;
     while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
@@ -209,6 +219,9 @@ static void parse(int argc, char **argv, struct seed_opts *o)
         case O_REPEAT:
             o->repeat = number("repeat", optarg, 1, 1000);
             break;
+        case O_THREADS:
+            o->threads = number("threads", optarg, 1, 256);
+            break;
         default:
             usage_error("unknown option or missing value: %s", argv[optind - 1]);
         }
@@ -226,43 +239,95 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+struct hash_thread {
+    const struct seed_opts *o;
+    const authd_pwparams *pp;
+    pthread_barrier_t *start;
+    double *ms; /* o->repeat samples */
+    bool failed;
+};
+
+/* hash_worker does one untimed hash (the first allocation's page faults),
+ * waits for its siblings at the barrier, then times o->repeat hashes. */
+static void *hash_worker(void *arg)
+{
+    struct hash_thread *t = arg;
+    char hash[AUTHD_HASH_MAX];
+
+    for (unsigned long i = 0; i <= t->o->repeat; i++) {
+        double t0;
+        if (i == 1)
+            pthread_barrier_wait(t->start);
+        t0 = now_s();
+        if (authd_password_hash(t->o->password, strlen(t->o->password), t->pp, hash) != AUTHD_OK) {
+            t->failed = true;
+            if (i == 0)
+                pthread_barrier_wait(t->start);
+            break;
+        }
+        if (i > 0)
+            t->ms[i - 1] = (now_s() - t0) * 1e3;
+    }
+    sodium_memzero(hash, sizeof hash);
+    return NULL;
+}
+
 /* time_hash prints the median time of one authd_password_hash at the given
- * parameters, after one untimed run (page faults of the first allocation). */
+ * parameters, with --threads threads hashing --repeat times each at once,
+ * and the hashes per second they achieved together. */
 static int time_hash(const struct seed_opts *o)
 {
     authd_pwparams pp = {
         .opslimit = (unsigned long long)(o->ops > 0 ? o->ops : AUTHD_ARGON2_OPS_DEFAULT),
         .memlimit = o->mem_kib > 0 ? (size_t)o->mem_kib * 1024u : AUTHD_ARGON2_MEM_DEFAULT,
     };
-    char hash[AUTHD_HASH_MAX];
-    double *ms = calloc(o->repeat, sizeof *ms);
+    unsigned long n = o->repeat * o->threads;
+    struct hash_thread *th = calloc(o->threads, sizeof *th);
+    pthread_t *tid = calloc(o->threads, sizeof *tid);
+    double *ms = calloc(n, sizeof *ms);
+    pthread_barrier_t start;
+    double t0, wall;
     int status = 1;
 
-    if (ms == NULL) {
+    if (th == NULL || tid == NULL || ms == NULL) {
         fputs("authd-seed: out of memory\n", stderr);
-        return 1;
+        goto out;
     }
     if (authd_pwparams_check(&pp) != AUTHD_OK) {
         fputs("authd-seed: argon2 parameters refused by libsodium\n", stderr);
         goto out;
     }
-    for (unsigned long i = 0; i <= o->repeat; i++) {
-        double t0 = now_s();
-        if (authd_password_hash(o->password, strlen(o->password), &pp, hash) != AUTHD_OK) {
+    /* The main thread is at the barrier too: the clock starts with them. */
+    pthread_barrier_init(&start, NULL, (unsigned)o->threads + 1);
+    for (unsigned long i = 0; i < o->threads; i++) {
+        th[i] = (struct hash_thread) { o, &pp, &start, ms + i * o->repeat, false };
+        if (pthread_create(&tid[i], NULL, hash_worker, &th[i]) != 0) {
+            fputs("authd-seed: cannot start a thread\n", stderr);
+            exit(1); /* the others would wait at the barrier for ever */
+        }
+    }
+    pthread_barrier_wait(&start);
+    t0 = now_s();
+    for (unsigned long i = 0; i < o->threads; i++)
+        pthread_join(tid[i], NULL);
+    wall = now_s() - t0;
+    pthread_barrier_destroy(&start);
+    for (unsigned long i = 0; i < o->threads; i++) {
+        if (th[i].failed) {
             fputs("authd-seed: argon2id hash failed (out of memory?)\n", stderr);
             goto out;
         }
-        if (i > 0)
-            ms[i - 1] = (now_s() - t0) * 1e3;
     }
-    qsort(ms, o->repeat, sizeof *ms, cmp_double);
-    printf("hash_ms=%.3f argon2_ops=%llu argon2_mem_kib=%zu runs=%lu min_ms=%.3f max_ms=%.3f\n",
-        o->repeat % 2 ? ms[o->repeat / 2] : (ms[o->repeat / 2 - 1] + ms[o->repeat / 2]) / 2,
-        pp.opslimit, pp.memlimit / 1024u, o->repeat, ms[0], ms[o->repeat - 1]);
+    qsort(ms, n, sizeof *ms, cmp_double);
+    printf("hash_ms=%.3f argon2_ops=%llu argon2_mem_kib=%zu threads=%lu runs=%lu min_ms=%.3f "
+           "max_ms=%.3f hashes_per_s=%.1f\n",
+        n % 2 ? ms[n / 2] : (ms[n / 2 - 1] + ms[n / 2]) / 2, pp.opslimit, pp.memlimit / 1024u,
+        o->threads, o->repeat, ms[0], ms[n - 1], (double)n / wall);
     status = 0;
 out:
-    sodium_memzero(hash, sizeof hash);
     free(ms);
+    free(tid);
+    free(th);
     return status;
 }
 
