@@ -101,6 +101,7 @@ struct opts {
     unsigned long user_count;
     unsigned long user_first;
     const char *password; /* NULL: random (registered users) or authd-seed's default */
+    bool peak_window; /* reset the server's VmHWM when the measured window opens */
 };
 
 /* ---- run state --------------------------------------------------------- */
@@ -912,6 +913,24 @@ static struct proc_sample proc_read(long pid)
     return s;
 }
 
+/* proc_reset_peak resets the peak RSS (VmHWM) of pid to its current RSS
+** (Linux 4.0+: "5" to /proc/PID/clear_refs; the process must be ours). */
+static void proc_reset_peak(long pid)
+{
+    char path[64];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "/proc/%ld/clear_refs", pid);
+    if ((f = fopen(path, "w")) == NULL || fputs("5", f) == EOF || fclose(f) != 0) {
+        fprintf(stderr,
+            "authbench: cannot reset the peak RSS of %ld (%s): the peak is since its start\n", pid,
+            path);
+        if (f != NULL) {
+            fclose(f);
+        }
+    }
+}
+
 static double ru_cpu(const struct rusage *r)
 {
     return (double)r->ru_utime.tv_sec + (double)r->ru_utime.tv_usec / 1e6
@@ -1263,6 +1282,9 @@ static void run(struct bench *b, bool progress)
 
     atomic_store(&b->phase, b->o.warmup > 0 ? P_WARMUP : P_MEASURE);
     if (b->o.warmup <= 0) {
+        if (b->o.peak_window && b->o.server_pid > 0) {
+            proc_reset_peak(b->o.server_pid);
+        }
         getrusage(RUSAGE_SELF, &b->ru_begin);
         b->srv_begin = proc_read(b->o.server_pid);
         b->t_begin = now_ns();
@@ -1277,6 +1299,9 @@ static void run(struct bench *b, bool progress)
             break;
         }
         if (phase == P_WARMUP && now >= t_measure) {
+            if (b->o.peak_window && b->o.server_pid > 0) {
+                proc_reset_peak(b->o.server_pid);
+            }
             getrusage(RUSAGE_SELF, &b->ru_begin);
             b->srv_begin = proc_read(b->o.server_pid);
             b->t_begin = now_ns();
@@ -1388,6 +1413,9 @@ static const char usage[]
       "Report:\n"
       "  --server-pid PID      also report the server's CPU time over the window\n"
       "                        (/proc/PID/stat) and its peak RSS (VmHWM)\n"
+      "  --server-peak-window  reset that peak (/proc/PID/clear_refs) when the\n"
+      "                        measured window opens, so it is the window's peak\n"
+      "                        rather than the process's since it started\n"
       "  --format F            table (default), csv, json (one object per line)\n"
       "  --out FILE            append the rows (in --format csv or json; csv if\n"
       "                        table) to FILE, a CSV header first when it is empty;\n"
@@ -1469,7 +1497,8 @@ static void parse(int argc, char **argv, struct opts *o)
         O_UPAT,
         O_UCOUNT,
         O_UFIRST,
-        O_PASSWORD
+        O_PASSWORD,
+        O_PEAKWIN
     };
     static const struct option lo[] = {
         { "url", required_argument, NULL, O_URL },
@@ -1502,6 +1531,7 @@ static void parse(int argc, char **argv, struct opts *o)
         { "user-count", required_argument, NULL, O_UCOUNT },
         { "user-first", required_argument, NULL, O_UFIRST },
         { "password", required_argument, NULL, O_PASSWORD },
+        { "server-peak-window", no_argument, NULL, O_PEAKWIN },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -1636,6 +1666,9 @@ static void parse(int argc, char **argv, struct opts *o)
             break;
         case O_NOPROG:
             o->progress = 0;
+            break;
+        case O_PEAKWIN:
+            o->peak_window = true;
             break;
         case O_UPAT:
             o->user_pattern = optarg;
