@@ -12,7 +12,15 @@
  * benchmarks only.
  *
  * Writes go in batches of --batch users per LMDB write transaction
- * (authd_store_user_create_batch): one fsync per batch, not per user.
+ * (authd_store_user_create_batch): one fsync per batch, not per user. The
+ * random ids are drawn up front and inserted in sorted order: inserted in
+ * random order, every batch would rewrite (copy on write) nearly every
+ * leaf of the users table, and the pages the last batches free would stay
+ * on LMDB's free list — tens of thousands of pages for a million users,
+ * which every later write transaction (each Login) then pays to carry,
+ * unlike a store grown one Register at a time. Sorted, each batch touches
+ * only its own key range. The set of ids is as random as Register's; the
+ * tables end up more densely packed than ones grown in random order.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -33,7 +41,7 @@
 #define SEED_OPS_DEFAULT     1
 #define SEED_MEM_KIB_DEFAULT 8 /* libsodium's minimum */
 #define BATCH_DEFAULT        20000
-#define COUNT_MAX            100000000ul
+#define COUNT_MAX            10000000ul
 
 static const char usage[]
     = "usage: authd-seed --data-dir DIR --count N [OPTIONS]\n"
@@ -49,7 +57,7 @@ static const char usage[]
       "\n"
       "Seeding:\n"
       "  --data-dir DIR        the store (created 0700 if absent)\n"
-      "  --count N             users to create (1 to 100000000)\n"
+      "  --count N             users to create (1 to 10000000)\n"
       "  --first K             number of the first user (default 0): users K..K+N-1\n"
       "  --pattern P           username of user n (default " USER_PATTERN_DEFAULT "): literal\n"
       "                        text around one %u, %Nu or %0Nu; the names must be\n"
@@ -331,12 +339,17 @@ out:
     return status;
 }
 
+static int cmp_id(const void *a, const void *b)
+{
+    return memcmp(a, b, AUTHD_ID_BYTES);
+}
+
 /* make_user fills u as Register would for user n: canonical username,
- * normalized email, a random id, ACTIVE, no roles, all times now. The
- * shared hash is copied in. False (with a message) when the pattern does
+ * normalized email, the random id given, ACTIVE, no roles, all times now.
+ * The shared hash is copied in. False (with a message) when the pattern does
  * not give a valid, canonical name for n. */
 static bool make_user(const user_pattern *pat, const char *domain, unsigned long n,
-    const char *hash, int64_t now, authd_user *u)
+    const uint8_t id[AUTHD_ID_BYTES], const char *hash, int64_t now, authd_user *u)
 {
     char name[128], email[AUTHD_EMAIL_MAX + 2];
     authd_error err;
@@ -359,7 +372,7 @@ static bool make_user(const user_pattern *pat, const char *domain, unsigned long
             elen > 0 && (size_t)elen < sizeof email ? err.message : "too long");
         return false;
     }
-    randombytes_buf(u->id, sizeof u->id);
+    memcpy(u->id, id, sizeof u->id);
     memcpy(u->password_hash, hash, strlen(hash) + 1);
     u->status = AUTHD_USER_ACTIVE;
     u->created_at = u->updated_at = u->password_changed_at = now;
@@ -375,6 +388,7 @@ static int seed(const struct seed_opts *o)
     authd_store_options so = { .dir = o->data_dir, .map_size = (size_t)o->map_mb << 20 };
     authd_store *st = NULL;
     authd_user *batch = NULL;
+    uint8_t(*ids)[AUTHD_ID_BYTES] = NULL;
     user_pattern pat;
     authd_error err;
     char hash[AUTHD_HASH_MAX];
@@ -405,10 +419,13 @@ static int seed(const struct seed_opts *o)
         fputs("authd-seed: argon2id hash failed (out of memory?)\n", stderr);
         return 1;
     }
-    if ((batch = calloc(o->batch, sizeof *batch)) == NULL) {
+    if ((batch = calloc(o->batch, sizeof *batch)) == NULL
+        || (ids = malloc(o->count * sizeof *ids)) == NULL) {
         fputs("authd-seed: out of memory\n", stderr);
         goto out;
     }
+    randombytes_buf(ids, o->count * sizeof *ids);
+    qsort(ids, o->count, sizeof *ids, cmp_id);
     if (authd_store_open(&so, &st) != AUTHD_OK) {
         fprintf(stderr, "authd-seed: cannot open the store in %s (see the store_error line)\n",
             o->data_dir);
@@ -422,7 +439,8 @@ static int seed(const struct seed_opts *o)
         authd_code rc;
 
         for (unsigned long i = 0; i < n; i++) {
-            if (!make_user(&pat, o->domain, o->first + done + i, hash, now, &batch[i]))
+            if (!make_user(
+                    &pat, o->domain, o->first + done + i, ids[done + i], hash, now, &batch[i]))
                 goto out;
         }
         rc = authd_store_user_create_batch(st, batch, n, &failed, &conflict);
@@ -463,6 +481,7 @@ out:
         sodium_memzero(batch, o->batch * sizeof *batch);
         free(batch);
     }
+    free(ids);
     sodium_memzero(hash, sizeof hash);
     return status;
 }
