@@ -380,7 +380,7 @@ static void test_user_create_batch(void **state)
     }
 
     /* A duplicate username inside the batch: nothing written. */
-    snprintf(b[N - 1].username, sizeof b[0].username, "%s", b[7].username);
+    memcpy(b[N - 1].username, b[7].username, sizeof b[0].username);
     assert_int_equal(
         authd_store_user_create_batch(f->st, b, N, &failed, &conflict), AUTHD_ALREADY_EXISTS);
     assert_int_equal(failed, N - 1);
