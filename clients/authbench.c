@@ -45,6 +45,7 @@
 #include "authd/client_rpc.h"
 #include "authd/v1/envelope.pb-c.h"
 #include "bench_hist.h"
+#include "user_pattern.h"
 
 #define DEFAULT_URL   "tls+tcp://127.0.0.1:7443"
 #define DEFAULT_CA    "./var/tls/ca.crt"
@@ -55,6 +56,9 @@
 #define NS_PER_S      1000000000ull
 #define NS_PER_MS     1000000ull
 #define FLOOD_DEFAULT 32
+#define PASSWORD_MAX  512 /* bytes: 128 code points of up to 4 bytes */
+#define NAME_MAX_LEN  32 /* authd's longest username */
+#define PATTERN_MAX   100000000ul
 
 /* ---- options ----------------------------------------------------------- */
 
@@ -93,6 +97,11 @@ struct opts {
     int progress; /* -1 auto */
     long payload_bytes; /* echo: 0 = a Verify request's size */
     bool no_header;
+    const char *user_pattern; /* pre-existing users (authd-seed) instead of registering */
+    unsigned long user_count;
+    unsigned long user_first;
+    const char *password; /* NULL: random (registered users) or authd-seed's default */
+    bool peak_window; /* reset the server's VmHWM when the measured window opens */
 };
 
 /* ---- run state --------------------------------------------------------- */
@@ -187,7 +196,9 @@ struct bench {
     unsigned ngroups;
     struct user *users;
     unsigned nusers;
-    char password[40];
+    user_pattern pat; /* with --user-pattern: the pre-existing users' names */
+    bool use_pattern;
+    char password[PASSWORD_MAX + 1];
     struct token *tokens;
     unsigned ntokens, nvalid;
     uint8_t *payload; /* echo */
@@ -465,7 +476,17 @@ static void op_issue(struct op *op, uint64_t t0)
     }
     case K_LOGIN: {
         Authd__V1__LoginRequest req = AUTHD__V1__LOGIN_REQUEST__INIT;
-        req.login = b->users[xorshift(&op->rng) % b->nusers].username;
+        char name[NAME_MAX_LEN + 1];
+        if (b->use_pattern) {
+            /* Any user of the seeded range: the whole index is in play. */
+            unsigned long n = b->o.user_first
+                + (((unsigned long)xorshift(&op->rng) << 32) | xorshift(&op->rng))
+                    % b->o.user_count;
+            user_pattern_format(&b->pat, n, name, sizeof(name));
+            req.login = name;
+        } else {
+            req.login = b->users[xorshift(&op->rng) % b->nusers].username;
+        }
         req.password = b->password;
         rc = authd_client_login_async(c, &req, on_reply, op);
         break;
@@ -638,10 +659,30 @@ static char *login_token(authd_client *c, struct bench *b, unsigned u)
 }
 
 /*
-** setup_users registers the run's users (unique names: a random run id)
-** and, for verify, logs each in once for a valid token. Invalid tokens:
-** half are valid ones with one signature character changed (BAD_SIGNATURE),
-** half belong to sessions logged out here (REVOKED).
+** pick_seeded fills b->users with --users users of the --user-pattern
+** range, which already exist (authd-seed): user i is drawn at random from
+** the i-th of --users equal slices of the range, so they are distinct and
+** spread over the whole store.
+*/
+static void pick_seeded(struct bench *b)
+{
+    unsigned long count = b->o.user_count;
+    uint32_t rng = (uint32_t)nng_random() | 1u;
+
+    for (unsigned i = 0; i < b->nusers; i++) {
+        unsigned long lo = (unsigned long)((double)count * i / b->nusers);
+        unsigned long hi = (unsigned long)((double)count * (i + 1) / b->nusers);
+        unsigned long n = b->o.user_first + lo + (hi > lo ? xorshift(&rng) % (hi - lo) : 0);
+        user_pattern_format(&b->pat, n, b->users[i].username, sizeof(b->users[i].username));
+    }
+}
+
+/*
+** setup_users registers the run's users (unique names: a random run id),
+** or with --user-pattern picks pre-existing ones, and, for verify, logs
+** each in once for a valid token. Invalid tokens: half are valid ones with
+** one signature character changed (BAD_SIGNATURE), half belong to sessions
+** logged out here (REVOKED).
 */
 static void setup_users(struct bench *b, authd_client *c, bool need_tokens)
 {
@@ -652,7 +693,10 @@ static void setup_users(struct bench *b, authd_client *c, bool need_tokens)
     if ((b->users = calloc(b->nusers, sizeof(*b->users))) == NULL) {
         die("out of memory");
     }
-    for (unsigned i = 0; i < b->nusers; i++) {
+    if (b->use_pattern) {
+        pick_seeded(b);
+    }
+    for (unsigned i = 0; i < b->nusers && !b->use_pattern; i++) {
         Authd__V1__RegisterRequest req = AUTHD__V1__REGISTER_REQUEST__INIT;
         Authd__V1__RegisterResponse *resp = NULL;
         authd_status st;
@@ -666,8 +710,10 @@ static void setup_users(struct bench *b, authd_client *c, bool need_tokens)
         authd__v1__register_response__free_unpacked(resp, NULL);
     }
     if (!need_tokens) {
-        fprintf(stderr, "authbench: setup: %u users registered in %.1f s\n", b->nusers,
-            (double)(now_ns() - t0) / 1e9);
+        if (!b->use_pattern) {
+            fprintf(stderr, "authbench: setup: %u users registered in %.1f s\n", b->nusers,
+                (double)(now_ns() - t0) / 1e9);
+        }
         return;
     }
     nbad = b->o.invalid_share > 0 ? (b->nusers < 4 ? 2 * b->nusers : b->nusers) : 0;
@@ -707,8 +753,9 @@ static void setup_users(struct bench *b, authd_client *c, bool need_tokens)
             authd__v1__logout_response__free_unpacked(resp, NULL);
         }
     }
-    fprintf(stderr, "authbench: setup: %u users, %u valid + %u invalid tokens in %.1f s\n",
-        b->nusers, b->nvalid, nbad, (double)(now_ns() - t0) / 1e9);
+    fprintf(stderr, "authbench: setup: %u %s users, %u valid + %u invalid tokens in %.1f s\n",
+        b->nusers, b->use_pattern ? "pre-existing" : "registered", b->nvalid, nbad,
+        (double)(now_ns() - t0) / 1e9);
 }
 
 /* b64_len: unpadded base64url length of n bytes. */
@@ -864,6 +911,24 @@ static struct proc_sample proc_read(long pid)
     }
     s.ok = true;
     return s;
+}
+
+/* proc_reset_peak resets the peak RSS (VmHWM) of pid to its current RSS
+** (Linux 4.0+: "5" to /proc/PID/clear_refs; the process must be ours). */
+static void proc_reset_peak(long pid)
+{
+    char path[64];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "/proc/%ld/clear_refs", pid);
+    if ((f = fopen(path, "w")) == NULL || fputs("5", f) == EOF || fclose(f) != 0) {
+        fprintf(stderr,
+            "authbench: cannot reset the peak RSS of %ld (%s): the peak is since its start\n", pid,
+            path);
+        if (f != NULL) {
+            fclose(f);
+        }
+    }
 }
 
 static double ru_cpu(const struct rusage *r)
@@ -1217,6 +1282,9 @@ static void run(struct bench *b, bool progress)
 
     atomic_store(&b->phase, b->o.warmup > 0 ? P_WARMUP : P_MEASURE);
     if (b->o.warmup <= 0) {
+        if (b->o.peak_window && b->o.server_pid > 0) {
+            proc_reset_peak(b->o.server_pid);
+        }
         getrusage(RUSAGE_SELF, &b->ru_begin);
         b->srv_begin = proc_read(b->o.server_pid);
         b->t_begin = now_ns();
@@ -1231,6 +1299,9 @@ static void run(struct bench *b, bool progress)
             break;
         }
         if (phase == P_WARMUP && now >= t_measure) {
+            if (b->o.peak_window && b->o.server_pid > 0) {
+                proc_reset_peak(b->o.server_pid);
+            }
             getrusage(RUSAGE_SELF, &b->ru_begin);
             b->srv_begin = proc_read(b->o.server_pid);
             b->t_begin = now_ns();
@@ -1319,6 +1390,16 @@ static const char usage[]
       "                        closed loop, each completion sends the next)\n"
       "  --users K             users registered (and logged in) at setup (default 16);\n"
       "                        tokens live --token-ttl (900 s by default) on the server\n"
+      "  --user-pattern P      use pre-existing users (authd-seed) instead of\n"
+      "                        registering: user n is named P with n for its %u,\n"
+      "                        %Nu or %0Nu (e.g. seed%07u); logins go to users drawn\n"
+      "                        at random from the whole range, and verify logs in\n"
+      "                        --users K of them, spread over the range, for tokens\n"
+      "  --user-count N        with --user-pattern: the range is N users ...\n"
+      "  --user-first F        ... from user F (default 0)\n"
+      "  --password P          the users' password (default: a random one for the\n"
+      "                        registered users; with --user-pattern, authd-seed's\n"
+      "                        default, " USER_PATTERN_DEFAULT_PASSWORD ")\n"
       "  --invalid-share P     verify: percent of requests with a tampered or\n"
       "                        revoked token, which must fail UNAUTHENTICATED (default 0)\n"
       "  --mix V,L,R           mixed: percent verify, login, register (default 95,4,1);\n"
@@ -1332,6 +1413,9 @@ static const char usage[]
       "Report:\n"
       "  --server-pid PID      also report the server's CPU time over the window\n"
       "                        (/proc/PID/stat) and its peak RSS (VmHWM)\n"
+      "  --server-peak-window  reset that peak (/proc/PID/clear_refs) when the\n"
+      "                        measured window opens, so it is the window's peak\n"
+      "                        rather than the process's since it started\n"
       "  --format F            table (default), csv, json (one object per line)\n"
       "  --out FILE            append the rows (in --format csv or json; csv if\n"
       "                        table) to FILE, a CSV header first when it is empty;\n"
@@ -1409,7 +1493,12 @@ static void parse(int argc, char **argv, struct opts *o)
         O_NOHDR,
         O_LABEL,
         O_PROG,
-        O_NOPROG
+        O_NOPROG,
+        O_UPAT,
+        O_UCOUNT,
+        O_UFIRST,
+        O_PASSWORD,
+        O_PEAKWIN
     };
     static const struct option lo[] = {
         { "url", required_argument, NULL, O_URL },
@@ -1438,6 +1527,11 @@ static void parse(int argc, char **argv, struct opts *o)
         { "label", required_argument, NULL, O_LABEL },
         { "progress", no_argument, NULL, O_PROG },
         { "no-progress", no_argument, NULL, O_NOPROG },
+        { "user-pattern", required_argument, NULL, O_UPAT },
+        { "user-count", required_argument, NULL, O_UCOUNT },
+        { "user-first", required_argument, NULL, O_UFIRST },
+        { "password", required_argument, NULL, O_PASSWORD },
+        { "server-peak-window", no_argument, NULL, O_PEAKWIN },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -1573,6 +1667,24 @@ static void parse(int argc, char **argv, struct opts *o)
         case O_NOPROG:
             o->progress = 0;
             break;
+        case O_PEAKWIN:
+            o->peak_window = true;
+            break;
+        case O_UPAT:
+            o->user_pattern = optarg;
+            break;
+        case O_UCOUNT:
+            o->user_count = (unsigned long)num("user-count", optarg, 1, (double)PATTERN_MAX);
+            break;
+        case O_UFIRST:
+            o->user_first = (unsigned long)num("user-first", optarg, 0, (double)PATTERN_MAX);
+            break;
+        case O_PASSWORD:
+            if (strlen(optarg) == 0 || strlen(optarg) > PASSWORD_MAX) {
+                usage_error("--password: want 1 to %d bytes", PASSWORD_MAX);
+            }
+            o->password = optarg;
+            break;
         default:
             usage_error("unknown option or missing value: %s", argv[optind - 1]);
         }
@@ -1588,6 +1700,15 @@ static void parse(int argc, char **argv, struct opts *o)
             usage_error("--server-pid %ld: no such process", o->server_pid);
         }
     }
+    if (o->user_pattern == NULL && (o->user_count > 0 || o->user_first > 0)) {
+        usage_error("--user-count and --user-first go with --user-pattern");
+    }
+    if (o->user_pattern != NULL && o->user_count == 0) {
+        usage_error("--user-pattern needs --user-count (how many users authd-seed loaded)");
+    }
+    if (o->user_pattern != NULL && (unsigned long)o->users > o->user_count) {
+        usage_error("--users %d: more than the %lu users of --user-count", o->users, o->user_count);
+    }
     if (o->inflight < o->conns) {
         fprintf(stderr,
             "authbench: note: %d in flight over %d connections leaves %d of them idle\n",
@@ -1596,6 +1717,54 @@ static void parse(int argc, char **argv, struct opts *o)
 }
 
 /* ---- main ----------------------------------------------------------------------------- */
+
+/* name_canonical is true when s is a username authd stores as is: 3 to 32
+ * characters from a-z 0-9 . _ - (Verify answers with that form). */
+static bool name_canonical(const char *s, size_t len)
+{
+    if (len < 3 || len > NAME_MAX_LEN) {
+        return false;
+    }
+    for (size_t i = 0; i < len; i++) {
+        char ch = s[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '.' || ch == '_'
+                || ch == '-')) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/*
+** setup_pattern parses --user-pattern and checks that the first and the
+** last user of the range have canonical names (names only grow in between),
+** so every request can format its user's name without a check.
+*/
+static void setup_pattern(struct bench *b)
+{
+    unsigned long ends[2] = { b->o.user_first, b->o.user_first + b->o.user_count - 1 };
+    char name[NAME_MAX_LEN + 1];
+
+    if (b->o.user_pattern == NULL) {
+        return;
+    }
+    if (!user_pattern_parse(b->o.user_pattern, &b->pat)) {
+        usage_error(
+            "--user-pattern '%s': want text around one %%u, %%Nu or %%0Nu", b->o.user_pattern);
+    }
+    if (b->o.user_count > PATTERN_MAX - b->o.user_first) {
+        usage_error("--user-first + --user-count is too large");
+    }
+    for (int i = 0; i < 2; i++) {
+        size_t len = user_pattern_format(&b->pat, ends[i], name, sizeof(name));
+        if (len == 0 || !name_canonical(name, len)) {
+            usage_error("--user-pattern: user %lu's name is not a canonical username "
+                        "(3 to 32 of a-z 0-9 . _ -)",
+                ends[i]);
+        }
+    }
+    b->use_pattern = true;
+}
 
 /* emit writes every row in the format asked, where asked. */
 static void emit(struct bench *b, const struct row *rows, unsigned n, const struct common *c)
@@ -1670,8 +1839,15 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     random_hex(b->run_id, 4);
-    snprintf(b->password, sizeof(b->password), "bench-pw-");
-    random_hex(b->password + 9, 10);
+    setup_pattern(b);
+    if (b->o.password != NULL) {
+        snprintf(b->password, sizeof(b->password), "%s", b->o.password);
+    } else if (b->use_pattern) {
+        snprintf(b->password, sizeof(b->password), "%s", USER_PATTERN_DEFAULT_PASSWORD);
+    } else {
+        snprintf(b->password, sizeof(b->password), "bench-pw-");
+        random_hex(b->password + 9, 10);
+    }
 
     /* Connections first (a failure here is quick), then the data. */
     switch (b->o.wl) {

@@ -688,22 +688,17 @@ void authd_store_close(authd_store *st)
 
 /* ---- users -------------------------------------------------------------- */
 
-/* authd_store_user_create inserts the two index entries and then the
- * record, each MDB_NOOVERWRITE, in one write transaction; the first that
- * exists names the conflict and the whole transaction is aborted, so a
- * failed create leaves nothing behind. LMDB's single writer makes the
- * check-and-insert atomic against concurrent creates. */
-authd_code authd_store_user_create(authd_store *st, const authd_user *u, const char **conflict)
+/* insert_user puts the two index entries and then the record of u, each
+ * MDB_NOOVERWRITE, inside txn; the first that exists names the conflict in
+ * *what ("username", "email" or "id"). The caller aborts txn on failure. */
+static authd_code insert_user(authd_store *st, MDB_txn *txn, const authd_user *u, const char **what)
 {
     uint8_t buf[USER_PACK_MAX];
     size_t len = 0;
-    MDB_txn *txn = NULL;
     MDB_val id, name, mail, rec;
-    const char *what = NULL;
     authd_code code;
 
-    if (st == NULL || u == NULL || !user_valid(u))
-        return AUTHD_INVALID_ARGUMENT;
+    *what = NULL;
     code = user_pack(u, buf, sizeof buf, &len);
     if (code != AUTHD_OK)
         return code;
@@ -716,19 +711,35 @@ authd_code authd_store_user_create(authd_store *st, const authd_user *u, const c
     rec.mv_size = len;
     rec.mv_data = buf;
 
+    *what = "username";
+    code = lmdb_code(mdb_put(txn, st->by_username, &name, &id, MDB_NOOVERWRITE), "put_username");
+    if (code != AUTHD_OK)
+        return code;
+    *what = "email";
+    code = lmdb_code(mdb_put(txn, st->by_email, &mail, &id, MDB_NOOVERWRITE), "put_email");
+    if (code != AUTHD_OK)
+        return code;
+    *what = "id";
+    return lmdb_code(mdb_put(txn, st->users, &id, &rec, MDB_NOOVERWRITE), "put_user");
+}
+
+/* authd_store_user_create inserts the two index entries and then the
+ * record, each MDB_NOOVERWRITE, in one write transaction; the first that
+ * exists names the conflict and the whole transaction is aborted, so a
+ * failed create leaves nothing behind. LMDB's single writer makes the
+ * check-and-insert atomic against concurrent creates. */
+authd_code authd_store_user_create(authd_store *st, const authd_user *u, const char **conflict)
+{
+    MDB_txn *txn = NULL;
+    const char *what = NULL;
+    authd_code code;
+
+    if (st == NULL || u == NULL || !user_valid(u))
+        return AUTHD_INVALID_ARGUMENT;
     code = writer_begin(st, &txn);
     if (code != AUTHD_OK)
         goto out;
-    what = "username";
-    code = lmdb_code(mdb_put(txn, st->by_username, &name, &id, MDB_NOOVERWRITE), "put_username");
-    if (code != AUTHD_OK)
-        goto out;
-    what = "email";
-    code = lmdb_code(mdb_put(txn, st->by_email, &mail, &id, MDB_NOOVERWRITE), "put_email");
-    if (code != AUTHD_OK)
-        goto out;
-    what = "id";
-    code = lmdb_code(mdb_put(txn, st->users, &id, &rec, MDB_NOOVERWRITE), "put_user");
+    code = insert_user(st, txn, u, &what);
     if (code != AUTHD_OK)
         goto out;
     code = writer_commit(&txn);
@@ -736,6 +747,52 @@ authd_code authd_store_user_create(authd_store *st, const authd_user *u, const c
 out:
     if (txn != NULL)
         mdb_txn_abort(txn);
+    if (code == AUTHD_ALREADY_EXISTS && conflict != NULL)
+        *conflict = what;
+    return code;
+}
+
+/* authd_store_user_create_batch is authd_store_user_create for n users in
+ * ONE write transaction (one commit, one fsync): all of them or none. It
+ * exists for bulk loads (authd-seed), where a commit per user would cost
+ * an fsync per user. Every user is validated before the transaction
+ * begins. */
+authd_code authd_store_user_create_batch(
+    authd_store *st, const authd_user *users, size_t n, size_t *failed, const char **conflict)
+{
+    MDB_txn *txn = NULL;
+    const char *what = NULL;
+    authd_code code = AUTHD_OK;
+    size_t i = 0;
+
+    if (st == NULL || (users == NULL && n > 0))
+        return AUTHD_INVALID_ARGUMENT;
+    for (i = 0; i < n; i++) {
+        if (!user_valid(&users[i])) {
+            code = AUTHD_INVALID_ARGUMENT;
+            goto out;
+        }
+    }
+    if (n == 0)
+        return AUTHD_OK;
+    code = writer_begin(st, &txn);
+    if (code != AUTHD_OK) {
+        i = 0;
+        goto out;
+    }
+    for (i = 0; i < n; i++) {
+        code = insert_user(st, txn, &users[i], &what);
+        if (code != AUTHD_OK)
+            goto out;
+    }
+    i = 0;
+    code = writer_commit(&txn);
+
+out:
+    if (txn != NULL)
+        mdb_txn_abort(txn);
+    if (code != AUTHD_OK && failed != NULL)
+        *failed = i;
     if (code == AUTHD_ALREADY_EXISTS && conflict != NULL)
         *conflict = what;
     return code;

@@ -88,6 +88,19 @@ void authd_store_close(authd_store *st);
 AUTHD_MUST_CHECK authd_code authd_store_user_create(
     authd_store *st, const authd_user *u, const char **conflict);
 
+/* authd_store_user_create_batch inserts users[0..n) as authd_store_user_create
+ * would, but in ONE write transaction: all of them or none. For bulk loads
+ * (authd-seed), where a transaction per user would cost an fsync each.
+ * AUTHD_INVALID_ARGUMENT when a user is not storable; AUTHD_ALREADY_EXISTS
+ * when one collides with the store or with an earlier user of the batch
+ * (*conflict as above); AUTHD_RESOURCE_EXHAUSTED when the map is full. On
+ * any failure nothing is written and, when failed is not NULL, *failed is
+ * the index of the user at fault (0 for a failure of the transaction
+ * itself). A batch must fit in one LMDB transaction: keep n to tens of
+ * thousands. */
+AUTHD_MUST_CHECK authd_code authd_store_user_create_batch(
+    authd_store *st, const authd_user *users, size_t n, size_t *failed, const char **conflict);
+
 /* authd_store_user_get copies the user with this id into *out.
  * AUTHD_NOT_FOUND when there is none; *out is written only on AUTHD_OK. */
 AUTHD_MUST_CHECK authd_code authd_store_user_get(

@@ -358,6 +358,85 @@ static void test_duplicates_leave_nothing_behind(void **state)
     assert_memory_equal(&got, &a, sizeof a);
 }
 
+/* A batch is all or nothing: a collision with the store, inside the batch
+ * or an unstorable user anywhere leaves no trace, and names the culprit. */
+static void test_user_create_batch(void **state)
+{
+    fx *f = *state;
+    enum { N = 2000 };
+    authd_user *b = calloc(N, sizeof *b);
+    authd_user got;
+    const char *conflict = NULL;
+    size_t failed = 9999;
+    char name[32], mail[64];
+
+    assert_non_null(b);
+    assert_int_equal(authd_store_user_create_batch(f->st, NULL, 0, &failed, &conflict), AUTHD_OK);
+    assert_int_equal(authd_store_user_create_batch(NULL, b, 1, NULL, NULL), AUTHD_INVALID_ARGUMENT);
+    for (uint32_t i = 0; i < N; i++) {
+        snprintf(name, sizeof name, "seed%07u", i);
+        snprintf(mail, sizeof mail, "seed%07u@example.com", i);
+        make_user(&b[i], 100 + i, name, mail);
+    }
+
+    /* A duplicate username inside the batch: nothing written. */
+    memcpy(b[N - 1].username, b[7].username, sizeof b[0].username);
+    assert_int_equal(
+        authd_store_user_create_batch(f->st, b, N, &failed, &conflict), AUTHD_ALREADY_EXISTS);
+    assert_int_equal(failed, N - 1);
+    assert_string_equal(conflict, "username");
+    assert_counts(f->st, 0, 0);
+    assert_int_equal(
+        authd_store_user_find_by_username(f->st, "seed0000007", &got), AUTHD_NOT_FOUND);
+    snprintf(b[N - 1].username, sizeof b[0].username, "seed%07u", N - 1);
+
+    /* An unstorable user is refused before the transaction. */
+    b[5].status = 0;
+    failed = 9999;
+    assert_int_equal(
+        authd_store_user_create_batch(f->st, b, N, &failed, NULL), AUTHD_INVALID_ARGUMENT);
+    assert_int_equal(failed, 5);
+    assert_counts(f->st, 0, 0);
+    b[5].status = AUTHD_USER_ACTIVE;
+
+    /* An email already in the store. */
+    make_user(&got, 1, "alice", "seed0001234@example.com");
+    create_ok(f->st, &got);
+    conflict = NULL;
+    assert_int_equal(
+        authd_store_user_create_batch(f->st, b, N, &failed, &conflict), AUTHD_ALREADY_EXISTS);
+    assert_int_equal(failed, 1234);
+    assert_string_equal(conflict, "email");
+    assert_counts(f->st, 1, 0);
+    snprintf(b[1234].email, sizeof b[0].email, "%s", "seed1234-other@example.com");
+
+    /* The whole batch, then every user readable by id, name and email. */
+    conflict = NULL;
+    failed = 9999;
+    assert_int_equal(authd_store_user_create_batch(f->st, b, N, &failed, &conflict), AUTHD_OK);
+    assert_null(conflict);
+    assert_int_equal(failed, 9999);
+    assert_counts(f->st, N + 1, 0);
+    for (uint32_t i = 0; i < N; i += 97) {
+        memset(&got, 0xab, sizeof got);
+        assert_int_equal(authd_store_user_get(f->st, b[i].id, &got), AUTHD_OK);
+        assert_memory_equal(&got, &b[i], sizeof got);
+        assert_int_equal(authd_store_user_find_by_username(f->st, b[i].username, &got), AUTHD_OK);
+        assert_memory_equal(got.id, b[i].id, AUTHD_ID_BYTES);
+        assert_int_equal(authd_store_user_find_by_email(f->st, b[i].email, &got), AUTHD_OK);
+        assert_memory_equal(got.id, b[i].id, AUTHD_ID_BYTES);
+    }
+
+    /* The same batch again collides on its first user. */
+    assert_int_equal(
+        authd_store_user_create_batch(f->st, b, N, &failed, &conflict), AUTHD_ALREADY_EXISTS);
+    assert_int_equal(failed, 0);
+    assert_string_equal(conflict, "username");
+    fx_reopen(f);
+    assert_counts(f->st, N + 1, 0);
+    free(b);
+}
+
 static void test_not_found(void **state)
 {
     fx *f = *state;
@@ -864,6 +943,21 @@ static void test_map_full(void **state)
     assert_counts(f->st, n, 0);
     assert_int_equal(authd_store_user_find_by_username(f->st, "user0", &got), AUTHD_OK);
 
+    /* A batch that does not fit is refused whole. */
+    {
+        authd_user batch[2];
+        size_t failed = 99;
+        make_user(&batch[0], 90000, "batch0", "batch0@example.com");
+        make_user(&batch[1], 90001, "batch1", "batch1@example.com");
+        authd_log_setup(AUTHD_LOG_ERROR, fd);
+        assert_int_equal(authd_store_user_create_batch(f->st, batch, 2, &failed, NULL),
+            AUTHD_RESOURCE_EXHAUSTED);
+        authd_log_setup(AUTHD_LOG_OFF, 2);
+        assert_true(failed <= 1);
+        assert_counts(f->st, n, 0);
+        assert_int_equal(authd_store_user_find_by_username(f->st, "batch0", &got), AUTHD_NOT_FOUND);
+    }
+
     got_len = pread(fd, logbuf, sizeof logbuf - 1, 0);
     close(fd);
     assert_true(got_len > 0);
@@ -1091,6 +1185,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_user_roundtrip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_user_invalid_rejected, setup, teardown),
         cmocka_unit_test_setup_teardown(test_duplicates_leave_nothing_behind, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_user_create_batch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_not_found, setup, teardown),
         cmocka_unit_test_setup_teardown(test_create_race_one_winner, setup, teardown),
         cmocka_unit_test_setup_teardown(test_login_commit, setup, teardown),
