@@ -223,40 +223,84 @@ static void login_failed(authd_call *call, const authd_user *u, const char *why)
         call, AUTHD_UNAUTHENTICATED, "INVALID_CREDENTIALS", invalid_credentials, NULL);
 }
 
+/* A login whose password matched, on its way from the hashing pool to the
+ * write pool. */
+struct login_job {
+    authd_call *call;
+    authd_user u;
+    bool rehash;
+    char new_hash[AUTHD_HASH_MAX];
+};
+
+static void login_job_free(struct login_job *job)
+{
+    sodium_memzero(job, sizeof *job);
+    free(job);
+}
+
+static void login_commit_work(void *arg);
+
+/*
+ * login_work (hashing pool): the password check and nothing else, so the
+ * hashing threads spend their time hashing; the session is written from
+ * the write pool (login_commit_work), whose fsync would otherwise keep a
+ * hashing thread idle.
+ */
 static void login_work(void *arg)
 {
     authd_call *call = arg;
     authd_service *svc = call->svc;
     Authd__V1__LoginRequest *in = (Authd__V1__LoginRequest *)call->input;
-    authd_user u;
-    authd_session s;
-    char new_hash[AUTHD_HASH_MAX];
-    bool rehash = false;
-    char token[AUTHD_TOKEN_MAX];
+    struct login_job *job = calloc(1, sizeof *job);
     authd_code rc;
 
-    memset(&u, 0, sizeof u);
-    rc = find_login(svc->o.store, in->login, &u);
+    if (job == NULL) {
+        wipe_str(in->password);
+        fail_busy(call, AUTHD_RESOURCE_EXHAUSTED);
+        return;
+    }
+    job->call = call;
+    rc = find_login(svc->o.store, in->login, &job->u);
     if (rc != AUTHD_OK && rc != AUTHD_NOT_FOUND) {
         wipe_str(in->password);
         fail_store(call, rc);
-        goto out;
+        login_job_free(job);
+        return;
     }
     bool found = rc == AUTHD_OK;
     bool match = authd_password_verify(
-        found ? u.password_hash : svc->dummy_hash, in->password, strlen(in->password));
-    if (!found || !match || u.status != AUTHD_USER_ACTIVE) {
+        found ? job->u.password_hash : svc->dummy_hash, in->password, strlen(in->password));
+    if (!found || !match || job->u.status != AUTHD_USER_ACTIVE) {
         wipe_str(in->password);
-        login_failed(call, found ? &u : NULL,
+        login_failed(call, found ? &job->u : NULL,
             !found       ? "unknown_user"
                 : !match ? "wrong_password"
                          : "user_disabled");
-        goto out;
+        login_job_free(job);
+        return;
     }
-    if (authd_password_needs_rehash(u.password_hash, &svc->o.pwparams))
-        rehash = authd_password_hash(in->password, strlen(in->password), &svc->o.pwparams, new_hash)
+    if (authd_password_needs_rehash(job->u.password_hash, &svc->o.pwparams))
+        job->rehash = authd_password_hash(in->password, strlen(in->password), &svc->o.pwparams,
+                          job->new_hash)
             == AUTHD_OK;
     wipe_str(in->password);
+    if ((rc = authd_workpool_submit(svc->o.write_pool, login_commit_work, job)) != AUTHD_OK) {
+        fail_busy(call, rc);
+        login_job_free(job);
+    }
+}
+
+/* login_commit_work (write pool): the session, the token, the reply. */
+static void login_commit_work(void *arg)
+{
+    struct login_job *job = arg;
+    authd_call *call = job->call;
+    authd_service *svc = call->svc;
+    authd_user u = job->u;
+    authd_session s;
+    bool rehash = job->rehash;
+    char token[AUTHD_TOKEN_MAX];
+    authd_code rc;
 
     int64_t now = now_s(svc);
     memset(&s, 0, sizeof s);
@@ -264,7 +308,7 @@ static void login_work(void *arg)
     memcpy(s.user_id, u.id, sizeof u.id);
     s.created_at = now;
     s.expires_at = now + svc->o.token_ttl;
-    rc = authd_store_login_commit(svc->o.store, u.id, rehash ? new_hash : NULL, &s, now);
+    rc = authd_store_login_commit(svc->o.store, u.id, rehash ? job->new_hash : NULL, &s, now);
     if (rc == AUTHD_FAILED_PRECONDITION || rc == AUTHD_NOT_FOUND) {
         login_failed(call, &u, "user_disabled");
         goto out;
@@ -310,7 +354,7 @@ static void login_work(void *arg)
     resp.user = &pu;
     authd_call_finish(call, AUTHD_OK, "", "", &resp.base);
 out:
-    sodium_memzero(new_hash, sizeof new_hash);
+    login_job_free(job);
     sodium_memzero(u.password_hash, sizeof u.password_hash);
     sodium_memzero(token, sizeof token);
 }
