@@ -17,6 +17,10 @@
 ** during the TLS/SP negotiation can make a rep0 listener stop accepting.
 ** authd avoids it with its own accept loop; for a benchmark baseline that
 ** is started, measured and stopped by one script, the plain socket is fine.
+**
+** --engine authd answers from authd's own transport instead (src/server.c,
+** epoll + OpenSSL, same wire format, echo mode): the ceiling of the
+** transport authd actually runs, the fairer baseline for its Verify.
 */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -34,6 +38,8 @@
 #include <nng/protocol/reqrep0/rep.h>
 #include <nng/supplemental/tls/tls.h>
 #include <nng/supplemental/util/platform.h>
+
+#include "server.h"
 
 #define DEFAULT_LISTEN   "tls+tcp://127.0.0.1:0"
 #define DEFAULT_CONTEXTS 1024
@@ -55,6 +61,9 @@ static const char usage[]
       "                       (default 1024)\n"
       "  --max-msg-bytes N    largest request accepted (default 65536)\n"
       "  --plaintext          allow a tcp:// URL (no TLS)\n"
+      "  --engine E           nng (default): an nng rep0 socket; authd: authd's\n"
+      "                       own transport (epoll + OpenSSL) in echo mode\n"
+      "  --io-threads N       --engine authd: event loops (default: CPUs)\n"
       "  -h, --help           this text\n"
       "\n"
       "Prints the bound URL on stdout, runs until SIGINT or SIGTERM.\n";
@@ -192,7 +201,8 @@ int main(int argc, char **argv)
 {
     const char *listen = DEFAULT_LISTEN, *cert_file = NULL, *key_file = NULL;
     const char *url_file = NULL;
-    long contexts = DEFAULT_CONTEXTS, max_msg = DEFAULT_MAX_MSG;
+    long contexts = DEFAULT_CONTEXTS, max_msg = DEFAULT_MAX_MSG, io_threads = 0;
+    bool engine_authd = false;
     bool plaintext = false, is_tls;
     nng_socket sock = NNG_SOCKET_INITIALIZER;
     nng_listener l;
@@ -233,6 +243,16 @@ int main(int argc, char **argv)
             if (*end != '\0' || contexts < 1 || contexts > 100000) {
                 return usage_error("--contexts: 1 to 100000");
             }
+        } else if (strcmp(a, "--engine") == 0) {
+            if (strcmp(v, "authd") != 0 && strcmp(v, "nng") != 0) {
+                return usage_error("--engine: nng or authd");
+            }
+            engine_authd = strcmp(v, "authd") == 0;
+        } else if (strcmp(a, "--io-threads") == 0) {
+            io_threads = strtol(v, &end, 10);
+            if (*end != '\0' || io_threads < 0 || io_threads > 64) {
+                return usage_error("--io-threads: 0 to 64");
+            }
         } else if (strcmp(a, "--max-msg-bytes") == 0) {
             max_msg = strtol(v, &end, 10);
             if (*end != '\0' || max_msg < 64 || max_msg > 64L * 1024 * 1024) {
@@ -256,6 +276,38 @@ int main(int argc, char **argv)
     sigaddset(&sigs, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
+
+    if (engine_authd) {
+        authd_server_options so = {
+            .url = listen,
+            .tls_cert = cert_file,
+            .tls_key = key_file,
+            .allow_plaintext = plaintext,
+            .max_msg = (size_t)max_msg,
+            .max_inflight = (unsigned)contexts,
+            .max_connections = 100000,
+            .io_threads = (unsigned)io_threads,
+            .echo = true,
+        };
+        authd_server *srv = NULL;
+        char err[512];
+        if (authd_server_start(&so, NULL, &srv, err, sizeof err) != AUTHD_OK) {
+            fprintf(stderr, "authd-echo: %s\n", err);
+            goto out;
+        }
+        snprintf(url, sizeof url, "%s", authd_server_url(srv));
+        if (url_file != NULL && write_url_file(url_file, url) != 0) {
+            fprintf(stderr, "authd-echo: cannot write --url-file %s\n", url_file);
+            goto out;
+        }
+        printf("%s\n", url);
+        fflush(stdout);
+        while (sigwait(&sigs, &sig) != 0) { }
+        authd_server_drain(srv, 1000);
+        authd_server_close(srv);
+        status = 0;
+        goto out;
+    }
 
     if (is_tls) {
         if ((cert = read_file(cert_file)) == NULL || (key = read_file(key_file)) == NULL) {

@@ -11,7 +11,8 @@
 #   --peer FILE    the gRPC peer's run.sh (default ../shared/peers/grpc-verify/run.sh)
 #
 # Sections:
-#   transport  echo (authd-echo), authd Verify and the gRPC peer, 1/16/128 in flight
+#   transport  echo (authd-echo on nng, and on authd's own transport), authd Verify
+#              and the gRPC peer, 1/16/128 in flight
 #   flood      Verify at 16 in flight, idle and under a login flood
 #   login      Login throughput at authd's argon2 defaults vs cores / one hash time
 #   rss        authd's RSS idle, with 1,000 connections, and with 1,000 + a login flood
@@ -37,7 +38,7 @@ while [ $# -gt 0 ]; do
     --out) out=${2:?--out needs a directory}; shift 2 ;;
     --only) only=${2:?--only needs a list}; shift 2 ;;
     --peer) peer=${2:?--peer needs a file}; shift 2 ;;
-    -h | --help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench.sh: unknown option $1 (--help)" >&2; exit 2 ;;
     esac
 done
@@ -124,11 +125,13 @@ start_authd() {
     srv_url=$(wait_url "$work/$name.url" "$srv_pid")
 }
 
+# start_echo ENGINE: authd-echo on nng's rep0 socket (nng) or on authd's own
+# transport in echo mode (authd).
 start_echo() {
     rm -f "$work/echo.url"
-    "$echo_srv" --listen tls+tcp://127.0.0.1:0 --url-file "$work/echo.url" \
+    "$echo_srv" --engine "$1" --listen tls+tcp://127.0.0.1:0 --url-file "$work/echo.url" \
         --tls-cert "$tls/server.crt" --tls-key "$tls/server.key" \
-        >"$logs/authd-echo.log" 2>&1 &
+        >>"$logs/authd-echo-$1.log" 2>&1 &
     srv_pid=$!
     pids+=("$srv_pid")
     srv_url=$(wait_url "$work/echo.url" "$srv_pid")
@@ -230,9 +233,17 @@ start_main() {
 if want transport; then
     say ""
     say "== transport: echo vs authd Verify vs gRPC peer, 1/16/128 in flight"
-    start_echo
+    say "   echo: authd-echo on an nng rep0 socket (the issue's baseline); echo-authd: authd's"
+    say "   own transport (epoll + OpenSSL) echoing, the ceiling of what authd runs on"
+    start_echo nng
     echo_pid=$srv_pid
     for n in 1 16 128; do run echo transport "$srv_url" "$echo_pid" --workload echo --inflight $n; done
+    stop_pid "$echo_pid"
+    start_echo authd
+    echo_pid=$srv_pid
+    for n in 1 16 128; do
+        run echo-authd transport "$srv_url" "$echo_pid" --workload echo --inflight $n
+    done
     stop_pid "$echo_pid"
     start_main
     for n in 1 16 128; do run authd transport "$main_url" "$main_pid" --workload verify --inflight $n; done
@@ -251,6 +262,9 @@ if want transport; then
         p=$(peer_get $n rps)
         r=; [ -n "$v" ] && [ -n "$e" ] && r=$(calc "$v / $e")
         target "Verify rps / echo rps @$n" "$r" ">=" 0.85 "verify $v/s, echo $e/s"
+        e=$(colw transport echo-authd $n rps)
+        r=; [ -n "$v" ] && [ -n "$e" ] && r=$(calc "$v / $e")
+        target "(Verify rps / echo-authd rps @$n)" "$r" ">=" 0.85 "verify $v/s, echo-authd $e/s"
         r=; [ -n "$v" ] && [ -n "$p" ] && r=$(calc "$v / $p")
         target "Verify rps / gRPC peer rps @$n" "$r" ">=" 1.3 "verify $v/s, peer ${p:-?}/s"
     done

@@ -27,6 +27,8 @@ typedef struct authd_server_options {
     unsigned max_inflight; /* requests in flight per connection before it is paused */
     unsigned max_connections; /* open connections */
     unsigned io_threads; /* event loops; 0 = one per CPU */
+    bool echo; /* benchmarks only (authd-echo --engine authd): answer every
+                * frame with its own bytes, no envelope, no service */
 } authd_server_options;
 
 /* authd_server_start listens and starts serving. On failure returns a code

@@ -8,6 +8,7 @@
  */
 #include "validate.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +52,16 @@ bool authd_utf8_valid(const char *str, size_t len)
     if (s == NULL)
         return len == 0;
     while (i < len) {
+        /* Eight ASCII bytes without NUL at a time: tokens are all ASCII. */
+        while (len - i >= 8) {
+            uint64_t w;
+            memcpy(&w, s + i, sizeof w);
+            if (((w | ((w - 0x0101010101010101u) & ~w)) & 0x8080808080808080u) != 0)
+                break; /* a byte >= 0x80, or a NUL: the careful path */
+            i += 8;
+        }
+        if (i >= len)
+            break;
         unsigned char b = s[i];
         unsigned char lo = 0x80, hi = 0xBF; /* range of the second byte */
         size_t n;

@@ -107,6 +107,24 @@ static void test_utf8(void **state)
     }
     /* The length is honoured: bytes past it are not looked at. */
     assert_true(authd_utf8_valid("ab\xff", 2));
+
+    /* The eight-bytes-at-a-time ASCII path: a NUL, a stray continuation
+     * byte and a valid two-byte sequence at every offset of a long string,
+     * and strings ending at every length. */
+    char buf[40];
+    for (size_t pos = 0; pos + 1 < sizeof buf; pos++) {
+        memset(buf, 'a', sizeof buf);
+        assert_true(authd_utf8_valid(buf, sizeof buf));
+        buf[pos] = '\0';
+        assert_false(authd_utf8_valid(buf, sizeof buf));
+        buf[pos] = (char)0x80;
+        assert_false(authd_utf8_valid(buf, sizeof buf));
+        buf[pos] = (char)0xC3;
+        buf[pos + 1] = (char)0xA9; /* U+00E9 */
+        assert_true(authd_utf8_valid(buf, sizeof buf));
+        assert_false(authd_utf8_valid(buf, pos + 1)); /* cut inside it */
+        assert_true(authd_utf8_valid(buf, pos));
+    }
     assert_true(authd_utf8_valid(NULL, 0));
     assert_false(authd_utf8_valid(NULL, 1));
 }
