@@ -114,8 +114,9 @@ set xlabel "requests in flight"
 
 set output "$out/throughput.png"
 set title "$title: throughput"
-set ylabel "requests / s"
-set yrange [0:*]
+set ylabel "requests / s (log scale)"
+set logscale y 10
+set yrange [*:*]
 set format y "%.0s%c"
 plot $(join "${plots_rps[@]}")
 
