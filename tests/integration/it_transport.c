@@ -16,7 +16,10 @@
  *    header) are closed after the negotiation timeout, negotiated idle ones
  *    are not;
  *  - on SIGTERM a request in flight still gets its reply, later requests are
- *    answered UNAVAILABLE (or the connection closes), and authd exits 0.
+ *    answered UNAVAILABLE (or the connection closes), and authd exits 0;
+ *  - with several event loops (--io-threads), replies made on the loop
+ *    (Verify) and on the worker pools (Login, Logout) interleave on each
+ *    connection and every call gets its own answer.
  *
  * Waiting is always polling with a deadline or a blocking read with a
  * timeout, never a bare sleep. IT_ONLY=<pattern> runs only the matching
@@ -1412,6 +1415,127 @@ static int teardown(void **state)
     return it_teardown(state);
 }
 
+/* ---- 8. event loops and worker replies ------------------------------------------ */
+
+#define MIX_CLIENTS 6
+#define MIX_VERIFY  40 /* per client */
+#define MIX_LOGIN   3 /* per client */
+
+struct mix {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int pending;
+    int verify_ok, verify_wrong_user, login_ok, other;
+    char user_id[64];
+};
+
+static void mix_done(struct mix *m)
+{
+    pthread_mutex_lock(&m->mu);
+    m->pending--;
+    pthread_cond_broadcast(&m->cv);
+    pthread_mutex_unlock(&m->mu);
+}
+
+static void mix_verify_cb(void *arg, int code, const authd_status *st, ProtobufCMessage *resp)
+{
+    struct mix *m = arg;
+    (void)st;
+    pthread_mutex_lock(&m->mu);
+    if (code == AUTHD_OK) {
+        Authd__V1__VerifyResponse *r = (Authd__V1__VerifyResponse *)resp;
+        if (strcmp(r->user_id, m->user_id) == 0)
+            m->verify_ok++;
+        else
+            m->verify_wrong_user++;
+        protobuf_c_message_free_unpacked(resp, NULL);
+    } else {
+        m->other++;
+    }
+    pthread_mutex_unlock(&m->mu);
+    mix_done(m);
+}
+
+static void mix_login_cb(void *arg, int code, const authd_status *st, ProtobufCMessage *resp)
+{
+    struct mix *m = arg;
+    (void)st;
+    pthread_mutex_lock(&m->mu);
+    if (code == AUTHD_OK) {
+        m->login_ok++;
+        protobuf_c_message_free_unpacked(resp, NULL);
+    } else {
+        m->other++;
+    }
+    pthread_mutex_unlock(&m->mu);
+    mix_done(m);
+}
+
+static void transport_io_threads_mixed_replies(void **state)
+{
+    it_opts o = { .extra = { "--io-threads", "3" } };
+    it_server *s = it_start(&o);
+    authd_client *c[MIX_CLIENTS];
+    struct mix m = { .pending = 0 };
+    authd_status st;
+    Authd__V1__RegisterResponse *reg = NULL;
+    char tok[2048];
+
+    pthread_mutex_init(&m.mu, NULL);
+    pthread_cond_init(&m.cv, NULL);
+    for (int i = 0; i < MIX_CLIENTS; i++)
+        c[i] = it_client(s);
+    it_register(c[0], "mixer", "mixer@example.com", "mixing loop and pool replies", &st, &reg);
+    IT_EXPECT(&st, AUTHD_OK, NULL);
+    snprintf(m.user_id, sizeof m.user_id, "%s", reg->user->id);
+    protobuf_c_message_free_unpacked(&reg->base, NULL);
+    it_login_token(c[0], "mixer", "mixing loop and pool replies", tok, sizeof tok, NULL);
+
+    /* Every client pipelines Verifies (answered on its connection's loop)
+     * with Logins (answered from the hashing and write pools). */
+    Authd__V1__VerifyRequest vr = AUTHD__V1__VERIFY_REQUEST__INIT;
+    Authd__V1__LoginRequest lr = AUTHD__V1__LOGIN_REQUEST__INIT;
+    vr.access_token = tok;
+    lr.login = "mixer";
+    lr.password = "mixing loop and pool replies";
+    pthread_mutex_lock(&m.mu);
+    m.pending = MIX_CLIENTS * (MIX_VERIFY + MIX_LOGIN);
+    pthread_mutex_unlock(&m.mu);
+    for (int i = 0; i < MIX_CLIENTS; i++) {
+        for (int k = 0; k < MIX_VERIFY + MIX_LOGIN; k++) {
+            bool login = k % 14 == 7; /* k = 7, 21, 35: MIX_LOGIN of them */
+            int rc = login ? authd_client_login_async(c[i], &lr, mix_login_cb, &m)
+                           : authd_client_verify_async(c[i], &vr, mix_verify_cb, &m);
+            assert_int_equal(rc, 0);
+        }
+    }
+    uint64_t deadline = it_mono_ms() + 20000;
+    pthread_mutex_lock(&m.mu);
+    while (m.pending > 0 && it_mono_ms() < deadline) {
+        pthread_mutex_unlock(&m.mu);
+        it_nap_ms(10);
+        pthread_mutex_lock(&m.mu);
+    }
+    int pending = m.pending;
+    pthread_mutex_unlock(&m.mu);
+    assert_int_equal(pending, 0);
+    assert_int_equal(m.other, 0);
+    assert_int_equal(m.verify_wrong_user, 0);
+    assert_int_equal(m.login_ok, MIX_CLIENTS * MIX_LOGIN);
+    assert_int_equal(m.verify_ok, MIX_CLIENTS * MIX_VERIFY);
+
+    for (int i = 0; i < MIX_CLIENTS; i++)
+        authd_client_close(c[i]);
+    char *log = it_read_file(s->log_path, NULL);
+    assert_non_null(log);
+    assert_non_null(strstr(log, "\"io_threads\":3"));
+    free(log);
+    it_finish(s);
+    pthread_cond_destroy(&m.cv);
+    pthread_mutex_destroy(&m.mu);
+    (void)state;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1422,6 +1546,7 @@ int main(void)
         cmocka_unit_test_teardown(transport_max_connections, teardown),
         cmocka_unit_test_teardown(transport_unfinished_connect_times_out, teardown),
         cmocka_unit_test_teardown(transport_drain_answers_inflight, teardown),
+        cmocka_unit_test_teardown(transport_io_threads_mixed_replies, teardown),
     };
     const char *only = getenv("IT_ONLY");
     if (only != NULL)
