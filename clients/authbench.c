@@ -11,10 +11,10 @@
 ** behind shows its queueing instead of hiding it (coordinated omission).
 **
 ** Threads: main (phases, progress, results), the scheduler in open-loop
-** runs, and nng's own threads, on which every callback runs. Samples go to
-** a histogram of the thread that records them (thread-local, registered
-** once per thread), merged after the run has drained: recording takes no
-** lock and allocates nothing.
+** runs, and each client's I/O thread (one per connection), on which its
+** callbacks run. Samples go to a histogram of the thread that records them
+** (thread-local, registered once per thread), merged after the run has
+** drained: recording takes no lock and allocates nothing.
 **
 ** Phases: setup (users, tokens), warm-up (load, not recorded), measure
 ** (recorded: completions inside the window count), drain (no new requests;
