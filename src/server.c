@@ -11,8 +11,9 @@
  * which profiling showed to be most of the CPU time of a Verify.
  *
  * Threads: io_threads event loops (default: one per CPU), each an epoll set
- * holding the listening socket (EPOLLEXCLUSIVE: one loop takes each accept)
- * and the connections it accepted. A connection belongs to one loop for
+ * holding a listening socket of its own (SO_REUSEPORT on one port: the
+ * kernel spreads new connections over the loops) and the connections it
+ * accepted. A connection belongs to one loop for
  * life: only that loop touches its socket, its TLS state and its buffers,
  * so none of that needs a lock. Requests are dispatched on the loop;
  * Verify answers synchronously and its reply goes straight into the
@@ -70,6 +71,7 @@
 #define MAX_HOPS        8 /* backtrace words accepted, as nng's rep0 */
 #define MAX_EVENTS      128
 #define ACCEPT_BATCH    32
+#define READ_BUDGET     (256 * 1024) /* bytes one connection may read per turn */
 #define MAX_LOOPS       64
 
 #define SP_PROTO_REQ0 0x30
@@ -113,6 +115,9 @@ struct conn {
     unsigned nposted;
     struct conn *prev, *next; /* the loop's list */
     struct conn *pend_next; /* lp->pend */
+    struct conn *ready_next; /* lp->ready */
+    bool ready; /* in lp->ready (loop only) */
+    bool in_unflushed; /* counted in srv->unflushed */
     char peer[AUTHD_PEER_MAX];
 };
 
@@ -130,20 +135,29 @@ struct loop {
     bool listening; /* lfd is in this loop's epoll set */
     bool started; /* thread is running */
     struct conn *dead; /* closed this iteration: unreferenced after it */
+    /* Connections with more to read than one turn allows, or resumed after
+     * a pause: served after the events of each iteration, so one busy
+     * peer cannot keep the loop from its other connections, its timers
+     * and its posted replies. Each holds a reference. */
+    struct conn *ready, *ready_tail;
+    int lfd; /* this loop's listening socket (SO_REUSEPORT), -1 if none */
 };
 
-/* One request between receipt and reply. */
+/* One request between receipt and reply. The envelope is unpacked from
+ * the receive buffer (protobuf-c copies what it keeps), so only the
+ * backtrace is copied here. */
 struct rreq {
     authd_request req;
     struct conn *c;
     Authd__V1__RequestEnvelope *env;
     size_t bt_len;
-    size_t flen;
-    uint8_t frame[]; /* backtrace + envelope bytes: flen */
+    uint8_t bt[4 * MAX_HOPS];
 };
 
 struct authd_server {
-    int lfd;
+    int lfd; /* the first listening socket, until loop 0 takes it */
+    struct sockaddr_storage laddr; /* its bound address, for the others */
+    socklen_t laddr_len;
     SSL_CTX *ctx;
     authd_service *svc;
     size_t max_msg;
@@ -165,6 +179,23 @@ static _Thread_local struct loop *tl_loop; /* the loop this thread runs, if any 
 
 static void conn_flush(struct conn *c);
 static void conn_read(struct conn *c);
+
+/* mark_ready queues c to be read later in this loop iteration. */
+static void mark_ready(struct conn *c)
+{
+    struct loop *lp = c->lp;
+
+    if (c->ready || c->closed)
+        return;
+    c->ready = true;
+    atomic_fetch_add(&c->refs, 1);
+    c->ready_next = NULL;
+    if (lp->ready_tail != NULL)
+        lp->ready_tail->ready_next = c;
+    else
+        lp->ready = c;
+    lp->ready_tail = c;
+}
 
 static void wipe(void *p, size_t n)
 {
@@ -220,6 +251,14 @@ static void log_conn(authd_log_level lvl, const char *event, const struct conn *
 }
 
 /* ---- buffers ---------------------------------------------------------------- */
+
+static void unflushed_done(struct conn *c)
+{
+    if (c->in_unflushed) {
+        c->in_unflushed = false;
+        atomic_fetch_sub(&c->lp->srv->unflushed, 1);
+    }
+}
 
 static void rbuf_release(struct conn *c)
 {
@@ -289,8 +328,7 @@ static void conn_close(struct conn *c, authd_log_level lvl, const char *why)
     pthread_mutex_lock(&c->mu);
     c->closed = true;
     pthread_mutex_unlock(&c->mu);
-    if (c->olen > 0)
-        atomic_fetch_sub(&s->unflushed, 1);
+    unflushed_done(c);
     atomic_fetch_sub(&s->inflight, c->inflight);
     c->inflight = 0;
     if (c->ssl != NULL)
@@ -340,11 +378,17 @@ static bool out_reserve(struct conn *c, size_t more)
     return buf_resize(&c->obuf, &c->ocap, &c->ohigh, c->olen, cap);
 }
 
+/* Output counts as a reply still to deliver (authd_server_drain waits for
+ * it) only on an open connection: our SP header, queued while the peer has
+ * not finished its handshake, must not hold a shutdown up. */
 static void out_added(struct conn *c, size_t n)
 {
     if (c->olen == 0) {
-        atomic_fetch_add(&c->lp->srv->unflushed, 1);
         c->out_since = now_ns();
+        if (c->state == ST_OPEN && !c->in_unflushed) {
+            c->in_unflushed = true;
+            atomic_fetch_add(&c->lp->srv->unflushed, 1);
+        }
     }
     c->olen += n;
     if (c->olen > c->ohigh)
@@ -435,7 +479,7 @@ static void conn_flush(struct conn *c)
         c->out_since = now_ns();
         if (off == c->olen) {
             c->want_write = false;
-            atomic_fetch_sub(&s->unflushed, 1);
+            unflushed_done(c);
             obuf_release(c);
         } else {
             memmove(c->obuf, c->obuf + off, c->olen - off);
@@ -444,7 +488,7 @@ static void conn_flush(struct conn *c)
     }
     if (c->paused && c->inflight < s->max_inflight && c->olen < OUT_HIGH) {
         c->paused = false;
-        conn_read(c);
+        mark_ready(c); /* frames may be buffered, and the socket is edge-triggered */
     }
 }
 
@@ -457,7 +501,6 @@ static void rreq_free(struct rreq *q)
             wipe(q->env->body.data, q->env->body.len);
         authd__v1__request_envelope__free_unpacked(q->env, NULL);
     }
-    wipe(q->frame, q->flen);
     free(q);
 }
 
@@ -493,15 +536,17 @@ static void request_done(authd_request *req, const authd_reply *rep)
 
     if (tl_loop == c->lp) {
         if (!c->closed) {
+            c->inflight--;
+            atomic_fetch_sub(&s->inflight, 1);
             if (out_reserve(c, flen)) {
                 uint8_t *p = c->obuf + c->olen;
                 put64(p, q->bt_len + elen);
-                memcpy(p + 8, q->frame, q->bt_len);
+                memcpy(p + 8, q->bt, q->bt_len);
                 authd__v1__reply_envelope__pack(&env, p + 8 + q->bt_len);
                 out_added(c, flen);
+            } else { /* a lost reply would leave its caller waiting */
+                conn_close(c, AUTHD_LOG_WARN, "out of memory");
             }
-            c->inflight--;
-            atomic_fetch_sub(&s->inflight, 1);
         }
         rreq_free(q);
         conn_unref(c);
@@ -513,7 +558,7 @@ static void request_done(authd_request *req, const authd_reply *rep)
         f->next = NULL;
         f->len = flen;
         put64(f->data, q->bt_len + elen);
-        memcpy(f->data + 8, q->frame, q->bt_len);
+        memcpy(f->data + 8, q->bt, q->bt_len);
         authd__v1__reply_envelope__pack(&env, f->data + 8 + q->bt_len);
     }
     rreq_free(q);
@@ -594,8 +639,10 @@ static void take_posted(struct loop *lp)
         }
         while (f != NULL) {
             struct frame *next = f->next;
-            if (!c->closed && f->len > 0)
-                out_append(c, f->data, f->len);
+            /* An empty frame marks a reply lost to a failed allocation;
+             * closing tells its caller at once. */
+            if (!c->closed && (f->len == 0 || !out_append(c, f->data, f->len)))
+                conn_close(c, AUTHD_LOG_WARN, "out of memory");
             wipe(f->data, f->len);
             free(f);
             f = next;
@@ -640,11 +687,9 @@ static bool on_frame(struct conn *c, const uint8_t *p, size_t len)
         out_added(c, 8 + len);
         return true;
     }
-    if ((q = malloc(sizeof *q + len)) == NULL)
+    if ((q = calloc(1, sizeof *q)) == NULL)
         return false;
-    memset(q, 0, sizeof *q);
-    memcpy(q->frame, p, len);
-    q->flen = len;
+    memcpy(q->bt, p, bt);
     q->c = c;
     q->bt_len = bt;
     q->req.start_ns = now_ns();
@@ -655,7 +700,7 @@ static bool on_frame(struct conn *c, const uint8_t *p, size_t len)
     c->inflight++;
     atomic_fetch_add(&s->inflight, 1);
 
-    q->env = authd__v1__request_envelope__unpack(NULL, len - bt, q->frame + bt);
+    q->env = authd__v1__request_envelope__unpack(NULL, len - bt, p + bt);
     if (q->env == NULL) {
         authd_logrec r;
         if (authd_log_begin(&r, AUTHD_LOG_INFO, "bad_envelope")) {
@@ -696,7 +741,9 @@ static bool parse_input(struct conn *c)
         c->state = ST_OPEN;
         pos = 8;
     }
-    while (c->rlen - pos >= 8 && c->inflight < s->max_inflight && !c->closed) {
+    while (c->rlen - pos >= 8 && !c->closed) {
+        /* The length is checked as soon as it is here, whether or not the
+         * window lets the frame in yet: it sizes the buffer below. */
         uint64_t len = get64(c->rbuf + pos);
         if (len > s->max_msg + 4 * MAX_HOPS) {
             authd_logrec r;
@@ -707,7 +754,7 @@ static bool parse_input(struct conn *c)
             }
             return false;
         }
-        if (c->rlen - pos - 8 < len)
+        if (c->inflight >= s->max_inflight || c->rlen - pos - 8 < len)
             break;
         if (!on_frame(c, c->rbuf + pos + 8, (size_t)len))
             return false;
@@ -741,6 +788,7 @@ static bool parse_input(struct conn *c)
 static void conn_read(struct conn *c)
 {
     authd_server *s = c->lp->srv;
+    size_t budget = READ_BUDGET;
 
     while (!c->closed && !c->paused) {
         /* Frames already buffered first (a resumed connection has some). */
@@ -759,13 +807,21 @@ static void conn_read(struct conn *c)
             conn_close(c, AUTHD_LOG_WARN, "out of memory");
             return;
         }
-        ssize_t r = io_read(c, c->rbuf + c->rlen, c->rcap - c->rlen);
+        if (budget == 0) {
+            mark_ready(c); /* the rest after the loop's other work */
+            break;
+        }
+        size_t want = c->rcap - c->rlen < budget ? c->rcap - c->rlen : budget;
+        ssize_t r = io_read(c, c->rbuf + c->rlen, want);
         if (r < 0) {
+            if (c->olen > 0)
+                conn_flush(c); /* a half-closed peer may still read its replies */
             conn_close(c, AUTHD_LOG_DEBUG, "peer closed");
             return;
         }
         if (r == 0)
             break;
+        budget -= (size_t)r;
         c->rlen += (size_t)r;
         if (c->rlen > c->rhigh)
             c->rhigh = c->rlen;
@@ -803,6 +859,8 @@ static void conn_handshake(struct conn *c)
 
 static void conn_event(struct conn *c, uint32_t ev)
 {
+    if (c->closed)
+        return;
     if (c->state == ST_HANDSHAKE) {
         conn_handshake(c);
         return;
@@ -865,6 +923,7 @@ static void conn_start(struct loop *lp, int fd, const struct sockaddr_storage *s
     }
     if (s->ctx != NULL) {
         if ((c->ssl = SSL_new(s->ctx)) == NULL || SSL_set_fd(c->ssl, fd) != 1) {
+            ERR_clear_error(); /* see io_read */
             conn_close(c, AUTHD_LOG_WARN, "cannot create TLS state");
             return;
         }
@@ -887,12 +946,10 @@ static void conn_start(struct loop *lp, int fd, const struct sockaddr_storage *s
 
 static void loop_accept(struct loop *lp)
 {
-    authd_server *s = lp->srv;
-
     for (int i = 0; i < ACCEPT_BATCH; i++) {
         struct sockaddr_storage sa;
         socklen_t salen = sizeof sa;
-        int fd = accept4(s->lfd, (struct sockaddr *)&sa, &salen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = accept4(lp->lfd, (struct sockaddr *)&sa, &salen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
             conn_start(lp, fd, &sa);
             continue;
@@ -901,14 +958,14 @@ static void loop_accept(struct loop *lp)
             || errno == EPROTO)
             return;
         if (errno == EINVAL) { /* shut down for draining */
-            epoll_ctl(lp->ep, EPOLL_CTL_DEL, s->lfd, NULL);
+            epoll_ctl(lp->ep, EPOLL_CTL_DEL, lp->lfd, NULL);
             lp->listening = false;
             return;
         }
         /* Out of descriptors or memory: stop accepting on this loop for a
          * moment instead of spinning on a socket that stays readable. */
         authd_log_msg(AUTHD_LOG_WARN, "accept_failed", strerror(errno));
-        epoll_ctl(lp->ep, EPOLL_CTL_DEL, s->lfd, NULL);
+        epoll_ctl(lp->ep, EPOLL_CTL_DEL, lp->lfd, NULL);
         lp->listening = false;
         lp->accept_resume = now_ns() + 100 * 1000000u;
         return;
@@ -917,8 +974,8 @@ static void loop_accept(struct loop *lp)
 
 static bool listen_on(struct loop *lp)
 {
-    struct epoll_event ev = { .events = EPOLLIN | EPOLLEXCLUSIVE, .data.ptr = NULL };
-    if (epoll_ctl(lp->ep, EPOLL_CTL_ADD, lp->srv->lfd, &ev) != 0)
+    struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
+    if (epoll_ctl(lp->ep, EPOLL_CTL_ADD, lp->lfd, &ev) != 0)
         return false;
     lp->listening = true;
     lp->accept_resume = 0;
@@ -926,6 +983,30 @@ static bool listen_on(struct loop *lp)
 }
 
 /* ---- the loop ------------------------------------------------------------------ */
+
+/* run_ready gives every connection queued by mark_ready one more turn;
+ * those that still have more go to the back of the list for the next
+ * iteration (which then does not sleep in epoll_wait). */
+static void run_ready(struct loop *lp)
+{
+    struct conn *list = lp->ready;
+
+    lp->ready = lp->ready_tail = NULL;
+    while (list != NULL) {
+        struct conn *c = list;
+        list = c->ready_next;
+        c->ready_next = NULL;
+        c->ready = false;
+        if (!c->closed)
+            conn_read(c);
+        conn_unref(c);
+    }
+}
+
+/* SSL_free_buffers on a connection holding part of a record is a
+ * use-after-free before OpenSSL 3.0.14 (CVE-2024-4741); Debian 12 ships a
+ * fixed 3.0, but a build against an older library just keeps the buffers. */
+#define free_buffers_ok (OpenSSL_version_num() >= 0x300000e0L)
 
 /* sweep closes connections past their deadlines. */
 static void loop_sweep(struct loop *lp, uint64_t now)
@@ -939,8 +1020,8 @@ static void loop_sweep(struct loop *lp, uint64_t now)
             conn_close(c, AUTHD_LOG_DEBUG, "handshake timeout");
         else if (c->olen > 0 && now - c->out_since > (uint64_t)SEND_TIMEOUT_MS * 1000000u)
             conn_close(c, AUTHD_LOG_WARN, "peer did not read its replies");
-        else if (c->tls_bufs && c->ssl != NULL && c->olen == 0 && c->inflight == 0
-            && now - c->last_read > (uint64_t)IDLE_FREE_MS * 1000000u) {
+        else if (free_buffers_ok && c->tls_bufs && c->ssl != NULL && c->olen == 0
+            && c->inflight == 0 && now - c->last_read > (uint64_t)IDLE_FREE_MS * 1000000u) {
             /* ~34 KiB a connection: 1,000 idle clients should not pin 34 MiB.
              * Fails harmlessly while OpenSSL still holds unread data. */
             if (SSL_free_buffers(c->ssl) == 1)
@@ -963,12 +1044,12 @@ static void *loop_main(void *arg)
     tl_loop = lp;
     lp->next_sweep = now_ns() + (uint64_t)SWEEP_MS * 1000000u;
     while (!atomic_load(&s->stopping)) {
-        int n = epoll_wait(lp->ep, evs, MAX_EVENTS, SWEEP_MS);
+        int n = epoll_wait(lp->ep, evs, MAX_EVENTS, lp->ready != NULL ? 0 : SWEEP_MS);
         for (int i = 0; i < n; i++) {
             void *p = evs[i].data.ptr;
             if (p == NULL) {
                 if (atomic_load(&s->draining)) {
-                    epoll_ctl(lp->ep, EPOLL_CTL_DEL, s->lfd, NULL);
+                    epoll_ctl(lp->ep, EPOLL_CTL_DEL, lp->lfd, NULL);
                     lp->listening = false;
                 } else {
                     loop_accept(lp);
@@ -979,6 +1060,7 @@ static void *loop_main(void *arg)
                 conn_event(p, evs[i].events);
             }
         }
+        run_ready(lp);
         uint64_t now = now_ns();
         if (now >= lp->next_sweep)
             loop_sweep(lp, now);
@@ -988,6 +1070,7 @@ static void *loop_main(void *arg)
     take_posted(lp);
     while (lp->conns != NULL)
         conn_close(lp->conns, AUTHD_LOG_DEBUG, "server closing");
+    run_ready(lp); /* only drops references now */
     loop_bury(lp);
     return NULL;
 }
@@ -1024,7 +1107,7 @@ static authd_code tls_setup(
      * buffers once read. */
     SSL_CTX_set_options(ctx,
         SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_COMPRESSION
-            | SSL_OP_CLEANSE_PLAINTEXT);
+            | SSL_OP_CLEANSE_PLAINTEXT | SSL_OP_NO_TICKET);
     /* Partial writes, and retries from a buffer that moved: conn_flush
      * compacts its buffer between attempts. */
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
@@ -1034,8 +1117,14 @@ static authd_code tls_setup(
      * give their buffers back in the sweep instead (IDLE_FREE_MS). */
     /* Read whole socket buffers, not one record at a time. */
     SSL_CTX_set_read_ahead(ctx, 1);
+    /* No resumption: no session cache, no TLS 1.2 tickets (NO_TICKET
+     * above), no TLS 1.3 tickets. The id context is set anyway: without it
+     * OpenSSL fails any resumption attempt under client verification with
+     * an internal error instead of a full handshake. */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_num_tickets(ctx, 0);
+    static const unsigned char sid_ctx[] = "authd";
+    SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof sid_ctx - 1);
 
     if (SSL_CTX_use_certificate_chain_file(ctx, o->tls_cert) != 1) {
         ssl_err(err, errlen, "certificate", o->tls_cert);
@@ -1151,6 +1240,7 @@ static authd_code listen_setup(
         return AUTHD_INTERNAL;
     }
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
     if (bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 1024) != 0) {
         int e = errno;
         snprintf(err, errlen, "cannot listen on %s: %s", url, strerror(e));
@@ -1166,12 +1256,35 @@ static authd_code listen_setup(
     socklen_t salen = sizeof sa;
     snprintf(s->url, sizeof s->url, "%s", url);
     if (getsockname(fd, (struct sockaddr *)&sa, &salen) == 0) {
+        s->laddr = sa;
+        s->laddr_len = salen;
         unsigned bport = sa.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&sa)->sin6_port)
                                                   : ntohs(((struct sockaddr_in *)&sa)->sin_port);
         const char *colon = strrchr(url, ':');
         snprintf(s->url, sizeof s->url, "%.*s:%u", (int)(colon - url), url, bport);
     }
     return AUTHD_OK;
+}
+
+/* listen_more opens one more listening socket on the first one's address
+ * and port, in its SO_REUSEPORT group. */
+static int listen_more(const authd_server *s)
+{
+    int one = 1;
+    int fd = socket(s->laddr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+    if (fd < 0)
+        return -1;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0
+        || setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0
+        || bind(fd, (const struct sockaddr *)&s->laddr, s->laddr_len) != 0
+        || listen(fd, 1024) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
 }
 
 authd_code authd_server_start(
@@ -1213,12 +1326,19 @@ authd_code authd_server_start(
     for (unsigned i = 0; i < s->nloops; i++) {
         struct loop *lp = &s->loops[i];
         lp->srv = s;
-        lp->ep = lp->efd = -1;
+        lp->ep = lp->efd = lp->lfd = -1;
         pthread_mutex_init(&lp->mu, NULL);
     }
+    s->loops[0].lfd = s->lfd;
+    s->lfd = -1;
     for (unsigned i = 0; i < s->nloops; i++) {
         struct loop *lp = &s->loops[i];
         struct epoll_event ev = { .events = EPOLLIN, .data.ptr = lp };
+        if (i > 0 && (lp->lfd = listen_more(s)) < 0) {
+            snprintf(err, errlen, "cannot listen on %s a second time (SO_REUSEPORT): %s",
+                s->url, strerror(errno));
+            goto out;
+        }
         if ((lp->ep = epoll_create1(EPOLL_CLOEXEC)) < 0
             || (lp->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0
             || epoll_ctl(lp->ep, EPOLL_CTL_ADD, lp->efd, &ev) != 0 || !listen_on(lp)) {
@@ -1259,8 +1379,10 @@ unsigned authd_server_io_threads(const authd_server *s)
 unsigned authd_server_drain(authd_server *s, int grace_ms)
 {
     atomic_store(&s->draining, true);
-    if (s->lfd >= 0)
-        shutdown(s->lfd, SHUT_RDWR); /* refuse new connections; wakes the loops */
+    for (unsigned i = 0; i < s->nloops; i++) {
+        if (s->loops[i].lfd >= 0) /* refuse new connections; wakes the loops */
+            shutdown(s->loops[i].lfd, SHUT_RDWR);
+    }
     uint64_t deadline = now_ns() + (uint64_t)grace_ms * 1000000u;
     unsigned left;
     struct timespec ts = { 0, 2 * 1000000 };
@@ -1293,6 +1415,8 @@ void authd_server_close(authd_server *s)
             close(lp->ep);
         if (lp->efd >= 0)
             close(lp->efd);
+        if (lp->lfd >= 0)
+            close(lp->lfd);
         pthread_mutex_destroy(&lp->mu);
     }
     free(s->loops);

@@ -17,6 +17,9 @@
  *    are not;
  *  - on SIGTERM a request in flight still gets its reply, later requests are
  *    answered UNAVAILABLE (or the connection closes), and authd exits 0;
+ *  - a frame header announcing more than --max-msg-bytes closes the
+ *    connection even while the in-flight window is full, before any buffer
+ *    is sized from it;
  *  - with several event loops (--io-threads), replies made on the loop
  *    (Verify) and on the worker pools (Login, Logout) interleave on each
  *    connection and every call gets its own answer.
@@ -1415,7 +1418,73 @@ static int teardown(void **state)
     return it_teardown(state);
 }
 
-/* ---- 8. event loops and worker replies ------------------------------------------ */
+/* ---- 8. an oversized header behind a full window ------------------------------- */
+
+/* vm_peak_kib: the process's peak virtual size (VmPeak), or 0. */
+static unsigned long vm_peak_kib(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    char *st = it_read_file(path, NULL);
+    unsigned long kib = 0;
+    const char *l = st != NULL ? strstr(st, "VmPeak:") : NULL;
+    if (l != NULL)
+        kib = strtoul(l + 7, NULL, 10);
+    free(st);
+    return kib;
+}
+
+/* With --max-inflight 1 a slow Login fills the window; the next frame's
+ * header announces 8 GiB. It must be refused as soon as it arrives (the
+ * connection closes while the Login is still hashing), and authd must not
+ * have reserved memory for it: a review found the buffer being sized from
+ * the unchecked length while the window was full. */
+static void transport_oversized_header_behind_full_window(void **state)
+{
+    it_opts o = { .cheap_argon2_off = true,
+        .extra = { "--max-inflight", "1", "--argon2-ops", "3", "--argon2-mem-kib", "65536",
+            "--hash-workers", "1" } };
+    it_server *s = it_start(&o);
+    authd_client *c = it_client(s);
+    authd_status st;
+    uint8_t frame[512], body[256];
+    peer p;
+
+    it_register(c, "window-full", "window-full@example.com", "slow hash fills the window", &st,
+        NULL);
+    IT_EXPECT(&st, AUTHD_OK, NULL);
+    authd_client_close(c);
+    unsigned long before = vm_peak_kib(s->pid);
+    assert_true(before > 0);
+
+    peer_open(&p, s);
+    Authd__V1__LoginRequest lr = AUTHD__V1__LOGIN_REQUEST__INIT;
+    lr.login = "window-full";
+    lr.password = "slow hash fills the window";
+    size_t bn = authd__v1__login_request__pack(&lr, body);
+    uint32_t id = 0x80000001u;
+    size_t n = put_frame(frame, sizeof frame, &id, 1, LOGIN, 801, body, bn);
+    uint8_t big[8] = { 0, 0, 0, 2, 0, 0, 0, 0 }; /* 8 GiB */
+    memcpy(frame + n, big, sizeof big);
+    send_raw(&p, frame, n + sizeof big);
+
+    /* Closed without a reply: the Login is still hashing (argon2 t=3,
+     * 64 MiB) when the header is refused. */
+    expect_closed(&p, 0, "8 GiB header behind a full window");
+    peer_close(&p);
+    unsigned long after = vm_peak_kib(s->pid);
+    if (after > before + 1024 * 1024)
+        fail_msg("VmPeak grew from %lu to %lu KiB: a buffer was sized from the header", before,
+            after);
+    char *log = it_read_file(s->log_path, NULL);
+    assert_non_null(log);
+    assert_non_null(strstr(log, "\"frame_too_large\""));
+    free(log);
+    it_finish(s);
+    (void)state;
+}
+
+/* ---- 9. event loops and worker replies ------------------------------------------ */
 
 #define MIX_CLIENTS 6
 #define MIX_VERIFY  40 /* per client */
@@ -1546,6 +1615,7 @@ int main(void)
         cmocka_unit_test_teardown(transport_max_connections, teardown),
         cmocka_unit_test_teardown(transport_unfinished_connect_times_out, teardown),
         cmocka_unit_test_teardown(transport_drain_answers_inflight, teardown),
+        cmocka_unit_test_teardown(transport_oversized_header_behind_full_window, teardown),
         cmocka_unit_test_teardown(transport_io_threads_mixed_replies, teardown),
     };
     const char *only = getenv("IT_ONLY");
