@@ -98,23 +98,46 @@ struct register_job {
     authd_user user;
 };
 
+static void register_commit_work(void *arg);
+
+static void register_job_free(struct register_job *job)
+{
+    sodium_memzero(job->user.password_hash, sizeof job->user.password_hash);
+    free(job);
+}
+
+/* register_work (hashing pool): the hash only; the user is stored from the
+ * write pool (register_commit_work), as for Login, so a hashing thread
+ * never waits for an fsync. */
 static void register_work(void *arg)
 {
     struct register_job *job = arg;
     authd_call *call = job->call;
     authd_service *svc = call->svc;
     Authd__V1__RegisterRequest *in = (Authd__V1__RegisterRequest *)call->input;
+    authd_code rc;
+
+    rc = authd_password_hash(
+        in->password, strlen(in->password), &svc->o.pwparams, job->user.password_hash);
+    wipe_str(in->password);
+    if (rc == AUTHD_OK)
+        rc = authd_workpool_submit(svc->o.write_pool, register_commit_work, job);
+    if (rc != AUTHD_OK) {
+        fail_busy(call, rc);
+        register_job_free(job);
+    }
+}
+
+/* register_commit_work (write pool): store the user, answer. */
+static void register_commit_work(void *arg)
+{
+    struct register_job *job = arg;
+    authd_call *call = job->call;
+    authd_service *svc = call->svc;
     authd_user *u = &job->user;
     const char *conflict = NULL;
     authd_code rc;
 
-    rc = authd_password_hash(
-        in->password, strlen(in->password), &svc->o.pwparams, u->password_hash);
-    wipe_str(in->password);
-    if (rc != AUTHD_OK) {
-        fail_busy(call, rc);
-        goto out;
-    }
     randombytes_buf(u->id, sizeof u->id);
     u->status = AUTHD_USER_ACTIVE;
     u->created_at = u->updated_at = u->password_changed_at = now_s(svc);
@@ -151,8 +174,7 @@ static void register_work(void *arg)
     resp.user = &pu;
     authd_call_finish(call, AUTHD_OK, "", "", &resp.base);
 out:
-    sodium_memzero(u->password_hash, sizeof u->password_hash);
-    free(job);
+    register_job_free(job);
 }
 
 void authd_handle_register(authd_service *svc, authd_call *call)

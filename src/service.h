@@ -7,9 +7,9 @@
  * knows the store, password hashing and tokens but no wire envelopes.
  *
  * Verify completes synchronously on the caller's thread (it only reads);
- * Register runs on the hashing pool; Login checks the password on the
- * hashing pool and writes the session on the write pool; Logout runs on the
- * write pool. Each completes from the pool it ends on.
+ * Register and Login hash (or check) the password on the hashing pool and
+ * write the user or session on the write pool; Logout runs on the write
+ * pool. Each completes from the pool it ends on.
  */
 #ifndef AUTHD_SERVICE_H
 #define AUTHD_SERVICE_H
