@@ -85,15 +85,12 @@
 #include <openssl/x509v3.h>
 
 #include "authd/v1/envelope.pb-c.h"
+#include "sp_wire.h"
 
 #define MAX_PEM_FILE     (1024 * 1024)
 #define RECONNECT_MIN_MS 100
 #define RECONNECT_MAX_MS 2000
 #define NS_PER_MS        1000000ull
-#define SP_HDR_LEN       8
-#define SP_REQ0          0x0030u
-#define SP_REP0          0x0031u
-#define SP_ID_BIT        0x80000000u
 #define FRAME_HDR_LEN    12 /* length (8) + request id (4) */
 #define RBUF_FREE_MIN    (64 * 1024) /* room ensured before each read */
 #define TLS_READ_BUF     (64 * 1024) /* OpenSSL read-ahead buffer: many records per recv */
@@ -249,20 +246,9 @@ static void put32(uint8_t *p, uint32_t v)
     p[3] = (uint8_t)v;
 }
 
-static void put64(uint8_t *p, uint64_t v)
-{
-    put32(p, (uint32_t)(v >> 32));
-    put32(p + 4, (uint32_t)v);
-}
-
 static uint32_t get32(const uint8_t *p)
 {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-    return (uint64_t)get32(p) << 32 | get32(p + 4);
 }
 
 /* random64: from the kernel; a fixed fallback only if it fails. */
@@ -481,19 +467,7 @@ out:
 */
 static int parse_url(const authd_client_options *o, authd_client *c, authd_status *st)
 {
-    static const struct {
-        const char *scheme;
-        bool tls;
-        int family;
-    } schemes[] = {
-        { "tls+tcp://", true, AF_UNSPEC },
-        { "tls+tcp4://", true, AF_INET },
-        { "tls+tcp6://", true, AF_INET6 },
-        { "tcp://", false, AF_UNSPEC },
-        { "tcp4://", false, AF_INET },
-        { "tcp6://", false, AF_INET6 },
-    };
-    const char *u = o->url, *rest = NULL, *host, *host_end, *port;
+    const char *u = o->url, *rest, *host, *host_end, *port;
     size_t host_len;
     unsigned long pn;
     char *end;
@@ -505,16 +479,7 @@ static int parse_url(const authd_client_options *o, authd_client *c, authd_statu
         return set_status(st, AUTHD_INVALID_ARGUMENT, AUTHD_REASON_CONFIG,
             "invalid server URL (want tls+tcp://host:port)");
     }
-    for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++) {
-        size_t n = strlen(schemes[i].scheme);
-        if (strncmp(u, schemes[i].scheme, n) == 0) {
-            rest = u + n;
-            c->tls = schemes[i].tls;
-            c->family = schemes[i].family;
-            break;
-        }
-    }
-    if (rest == NULL) {
+    if ((rest = sp_url_scheme(u, &c->tls, &c->family)) == NULL) {
         const char *sep = strstr(u, "://");
         return set_status(st, AUTHD_INVALID_ARGUMENT, AUTHD_REASON_CONFIG,
             sep != NULL ? "unsupported URL scheme %.*s:// (want tls+tcp://)"
@@ -546,8 +511,8 @@ static int parse_url(const authd_client_options *o, authd_client *c, authd_statu
     errno = 0;
     pn = port[0] >= '0' && port[0] <= '9' ? strtoul(port, &end, 10) : 0;
     if (host_len == 0 || pn == 0 || pn > 65535 || errno != 0) {
-        return set_status(st, AUTHD_INVALID_ARGUMENT, AUTHD_REASON_CONFIG,
-            "server URL needs a host and a port");
+        return set_status(
+            st, AUTHD_INVALID_ARGUMENT, AUTHD_REASON_CONFIG, "server URL needs a host and a port");
     }
     if (*end != '\0' || memchr(host, '/', host_len) != NULL || memchr(host, '@', host_len) != NULL
         || memchr(host, ' ', host_len) != NULL) {
@@ -599,8 +564,7 @@ static int pick_server_name(const authd_client_options *o, authd_client *c, auth
         name = c->host;
     }
     if (strlen(name) >= sizeof(c->server_name)) {
-        return set_status(
-            st, AUTHD_INVALID_ARGUMENT, AUTHD_REASON_CONFIG, "server name too long");
+        return set_status(st, AUTHD_INVALID_ARGUMENT, AUTHD_REASON_CONFIG, "server name too long");
     }
     snprintf(c->server_name, sizeof(c->server_name), "%s", name);
     c->name_is_ip = is_ip(name);
@@ -698,8 +662,8 @@ static int make_tls(const authd_client_options *o, authd_client *c, authd_status
         goto out;
     }
     if ((c->ctx = SSL_CTX_new(TLS_client_method())) == NULL) {
-        rc = set_status(st, AUTHD_RESOURCE_EXHAUSTED, AUTHD_REASON_CLIENT, "TLS setup: %s",
-            ssl_reason());
+        rc = set_status(
+            st, AUTHD_RESOURCE_EXHAUSTED, AUTHD_REASON_CLIENT, "TLS setup: %s", ssl_reason());
         goto out;
     }
     /* nng's TLS engine (mbedTLS 2.28) speaks only TLS 1.2; allow 1.3. */
@@ -946,8 +910,8 @@ static ssize_t io_fail(authd_client *c, int r, uint32_t *want)
             && ERR_GET_REASON(ee) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
             snprintf(c->io_err, sizeof(c->io_err), "closed by the server");
         } else {
-            c->io_alert = ERR_GET_LIB(ee) == ERR_LIB_SSL
-                && ERR_GET_REASON(ee) >= SSL_AD_REASON_OFFSET;
+            c->io_alert
+                = ERR_GET_LIB(ee) == ERR_LIB_SSL && ERR_GET_REASON(ee) >= SSL_AD_REASON_OFFSET;
             c->io_tls_err = ssl_reason();
             snprintf(c->io_err, sizeof(c->io_err), "TLS error: %s", c->io_tls_err);
         }
@@ -1004,7 +968,8 @@ static ssize_t conn_read(authd_client *c, uint8_t *p, size_t n, uint32_t *want)
             *want = EPOLLIN;
             return 0;
         }
-        snprintf(c->io_err, sizeof(c->io_err), "%s", r == 0 ? "closed by the server" : strerror(errno));
+        snprintf(
+            c->io_err, sizeof(c->io_err), "%s", r == 0 ? "closed by the server" : strerror(errno));
         return -1;
     }
     ERR_clear_error();
@@ -1093,14 +1058,7 @@ static int dial_begin(authd_client *c, uint64_t now, uint32_t *want, char *err, 
     c->dial_errno = 0;
     c->dial_deadline = now + c->timeout_ns;
     c->hdr_in_len = c->hdr_out_len = 0;
-    c->hdr_out[0] = 0;
-    c->hdr_out[1] = 'S';
-    c->hdr_out[2] = 'P';
-    c->hdr_out[3] = 0;
-    c->hdr_out[4] = (uint8_t)(SP_REQ0 >> 8);
-    c->hdr_out[5] = (uint8_t)(SP_REQ0 & 0xff);
-    c->hdr_out[6] = 0;
-    c->hdr_out[7] = 0;
+    sp_header(c->hdr_out, SP_PROTO_REQ0);
     return dial_next(c, want, err, cap);
 }
 
@@ -1145,8 +1103,7 @@ static void tls_fail_text(authd_client *c, char *err, size_t cap)
         return;
     }
     if (c->io_alert) {
-        snprintf(err, cap, "TLS failure: the server refused the handshake: %.96s%s",
-            c->io_tls_err,
+        snprintf(err, cap, "TLS failure: the server refused the handshake: %.96s%s", c->io_tls_err,
             c->has_cert ? " (does it trust the client certificate?)"
                         : " (does it require a client certificate?)");
     } else if (c->io_tls_err == NULL) {
@@ -1154,8 +1111,7 @@ static void tls_fail_text(authd_client *c, char *err, size_t cap)
             c->has_cert ? " (does the server trust the client certificate?)"
                         : " (does the server require a client certificate?)");
     } else {
-        snprintf(err, cap, "TLS failure: %.96s (check the CA file and server name)",
-            c->io_tls_err);
+        snprintf(err, cap, "TLS failure: %.96s (check the CA file and server name)", c->io_tls_err);
     }
 }
 
@@ -1220,7 +1176,6 @@ static int dial_step(authd_client *c, uint32_t ready, uint32_t *want, char *err,
             }
             break;
         case DP_SP_RECV: {
-            const uint8_t *h = c->hdr_in;
             n = conn_read(c, c->hdr_in + c->hdr_in_len, SP_HDR_LEN - c->hdr_in_len, want);
             if (n == 0) {
                 return DIAL_WAIT;
@@ -1230,23 +1185,24 @@ static int dial_step(authd_client *c, uint32_t ready, uint32_t *want, char *err,
                     tls_fail_text(c, err, cap);
                 } else {
                     snprintf(err, cap, "%.96s during the SP header exchange%s", c->io_err,
-                        c->tls && !c->has_cert
-                            ? " (does the server require a client certificate?)"
-                            : " (is the peer an authd server?)");
+                        c->tls && !c->has_cert ? " (does the server require a client certificate?)"
+                                               : " (is the peer an authd server?)");
                 }
                 return DIAL_FAIL;
             }
             if ((c->hdr_in_len += (size_t)n) < SP_HDR_LEN) {
                 break;
             }
-            if (h[0] != 0 || h[1] != 'S' || h[2] != 'P' || h[3] != 0 || h[6] != 0 || h[7] != 0) {
-                snprintf(err, cap, "the peer does not speak the SP protocol (is it an authd server?)");
+            int proto = sp_header_proto(c->hdr_in);
+            if (proto < 0) {
+                snprintf(
+                    err, cap, "the peer does not speak the SP protocol (is it an authd server?)");
                 return DIAL_FAIL;
             }
-            if (((unsigned)h[4] << 8 | h[5]) != SP_REP0) {
+            if ((unsigned)proto != SP_PROTO_REP0) {
                 snprintf(err, cap,
-                    "the peer speaks SP protocol %u, not rep0 (%u): is it an authd server?",
-                    (unsigned)h[4] << 8 | h[5], SP_REP0);
+                    "the peer speaks SP protocol %d, not rep0 (%u): is it an authd server?", proto,
+                    SP_PROTO_REP0);
                 return DIAL_FAIL;
             }
             return DIAL_UP;
@@ -1428,7 +1384,7 @@ static int parse_frames(authd_client *c, struct batch *b, char *why, size_t cap)
     c->rneed = 0;
     while (c->rbuf.len - c->rbuf.off >= 8) {
         const uint8_t *f = c->rbuf.p + c->rbuf.off;
-        uint64_t n = get64(f);
+        uint64_t n = sp_get64(f);
         uint32_t id;
         struct call *k;
         if (n > c->max_reply) {
@@ -1804,7 +1760,8 @@ static int dial_sync(authd_client *c, authd_status *st)
             r = DIAL_FAIL;
             break;
         }
-        p.events = (short)(((want & EPOLLIN) != 0 ? POLLIN : 0) | ((want & EPOLLOUT) != 0 ? POLLOUT : 0));
+        p.events = (short)(((want & EPOLLIN) != 0 ? POLLIN : 0)
+            | ((want & EPOLLOUT) != 0 ? POLLOUT : 0));
         n = poll(&p, 1, (int)((c->dial_deadline - now + NS_PER_MS - 1) / NS_PER_MS));
         if (n < 0 && errno != EINTR) {
             snprintf(err, sizeof(err), "poll: %s", strerror(errno));
@@ -1822,8 +1779,8 @@ static int dial_sync(authd_client *c, authd_status *st)
         return 0;
     }
     conn_close(c);
-    return set_status(st, AUTHD_UNAVAILABLE, AUTHD_REASON_TRANSPORT, "cannot connect to %s: %s",
-        c->url, err);
+    return set_status(
+        st, AUTHD_UNAVAILABLE, AUTHD_REASON_TRANSPORT, "cannot connect to %s: %s", c->url, err);
 }
 
 /* client_free releases what open made; the I/O thread is not running. */
@@ -1911,15 +1868,15 @@ int authd_client_open(const authd_client_options *o, authd_client **out, authd_s
     }
     if ((c->ep = epoll_create1(EPOLL_CLOEXEC)) < 0
         || (c->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) {
-        rc = set_status(st, AUTHD_RESOURCE_EXHAUSTED, AUTHD_REASON_CLIENT, "client setup: %s",
-            strerror(errno));
+        rc = set_status(
+            st, AUTHD_RESOURCE_EXHAUSTED, AUTHD_REASON_CLIENT, "client setup: %s", strerror(errno));
         goto out;
     }
     {
         struct epoll_event e = { .events = EPOLLIN, .data.u32 = 0 };
         if (epoll_ctl(c->ep, EPOLL_CTL_ADD, c->evfd, &e) != 0) {
-            rc = set_status(st, AUTHD_RESOURCE_EXHAUSTED, AUTHD_REASON_CLIENT,
-                "client setup: %s", strerror(errno));
+            rc = set_status(st, AUTHD_RESOURCE_EXHAUSTED, AUTHD_REASON_CLIENT, "client setup: %s",
+                strerror(errno));
             goto out;
         }
     }
@@ -2089,7 +2046,7 @@ static int call_envelope(authd_client *c, const char *method, const ProtobufCMes
         rc = set_status(st, AUTHD_RESOURCE_EXHAUSTED, AUTHD_REASON_CLIENT, "out of memory");
         goto out;
     }
-    put64(frame, 4 + (uint64_t)env_len);
+    sp_put64(frame, 4 + (uint64_t)env_len);
     authd__v1__request_envelope__pack(&env, frame + FRAME_HDR_LEN);
     rc = start_call(c, frame, flen, id, resp_desc, cb, NULL, arg, st);
 out:
@@ -2141,7 +2098,7 @@ int authd_client_call_raw_async(
     if (flen > sizeof(sframe) && (frame = malloc(flen)) == NULL) {
         return AUTHD_RESOURCE_EXHAUSTED;
     }
-    put64(frame, 4 + (uint64_t)len);
+    sp_put64(frame, 4 + (uint64_t)len);
     if (len > 0) {
         memcpy(frame + FRAME_HDR_LEN, req, len);
     }

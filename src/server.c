@@ -61,6 +61,7 @@
 #include "authd/v1/envelope.pb-c.h"
 #include "log.h"
 #include "server.h"
+#include "sp_wire.h"
 
 #define NEGO_TIMEOUT_MS 10000
 #define SEND_TIMEOUT_MS 10000
@@ -73,9 +74,6 @@
 #define ACCEPT_BATCH    32
 #define READ_BUDGET     (256 * 1024) /* bytes one connection may read per turn */
 #define MAX_LOOPS       64
-
-#define SP_PROTO_REQ0 0x30
-#define SP_PROTO_REP0 0x31
 
 enum conn_state { ST_HANDSHAKE, ST_HEADER, ST_OPEN };
 
@@ -165,6 +163,10 @@ struct authd_server {
     unsigned max_conns;
     unsigned nloops;
     bool echo; /* authd-echo --engine authd */
+    /* SSL_free_buffers on a connection holding part of a record is a
+     * use-after-free before OpenSSL 3.0.14 (CVE-2024-4741); Debian 12 ships
+     * a fixed 3.0, but with an older library idle buffers are kept. */
+    bool free_buffers_ok;
     struct loop *loops;
     atomic_uint nconns; /* connections counted against max_conns */
     atomic_uint nalloc; /* conn structs not yet freed */
@@ -206,22 +208,6 @@ static void wipe(void *p, size_t n)
 static uint64_t now_ns(void)
 {
     return authd_monotonic_ns();
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v = (v << 8) | p[i];
-    return v;
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-    for (int i = 7; i >= 0; i--) {
-        p[i] = (uint8_t)(v & 0xff);
-        v >>= 8;
-    }
 }
 
 static void sockaddr_str(const struct sockaddr_storage *sa, char *out, size_t outlen)
@@ -540,7 +526,7 @@ static void request_done(authd_request *req, const authd_reply *rep)
             atomic_fetch_sub(&s->inflight, 1);
             if (out_reserve(c, flen)) {
                 uint8_t *p = c->obuf + c->olen;
-                put64(p, q->bt_len + elen);
+                sp_put64(p, q->bt_len + elen);
                 memcpy(p + 8, q->bt, q->bt_len);
                 authd__v1__reply_envelope__pack(&env, p + 8 + q->bt_len);
                 out_added(c, flen);
@@ -557,7 +543,7 @@ static void request_done(authd_request *req, const authd_reply *rep)
     if (f != NULL) {
         f->next = NULL;
         f->len = flen;
-        put64(f->data, q->bt_len + elen);
+        sp_put64(f->data, q->bt_len + elen);
         memcpy(f->data + 8, q->bt, q->bt_len);
         authd__v1__reply_envelope__pack(&env, f->data + 8 + q->bt_len);
     }
@@ -682,7 +668,7 @@ static bool on_frame(struct conn *c, const uint8_t *p, size_t len)
     if (s->echo) { /* the transport alone, for benchmarks */
         if (!out_reserve(c, 8 + len))
             return false;
-        put64(c->obuf + c->olen, len);
+        sp_put64(c->obuf + c->olen, len);
         memcpy(c->obuf + c->olen + 8, p, len);
         out_added(c, 8 + len);
         return true;
@@ -731,20 +717,17 @@ static bool parse_input(struct conn *c)
     size_t pos = 0;
 
     if (c->state == ST_HEADER) {
-        if (c->rlen < 8)
+        if (c->rlen < SP_HDR_LEN)
             return true;
-        const uint8_t *h = c->rbuf;
-        unsigned proto = (unsigned)(h[4] << 8 | h[5]);
-        if (h[0] != 0 || h[1] != 'S' || h[2] != 'P' || h[3] != 0 || h[6] != 0 || h[7] != 0
-            || proto != SP_PROTO_REQ0)
+        if (sp_header_proto(c->rbuf) != SP_PROTO_REQ0)
             return false;
         c->state = ST_OPEN;
-        pos = 8;
+        pos = SP_HDR_LEN;
     }
     while (c->rlen - pos >= 8 && !c->closed) {
         /* The length is checked as soon as it is here, whether or not the
          * window lets the frame in yet: it sizes the buffer below. */
-        uint64_t len = get64(c->rbuf + pos);
+        uint64_t len = sp_get64(c->rbuf + pos);
         if (len > s->max_msg + 4 * MAX_HOPS) {
             authd_logrec r;
             if (authd_log_begin(&r, AUTHD_LOG_INFO, "frame_too_large")) {
@@ -771,9 +754,8 @@ static bool parse_input(struct conn *c)
     }
     /* Make room for a frame larger than the buffer (shrunk when it empties). */
     if (c->state == ST_OPEN && c->rlen >= 8) {
-        uint64_t need = 8 + get64(c->rbuf);
-        if (need > c->rcap
-            && !buf_resize(&c->rbuf, &c->rcap, &c->rhigh, c->rlen, (size_t)need))
+        uint64_t need = 8 + sp_get64(c->rbuf);
+        if (need > c->rcap && !buf_resize(&c->rbuf, &c->rcap, &c->rhigh, c->rlen, (size_t)need))
             return false;
     }
     return true;
@@ -851,8 +833,8 @@ static void conn_handshake(struct conn *c)
     char why[160];
     unsigned long err = ERR_peek_error();
     const char *reason = err != 0 ? ERR_reason_error_string(err) : NULL;
-    snprintf(why, sizeof why, "tls handshake failed: %s",
-        reason != NULL ? reason : "connection closed");
+    snprintf(
+        why, sizeof why, "tls handshake failed: %s", reason != NULL ? reason : "connection closed");
     ERR_clear_error();
     conn_close(c, AUTHD_LOG_DEBUG, why);
 }
@@ -894,7 +876,8 @@ static void conn_start(struct loop *lp, int fd, const struct sockaddr_storage *s
 
     unsigned n = atomic_fetch_add(&s->nconns, 1);
     if (n >= s->max_conns || atomic_load(&s->draining) || atomic_load(&s->stopping)) {
-        log_conn(AUTHD_LOG_WARN, "connection_refused", c, "max-connections reached or shutting down");
+        log_conn(
+            AUTHD_LOG_WARN, "connection_refused", c, "max-connections reached or shutting down");
         atomic_fetch_sub(&s->nconns, 1);
         close(fd);
         pthread_mutex_destroy(&c->mu);
@@ -916,7 +899,8 @@ static void conn_start(struct loop *lp, int fd, const struct sockaddr_storage *s
     c->nego_deadline = c->last_read + (uint64_t)NEGO_TIMEOUT_MS * 1000000u;
 
     /* Our SP header is the first output; it goes out once TLS is up. */
-    static const uint8_t hdr[8] = { 0, 'S', 'P', 0, 0, SP_PROTO_REP0, 0, 0 };
+    uint8_t hdr[SP_HDR_LEN];
+    sp_header(hdr, SP_PROTO_REP0);
     if (!out_append(c, hdr, sizeof hdr)) {
         conn_close(c, AUTHD_LOG_WARN, "out of memory");
         return;
@@ -1003,11 +987,6 @@ static void run_ready(struct loop *lp)
     }
 }
 
-/* SSL_free_buffers on a connection holding part of a record is a
- * use-after-free before OpenSSL 3.0.14 (CVE-2024-4741); Debian 12 ships a
- * fixed 3.0, but a build against an older library just keeps the buffers. */
-#define free_buffers_ok (OpenSSL_version_num() >= 0x300000e0L)
-
 /* sweep closes connections past their deadlines. */
 static void loop_sweep(struct loop *lp, uint64_t now)
 {
@@ -1020,7 +999,7 @@ static void loop_sweep(struct loop *lp, uint64_t now)
             conn_close(c, AUTHD_LOG_DEBUG, "handshake timeout");
         else if (c->olen > 0 && now - c->out_since > (uint64_t)SEND_TIMEOUT_MS * 1000000u)
             conn_close(c, AUTHD_LOG_WARN, "peer did not read its replies");
-        else if (free_buffers_ok && c->tls_bufs && c->ssl != NULL && c->olen == 0
+        else if (s->free_buffers_ok && c->tls_bufs && c->ssl != NULL && c->olen == 0
             && c->inflight == 0 && now - c->last_read > (uint64_t)IDLE_FREE_MS * 1000000u) {
             /* ~34 KiB a connection: 1,000 idle clients should not pin 34 MiB.
              * Fails harmlessly while OpenSSL still holds unread data. */
@@ -1121,6 +1100,7 @@ static authd_code tls_setup(
      * above), no TLS 1.3 tickets. The id context is set anyway: without it
      * OpenSSL fails any resumption attempt under client verification with
      * an internal error instead of a full handshake. */
+    s->free_buffers_ok = OpenSSL_version_num() >= 0x300000e0L;
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_num_tickets(ctx, 0);
     static const unsigned char sid_ctx[] = "authd";
@@ -1160,32 +1140,11 @@ static authd_code tls_setup(
  * forced). host may be a name, an IPv4 address, [IPv6], empty or '*'
  * (every address).
  */
-static bool parse_url(const char *url, bool *tls, int *family, char *host, size_t hostlen,
-    char *port, size_t portlen)
+static bool parse_url(
+    const char *url, bool *tls, int *family, char *host, size_t hostlen, char *port, size_t portlen)
 {
-    static const struct {
-        const char *scheme;
-        bool tls;
-        int family;
-    } schemes[] = {
-        { "tls+tcp://", true, AF_UNSPEC },
-        { "tls+tcp4://", true, AF_INET },
-        { "tls+tcp6://", true, AF_INET6 },
-        { "tcp://", false, AF_UNSPEC },
-        { "tcp4://", false, AF_INET },
-        { "tcp6://", false, AF_INET6 },
-    };
-    const char *rest = NULL;
+    const char *rest = sp_url_scheme(url, tls, family);
 
-    for (size_t i = 0; i < sizeof schemes / sizeof schemes[0]; i++) {
-        size_t n = strlen(schemes[i].scheme);
-        if (strncmp(url, schemes[i].scheme, n) == 0) {
-            rest = url + n;
-            *tls = schemes[i].tls;
-            *family = schemes[i].family;
-            break;
-        }
-    }
     if (rest == NULL)
         return false;
     const char *colon;
@@ -1335,8 +1294,8 @@ authd_code authd_server_start(
         struct loop *lp = &s->loops[i];
         struct epoll_event ev = { .events = EPOLLIN, .data.ptr = lp };
         if (i > 0 && (lp->lfd = listen_more(s)) < 0) {
-            snprintf(err, errlen, "cannot listen on %s a second time (SO_REUSEPORT): %s",
-                s->url, strerror(errno));
+            snprintf(err, errlen, "cannot listen on %s a second time (SO_REUSEPORT): %s", s->url,
+                strerror(errno));
             goto out;
         }
         if ((lp->ep = epoll_create1(EPOLL_CLOEXEC)) < 0

@@ -302,8 +302,8 @@ static void login_work(void *arg)
         return;
     }
     if (authd_password_needs_rehash(job->u.password_hash, &svc->o.pwparams))
-        job->rehash = authd_password_hash(in->password, strlen(in->password), &svc->o.pwparams,
-                          job->new_hash)
+        job->rehash = authd_password_hash(
+                          in->password, strlen(in->password), &svc->o.pwparams, job->new_hash)
             == AUTHD_OK;
     wipe_str(in->password);
     if ((rc = authd_workpool_submit(svc->o.write_pool, login_commit_work, job)) != AUTHD_OK) {

@@ -172,21 +172,22 @@ static void make_cert(const char *dir, const char *name, const char *san, char *
     snprintf(csr, sizeof csr, "%s/%s.csr", dir, name);
     snprintf(ext, sizeof ext, "%s/%s.ext", dir, name);
     snprintf(text, sizeof text,
-        "subjectAltName=%s\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature\n", san);
+        "subjectAltName=%s\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature\n",
+        san);
     FILE *f = fopen(ext, "w");
     assert_non_null(f);
     fputs(text, f);
     fclose(f);
-    const char *req[] = { OPENSSL_BIN, "req", "-newkey", "ec", "-pkeyopt",
-        "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", csr, "-subj",
-        "/CN=not-a-host-name", NULL };
+    const char *req[]
+        = { OPENSSL_BIN, "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+              "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=not-a-host-name", NULL };
     it_run(req, NULL, NULL, &p);
     if (p.status != 0)
         fail_msg("openssl req: %s", p.err);
     it_proc_free(&p);
-    const char *x509[] = { OPENSSL_BIN, "x509", "-req", "-in", csr, "-CA", IT_CA, "-CAkey",
-        IT_TLS_DIR "/ca.key", "-set_serial", "4242", "-days", "30", "-extfile", ext, "-out", crt,
-        NULL };
+    const char *x509[]
+        = { OPENSSL_BIN, "x509", "-req", "-in", csr, "-CA", IT_CA, "-CAkey", IT_TLS_DIR "/ca.key",
+              "-set_serial", "4242", "-days", "30", "-extfile", ext, "-out", crt, NULL };
     it_run(x509, NULL, NULL, &p);
     if (p.status != 0)
         fail_msg("openssl x509: %s", p.err);
@@ -194,8 +195,8 @@ static void make_cert(const char *dir, const char *name, const char *san, char *
 }
 
 /* expect_name runs attempt() with server_name name and checks the outcome. */
-static void expect_name(const it_server *s, const char *name, const char *user, int code,
-    const char *why_in_message)
+static void expect_name(
+    const it_server *s, const char *name, const char *user, int code, const char *why_in_message)
 {
     authd_client_options o = { 0 };
     authd_status st;

@@ -1450,8 +1450,8 @@ static void transport_oversized_header_behind_full_window(void **state)
     uint8_t frame[512], body[256];
     peer p;
 
-    it_register(c, "window-full", "window-full@example.com", "slow hash fills the window", &st,
-        NULL);
+    it_register(
+        c, "window-full", "window-full@example.com", "slow hash fills the window", &st, NULL);
     IT_EXPECT(&st, AUTHD_OK, NULL);
     authd_client_close(c);
     unsigned long before = vm_peak_kib(s->pid);
@@ -1474,8 +1474,8 @@ static void transport_oversized_header_behind_full_window(void **state)
     peer_close(&p);
     unsigned long after = vm_peak_kib(s->pid);
     if (after > before + 1024 * 1024)
-        fail_msg("VmPeak grew from %lu to %lu KiB: a buffer was sized from the header", before,
-            after);
+        fail_msg(
+            "VmPeak grew from %lu to %lu KiB: a buffer was sized from the header", before, after);
     char *log = it_read_file(s->log_path, NULL);
     assert_non_null(log);
     assert_non_null(strstr(log, "\"frame_too_large\""));
