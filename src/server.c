@@ -117,6 +117,8 @@ struct conn {
     bool ready; /* in lp->ready (loop only) */
     bool in_unflushed; /* counted in srv->unflushed */
     char peer[AUTHD_PEER_MAX];
+    authd_source source; /* the peer's address as a limit key */
+    uint64_t id; /* unique for the process's life */
 };
 
 struct loop {
@@ -172,6 +174,7 @@ struct authd_server {
     atomic_uint nalloc; /* conn structs not yet freed */
     atomic_uint inflight; /* requests received whose reply is not yet in an output buffer */
     atomic_uint unflushed; /* connections with output not yet written */
+    atomic_uint_fast64_t next_conn_id;
     atomic_bool draining;
     atomic_bool stopping;
     char url[256];
@@ -682,6 +685,8 @@ static bool on_frame(struct conn *c, const uint8_t *p, size_t len)
     q->req.done = request_done;
     q->req.transport = q;
     memcpy(q->req.peer, c->peer, sizeof q->req.peer);
+    q->req.source = c->source;
+    q->req.conn_id = c->id;
     atomic_fetch_add(&c->refs, 1);
     c->inflight++;
     atomic_fetch_add(&s->inflight, 1);
@@ -870,6 +875,8 @@ static void conn_start(struct loop *lp, int fd, const struct sockaddr_storage *s
     c->lp = lp;
     c->fd = fd;
     sockaddr_str(sa, c->peer, sizeof c->peer);
+    (void)authd_source_from_sockaddr((const struct sockaddr *)sa, &c->source);
+    c->id = atomic_fetch_add(&s->next_conn_id, 1) + 1;
     pthread_mutex_init(&c->mu, NULL);
     atomic_init(&c->refs, 1);
     atomic_fetch_add(&s->nalloc, 1);

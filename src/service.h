@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "netaddr.h"
 #include "password.h"
 #include "status.h"
 #include "store.h"
@@ -47,6 +48,8 @@ struct authd_request {
     size_t body_len;
     uint64_t request_id;
     char peer[AUTHD_PEER_MAX]; /* "ip:port" of the caller, for logs */
+    authd_source source; /* the caller's address as a limit key (IPv6: its /64) */
+    uint64_t conn_id; /* the connection it came on: unique for the process's life, never 0 */
     uint64_t start_ns; /* CLOCK_MONOTONIC at receipt, for latency */
     authd_done_fn done;
     void *transport; /* the transport's own per-request state */
