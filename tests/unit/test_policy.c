@@ -1,0 +1,163 @@
+/*
+ * test_policy.c — the caller policy: parsing, errors that name the line,
+ * and lookups.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "policy.h"
+
+static const char *const methods[] = { "Register", "Login", "Logout", "Verify" };
+enum { REGISTER, LOGIN, LOGOUT, VERIFY };
+
+static authd_policy *parse_ok(const char *text)
+{
+    authd_policy *p = NULL;
+    char err[256] = "";
+    authd_code rc = authd_policy_parse_string(text, methods, 4, &p, err, sizeof err);
+    if (rc != AUTHD_OK)
+        fail_msg("policy refused: %s", err);
+    return p;
+}
+
+static void parse_bad(const char *text, const char *needle)
+{
+    authd_policy *p = NULL;
+    char err[256] = "";
+    assert_int_equal(
+        authd_policy_parse_string(text, methods, 4, &p, err, sizeof err), AUTHD_INVALID_ARGUMENT);
+    assert_null(p);
+    if (strstr(err, needle) == NULL)
+        fail_msg("error '%s' lacks '%s'", err, needle);
+}
+
+static void gateway_and_default(void **state)
+{
+    (void)state;
+    authd_policy *p = parse_ok("; callers\n"
+                               "[gateway.internal]\n"
+                               "allow = Register, Login Logout Verify\n"
+                               "frontend = yes\n"
+                               "\n"
+                               "[billing.internal]\n"
+                               "allow = Verify Logout\n"
+                               "[*]\n"
+                               "allow = Verify\n");
+    bool fe = false;
+    assert_int_equal(authd_policy_callers(p), 3);
+    assert_true(authd_policy_allows(p, "gateway.internal", REGISTER, &fe));
+    assert_true(fe);
+    assert_true(authd_policy_allows(p, "gateway.internal", VERIFY, &fe));
+    assert_true(authd_policy_allows(p, "billing.internal", LOGOUT, &fe));
+    assert_false(fe);
+    assert_false(authd_policy_allows(p, "billing.internal", LOGIN, NULL));
+    /* Anyone else: the "*" rule; not a front-end. */
+    assert_true(authd_policy_allows(p, "unknown.internal", VERIFY, &fe));
+    assert_false(fe);
+    assert_false(authd_policy_allows(p, "unknown.internal", LOGIN, NULL));
+    assert_false(authd_policy_allows(p, "", REGISTER, NULL));
+    assert_true(authd_policy_allows(p, NULL, VERIFY, NULL));
+    /* Case and prefixes matter: identities match exactly. */
+    assert_false(authd_policy_allows(p, "Gateway.internal", REGISTER, NULL));
+    assert_false(authd_policy_allows(p, "gateway.internal.evil", REGISTER, NULL));
+    /* Out-of-range method index. */
+    assert_false(authd_policy_allows(p, "gateway.internal", 63, NULL));
+    authd_policy_free(p);
+}
+
+static void no_default_denies(void **state)
+{
+    (void)state;
+    authd_policy *p = parse_ok("[gw]\nallow = *\n");
+    for (unsigned m = REGISTER; m <= VERIFY; m++) {
+        assert_true(authd_policy_allows(p, "gw", m, NULL));
+        assert_false(authd_policy_allows(p, "other", m, NULL));
+    }
+    bool fe = true;
+    assert_false(authd_policy_allows(p, "other", VERIFY, &fe));
+    assert_false(fe);
+    authd_policy_free(p);
+    /* An empty policy allows nothing. */
+    p = parse_ok("; nothing\n");
+    assert_false(authd_policy_allows(p, "gw", VERIFY, NULL));
+    authd_policy_free(p);
+}
+
+static void errors_name_the_line(void **state)
+{
+    (void)state;
+    parse_bad("[gw]\nallow = Verfy\n", "line 2: unknown method 'Verfy' in [gw]");
+    parse_bad("[gw]\nallow = Verify\nfrontend = maybe\n", "line 3: frontend in [gw]");
+    parse_bad("[gw]\nalow = Verify\n", "unknown key 'alow'");
+    parse_bad("allow = Verify\n", "outside a [caller] section");
+    parse_bad("[gw]\nthis is not ini\n", "line 2");
+    authd_policy *p = NULL;
+    char err[256];
+    assert_int_equal(authd_policy_load("/nonexistent/policy.ini", methods, 4, &p, err, sizeof err),
+        AUTHD_NOT_FOUND);
+    assert_non_null(strstr(err, "/nonexistent/policy.ini"));
+}
+
+static void from_file(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/test_policy_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    const char text[] = "[svc-a]\nallow = Verify\n[svc-a]\nallow = Logout\n";
+    assert_int_equal(write(fd, text, sizeof text - 1), (int)sizeof text - 1);
+    close(fd);
+    authd_policy *p = NULL;
+    char err[256];
+    assert_int_equal(authd_policy_load(path, methods, 4, &p, err, sizeof err), AUTHD_OK);
+    unlink(path);
+    /* A section given twice adds up. */
+    assert_int_equal(authd_policy_callers(p), 1);
+    assert_true(authd_policy_allows(p, "svc-a", VERIFY, NULL));
+    assert_true(authd_policy_allows(p, "svc-a", LOGOUT, NULL));
+    assert_false(authd_policy_allows(p, "svc-a", LOGIN, NULL));
+    authd_policy_free(p);
+}
+
+/* Many callers: the binary search finds each, and nothing else. */
+static void many_callers(void **state)
+{
+    (void)state;
+    size_t cap = 200 * 40;
+    char *text = malloc(cap), *w = text;
+    for (int i = 0; i < 200; i++)
+        w += snprintf(w, cap - (size_t)(w - text), "[svc-%03d]\nallow = %s\n", (i * 7919) % 200,
+            i % 2 ? "Verify" : "Login");
+    authd_policy *p = parse_ok(text);
+    free(text);
+    assert_int_equal(authd_policy_callers(p), 200);
+    for (int i = 0; i < 200; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "svc-%03d", (i * 7919) % 200);
+        assert_int_equal(authd_policy_allows(p, id, VERIFY, NULL), i % 2 == 1);
+        assert_int_equal(authd_policy_allows(p, id, LOGIN, NULL), i % 2 == 0);
+    }
+    assert_false(authd_policy_allows(p, "svc-200", VERIFY, NULL));
+    assert_false(authd_policy_allows(p, "svc-", VERIFY, NULL));
+    authd_policy_free(p);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(gateway_and_default),
+        cmocka_unit_test(no_default_denies),
+        cmocka_unit_test(errors_name_the_line),
+        cmocka_unit_test(from_file),
+        cmocka_unit_test(many_callers),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
