@@ -4,11 +4,17 @@
 # the gRPC peer, and prints every result and the ratios against the targets.
 #
 #   scripts/bench.sh [--duration S] [--out DIR] [--only LIST] [--peer RUN.SH]
+#                    [--rounds N] [--baseline AUTHD]
 #
 #   --duration S   measured seconds of every run (default 5; +1 s warm-up)
 #   --out DIR      where the rows, logs and plots go (default ./bench-out)
 #   --only LIST    a comma-separated subset of the sections below
 #   --peer FILE    the gRPC peer's run.sh (default ../shared/peers/grpc-verify/run.sh)
+#   --rounds N     rounds of the conns and guard sections (default 5)
+#   --baseline B   an authd binary to compare with (guard section), e.g. one
+#                  built from an earlier commit: git worktree add /tmp/old
+#                  COMMIT && cmake -S /tmp/old -B /tmp/old/b -DCMAKE_BUILD_TYPE=Release
+#                  -DAUTHD_TESTS=OFF && cmake --build /tmp/old/b --target authd
 #
 # Sections:
 #   transport  echo (authd-echo on nng, and on authd's own transport), authd Verify
@@ -17,6 +23,10 @@
 #   login      Login throughput at authd's argon2 defaults vs cores / one hash time
 #   rss        authd's RSS idle, with 1,000 connections, and with 1,000 + a login flood
 #   scale      Verify and Login at 16 with 1,000 and 1,000,000 users (authd-seed)
+#   conns      100 and 1,000 connections x 1 in flight: Verify vs the echo on authd's
+#              own transport, alternating rounds, the median of the per-round ratios
+#   guard      (with --baseline) this authd's Verify vs the baseline binary's, at 1/16/128
+#              in flight and 100/1,000 connections, rounds in the order A B B A, medians
 #
 # One run, ratios only: these are figures to read, not a timed test. The
 # machine's cores are shared by authd, authbench and the peer. Writes into
@@ -29,7 +39,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 dur=5
 warm=1
 out=./bench-out
-only=transport,flood,login,rss,scale
+only=transport,flood,login,rss,scale,conns
+rounds=5
+baseline=
 peer="$root/../shared/peers/grpc-verify/run.sh"
 
 while [ $# -gt 0 ]; do
@@ -38,23 +50,33 @@ while [ $# -gt 0 ]; do
     --out) out=${2:?--out needs a directory}; shift 2 ;;
     --only) only=${2:?--only needs a list}; shift 2 ;;
     --peer) peer=${2:?--peer needs a file}; shift 2 ;;
-    -h | --help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --rounds) rounds=${2:?--rounds needs a number}; shift 2 ;;
+    --baseline) baseline=${2:?--baseline needs an authd binary}; shift 2 ;;
+    -h | --help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench.sh: unknown option $1 (--help)" >&2; exit 2 ;;
     esac
 done
 [[ $dur =~ ^[0-9]+([.][0-9]+)?$ ]] || { echo "bench.sh: --duration: want seconds" >&2; exit 2; }
 for s in ${only//,/ }; do
-    case $s in transport | flood | login | rss | scale) ;; *)
+    case $s in transport | flood | login | rss | scale | conns | guard) ;; *)
         echo "bench.sh: --only: unknown section '$s'" >&2; exit 2 ;;
     esac
 done
 want() { [[ ",$only," == *",$1,"* ]]; }
+[[ $rounds =~ ^[1-9][0-9]*$ ]] || { echo "bench.sh: --rounds: want a positive number" >&2; exit 2; }
+if [ -n "$baseline" ]; then
+    [ -x "$baseline" ] || { echo "bench.sh: --baseline $baseline: not an executable" >&2; exit 2; }
+    baseline=$(cd "$(dirname "$baseline")" && pwd)/$(basename "$baseline")
+    [[ ",$only," == *",guard,"* ]] || only=$only,guard
+elif [[ ",$only," == *",guard,"* ]]; then
+    echo "bench.sh: the guard section needs --baseline AUTHD" >&2; exit 2
+fi
 
 mkdir -p "$out/logs"
 out=$(cd "$out" && pwd)
 logs=$out/logs
 summary=$out/summary.txt
-for f in transport flood login rss scale results; do rm -f "$out/$f.csv"; done
+for f in transport flood login rss scale conns guard results; do rm -f "$out/$f.csv"; done
 rm -f "$out/peer.txt" "$out/hash.txt" "$out"/seed-*.txt "$summary" "$logs"/*.log \
     "$out/throughput.png" "$out/latency.png" "$out/bench.tsv"
 
@@ -116,7 +138,7 @@ start_authd() {
     local name=$1 data=$2
     shift 2
     rm -f "$work/$name.url"
-    "$authd" --listen tls+tcp://127.0.0.1:0 --url-file "$work/$name.url" --data-dir "$data" \
+    "${authd_bin:-$authd}" --listen tls+tcp://127.0.0.1:0 --url-file "$work/$name.url" --data-dir "$data" \
         --tls-cert "$tls/server.crt" --tls-key "$tls/server.key" \
         --signing-key "$work/signing.key" --log-level warn --shutdown-grace-ms 1000 "$@" \
         2>>"$logs/authd-$name.log" &
@@ -181,6 +203,8 @@ peer_get() {
         if (kv["inflight"] == n) v = kv[k] } END { if (v != "") print v }' "$out/peer.txt"
 }
 calc() { awk "BEGIN { printf \"%.${2:-3}f\", $1 }"; }
+# median: of the numbers on stdin, one a line (empty if none).
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) exit; if (NR % 2) printf "%.3f", v[(NR + 1) / 2]; else printf "%.3f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 # ---- the targets table -----------------------------------------------------------------
 targets=()
@@ -403,8 +427,88 @@ if want scale; then
     done
 fi
 
+# ---- conns: many connections x 1 in flight, Verify vs echo on authd's transport -----------
+# Both servers run at once; every round measures both, the order flipping
+# from round to round, and each round gives one ratio: what drifts on the
+# machine during a round falls on both alike. The figure is the median
+# ratio (these shapes were seen from 0.68 to 1.14 in single runs).
+if want conns; then
+    say ""
+    say "== conns: 100 and 1,000 connections x 1 in flight, Verify vs the echo on authd's own"
+    say "   transport; $rounds rounds, alternating which runs first; median of per-round ratios"
+    start_echo authd
+    cecho_pid=$srv_pid
+    cecho_url=$srv_url
+    start_main
+    for c in 100 1000; do
+        for r in $(seq "$rounds"); do
+            if [ $((r % 2)) -eq 1 ]; then order="echo verify"; else order="verify echo"; fi
+            for w in $order; do
+                if [ "$w" = echo ]; then
+                    run "echo-authd-c$c-r$r" conns "$cecho_url" "$cecho_pid" --workload echo \
+                        --connections "$c" --inflight "$c"
+                else
+                    run "authd-c$c-r$r" conns "$main_url" "$main_pid" --workload verify \
+                        --connections "$c" --inflight "$c"
+                fi
+            done
+        done
+        ratios=$(for r in $(seq "$rounds"); do
+            v=$(col conns "authd-c$c-r$r" verify rps)
+            e=$(col conns "echo-authd-c$c-r$r" echo rps)
+            [ -n "$v" ] && [ -n "$e" ] && calc "$v / $e"
+            echo
+        done | grep . || true)
+        med=$(printf '%s\n' "$ratios" | median)
+        vmed=$(for r in $(seq "$rounds"); do col conns "authd-c$c-r$r" verify rps; echo; done | grep . | median || true)
+        emed=$(for r in $(seq "$rounds"); do col conns "echo-authd-c$c-r$r" echo rps; echo; done | grep . | median || true)
+        say "conns: $c connections: per-round Verify/echo ratios $(echo $ratios | tr ' ' ','); median $med (Verify median ${vmed}/s, echo ${emed}/s)"
+        target "Verify / echo-authd, $c conns x 1 (median)" "$med" ">=" 0.9 \
+            "$rounds rounds; Verify ${vmed}/s, echo ${emed}/s"
+    done
+    stop_pid "$cecho_pid"
+fi
+
+# ---- guard: this authd vs a baseline binary, same shapes, one run -----------------------
+if want guard; then
+    say ""
+    say "== guard: Verify of this build (B) vs the baseline $baseline (A), $rounds rounds"
+    say "   in the order A B B A ..., median of the per-pair ratios B / A"
+    authd_bin=$baseline start_authd base "$work/data-base"
+    base_pid=$srv_pid
+    base_url=$srv_url
+    start_main
+    shapes=("1:1" "1:16" "1:128" "100:100" "1000:1000")
+    for sh in "${shapes[@]}"; do
+        c=${sh%:*}
+        n=${sh#*:}
+        for r in $(seq "$rounds"); do
+            if [ $((r % 2)) -eq 1 ]; then order="A B"; else order="B A"; fi
+            for w in $order; do
+                if [ "$w" = A ]; then
+                    run "base-c$c-n$n-r$r" guard "$base_url" "$base_pid" --workload verify \
+                        --connections "$c" --inflight "$n"
+                else
+                    run "authd-c$c-n$n-r$r" guard "$main_url" "$main_pid" --workload verify \
+                        --connections "$c" --inflight "$n"
+                fi
+            done
+        done
+        ratios=$(for r in $(seq "$rounds"); do
+            b=$(col guard "authd-c$c-n$n-r$r" verify rps)
+            a=$(col guard "base-c$c-n$n-r$r" verify rps)
+            [ -n "$a" ] && [ -n "$b" ] && calc "$b / $a"
+            echo
+        done | grep . || true)
+        med=$(printf '%s\n' "$ratios" | median)
+        say "guard: $c conn(s) x $n in flight: per-round B/A $(echo $ratios | tr ' ' ','); median $med"
+        target "Verify now / baseline, $c conn x $n (median)" "$med" ">=" 0.97 "$rounds rounds"
+    done
+    stop_pid "$base_pid"
+fi
+
 # ---- all rows, plots, the table -----------------------------------------------------
-for f in transport flood login rss scale; do
+for f in transport flood login rss scale conns guard; do
     [ -f "$out/$f.csv" ] || continue
     if [ -f "$out/results.csv" ]; then tail -n +2 "$out/$f.csv" >>"$out/results.csv"; else cp "$out/$f.csv" "$out/results.csv"; fi
 done
