@@ -118,7 +118,7 @@ start_authd() {
     rm -f "$work/$name.url"
     "$authd" --listen tls+tcp://127.0.0.1:0 --url-file "$work/$name.url" --data-dir "$data" \
         --tls-cert "$tls/server.crt" --tls-key "$tls/server.key" \
-        --signing-key "$work/signing.key" --log-level warn --shutdown-grace-ms 1000 "$@" \
+        --signing-key "$work/signing.key" --create-signing-key --log-level warn --shutdown-grace-ms 1000 "$@" \
         2>>"$logs/authd-$name.log" &
     srv_pid=$!
     pids+=("$srv_pid")

@@ -35,9 +35,10 @@ static const struct opt opts[] = {
     { "tls-client-ca", "AUTHD_TLS_CLIENT_CA", STR, O(tls_client_ca), "", 0, 0,
         "CA bundle (PEM): when set, clients must present a certificate it signed (mTLS)" },
     { "signing-key", "AUTHD_SIGNING_KEY", STR, O(signing_key), "./var/signing.key", 0, 0,
-        "token signing key file: >= 32 random bytes, mode 0600" },
-    { "create-signing-key", "AUTHD_CREATE_SIGNING_KEY", BOOL, O(create_signing_key), "1", 0, 0,
-        "create the signing key (64 random bytes, 0600) if the file is absent" },
+        "token signing key file: >= 32 random bytes, mode 0600, owned by authd's user or root,"
+        " in a directory only they can write" },
+    { "create-signing-key", "AUTHD_CREATE_SIGNING_KEY", BOOL, O(create_signing_key), "0", 0, 0,
+        "create the signing key (64 random bytes, 0600) if the file is absent (development)" },
     { "insecure-plaintext", "AUTHD_INSECURE_PLAINTEXT", BOOL, O(insecure_plaintext), "0", 0, 0,
         "allow a plaintext tcp:// listen URL (local development only)" },
     { "issuer", "AUTHD_ISSUER", STR, O(issuer), "authd", 0, 0, "token 'iss' claim" },

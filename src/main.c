@@ -102,7 +102,7 @@ int main(int argc, char **argv)
     }
     if (created)
         authd_log_msg(AUTHD_LOG_WARN, "signing_key_created",
-            "created a new signing key (development default)");
+            "created a new signing key (--create-signing-key)");
 
     authd_store_options so
         = { .dir = cfg.data_dir, .map_size = (size_t)cfg.map_size_mb * 1024u * 1024u };

@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <jansson.h>
 #include <pthread.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -101,22 +102,100 @@ static void ops_signing_key_readable_by_others_is_refused(void **state)
     (void)state;
 }
 
+/* Creation is off by default: a mistyped --signing-key path must not mint
+ * a fresh key silently; the refusal says how to make one. */
 static void ops_signing_key_absent_without_create_is_refused(void **state)
 {
-    it_opts o = { .key_len = -1, .extra = { "--no-create-signing-key" } };
+    it_opts o = { .key_len = -1 };
     it_server *s = it_new(&o);
-    const char *needles[] = { s->key_path, "cannot open", NULL };
+    const char *needles[] = { s->key_path, "no such file", "--create-signing-key", NULL };
     expect_refusal(s, needles);
     assert_int_not_equal(access(s->key_path, F_OK), 0); /* not created */
     it_free(s);
     (void)state;
 }
 
-/* By default an absent key is created: 64 random bytes, mode 0600, and it
- * is the key the server signs with (its kid matches). */
+/* A 0600 key owned by another account is refused: that account could
+ * replace it with a key of its own. chown needs root (CI runs as root). */
+static void ops_signing_key_owned_by_other_is_refused(void **state)
+{
+    if (geteuid() != 0) {
+        fprintf(stderr, "[  SKIPPED ] needs root to chown the key to another account\n");
+        skip();
+    }
+    struct passwd *pw = getpwnam("nobody");
+    uid_t other = pw != NULL ? pw->pw_uid : 65534;
+    it_server *s = it_new(NULL);
+    char uidtext[32];
+    assert_int_equal(chown(s->key_path, other, (gid_t)-1), 0);
+    snprintf(uidtext, sizeof uidtext, "owned by uid %u", (unsigned)other);
+    const char *needles[] = { s->key_path, uidtext, NULL };
+    expect_refusal(s, needles);
+    it_free(s);
+    (void)state;
+}
+
+/* The key's directory must be the running user's (or root's) alone:
+ * group-writable, world-writable even with the sticky bit, or owned by
+ * another account are each refused, and creation refuses to put a key
+ * there. */
+static void ops_signing_key_unsafe_directory_is_refused(void **state)
+{
+    static const unsigned modes[] = { 0770, 0702, 01777 };
+    for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
+        it_server *s = it_new(NULL);
+        char mode[16];
+        snprintf(mode, sizeof mode, "mode %04o", modes[i]);
+        assert_int_equal(chmod(s->dir, modes[i]), 0);
+        const char *needles[] = { s->dir, mode, "writable by group or others", NULL };
+        expect_refusal(s, needles);
+        assert_int_equal(chmod(s->dir, 0700), 0);
+        it_free(s);
+    }
+
+    it_opts o = { .key_len = -1, .extra = { "--create-signing-key" } };
+    it_server *s = it_new(&o);
+    assert_int_equal(chmod(s->dir, 0770), 0);
+    const char *needles[] = { s->dir, "writable by group or others", NULL };
+    expect_refusal(s, needles);
+    assert_int_not_equal(access(s->key_path, F_OK), 0); /* not created */
+    assert_int_equal(chmod(s->dir, 0700), 0);
+    it_free(s);
+
+    if (geteuid() == 0) {
+        struct passwd *pw = getpwnam("nobody");
+        uid_t other = pw != NULL ? pw->pw_uid : 65534;
+        s = it_new(NULL);
+        assert_int_equal(chown(s->dir, other, (gid_t)-1), 0);
+        const char *owner[] = { s->dir, "is owned by uid", NULL };
+        expect_refusal(s, owner);
+        assert_int_equal(chown(s->dir, 0, (gid_t)-1), 0);
+        it_free(s);
+    } else {
+        fprintf(stderr, "[  NOTE    ] directory-owner case skipped: needs root to chown\n");
+    }
+    (void)state;
+}
+
+/* A symlink at the key path is not followed, even to a good key. */
+static void ops_signing_key_symlink_is_refused(void **state)
+{
+    it_server *s = it_new(NULL);
+    char real[sizeof s->key_path + 8];
+    snprintf(real, sizeof real, "%s.real", s->key_path);
+    assert_int_equal(rename(s->key_path, real), 0);
+    assert_int_equal(symlink(real, s->key_path), 0);
+    const char *needles[] = { s->key_path, "symlink", NULL };
+    expect_refusal(s, needles);
+    it_free(s);
+    (void)state;
+}
+
+/* With --create-signing-key an absent key is created: 64 random bytes,
+ * mode 0600, and it is the key the server signs with (its kid matches). */
 static void ops_signing_key_absent_is_created_0600(void **state)
 {
-    it_opts o = { .key_len = -1 };
+    it_opts o = { .key_len = -1, .extra = { "--create-signing-key" } };
     it_server *s = it_start(&o);
     struct stat sb;
     size_t len = 0;
@@ -340,6 +419,9 @@ int main(void)
         cmocka_unit_test_teardown(ops_signing_key_too_short_is_refused, it_teardown),
         cmocka_unit_test_teardown(ops_signing_key_readable_by_others_is_refused, it_teardown),
         cmocka_unit_test_teardown(ops_signing_key_absent_without_create_is_refused, it_teardown),
+        cmocka_unit_test_teardown(ops_signing_key_owned_by_other_is_refused, it_teardown),
+        cmocka_unit_test_teardown(ops_signing_key_unsafe_directory_is_refused, it_teardown),
+        cmocka_unit_test_teardown(ops_signing_key_symlink_is_refused, it_teardown),
         cmocka_unit_test_teardown(ops_signing_key_absent_is_created_0600, it_teardown),
         cmocka_unit_test_teardown(ops_log_has_audit_events_and_no_secrets, it_teardown),
         cmocka_unit_test_teardown(ops_sigterm_lets_inflight_login_finish, it_teardown),
