@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "dirlock.h"
 #include "keyfile.h"
 #include "log.h"
 #include "server.h"
@@ -64,6 +65,7 @@ int main(int argc, char **argv)
     authd_workpool *hash_pool = NULL, *write_pool = NULL;
     authd_service *svc = NULL;
     authd_server *srv = NULL;
+    int dirlock = -1;
     uint8_t key[AUTHD_SIGNING_KEY_MAX];
     size_t key_len = 0;
     bool created = false;
@@ -109,6 +111,12 @@ int main(int argc, char **argv)
     if (authd_store_open(&so, &store) != AUTHD_OK) {
         snprintf(err, sizeof err, "cannot open the store in %s (see the store_error line)",
             cfg.data_dir != NULL ? cfg.data_dir : "(unset)");
+        fatal("startup_failed", err);
+        goto out;
+    }
+    /* The store may be opened by local commands while authd runs; the
+     * server itself is one per data directory. */
+    if (authd_dirlock_take(cfg.data_dir, &dirlock, err, sizeof err) != AUTHD_OK) {
         fatal("startup_failed", err);
         goto out;
     }
@@ -228,6 +236,7 @@ out:
     authd_service_destroy(svc);
     authd_tokens_destroy(tokens);
     authd_store_close(store);
+    authd_dirlock_release(dirlock);
     sodium_memzero(key, sizeof key);
     if (status == 0)
         authd_log_msg(AUTHD_LOG_INFO, "stopped", "clean shutdown");

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* ---- restart --------------------------------------------------------------- */
@@ -57,6 +58,58 @@ static void ops_restart_keeps_users_and_revocations(void **state)
     IT_EXPECT(&st, AUTHD_ALREADY_EXISTS, "USERNAME_TAKEN");
 
     authd__v1__login_response__free_unpacked(live_lr, NULL);
+    authd_client_close(c);
+    it_finish(s);
+    (void)state;
+}
+
+/* ---- data directory ownership -------------------------------------------- */
+
+/* A second authd on the same data directory (on another port) refuses to
+ * start, naming the first one's pid; the first goes on serving. Once the
+ * first is gone, even by SIGKILL (the kernel drops its flock), a new one
+ * starts on the same directory. */
+static void ops_second_authd_on_same_data_dir_is_refused(void **state)
+{
+    it_server *s = it_start(NULL);
+    authd_client *c = it_client(s);
+    const char *argv[64];
+    char want[4200], url_before[sizeof s->url];
+    authd_status st;
+    it_proc p;
+
+    memcpy(url_before, s->url, sizeof url_before);
+    it_argv(s, "tls+tcp://127.0.0.1:0", argv, sizeof argv / sizeof argv[0]);
+    it_run(argv, NULL, NULL, &p);
+    if (p.status == 0)
+        fail_msg("a second authd on the same data directory exited 0; stderr:\n%s", p.err);
+    snprintf(want, sizeof want, "data directory %s is in use by another authd (pid %d)",
+        s->data_dir, (int)s->pid);
+    if (strstr(p.err, want) == NULL)
+        fail_msg("stderr lacks \"%s\":\n%s", want, p.err);
+    it_proc_free(&p);
+
+    /* the first one still serves, and still owns its url file */
+    size_t len = 0;
+    char *url = it_read_file(s->url_file, &len);
+    assert_non_null(url);
+    assert_non_null(strstr(url, url_before));
+    free(url);
+    it_register(c, "lock-user", "lock@example.com", "first one still serves", &st, NULL);
+    IT_EXPECT(&st, AUTHD_OK, NULL);
+    authd_client_close(c);
+
+    /* after a clean stop a new one starts */
+    it_stop(s);
+    it_launch(s);
+    /* after a SIGKILL too: no stale lock */
+    assert_int_equal(kill(s->pid, SIGKILL), 0);
+    assert_int_equal(waitpid(s->pid, NULL, 0), s->pid);
+    s->pid = 0;
+    it_launch(s);
+    c = it_client(s);
+    it_login(c, "lock-user", "first one still serves", &st, NULL);
+    IT_EXPECT(&st, AUTHD_OK, NULL);
     authd_client_close(c);
     it_finish(s);
     (void)state;
@@ -416,6 +469,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(ops_restart_keeps_users_and_revocations, it_teardown),
+        cmocka_unit_test_teardown(ops_second_authd_on_same_data_dir_is_refused, it_teardown),
         cmocka_unit_test_teardown(ops_signing_key_too_short_is_refused, it_teardown),
         cmocka_unit_test_teardown(ops_signing_key_readable_by_others_is_refused, it_teardown),
         cmocka_unit_test_teardown(ops_signing_key_absent_without_create_is_refused, it_teardown),
