@@ -51,6 +51,8 @@ static const struct opt opts[] = {
         "argon2id iterations (t) for new hashes" },
     { "argon2-mem-kib", "AUTHD_ARGON2_MEM_KIB", INT, O(argon2_mem_kib), "19456", 8, 4194304,
         "argon2id memory (m) for new hashes, KiB (19456 = 19 MiB, OWASP's minimum)" },
+    { "password-min-bits", "AUTHD_PASSWORD_MIN_BITS", INT, O(password_min_bits), "30", 26, 128,
+        "refuse new passwords that zxcvbn estimates at fewer bits (log2 of guesses)" },
     { "hash-workers", "AUTHD_HASH_WORKERS", INT, O(hash_workers), "0", 0, 256,
         "password hashing threads (0 = number of CPUs)" },
     { "hash-queue", "AUTHD_HASH_QUEUE", INT, O(hash_queue), "64", 1, 100000,

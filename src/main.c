@@ -164,6 +164,7 @@ int main(int argc, char **argv)
         .pwparams = { .opslimit = (unsigned long long)cfg.argon2_ops,
             .memlimit = (size_t)cfg.argon2_mem_kib * 1024u },
         .token_ttl = cfg.token_ttl,
+        .password_min_bits = (unsigned)cfg.password_min_bits,
     };
     if (authd_service_create(&vo, &svc) != AUTHD_OK) {
         fatal("startup_failed", "invalid argon2 parameters (see --argon2-ops, --argon2-mem-kib)");
