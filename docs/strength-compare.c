@@ -43,11 +43,11 @@ static double median5(double *v)
 
 int main(void)
 {
-    static const char *const pws[] = { "123456789012", "aaaaaaaaaaaa", "password1234",
-        "Password1234!", "newuser12345", "newuser2024!!", "Summer2024!!", "qwertyuiopas",
-        "correct horse battery staple", "mauve kettle under oak", "gravel-pianist-orbit-lemon",
-        "my cat eats blue cheese", "vacuum-stapler-7-tundra", "Jb8#kq2!Lm9z", "Tr0ub4dor&3xyz",
-        NULL };
+    static const char *const pws[]
+        = { "123456789012", "aaaaaaaaaaaa", "password1234", "Password1234!", "newuser12345",
+              "newuser2024!!", "Summer2024!!", "qwertyuiopas", "correct horse battery staple",
+              "mauve kettle under oak", "gravel-pianist-orbit-lemon", "my cat eats blue cheese",
+              "vacuum-stapler-7-tundra", "Jb8#kq2!Lm9z", "Tr0ub4dor&3xyz", NULL };
     pwquality_settings_t *pq = pwquality_default_settings();
     void *aux = NULL;
     char buf[256];
