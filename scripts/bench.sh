@@ -62,6 +62,7 @@ say() { printf '%s\n' "$*" | tee -a "$summary"; }
 
 # ---- processes: everything started here is stopped on exit ----------------------
 work=$(mktemp -d /tmp/authd-bench.XXXXXX)
+(umask 077; head -c 64 /dev/urandom >"$work/signing.key") # authd creates none unless asked
 pids=()
 stop_pid() { # stop_pid PID: SIGTERM, up to 5 s, then SIGKILL
     local p=$1
@@ -118,7 +119,7 @@ start_authd() {
     rm -f "$work/$name.url"
     "$authd" --listen tls+tcp://127.0.0.1:0 --url-file "$work/$name.url" --data-dir "$data" \
         --tls-cert "$tls/server.crt" --tls-key "$tls/server.key" \
-        --signing-key "$work/signing.key" --create-signing-key --log-level warn --shutdown-grace-ms 1000 "$@" \
+        --signing-key "$work/signing.key" --log-level warn --shutdown-grace-ms 1000 "$@" \
         2>>"$logs/authd-$name.log" &
     srv_pid=$!
     pids+=("$srv_pid")

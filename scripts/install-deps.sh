@@ -12,9 +12,12 @@ set -euo pipefail
 build=(build-essential cmake pkg-config git
        libprotobuf-c-dev protobuf-c-compiler
        libnng-dev libmbedtls-dev libsodium-dev libjwt-dev libjansson-dev liblmdb-dev
-       libssl-dev openssl libcmocka-dev libzxcvbn-dev)
-runtime=(libprotobuf-c1 libssl3 libnng1 libsodium23 libjansson4 liblmdb0 libzxcvbn0 openssl ca-certificates)
+       libssl-dev openssl libcmocka-dev)
+runtime=(libprotobuf-c1 libssl3 libnng1 libsodium23 libjansson4 liblmdb0 openssl ca-certificates)
 
+# password strength (src/strength.c): zxcvbn, dictionary compiled in
+build+=(libzxcvbn-dev)
+runtime+=(libzxcvbn0)
 want=("${build[@]}")
 [ "${1:-}" = "--runtime" ] && want=("${runtime[@]}")
 
