@@ -84,6 +84,7 @@ say() { printf '%s\n' "$*" | tee -a "$summary"; }
 
 # ---- processes: everything started here is stopped on exit ----------------------
 work=$(mktemp -d /tmp/authd-bench.XXXXXX)
+(umask 077; head -c 64 /dev/urandom >"$work/signing.key") # authd creates none unless asked
 pids=()
 stop_pid() { # stop_pid PID: SIGTERM, up to 5 s, then SIGKILL
     local p=$1

@@ -15,6 +15,9 @@ build=(build-essential cmake pkg-config git
        libssl-dev openssl libcmocka-dev libinih-dev)
 runtime=(libprotobuf-c1 libssl3 libnng1 libsodium23 libjansson4 liblmdb0 libinih1 openssl ca-certificates)
 
+# password strength (src/strength.c): zxcvbn, dictionary compiled in
+build+=(libzxcvbn-dev)
+runtime+=(libzxcvbn0)
 want=("${build[@]}")
 [ "${1:-}" = "--runtime" ] && want=("${runtime[@]}")
 

@@ -5,15 +5,17 @@
 #   listen  tls+tcp://127.0.0.1:7443
 #   store   ./var/data (LMDB)
 #   TLS     ./var/tls (dev CA, server and client certificates)
-#   key     ./var/signing.key (created by authd on first start, mode 0600)
+#   key     ./var/signing.key (created on first start: this script passes
+#           --create-signing-key, which authd leaves off by default)
 #
 # Extra arguments go to authd (e.g. scripts/run-dev.sh --log-level debug).
 # Ctrl-C stops it cleanly.
 set -euo pipefail
+umask 077 # ./var and the key: only this user (authd refuses a key others could swap)
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$(nproc)" --target authd authctl
 bash scripts/dev-tls.sh ./var/tls
 echo "run-dev: starting authd; try: ./build/clients/authctl --help" >&2
-exec ./build/authd "$@"
+exec ./build/authd --create-signing-key "$@"

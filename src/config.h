@@ -28,6 +28,7 @@ typedef struct authd_config {
     int64_t clock_leeway;
     int64_t argon2_ops;
     int64_t argon2_mem_kib;
+    int64_t password_min_bits;
     int64_t hash_workers;
     int64_t hash_queue;
     int64_t max_inflight;

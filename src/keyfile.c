@@ -1,26 +1,133 @@
 /*
  * keyfile.c — loading (and, for development, creating) the signing key.
  *
- * The key file is raw bytes: every byte of it is key material. A key that
- * others can read is refused rather than used: anyone who has it can mint
- * tokens for any user.
+ * The key file is raw bytes: every byte of it is key material. Anyone who
+ * can read it, or replace it, can mint tokens for any user, so it is
+ * refused rather than used when that is possible for anyone but the
+ * account authd runs as (or root):
+ *
+ *   - the file: a regular file (not followed through a symlink), owned by
+ *     the running user or root, no access at all for group or others;
+ *   - its directory: owned by the running user or root, not writable by
+ *     group or others (else they could rename it away and put their own);
+ *   - every directory above, up to /: owned by the running user or root,
+ *     and not writable by group or others unless sticky (like /tmp: there
+ *     only an entry's owner may rename or remove it, and the entry below
+ *     is checked to be ours or root's).
+ *
+ * This is OpenSSH's StrictModes walk (misc.c safe_path(), used by sshd for
+ * authorized_keys) with one deviation: OpenSSH refuses any group- or
+ * world-writable ancestor, sticky or not, and stops at the user's home
+ * directory; authd has no home directory and accepts sticky ancestors, so
+ * a key below $TMPDIR works in tests. The walk runs on the directory the
+ * opened file really lives in (/proc/self/fd), so a symlinked directory is
+ * judged by its target, and the check is of the file that was opened.
  */
+#define _GNU_SOURCE /* readlink on /proc, dirname */
 #include <errno.h>
 #include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
 #include <sodium.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "keyfile.h"
 
+/* trusted_uid: the running user and root may own the key and the
+ * directories above it (root can read the key anyway). */
+static bool trusted_uid(uid_t uid)
+{
+    return uid == 0 || uid == geteuid();
+}
+
+/* check_dirs walks from dir (an absolute, symlink-free path) up to /, and
+ * returns 0, or -1 with err filled, by the rules in the file comment. */
+static int check_dirs(const char *path, const char *dir, char *err, size_t errlen)
+{
+    char buf[PATH_MAX];
+    bool first = true;
+
+    if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf) {
+        snprintf(err, errlen, "signing key %s: path too long", path);
+        return -1;
+    }
+    for (;;) {
+        struct stat st;
+        if (stat(buf, &st) != 0) {
+            snprintf(err, errlen, "signing key %s: cannot check directory %s: %s", path, buf,
+                strerror(errno));
+            return -1;
+        }
+        if (!trusted_uid(st.st_uid)) {
+            snprintf(err, errlen,
+                "signing key %s: directory %s is owned by uid %u, not by uid %u (authd) or root",
+                path, buf, (unsigned)st.st_uid, (unsigned)geteuid());
+            return -1;
+        }
+        if ((st.st_mode & 022) != 0 && (first || (st.st_mode & S_ISVTX) == 0)) {
+            snprintf(err, errlen,
+                "signing key %s: directory %s (mode %04o) is writable by group or others; "
+                "run chmod go-w %s",
+                path, buf, (unsigned)(st.st_mode & 07777), buf);
+            return -1;
+        }
+        if (strcmp(buf, "/") == 0)
+            return 0;
+        char *up = dirname(buf); /* may return a static "/" or "." */
+        if (strcmp(up, ".") == 0)
+            return 0; /* not absolute: cannot happen for a resolved path */
+        memmove(buf, up, strlen(up) + 1);
+        first = false;
+    }
+}
+
+/* parent_of writes the resolved directory part of path to out. */
+static int parent_of(const char *path, char out[PATH_MAX])
+{
+    char copy[PATH_MAX];
+
+    if (snprintf(copy, sizeof copy, "%s", path) >= (int)sizeof copy)
+        return -1;
+    return realpath(dirname(copy), out) != NULL ? 0 : -1;
+}
+
+/* opened_dir writes the directory the file open on fd lives in, from
+ * /proc/self/fd; falls back to resolving path when /proc is missing. */
+static int opened_dir(int fd, const char *path, char out[PATH_MAX])
+{
+    char link[64], real[PATH_MAX];
+    ssize_t n;
+
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    n = readlink(link, real, sizeof real - 1);
+    if (n <= 0 || real[0] != '/')
+        return parent_of(path, out);
+    real[n] = '\0';
+    char *d = dirname(real);
+    memmove(out, d, strlen(d) + 1);
+    return 0;
+}
+
 static authd_code create_key(const char *path, char *err, size_t errlen)
 {
     uint8_t buf[AUTHD_KEYFILE_NEW_BYTES];
+    char dir[PATH_MAX];
     authd_code rc = AUTHD_INTERNAL;
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    int fd;
 
+    /* Judge the directory before anything is put in it. */
+    if (parent_of(path, dir) != 0) {
+        snprintf(
+            err, errlen, "signing key %s: cannot create: directory: %s", path, strerror(errno));
+        return AUTHD_FAILED_PRECONDITION;
+    }
+    if (check_dirs(path, dir, err, errlen) != 0)
+        return AUTHD_FAILED_PRECONDITION;
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) {
         snprintf(err, errlen, "signing key %s: cannot create: %s", path, strerror(errno));
         return AUTHD_FAILED_PRECONDITION;
@@ -48,6 +155,7 @@ authd_code authd_keyfile_load(const char *path, bool create, uint8_t *key, size_
 {
     struct stat st;
     uint8_t buf[AUTHD_SIGNING_KEY_MAX + 1];
+    char dir[PATH_MAX];
     authd_code rc = AUTHD_FAILED_PRECONDITION;
     ssize_t n = 0;
     int fd = -1;
@@ -55,7 +163,7 @@ authd_code authd_keyfile_load(const char *path, bool create, uint8_t *key, size_
     *created = false;
     if (sodium_init() < 0)
         return AUTHD_INTERNAL;
-    if (path == NULL) {
+    if (path == NULL || path[0] == '\0') {
         snprintf(err, errlen, "no signing key file configured (--signing-key)");
         return rc;
     }
@@ -69,13 +177,27 @@ authd_code authd_keyfile_load(const char *path, bool create, uint8_t *key, size_
         rc = AUTHD_FAILED_PRECONDITION;
         fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
     }
+    if (fd < 0 && errno == ENOENT) {
+        snprintf(err, errlen,
+            "signing key %s: no such file; authd does not create one unless asked: start it "
+            "once with --create-signing-key, or run (umask 077; head -c 64 /dev/urandom > %s)",
+            path, path);
+        return rc;
+    }
     if (fd < 0) {
         snprintf(err, errlen, "signing key %s: cannot open: %s%s", path, strerror(errno),
-            errno == ENOENT ? " (create one: head -c 64 /dev/urandom > FILE; chmod 600 FILE)" : "");
+            errno == ELOOP ? " (a symlink is not followed)" : "");
         return rc;
     }
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         snprintf(err, errlen, "signing key %s: not a regular file", path);
+        goto out;
+    }
+    if (!trusted_uid(st.st_uid)) {
+        snprintf(err, errlen,
+            "signing key %s: owned by uid %u, not by uid %u (the user authd runs as) or root; "
+            "another account could replace it",
+            path, (unsigned)st.st_uid, (unsigned)geteuid());
         goto out;
     }
     if ((st.st_mode & 077) != 0) {
@@ -84,6 +206,13 @@ authd_code authd_keyfile_load(const char *path, bool create, uint8_t *key, size_
             (unsigned)(st.st_mode & 07777), path);
         goto out;
     }
+    if (opened_dir(fd, path, dir) != 0) {
+        snprintf(
+            err, errlen, "signing key %s: cannot resolve its directory: %s", path, strerror(errno));
+        goto out;
+    }
+    if (check_dirs(path, dir, err, errlen) != 0)
+        goto out;
     for (;;) {
         ssize_t r = read(fd, buf + n, sizeof buf - (size_t)n);
         if (r < 0 && errno == EINTR)

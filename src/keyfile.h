@@ -15,10 +15,16 @@
 
 /* authd_keyfile_load reads the signing key at path into key (capacity
  * AUTHD_SIGNING_KEY_MAX) and sets *len. When the file does not exist and
- * create is true, it first writes AUTHD_KEYFILE_NEW_BYTES random bytes with
- * mode 0600 (and sets *created). It refuses — with a one-line reason for the
- * operator in err — a file that is not a regular file, that group or others
- * may read or write, or that holds fewer than AUTHD_SIGNING_KEY_MIN bytes. */
+ * create is true (a development setting, off by default), it first writes
+ * AUTHD_KEYFILE_NEW_BYTES random bytes with mode 0600 (and sets *created);
+ * an absent file without create is an error that says how to make one. It
+ * refuses — AUTHD_FAILED_PRECONDITION, with a one-line reason for the
+ * operator in err — a file that is not a regular file or is a symlink, that
+ * is owned by anyone but the running user or root, that group or others may
+ * access, whose directory is not owned by the running user or root or is
+ * writable by group or others, with an ancestor directory that fails the
+ * same rules (sticky ancestors such as /tmp excepted), or that holds fewer
+ * than AUTHD_SIGNING_KEY_MIN bytes. */
 AUTHD_MUST_CHECK authd_code authd_keyfile_load(const char *path, bool create, uint8_t *key,
     size_t *len, bool *created, char *err, size_t errlen);
 

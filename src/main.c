@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "dirlock.h"
 #include "keyfile.h"
 #include "log.h"
 #include "server.h"
@@ -64,6 +65,7 @@ int main(int argc, char **argv)
     authd_workpool *hash_pool = NULL, *write_pool = NULL;
     authd_service *svc = NULL;
     authd_server *srv = NULL;
+    int dirlock = -1;
     uint8_t key[AUTHD_SIGNING_KEY_MAX];
     size_t key_len = 0;
     bool created = false;
@@ -102,13 +104,19 @@ int main(int argc, char **argv)
     }
     if (created)
         authd_log_msg(AUTHD_LOG_WARN, "signing_key_created",
-            "created a new signing key (development default)");
+            "created a new signing key (--create-signing-key)");
 
     authd_store_options so
         = { .dir = cfg.data_dir, .map_size = (size_t)cfg.map_size_mb * 1024u * 1024u };
     if (authd_store_open(&so, &store) != AUTHD_OK) {
         snprintf(err, sizeof err, "cannot open the store in %s (see the store_error line)",
             cfg.data_dir != NULL ? cfg.data_dir : "(unset)");
+        fatal("startup_failed", err);
+        goto out;
+    }
+    /* The store may be opened by local commands while authd runs; the
+     * server itself is one per data directory. */
+    if (authd_dirlock_take(cfg.data_dir, &dirlock, err, sizeof err) != AUTHD_OK) {
         fatal("startup_failed", err);
         goto out;
     }
@@ -156,6 +164,7 @@ int main(int argc, char **argv)
         .pwparams = { .opslimit = (unsigned long long)cfg.argon2_ops,
             .memlimit = (size_t)cfg.argon2_mem_kib * 1024u },
         .token_ttl = cfg.token_ttl,
+        .password_min_bits = (unsigned)cfg.password_min_bits,
     };
     if (authd_service_create(&vo, &svc) != AUTHD_OK) {
         fatal("startup_failed", "invalid argon2 parameters (see --argon2-ops, --argon2-mem-kib)");
@@ -228,6 +237,7 @@ out:
     authd_service_destroy(svc);
     authd_tokens_destroy(tokens);
     authd_store_close(store);
+    authd_dirlock_release(dirlock);
     sodium_memzero(key, sizeof key);
     if (status == 0)
         authd_log_msg(AUTHD_LOG_INFO, "stopped", "clean shutdown");

@@ -20,6 +20,7 @@
 #include "authd/v1/auth.pb-c.h"
 #include "call.h"
 #include "log.h"
+#include "strength.h"
 #include "validate.h"
 
 #define LOGIN_MAX          254
@@ -115,8 +116,19 @@ static void register_work(void *arg)
     authd_call *call = job->call;
     authd_service *svc = call->svc;
     Authd__V1__RegisterRequest *in = (Authd__V1__RegisterRequest *)call->input;
+    authd_error err;
     authd_code rc;
 
+    /* Strength here, not on the loop: zxcvbn takes up to ~12 ms on a long
+     * repetitive password (strength.h). */
+    rc = authd_password_strong_enough(
+        in->password, job->user.username, job->user.email, svc->o.password_min_bits, &err);
+    if (rc != AUTHD_OK) {
+        wipe_str(in->password);
+        authd_call_finish(call, rc, err.reason, err.message, NULL);
+        register_job_free(job);
+        return;
+    }
     rc = authd_password_hash(
         in->password, strlen(in->password), &svc->o.pwparams, job->user.password_hash);
     wipe_str(in->password);

@@ -64,6 +64,7 @@ typedef struct authd_service_options {
     authd_workpool *write_pool; /* borrowed: store writes without hashing */
     authd_pwparams pwparams; /* for new hashes and the dummy hash */
     int64_t token_ttl; /* seconds */
+    unsigned password_min_bits; /* strength of new passwords (0 = the default, strength.h) */
     int64_t (*clock)(void); /* Unix seconds; NULL = time(NULL). For tests. */
 } authd_service_options;
 

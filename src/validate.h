@@ -51,7 +51,8 @@ AUTHD_MUST_CHECK authd_code authd_validate_email(
  * 12..128 Unicode code points, any characters, no composition rules, and
  * not in the shipped list of the 10,000 most common passwords (compared
  * ASCII-case-insensitively). reasons "INVALID_PASSWORD" (encoding/length)
- * and "WEAK_PASSWORD" (common). */
+ * and "WEAK_PASSWORD" (common). Cheap enough for an event loop; the
+ * strength estimate (strength.h), which is not, is the second step. */
 AUTHD_MUST_CHECK authd_code authd_validate_password(const char *pw, size_t len, authd_error *err);
 
 /* authd_password_is_common is true when pw is in the common list

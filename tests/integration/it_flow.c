@@ -249,6 +249,19 @@ static void repeat(char *out, const char *unit, int times)
         strcat(out, unit);
 }
 
+/* distinct writes times two-byte code points from U+00C0..U+017F, none
+ * repeated (step 71 is coprime with 192), so the strength estimate sees no
+ * repetition: the length boundaries are tested, not the estimator. */
+static void distinct(char *out, int times)
+{
+    for (int i = 0; i < times; i++) {
+        unsigned cp = 0xC0u + (unsigned)(i * 71) % 192u;
+        out[2 * i] = (char)(0xC0u | (cp >> 6));
+        out[2 * i + 1] = (char)(0x80u | (cp & 0x3Fu));
+    }
+    out[2 * times] = '\0';
+}
+
 /* Every validation rule of Register, over the wire: the reason names the
  * rule and the message names the field. Boundary values that are valid are
  * in the table too, so the rules are shown to cut at the right place. */
@@ -317,11 +330,11 @@ static void flow_validation_rules_over_the_wire(void **state)
     memset(local65, 'x', 65);
     memcpy(local65 + 65, "@example.com", 13);
     repeat(pw11e, "\xc3\xa9", 11);
-    repeat(pw12e, "\xc3\xa9", 12);
+    distinct(pw12e, 12);
     memset(pw129x, 'x', 129);
     pw129x[129] = '\0';
     repeat(pw129e, "\xc3\xa9", 129);
-    repeat(pw128e, "\xc3\xa9", 128);
+    distinct(pw128e, 128);
 
     it_server *s = it_start(NULL);
     authd_client *c = it_client(s);

@@ -8,11 +8,13 @@
 #include <dirent.h>
 #include <jansson.h>
 #include <pthread.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* ---- restart --------------------------------------------------------------- */
@@ -61,6 +63,58 @@ static void ops_restart_keeps_users_and_revocations(void **state)
     (void)state;
 }
 
+/* ---- data directory ownership -------------------------------------------- */
+
+/* A second authd on the same data directory (on another port) refuses to
+ * start, naming the first one's pid; the first goes on serving. Once the
+ * first is gone, even by SIGKILL (the kernel drops its flock), a new one
+ * starts on the same directory. */
+static void ops_second_authd_on_same_data_dir_is_refused(void **state)
+{
+    it_server *s = it_start(NULL);
+    authd_client *c = it_client(s);
+    const char *argv[64];
+    char want[4200], url_before[sizeof s->url];
+    authd_status st;
+    it_proc p;
+
+    memcpy(url_before, s->url, sizeof url_before);
+    it_argv(s, "tls+tcp://127.0.0.1:0", argv, sizeof argv / sizeof argv[0]);
+    it_run(argv, NULL, NULL, &p);
+    if (p.status == 0)
+        fail_msg("a second authd on the same data directory exited 0; stderr:\n%s", p.err);
+    snprintf(want, sizeof want, "data directory %s is in use by another authd (pid %d)",
+        s->data_dir, (int)s->pid);
+    if (strstr(p.err, want) == NULL)
+        fail_msg("stderr lacks \"%s\":\n%s", want, p.err);
+    it_proc_free(&p);
+
+    /* the first one still serves, and still owns its url file */
+    size_t len = 0;
+    char *url = it_read_file(s->url_file, &len);
+    assert_non_null(url);
+    assert_non_null(strstr(url, url_before));
+    free(url);
+    it_register(c, "lock-user", "lock@example.com", "first one still serves", &st, NULL);
+    IT_EXPECT(&st, AUTHD_OK, NULL);
+    authd_client_close(c);
+
+    /* after a clean stop a new one starts */
+    it_stop(s);
+    it_launch(s);
+    /* after a SIGKILL too: no stale lock */
+    assert_int_equal(kill(s->pid, SIGKILL), 0);
+    assert_int_equal(waitpid(s->pid, NULL, 0), s->pid);
+    s->pid = 0;
+    it_launch(s);
+    c = it_client(s);
+    it_login(c, "lock-user", "first one still serves", &st, NULL);
+    IT_EXPECT(&st, AUTHD_OK, NULL);
+    authd_client_close(c);
+    it_finish(s);
+    (void)state;
+}
+
 /* ---- signing key --------------------------------------------------------- */
 
 /* expect_refusal runs authd on s and asserts it exits non-zero without
@@ -101,22 +155,100 @@ static void ops_signing_key_readable_by_others_is_refused(void **state)
     (void)state;
 }
 
+/* Creation is off by default: a mistyped --signing-key path must not mint
+ * a fresh key silently; the refusal says how to make one. */
 static void ops_signing_key_absent_without_create_is_refused(void **state)
 {
-    it_opts o = { .key_len = -1, .extra = { "--no-create-signing-key" } };
+    it_opts o = { .key_len = -1 };
     it_server *s = it_new(&o);
-    const char *needles[] = { s->key_path, "cannot open", NULL };
+    const char *needles[] = { s->key_path, "no such file", "--create-signing-key", NULL };
     expect_refusal(s, needles);
     assert_int_not_equal(access(s->key_path, F_OK), 0); /* not created */
     it_free(s);
     (void)state;
 }
 
-/* By default an absent key is created: 64 random bytes, mode 0600, and it
- * is the key the server signs with (its kid matches). */
+/* A 0600 key owned by another account is refused: that account could
+ * replace it with a key of its own. chown needs root (CI runs as root). */
+static void ops_signing_key_owned_by_other_is_refused(void **state)
+{
+    if (geteuid() != 0) {
+        fprintf(stderr, "[  SKIPPED ] needs root to chown the key to another account\n");
+        skip();
+    }
+    struct passwd *pw = getpwnam("nobody");
+    uid_t other = pw != NULL ? pw->pw_uid : 65534;
+    it_server *s = it_new(NULL);
+    char uidtext[32];
+    assert_int_equal(chown(s->key_path, other, (gid_t)-1), 0);
+    snprintf(uidtext, sizeof uidtext, "owned by uid %u", (unsigned)other);
+    const char *needles[] = { s->key_path, uidtext, NULL };
+    expect_refusal(s, needles);
+    it_free(s);
+    (void)state;
+}
+
+/* The key's directory must be the running user's (or root's) alone:
+ * group-writable, world-writable even with the sticky bit, or owned by
+ * another account are each refused, and creation refuses to put a key
+ * there. */
+static void ops_signing_key_unsafe_directory_is_refused(void **state)
+{
+    static const unsigned modes[] = { 0770, 0702, 01777 };
+    for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
+        it_server *s = it_new(NULL);
+        char mode[16];
+        snprintf(mode, sizeof mode, "mode %04o", modes[i]);
+        assert_int_equal(chmod(s->dir, modes[i]), 0);
+        const char *needles[] = { s->dir, mode, "writable by group or others", NULL };
+        expect_refusal(s, needles);
+        assert_int_equal(chmod(s->dir, 0700), 0);
+        it_free(s);
+    }
+
+    it_opts o = { .key_len = -1, .extra = { "--create-signing-key" } };
+    it_server *s = it_new(&o);
+    assert_int_equal(chmod(s->dir, 0770), 0);
+    const char *needles[] = { s->dir, "writable by group or others", NULL };
+    expect_refusal(s, needles);
+    assert_int_not_equal(access(s->key_path, F_OK), 0); /* not created */
+    assert_int_equal(chmod(s->dir, 0700), 0);
+    it_free(s);
+
+    if (geteuid() == 0) {
+        struct passwd *pw = getpwnam("nobody");
+        uid_t other = pw != NULL ? pw->pw_uid : 65534;
+        s = it_new(NULL);
+        assert_int_equal(chown(s->dir, other, (gid_t)-1), 0);
+        const char *owner[] = { s->dir, "is owned by uid", NULL };
+        expect_refusal(s, owner);
+        assert_int_equal(chown(s->dir, 0, (gid_t)-1), 0);
+        it_free(s);
+    } else {
+        fprintf(stderr, "[  NOTE    ] directory-owner case skipped: needs root to chown\n");
+    }
+    (void)state;
+}
+
+/* A symlink at the key path is not followed, even to a good key. */
+static void ops_signing_key_symlink_is_refused(void **state)
+{
+    it_server *s = it_new(NULL);
+    char real[sizeof s->key_path + 8];
+    snprintf(real, sizeof real, "%s.real", s->key_path);
+    assert_int_equal(rename(s->key_path, real), 0);
+    assert_int_equal(symlink(real, s->key_path), 0);
+    const char *needles[] = { s->key_path, "symlink", NULL };
+    expect_refusal(s, needles);
+    it_free(s);
+    (void)state;
+}
+
+/* With --create-signing-key an absent key is created: 64 random bytes,
+ * mode 0600, and it is the key the server signs with (its kid matches). */
 static void ops_signing_key_absent_is_created_0600(void **state)
 {
-    it_opts o = { .key_len = -1 };
+    it_opts o = { .key_len = -1, .extra = { "--create-signing-key" } };
     it_server *s = it_start(&o);
     struct stat sb;
     size_t len = 0;
@@ -337,9 +469,13 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(ops_restart_keeps_users_and_revocations, it_teardown),
+        cmocka_unit_test_teardown(ops_second_authd_on_same_data_dir_is_refused, it_teardown),
         cmocka_unit_test_teardown(ops_signing_key_too_short_is_refused, it_teardown),
         cmocka_unit_test_teardown(ops_signing_key_readable_by_others_is_refused, it_teardown),
         cmocka_unit_test_teardown(ops_signing_key_absent_without_create_is_refused, it_teardown),
+        cmocka_unit_test_teardown(ops_signing_key_owned_by_other_is_refused, it_teardown),
+        cmocka_unit_test_teardown(ops_signing_key_unsafe_directory_is_refused, it_teardown),
+        cmocka_unit_test_teardown(ops_signing_key_symlink_is_refused, it_teardown),
         cmocka_unit_test_teardown(ops_signing_key_absent_is_created_0600, it_teardown),
         cmocka_unit_test_teardown(ops_log_has_audit_events_and_no_secrets, it_teardown),
         cmocka_unit_test_teardown(ops_sigterm_lets_inflight_login_finish, it_teardown),

@@ -1,8 +1,9 @@
 /*
  * test_validate.c — UTF-8, username, email and password rules, as tables
  * of named cases. Inputs carry explicit lengths so embedded NULs count.
- * Every rejection is also checked for its reason, for a message that names
- * the field, and for not echoing the input back.
+ * Password strength (strength.h, zxcvbn) is tested here too, since it is
+ * the second half of the new-password rule. Every rejection is also checked for its reason, for a
+ * message that names the field, and for not echoing the input back.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,6 +14,7 @@
 
 #include <cmocka.h>
 
+#include "strength.h"
 #include "validate.h"
 
 /* The compiled-in list, to check its order and that every entry is found. */
@@ -455,6 +457,136 @@ static void test_common_list(void **state)
     }
 }
 
+/* ---- strength (zxcvbn) ----------------------------------------------------- */
+
+#define TOO_EASY "password: too easy to guess: "
+
+/* expect_weak: pw passes the length/encoding/common rules (so only the
+ * estimator can catch it), and is refused with exactly message. */
+static void expect_weak(
+    const char *name, const char *pw, const char *username, const char *email, const char *message)
+{
+    authd_error err = { 0 };
+    if (authd_validate_password(pw, strlen(pw), &err) != AUTHD_OK)
+        fail_msg("%s: refused before the estimator: %s", name, err.message);
+    if (authd_password_strong_enough(pw, username, email, 0, &err) != AUTHD_INVALID_ARGUMENT)
+        fail_msg("%s: accepted", name);
+    check_rejection(name, &err, "WEAK_PASSWORD", "password", pw, strlen(pw));
+    if (strcmp(err.message, message) != 0)
+        fail_msg("%s: message \"%s\", want \"%s\"", name, err.message, message);
+}
+
+/* Finding 9: these four were accepted (12+ characters, not in the list);
+ * each is now refused, saying why. */
+static void test_strength_finding9(void **state)
+{
+    static const struct {
+        const char *pw, *message;
+    } cases[] = {
+        { "123456789012", TOO_EASY "a sequence (like 1234 or abcd)" },
+        { "aaaaaaaaaaaa", TOO_EASY "a repeated pattern" },
+        { "password1234", TOO_EASY "a common password with small changes" },
+        { "Password1234!", TOO_EASY "a common password with small changes" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        expect_weak(cases[i].pw, cases[i].pw, "newuser", "newuser@example.com", cases[i].message);
+    (void)state;
+}
+
+/* Other kinds of weakness each get their own reason. */
+static void test_strength_reasons(void **state)
+{
+    static const struct {
+        const char *pw, *message;
+    } cases[] = {
+        { "abcabcabcabc", TOO_EASY "a repeated pattern" },
+        { "11111111111a", TOO_EASY "a repeated pattern" },
+        { "asdfghjkl;12", TOO_EASY "a keyboard pattern (like qwerty)" },
+        { "01011990xyz!", TOO_EASY "mostly a date or year" },
+        { "P@$$w0rd12345", TOO_EASY "a common password with small changes" },
+        { "winterdragon",
+            TOO_EASY "only common words or passwords; add more words, or less "
+                     "common ones" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        expect_weak(cases[i].pw, cases[i].pw, "newuser", "newuser@example.com", cases[i].message);
+    (void)state;
+}
+
+/* The username, the email's local part and their pieces are context words:
+ * "zorblax2024!!" is strong for anyone but zorblax. */
+static void test_strength_context_words(void **state)
+{
+    static const char ctx[] = TOO_EASY "contains your username or email address";
+    authd_error err;
+
+    assert_true(authd_password_strength("zorblax2024!!", NULL, 30, NULL) >= 30);
+    assert_int_equal(
+        authd_password_strong_enough("zorblax2024!!", "someone", "someone@example.com", 0, &err),
+        AUTHD_OK);
+    expect_weak("username + digits", "zorblax2024!!", "zorblax", "someone@example.com", ctx);
+    expect_weak("username twice", "Zorblax_Zorblax", "zorblax", "someone@example.com", ctx);
+    expect_weak("email local part", "zorblax2024!!", "someone", "zorblax@example.com", ctx);
+    expect_weak("piece of the username", "quibbix2024!!", "quibbix.vent", "x@example.com", ctx);
+    expect_weak("piece of the email", "quibbix2024!!", "someone", "vent+quibbix@example.com", ctx);
+    /* NULL context is allowed */
+    assert_int_equal(authd_password_strong_enough("zorblax2024!!", NULL, NULL, 0, &err), AUTHD_OK);
+    (void)state;
+}
+
+/* Passphrases and random passwords pass, in any script, up to 128
+ * characters. */
+static void test_strength_good(void **state)
+{
+    static const char *const good[] = {
+        "correct horse battery staple",
+        "mauve kettle under oak",
+        "gravel-pianist-orbit-lemon",
+        "my cat eats blue cheese",
+        "vacuum-stapler-7-tundra",
+        "Jb8#kq2!Lm9z",
+        "Tr0ub4dor&3xyz",
+        "Schnee f\xc3\xa4llt \xc3\xbc"
+        "ber \xc3\x84pfel",
+        "survives a restart",
+        "X7v!pQ2#rL9@wE4$tY6%uI8^oP0&aS3*dF5(gH1)jK7-lZ9_xC2+vB4=nM6[qW8]eR0{tY2}uI4|oP6;aS8:dF0'"
+        "gH2,jK4.lZ6/xC8?vB0~nM2`qW4<eR6>tY8",
+    };
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        authd_error err = { 0 };
+        if (authd_validate_password(good[i], strlen(good[i]), &err) != AUTHD_OK
+            || authd_password_strong_enough(good[i], "newuser", "newuser@example.com", 0, &err)
+                != AUTHD_OK)
+            fail_msg("\"%s\" refused: %s", good[i], err.message);
+    }
+    (void)state;
+}
+
+/* min_bits: 0 means the default; a higher threshold refuses more. The
+ * worst case for cost, 128 repeated characters, is still refused (its cost
+ * is measured and reported, not timed here). */
+static void test_strength_threshold(void **state)
+{
+    authd_error err;
+    double bits = authd_password_strength("Tr0ub4dor&3xyz", NULL, 0, NULL);
+    assert_true(bits > 40 && bits < 70);
+    assert_int_equal(authd_password_strong_enough("Tr0ub4dor&3xyz", "u1", NULL, 0, &err), AUTHD_OK);
+    assert_int_equal(authd_password_strong_enough(
+                         "Tr0ub4dor&3xyz", "u1", NULL, AUTHD_STRENGTH_MIN_BITS_DEFAULT, &err),
+        AUTHD_OK);
+    assert_int_equal(authd_password_strong_enough("Tr0ub4dor&3xyz", "u1", NULL, 80, &err),
+        AUTHD_INVALID_ARGUMENT);
+    assert_string_equal(err.reason, "WEAK_PASSWORD");
+
+    char buf[129];
+    memset(buf, 'a', 128);
+    buf[128] = '\0';
+    assert_int_equal(
+        authd_password_strong_enough(buf, "u1", NULL, 0, &err), AUTHD_INVALID_ARGUMENT);
+    assert_string_equal(err.message, TOO_EASY "a repeated pattern");
+    (void)state;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -468,6 +600,11 @@ int main(void)
         cmocka_unit_test(test_password_messages),
         cmocka_unit_test(test_password_common),
         cmocka_unit_test(test_common_list),
+        cmocka_unit_test(test_strength_finding9),
+        cmocka_unit_test(test_strength_reasons),
+        cmocka_unit_test(test_strength_context_words),
+        cmocka_unit_test(test_strength_good),
+        cmocka_unit_test(test_strength_threshold),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
