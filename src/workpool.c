@@ -87,19 +87,29 @@ struct authd_workpool {
 
 /* ---- owner tables ------------------------------------------------------- */
 
-/* key_hash: a seeded multiply-xorshift mix of the 16-byte key. The seed is
- * random per process, so keys cannot be chosen to share a chain; and a chain
- * is never longer than the table, which is small. */
+/* mix64: murmur3's 64-bit finaliser, a bijection in which every input bit
+ * reaches every output bit. */
+static uint64_t mix64(uint64_t h)
+{
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdu;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53u;
+    h ^= h >> 33;
+    return h;
+}
+
+/* key_hash: the 16-byte key through two seeded rounds of mix64, so keys
+ * that differ only in their last byte (neighbouring IPv4 addresses) land in
+ * unrelated buckets. The seed is random per process, so keys cannot be
+ * chosen to share a chain; and a chain is never longer than the number of
+ * owners holding a job, which the queue bounds. */
 static uint32_t key_hash(const authd_workpool *p, const uint8_t key[KEYLEN])
 {
-    uint64_t a, b, h;
+    uint64_t a, b;
     memcpy(&a, key, 8);
     memcpy(&b, key + 8, 8);
-    h = (p->seed ^ a) * 0x9e3779b97f4a7c15u;
-    h ^= h >> 29;
-    h = (h ^ b) * 0xbf58476d1ce4e5b9u;
-    h ^= h >> 32;
-    return (uint32_t)h;
+    return (uint32_t)mix64(mix64(p->seed ^ a) ^ b);
 }
 
 static int table_init(struct table *t, uint32_t cap)
