@@ -73,7 +73,7 @@ static const struct opt opts[] = {
     { "login-fail-floor-ms", "AUTHD_LOGIN_FAIL_FLOOR_MS", INT, O(login_fail_floor_ms), "0", 0,
         60000,
         "a failed Login is answered no earlier than this after receipt (0 = measured at "
-        "start-up: twice the slowest of a few dummy-hash verifies)" },
+        "start-up: twice the slower of 2 dummy-hash verifies)" },
     { "max-inflight", "AUTHD_MAX_INFLIGHT", INT, O(max_inflight), "128", 1, 65536,
         "requests in flight per connection; beyond it the connection is not read" },
     { "max-msg-bytes", "AUTHD_MAX_MSG_BYTES", INT, O(max_msg_bytes), "65536", 1024,

@@ -31,7 +31,7 @@
 #define LOGIN_MAX          254
 #define PASSWORD_BYTES_MAX (AUTHD_PASSWORD_MAX * 4)
 
-#define FLOOR_SAMPLES 2 /* dummy-hash verifies timed at start-up, besides its hash */
+#define FLOOR_SAMPLES 2 /* dummy-hash verifies timed at start-up */
 #define FLOOR_MARGIN  2 /* floor = FLOOR_MARGIN x the slowest of them */
 
 struct authd_service {
@@ -606,17 +606,17 @@ void authd_handle_logout(authd_service *svc, authd_call *call)
 
 /*
  * measure_floor times FLOOR_SAMPLES verifies of a wrong password against
- * the dummy hash and returns FLOOR_MARGIN x the slowest of them and of the
- * dummy hash's own making (hash_ns: same work): the work of a failed Login
- * with today's parameters, with room for a busy machine (two hashes at
- * once run slower than one each). A failure answered at this floor looks
- * the same whatever its cause. Few samples, because each costs a hash time
- * at start-up (seconds with large parameters on a loaded machine).
+ * the dummy hash and returns FLOOR_MARGIN x the slowest: the work of a
+ * failed Login with today's parameters, with room for a busy machine (two
+ * hashes at once run slower than one each). A failure answered at this
+ * floor looks the same whatever its cause. Few samples, because each
+ * costs a hash time at start-up (seconds with large parameters on a loaded
+ * machine); the margin, not the sample count, covers the noise.
  */
-static uint64_t measure_floor(const authd_service *svc, uint64_t hash_ns, uint64_t *slowest)
+static uint64_t measure_floor(const authd_service *svc, uint64_t *slowest)
 {
     static const char wrong[] = "not the dummy password";
-    uint64_t max = hash_ns;
+    uint64_t max = 0;
 
     for (int i = 0; i < FLOOR_SAMPLES; i++) {
         uint64_t t0 = authd_monotonic_ns();
@@ -650,9 +650,7 @@ authd_code authd_service_create(const authd_service_options *o, authd_service **
      * password nobody knows, so an unknown-user login costs what a real one
      * does and can never succeed. */
     randombytes_buf(junk, sizeof junk);
-    uint64_t t0 = authd_monotonic_ns();
     rc = authd_password_hash((const char *)junk, sizeof junk, &o->pwparams, svc->dummy_hash);
-    uint64_t hash_ns = authd_monotonic_ns() - t0;
     sodium_memzero(junk, sizeof junk);
     if (rc != AUTHD_OK) {
         free(svc);
@@ -660,8 +658,7 @@ authd_code authd_service_create(const authd_service_options *o, authd_service **
     }
     if (o->timer != NULL) {
         uint64_t slowest = 0;
-        svc->fail_floor_ns
-            = o->fail_floor_ns > 0 ? o->fail_floor_ns : measure_floor(svc, hash_ns, &slowest);
+        svc->fail_floor_ns = o->fail_floor_ns > 0 ? o->fail_floor_ns : measure_floor(svc, &slowest);
         authd_logrec r;
         if (authd_log_begin(&r, AUTHD_LOG_INFO, "login_fail_floor")) {
             authd_log_u64(&r, "floor_us", svc->fail_floor_ns / 1000);
