@@ -396,7 +396,7 @@ if want scale; then
         n=$([ $tag = 1k ] && echo 1000 || echo 1000000)
         "$seed" --data-dir "$work/data-$tag" --count "$n" --argon2-ops 1 --argon2-mem-kib 8 \
             2>"$logs/seed-$tag.log" | tee "$out/seed-$tag.txt" | tee -a "$summary"
-        start_authd "scale-$tag" "$work/data-$tag" --argon2-ops 1 --argon2-mem-kib 8
+        start_authd "scale-$tag" "$work/data-$tag" --argon2-ops 1 --argon2-mem-kib 8 --insecure-weak-params
         spid[$tag]=$srv_pid
         surl[$tag]=$srv_url
     done

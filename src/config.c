@@ -8,6 +8,9 @@
 #include <string.h>
 
 #include "config.h"
+#include "password.h"
+
+#define TOKEN_TTL_CEILING (12 * 3600) /* seconds; longer only with --insecure-weak-params */
 
 enum kind { STR, BOOL, INT };
 
@@ -41,22 +44,39 @@ static const struct opt opts[] = {
         "create the signing key (64 random bytes, 0600) if the file is absent (development)" },
     { "insecure-plaintext", "AUTHD_INSECURE_PLAINTEXT", BOOL, O(insecure_plaintext), "0", 0, 0,
         "allow a plaintext tcp:// listen URL (local development only)" },
+    { "insecure-weak-params", "AUTHD_INSECURE_WEAK_PARAMS", BOOL, O(insecure_weak_params), "0", 0,
+        0,
+        "allow argon2id below 19456 KiB / t=2 and --token-ttl above 43200 (development and "
+        "tests only; logged as a warning)" },
     { "issuer", "AUTHD_ISSUER", STR, O(issuer), "authd", 0, 0, "token 'iss' claim" },
     { "audience", "AUTHD_AUDIENCE", STR, O(audience), "authd", 0, 0, "token 'aud' claim" },
     { "token-ttl", "AUTHD_TOKEN_TTL", INT, O(token_ttl), "900", 1, 86400 * 366,
-        "access token lifetime, seconds" },
+        "access token lifetime, seconds (at most 43200 = 12 h without --insecure-weak-params)" },
     { "clock-leeway", "AUTHD_CLOCK_LEEWAY", INT, O(clock_leeway), "30", 0, 600,
         "clock skew allowed on exp/nbf, seconds" },
     { "argon2-ops", "AUTHD_ARGON2_OPS", INT, O(argon2_ops), "2", 1, 100,
-        "argon2id iterations (t) for new hashes" },
+        "argon2id iterations (t) for new hashes (at least 2 without --insecure-weak-params)" },
     { "argon2-mem-kib", "AUTHD_ARGON2_MEM_KIB", INT, O(argon2_mem_kib), "19456", 8, 4194304,
-        "argon2id memory (m) for new hashes, KiB (19456 = 19 MiB, OWASP's minimum)" },
+        "argon2id memory (m) for new hashes, KiB (19456 = 19 MiB, OWASP's minimum: the floor "
+        "without --insecure-weak-params)" },
     { "password-min-bits", "AUTHD_PASSWORD_MIN_BITS", INT, O(password_min_bits), "30", 26, 128,
         "refuse new passwords that zxcvbn estimates at fewer bits (log2 of guesses)" },
     { "hash-workers", "AUTHD_HASH_WORKERS", INT, O(hash_workers), "0", 0, 256,
         "password hashing threads (0 = number of CPUs)" },
     { "hash-queue", "AUTHD_HASH_QUEUE", INT, O(hash_queue), "64", 1, 100000,
         "hashing jobs allowed to wait; beyond it RESOURCE_EXHAUSTED" },
+    { "hash-queue-per-source", "AUTHD_HASH_QUEUE_PER_SOURCE", INT, O(hash_queue_per_source), "0", 0,
+        200000,
+        "hashing jobs (waiting + running) one source address (IPv6: /64) may hold; beyond it "
+        "RESOURCE_EXHAUSTED (0 = hash workers + half of --hash-queue)" },
+    { "hash-queue-per-conn", "AUTHD_HASH_QUEUE_PER_CONN", INT, O(hash_queue_per_conn), "0", 0,
+        200000,
+        "hashing jobs (waiting + running) one connection may hold; beyond it RESOURCE_EXHAUSTED "
+        "(0 = hash workers + a quarter of --hash-queue)" },
+    { "login-fail-floor-ms", "AUTHD_LOGIN_FAIL_FLOOR_MS", INT, O(login_fail_floor_ms), "0", 0,
+        60000,
+        "a failed Login is answered no earlier than this after receipt (0 = measured at "
+        "start-up: twice the slower of 2 dummy-hash verifies)" },
     { "max-inflight", "AUTHD_MAX_INFLIGHT", INT, O(max_inflight), "128", 1, 65536,
         "requests in flight per connection; beyond it the connection is not read" },
     { "max-msg-bytes", "AUTHD_MAX_MSG_BYTES", INT, O(max_msg_bytes), "65536", 1024,
@@ -108,6 +128,39 @@ static int set(authd_config *cfg, const struct opt *o, const char *val, const ch
     }
     }
     return -1;
+}
+
+/* check_floors refuses settings that weaken every stored password or
+ * token beyond the advice authd follows, unless the development flag
+ * says so; the message names the floor and the way past it. */
+static int check_floors(const authd_config *cfg, FILE *err)
+{
+    static const char how[]
+        = "pass --insecure-weak-params (or AUTHD_INSECURE_WEAK_PARAMS=1) to allow it, "
+          "for development and tests only";
+
+    if (cfg->insecure_weak_params)
+        return 0;
+    if (cfg->argon2_mem_kib < (int64_t)AUTHD_ARGON2_MEM_KIB_FLOOR) {
+        fprintf(err,
+            "authd: --argon2-mem-kib %lld is below the floor of %u KiB (OWASP's minimum for "
+            "argon2id); %s\n",
+            (long long)cfg->argon2_mem_kib, AUTHD_ARGON2_MEM_KIB_FLOOR, how);
+        return -1;
+    }
+    if (cfg->argon2_ops < AUTHD_ARGON2_OPS_FLOOR) {
+        fprintf(err,
+            "authd: --argon2-ops %lld is below the floor of %d (OWASP's minimum for argon2id); "
+            "%s\n",
+            (long long)cfg->argon2_ops, AUTHD_ARGON2_OPS_FLOOR, how);
+        return -1;
+    }
+    if (cfg->token_ttl > TOKEN_TTL_CEILING) {
+        fprintf(err, "authd: --token-ttl %lld is above the ceiling of %d s (12 h); %s\n",
+            (long long)cfg->token_ttl, TOKEN_TTL_CEILING, how);
+        return -1;
+    }
+    return 0;
 }
 
 int authd_config_load(authd_config *cfg, int argc, char **argv, FILE *err)
@@ -171,6 +224,8 @@ int authd_config_load(authd_config *cfg, int argc, char **argv, FILE *err)
         if (set(cfg, o, val, "option", err) != 0)
             return -1;
     }
+    if (!cfg->help && !cfg->version && check_floors(cfg, err) != 0)
+        return -1;
     return 0;
 }
 

@@ -22,6 +22,7 @@ typedef struct authd_config {
     const char *signing_key;
     bool create_signing_key;
     bool insecure_plaintext;
+    bool insecure_weak_params;
     const char *issuer;
     const char *audience;
     int64_t token_ttl;
@@ -31,6 +32,9 @@ typedef struct authd_config {
     int64_t password_min_bits;
     int64_t hash_workers;
     int64_t hash_queue;
+    int64_t hash_queue_per_source;
+    int64_t hash_queue_per_conn;
+    int64_t login_fail_floor_ms;
     int64_t max_inflight;
     int64_t io_threads;
     int64_t max_msg_bytes;
@@ -45,7 +49,9 @@ typedef struct authd_config {
 
 /* authd_config_load fills cfg from defaults, the environment and argv.
  * Returns 0, or -1 after writing a one-line error to err. Strings in cfg
- * point into argv, the environment or static defaults. */
+ * point into argv, the environment or static defaults. Security settings
+ * beyond their floors (argon2id below 19456 KiB or t=2, --token-ttl above
+ * 12 h) are refused unless insecure_weak_params is set. */
 int authd_config_load(authd_config *cfg, int argc, char **argv, FILE *err);
 
 /* authd_config_usage writes --help text. */

@@ -2,9 +2,10 @@
  * main.c — authd: configuration, start-up in dependency order, the
  * maintenance loop, and a clean shutdown on SIGINT/SIGTERM.
  *
- * Start: store -> tokens -> pools -> service -> server. Stop in reverse,
- * after draining: requests in flight finish (up to --shutdown-grace-ms),
- * queued hashing jobs complete and answer, then the socket closes and LMDB
+ * Start: store -> tokens -> pools + timer -> service -> server. Stop in
+ * reverse, after draining: requests in flight finish (up to
+ * --shutdown-grace-ms), queued hashing jobs complete and answer, failed
+ * Logins parked on the timer are answered, then the socket closes and LMDB
  * is closed last.
  */
 #include <errno.h>
@@ -63,6 +64,7 @@ int main(int argc, char **argv)
     authd_store *store = NULL;
     authd_tokens *tokens = NULL;
     authd_workpool *hash_pool = NULL, *write_pool = NULL;
+    authd_timer *timer = NULL;
     authd_service *svc = NULL;
     authd_server *srv = NULL;
     int dirlock = -1;
@@ -88,6 +90,10 @@ int main(int argc, char **argv)
         return 2;
     }
     authd_log_setup(level, STDERR_FILENO);
+    if (cfg.insecure_weak_params)
+        authd_log_msg(AUTHD_LOG_WARN, "insecure_weak_params",
+            "--insecure-weak-params is on: argon2id and token lifetime floors are not enforced "
+            "(development and tests only)");
 
     signal(SIGPIPE, SIG_IGN);
 
@@ -143,15 +149,28 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    unsigned hash_threads
+        = cfg.hash_workers > 0 ? (unsigned)cfg.hash_workers : (unsigned)(ncpu > 0 ? ncpu : 1);
+    /* Shares of the hashing queue: by default one source may keep every
+     * worker busy and hold half the queue besides, one connection a quarter:
+     * a lone caller on an idle server loses no throughput, and one caller
+     * can never leave the others no room. */
     authd_workpool_options ho = {
-        .threads
-        = cfg.hash_workers > 0 ? (unsigned)cfg.hash_workers : (unsigned)(ncpu > 0 ? ncpu : 1),
+        .threads = hash_threads,
         .queue_max = (unsigned)cfg.hash_queue,
         .nice = 10,
+        .per_source_max = cfg.hash_queue_per_source > 0
+            ? (unsigned)cfg.hash_queue_per_source
+            : hash_threads + ((unsigned)cfg.hash_queue + 1) / 2,
+        .per_conn_max = cfg.hash_queue_per_conn > 0
+            ? (unsigned)cfg.hash_queue_per_conn
+            : hash_threads + ((unsigned)cfg.hash_queue + 3) / 4,
+        .name = "hash",
     };
     authd_workpool_options wo = { .threads = 1, .queue_max = 4096, .nice = 0 };
     if (authd_workpool_create(&ho, &hash_pool) != AUTHD_OK
-        || authd_workpool_create(&wo, &write_pool) != AUTHD_OK) {
+        || authd_workpool_create(&wo, &write_pool) != AUTHD_OK
+        || authd_timer_create(&timer) != AUTHD_OK) {
         fatal("startup_failed", "cannot start worker threads");
         goto out;
     }
@@ -163,6 +182,8 @@ int main(int argc, char **argv)
         .write_pool = write_pool,
         .pwparams = { .opslimit = (unsigned long long)cfg.argon2_ops,
             .memlimit = (size_t)cfg.argon2_mem_kib * 1024u },
+        .timer = timer,
+        .fail_floor_ns = (uint64_t)cfg.login_fail_floor_ms * 1000000u,
         .token_ttl = cfg.token_ttl,
         .password_min_bits = (unsigned)cfg.password_min_bits,
     };
@@ -205,6 +226,9 @@ int main(int argc, char **argv)
         authd_log_u64(&r, "io_threads", authd_server_io_threads(srv));
         authd_log_u64(&r, "argon2_mem_kib", (uint64_t)cfg.argon2_mem_kib);
         authd_log_u64(&r, "argon2_ops", (uint64_t)cfg.argon2_ops);
+        authd_log_u64(&r, "hash_queue_per_source", ho.per_source_max);
+        authd_log_u64(&r, "hash_queue_per_conn", ho.per_conn_max);
+        authd_log_u64(&r, "login_fail_floor_us", authd_service_fail_floor_ns(svc) / 1000);
         authd_log_end(&r);
     }
 
@@ -227,13 +251,17 @@ int main(int argc, char **argv)
     status = 0;
 out:
     /* Pools stop first: their queued jobs still answer through the server.
-     * They are freed only after the server is closed, because an nng
-     * callback that is still finishing may submit (and be told UNAVAILABLE). */
+     * Then the timer answers the failed Logins it still holds (the pools'
+     * last jobs may have parked some). They are freed only after the server
+     * is closed, because a transport callback that is still finishing may
+     * submit (and be told UNAVAILABLE, or answered at once). */
     authd_workpool_shutdown(hash_pool);
     authd_workpool_shutdown(write_pool);
+    authd_timer_shutdown(timer);
     authd_server_close(srv);
     authd_workpool_destroy(hash_pool);
     authd_workpool_destroy(write_pool);
+    authd_timer_destroy(timer);
     authd_service_destroy(svc);
     authd_tokens_destroy(tokens);
     authd_store_close(store);

@@ -19,6 +19,12 @@
 #define AUTHD_ARGON2_OPS_DEFAULT 2
 #define AUTHD_ARGON2_MEM_DEFAULT (19u * 1024u * 1024u)
 
+/* The floors below which authd refuses to start unless the development
+ * flag --insecure-weak-params is given (OWASP's minimum again: a default
+ * may move up; the floor stays where the advice is). */
+#define AUTHD_ARGON2_OPS_FLOOR     2
+#define AUTHD_ARGON2_MEM_KIB_FLOOR 19456u
+
 typedef struct authd_pwparams {
     unsigned long long opslimit; /* argon2 t (iterations) */
     size_t memlimit; /* bytes */
@@ -37,8 +43,22 @@ AUTHD_MUST_CHECK authd_code authd_password_hash(
  * password; a malformed hash is false). */
 AUTHD_MUST_CHECK bool authd_password_verify(const char *hash, const char *pw, size_t len);
 
-/* authd_password_needs_rehash is true when hash was made with parameters
- * other than p (or is not an argon2id string at all). */
+/* authd_password_params reads the parameters hash was made with (m, t;
+ * libsodium only makes p = 1). False when hash is not an argon2id string of
+ * the form libsodium writes. */
+AUTHD_MUST_CHECK bool authd_password_params(const char *hash, authd_pwparams *out);
+
+/* authd_password_rehash_params decides the re-hash after a successful
+ * login. A re-hash only ever strengthens: it is needed when hash is weaker
+ * than want in memory or in iterations (or unreadable), and then *out is,
+ * per dimension, the larger of the stored and the wanted value, so
+ * lowering a setting never lowers a stored hash. False (and *out
+ * untouched) when hash is at least as strong as want in both. */
+AUTHD_MUST_CHECK bool authd_password_rehash_params(
+    const char *hash, const authd_pwparams *want, authd_pwparams *out);
+
+/* authd_password_needs_rehash is authd_password_rehash_params without the
+ * new parameters. */
 bool authd_password_needs_rehash(const char *hash, const authd_pwparams *p);
 
 #endif

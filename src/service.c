@@ -9,7 +9,13 @@
  *
  * Login answers every failure (unknown user, wrong password, disabled user)
  * with the same status, reason and message, after the same work: one argon2
- * verify, against a dummy hash when the user does not exist.
+ * verify, against a dummy hash when the user does not exist; and no earlier
+ * than the failure-time floor after receipt (the reply waits on the timer,
+ * not on a hashing thread), so a stored hash with cheaper parameters than
+ * the dummy's does not answer sooner.
+ *
+ * Hashing jobs are charged to the caller's source and connection
+ * (authd_workpool_submit_fair), so one caller cannot fill the queue.
  */
 #include <sodium.h>
 #include <stdio.h>
@@ -26,9 +32,13 @@
 #define LOGIN_MAX          254
 #define PASSWORD_BYTES_MAX (AUTHD_PASSWORD_MAX * 4)
 
+#define FLOOR_SAMPLES 2 /* dummy-hash verifies timed at start-up */
+#define FLOOR_MARGIN  2 /* floor = FLOOR_MARGIN x the slowest of them */
+
 struct authd_service {
     authd_service_options o;
     char dummy_hash[AUTHD_HASH_MAX];
+    uint64_t fail_floor_ns;
 };
 
 static int64_t now_s(const authd_service *svc)
@@ -60,6 +70,13 @@ static void fail_store(authd_call *call, authd_code rc)
         authd_call_finish(call, rc, "STORE_FULL", "storage is full; try again later", NULL);
     else
         authd_call_finish(call, AUTHD_INTERNAL, "INTERNAL", "", NULL);
+}
+
+/* hash_owner: whom a hashing job is charged to (its share in the pool). */
+static authd_workpool_owner hash_owner(const authd_call *call)
+{
+    authd_workpool_owner w = { call->req->source, call->req->conn_id };
+    return w;
 }
 
 /* fail_busy answers a call whose pool refused the job. */
@@ -212,7 +229,8 @@ void authd_handle_register(authd_service *svc, authd_call *call)
         authd_call_finish(call, rc, err.reason, err.message, NULL);
         return;
     }
-    if ((rc = authd_workpool_submit(svc->o.hash_pool, register_work, job)) != AUTHD_OK) {
+    authd_workpool_owner w = hash_owner(call);
+    if ((rc = authd_workpool_submit_fair(svc->o.hash_pool, &w, register_work, job)) != AUTHD_OK) {
         wipe_str(in->password);
         free(job);
         fail_busy(call, rc);
@@ -242,8 +260,21 @@ static authd_code find_login(authd_store *st, const char *login, authd_user *u)
     return authd_store_user_find_by_username(st, canon, u);
 }
 
+/* login_failed_reply (timer thread, or at once): the one answer of every
+ * failed Login. */
+static void login_failed_reply(void *arg)
+{
+    authd_call_finish(
+        (authd_call *)arg, AUTHD_UNAUTHENTICATED, "INVALID_CREDENTIALS", invalid_credentials, NULL);
+}
+
+/* login_failed logs why a Login failed and answers it, no earlier than the
+ * floor after receipt: the reply is parked on the timer, so the thread that
+ * found the failure goes on at once. */
 static void login_failed(authd_call *call, const authd_user *u, const char *why)
 {
+    authd_service *svc = call->svc;
+
     authd_logrec r;
     if (authd_log_begin(&r, AUTHD_LOG_INFO, "login_failure")) {
         authd_log_u64(&r, "request_id", call->req->request_id);
@@ -253,8 +284,11 @@ static void login_failed(authd_call *call, const authd_user *u, const char *why)
         authd_log_str(&r, "cause", why);
         authd_log_end(&r);
     }
-    authd_call_finish(
-        call, AUTHD_UNAUTHENTICATED, "INVALID_CREDENTIALS", invalid_credentials, NULL);
+    uint64_t due = call->req->start_ns + svc->fail_floor_ns;
+    if (svc->o.timer != NULL && svc->fail_floor_ns > 0 && due > authd_monotonic_ns())
+        authd_timer_at(svc->o.timer, due, login_failed_reply, call);
+    else
+        login_failed_reply(call);
 }
 
 /* A login whose password matched, on its way from the hashing pool to the
@@ -313,9 +347,9 @@ static void login_work(void *arg)
         login_job_free(job);
         return;
     }
-    if (authd_password_needs_rehash(job->u.password_hash, &svc->o.pwparams))
-        job->rehash = authd_password_hash(
-                          in->password, strlen(in->password), &svc->o.pwparams, job->new_hash)
+    authd_pwparams np; /* only ever stronger than the stored hash (finding 10) */
+    if (authd_password_rehash_params(job->u.password_hash, &svc->o.pwparams, &np))
+        job->rehash = authd_password_hash(in->password, strlen(in->password), &np, job->new_hash)
             == AUTHD_OK;
     wipe_str(in->password);
     if ((rc = authd_workpool_submit(svc->o.write_pool, login_commit_work, job)) != AUTHD_OK) {
@@ -411,7 +445,8 @@ void authd_handle_login(authd_service *svc, authd_call *call)
             "password: must be 1 to 128 characters", NULL);
         return;
     }
-    if ((rc = authd_workpool_submit(svc->o.hash_pool, login_work, call)) != AUTHD_OK) {
+    authd_workpool_owner w = hash_owner(call);
+    if ((rc = authd_workpool_submit_fair(svc->o.hash_pool, &w, login_work, call)) != AUTHD_OK) {
         wipe_str(in->password);
         fail_busy(call, rc);
     }
@@ -581,6 +616,32 @@ void authd_handle_logout(authd_service *svc, authd_call *call)
 
 /* ---- life cycle --------------------------------------------------------------- */
 
+/*
+ * measure_floor times FLOOR_SAMPLES verifies of a wrong password against
+ * the dummy hash and returns FLOOR_MARGIN x the slowest: the work of a
+ * failed Login with today's parameters, with room for a busy machine (two
+ * hashes at once run slower than one each). A failure answered at this
+ * floor looks the same whatever its cause. Few samples, because each
+ * costs a hash time at start-up (seconds with large parameters on a loaded
+ * machine); the margin, not the sample count, covers the noise.
+ */
+static uint64_t measure_floor(const authd_service *svc, uint64_t *slowest)
+{
+    static const char wrong[] = "not the dummy password";
+    uint64_t max = 0;
+
+    for (int i = 0; i < FLOOR_SAMPLES; i++) {
+        uint64_t t0 = authd_monotonic_ns();
+        bool ok = authd_password_verify(svc->dummy_hash, wrong, sizeof wrong - 1);
+        uint64_t dt = authd_monotonic_ns() - t0;
+        (void)ok;
+        if (dt > max)
+            max = dt;
+    }
+    *slowest = max;
+    return FLOOR_MARGIN * max;
+}
+
 authd_code authd_service_create(const authd_service_options *o, authd_service **out)
 {
     authd_service *svc = NULL;
@@ -607,6 +668,18 @@ authd_code authd_service_create(const authd_service_options *o, authd_service **
         free(svc);
         return rc;
     }
+    if (o->timer != NULL) {
+        uint64_t slowest = 0;
+        svc->fail_floor_ns = o->fail_floor_ns > 0 ? o->fail_floor_ns : measure_floor(svc, &slowest);
+        authd_logrec r;
+        if (authd_log_begin(&r, AUTHD_LOG_INFO, "login_fail_floor")) {
+            authd_log_u64(&r, "floor_us", svc->fail_floor_ns / 1000);
+            authd_log_bool(&r, "measured", o->fail_floor_ns == 0);
+            if (o->fail_floor_ns == 0)
+                authd_log_u64(&r, "slowest_verify_us", slowest / 1000);
+            authd_log_end(&r);
+        }
+    }
     *out = svc;
     return AUTHD_OK;
 }
@@ -614,6 +687,11 @@ authd_code authd_service_create(const authd_service_options *o, authd_service **
 void authd_service_destroy(authd_service *svc)
 {
     free(svc);
+}
+
+uint64_t authd_service_fail_floor_ns(const authd_service *svc)
+{
+    return svc->fail_floor_ns;
 }
 
 void authd_service_maintain(authd_service *svc)

@@ -22,6 +22,7 @@
 #include "password.h"
 #include "status.h"
 #include "store.h"
+#include "timer.h"
 #include "token.h"
 #include "workpool.h"
 
@@ -63,17 +64,24 @@ typedef struct authd_service_options {
     authd_workpool *hash_pool; /* borrowed: argon2 work */
     authd_workpool *write_pool; /* borrowed: store writes without hashing */
     authd_pwparams pwparams; /* for new hashes and the dummy hash */
+    authd_timer *timer; /* borrowed: parks failed Logins until the floor; NULL = no floor */
+    uint64_t fail_floor_ns; /* failed-Login floor from receipt; 0 = measure (with a timer) */
     int64_t token_ttl; /* seconds */
     unsigned password_min_bits; /* strength of new passwords (0 = the default, strength.h) */
     int64_t (*clock)(void); /* Unix seconds; NULL = time(NULL). For tests. */
 } authd_service_options;
 
 /* authd_service_create makes the service; it computes the dummy hash that
- * unknown-user logins verify against, so it takes one hash time. Free with
- * authd_service_destroy (after the pools have drained). */
+ * unknown-user logins verify against, so it takes one hash time, and with a
+ * timer but no fail_floor_ns it measures the failed-Login floor (a few more
+ * verifies; logged as login_fail_floor). Free with authd_service_destroy
+ * (after the pools and the timer have drained). */
 AUTHD_MUST_CHECK authd_code authd_service_create(
     const authd_service_options *o, authd_service **out);
 void authd_service_destroy(authd_service *svc);
+
+/* authd_service_fail_floor_ns: the failed-Login floor in use (0 = none). */
+uint64_t authd_service_fail_floor_ns(const authd_service *svc);
 
 /* authd_dispatch routes req to its handler. req must stay valid until
  * req->done has been called. */

@@ -1,15 +1,25 @@
 /*
- * workpool.h — a fixed pool of worker threads with a bounded queue.
+ * workpool.h — a fixed pool of worker threads with a bounded, fair queue.
  *
  * The hashing pool: argon2id runs here, at lower scheduling priority, so a
  * flood of logins fills this queue (and is then refused with
- * AUTHD_RESOURCE_EXHAUSTED) instead of nng's callback threads or memory.
+ * AUTHD_RESOURCE_EXHAUSTED) instead of the event loops or memory.
+ *
+ * Fairness: a job may name its owner (the caller's source address and
+ * connection). Jobs are then limited per source and per connection
+ * (counting the owner's jobs waiting and running), and workers take jobs
+ * from the sources round-robin, one at a time, so one source can neither
+ * fill the queue nor push other sources' jobs behind all of its own. Jobs
+ * without an owner (authd_workpool_submit) share one anonymous turn in
+ * that rotation and no per-owner limit: a pool fed only by them is FIFO.
  */
 #ifndef AUTHD_WORKPOOL_H
 #define AUTHD_WORKPOOL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
+#include "netaddr.h"
 #include "status.h"
 
 typedef struct authd_workpool authd_workpool;
@@ -19,18 +29,34 @@ typedef struct authd_workpool_options {
     unsigned threads; /* >= 1 */
     unsigned queue_max; /* jobs waiting (not counting running ones), >= 1 */
     int nice; /* added to each worker's nice value (0 = unchanged) */
+    unsigned per_source_max; /* jobs (waiting + running) one source may hold; 0 = no limit */
+    unsigned per_conn_max; /* jobs (waiting + running) one connection may hold; 0 = no limit */
+    const char *name; /* for log lines ("hash"); NULL = "pool" */
 } authd_workpool_options;
 
-/* authd_workpool_create starts the threads. The caller frees *out with
- * authd_workpool_destroy. */
+/* The owner of a job: who it is charged to. */
+typedef struct authd_workpool_owner {
+    authd_source source;
+    uint64_t conn_id;
+} authd_workpool_owner;
+
+/* authd_workpool_create starts the threads and allocates everything the
+ * queue will ever use. The caller frees *out with authd_workpool_destroy. */
 AUTHD_MUST_CHECK authd_code authd_workpool_create(
     const authd_workpool_options *o, authd_workpool **out);
 
-/* authd_workpool_submit queues fn(arg) to run on a worker. Returns
- * AUTHD_RESOURCE_EXHAUSTED when queue_max jobs are already waiting and
- * AUTHD_UNAVAILABLE once the pool is shutting down; in both cases fn is
+/* authd_workpool_submit queues fn(arg) to run on a worker, owned by nobody.
+ * Returns AUTHD_RESOURCE_EXHAUSTED when queue_max jobs are already waiting
+ * and AUTHD_UNAVAILABLE once the pool is shutting down; in both cases fn is
  * not called and arg still belongs to the caller. */
 AUTHD_MUST_CHECK authd_code authd_workpool_submit(authd_workpool *p, authd_work_fn fn, void *arg);
+
+/* authd_workpool_submit_fair is authd_workpool_submit for a job charged to
+ * owner (copied; not kept). It also answers AUTHD_RESOURCE_EXHAUSTED when
+ * owner's source already holds per_source_max jobs or its connection
+ * per_conn_max (logged, at most once a second). Never allocates. */
+AUTHD_MUST_CHECK authd_code authd_workpool_submit_fair(
+    authd_workpool *p, const authd_workpool_owner *owner, authd_work_fn fn, void *arg);
 
 /* authd_workpool_shutdown runs every job already queued and joins the
  * threads; from then on submit answers AUTHD_UNAVAILABLE. The pool stays

@@ -247,6 +247,7 @@ void it_argv(const it_server *s, const char *listen, const char **argv, size_t c
         ARG("1");
         ARG("--argon2-mem-kib");
         ARG("64");
+        ARG("--insecure-weak-params"); /* below the floors: only with the dev flag */
     }
     for (int i = 0; i < IT_MAX_EXTRA && s->opts.extra[i] != NULL; i++)
         ARG(s->opts.extra[i]);

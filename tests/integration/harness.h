@@ -51,7 +51,8 @@ typedef struct it_opts {
     const char *extra[IT_MAX_EXTRA + 1]; /* extra authd flags, NULL-terminated */
     int key_len; /* signing key bytes the harness writes: 0 = 64, -1 = write none */
     unsigned key_mode; /* mode of that file: 0 = 0600 */
-    bool cheap_argon2_off; /* true: do not add --argon2-ops 1 --argon2-mem-kib 64 */
+    bool cheap_argon2_off; /* true: do not add --argon2-ops 1 --argon2-mem-kib 64
+                              --insecure-weak-params */
     const char *listen; /* NULL: tls+tcp://127.0.0.1:0 */
 } it_opts;
 

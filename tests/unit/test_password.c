@@ -1,5 +1,6 @@
 /*
- * test_password.c — argon2id hashing and the bounded worker pool.
+ * test_password.c — argon2id hashing, reading a hash's parameters, and the
+ * re-hash rule (only ever stronger). The worker pool is in test_workpool.c.
  *
  * Uses cheap argon2 parameters (t=1, 64 KiB) so the suite stays
  * fast; the product default is checked separately to stay >= OWASP's minimum.
@@ -10,14 +11,10 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <pthread.h>
 #include <sodium.h>
-#include <stdatomic.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "password.h"
-#include "workpool.h"
 
 static const authd_pwparams cheap = { 1, 64 * 1024 };
 
@@ -97,84 +94,89 @@ static void test_needs_rehash(void **state)
     assert_true(authd_password_needs_rehash(h, &stronger));
 }
 
-/* ---- workpool ---- */
-
-struct gate {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool open;
-    atomic_int started;
-    atomic_int ran;
-};
-
-static void blocked_job(void *arg)
-{
-    struct gate *g = arg;
-    atomic_fetch_add(&g->started, 1);
-    pthread_mutex_lock(&g->mu);
-    while (!g->open)
-        pthread_cond_wait(&g->cv, &g->mu);
-    pthread_mutex_unlock(&g->mu);
-    atomic_fetch_add(&g->ran, 1);
-}
-
-static void test_pool_bounded_queue(void **state)
+static void test_params_read(void **state)
 {
     (void)state;
-    struct gate g = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, 0, 0 };
-    authd_workpool *p = NULL;
-    authd_workpool_options o = { .threads = 2, .queue_max = 3, .nice = 5 };
-    assert_int_equal(authd_workpool_create(&o, &p), AUTHD_OK);
-
-    /* 2 running + 3 queued fit; the 6th is refused at once. Wait until both
-     * workers hold a job so the count is exact. */
-    int accepted = 0;
-    for (int i = 0; i < 2; i++)
-        accepted += authd_workpool_submit(p, blocked_job, &g) == AUTHD_OK;
-    for (int spin = 0; spin < 5000 && atomic_load(&g.started) != 2; spin++)
-        usleep(1000); /* poll, bounded at 5 s */
-    assert_int_equal(atomic_load(&g.started), 2);
-    assert_int_equal(authd_workpool_pending(p), 2);
-    for (int i = 0; i < 4; i++)
-        accepted += authd_workpool_submit(p, blocked_job, &g) == AUTHD_OK;
-    assert_int_equal(accepted, 5);
-    assert_int_equal(authd_workpool_submit(p, blocked_job, &g), AUTHD_RESOURCE_EXHAUSTED);
-
-    pthread_mutex_lock(&g.mu);
-    g.open = true;
-    pthread_cond_broadcast(&g.cv);
-    pthread_mutex_unlock(&g.mu);
-    authd_workpool_destroy(p); /* runs everything queued */
-    assert_int_equal(atomic_load(&g.ran), 5);
+    char h[AUTHD_HASH_MAX];
+    authd_pwparams got, p = { 3, 96 * 1024 };
+    assert_int_equal(authd_password_hash("a password here", 15, &p, h), AUTHD_OK);
+    assert_true(authd_password_params(h, &got));
+    assert_int_equal(got.opslimit, 3);
+    assert_int_equal(got.memlimit, 96 * 1024);
+    assert_true(authd_password_params("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA", &got));
+    assert_int_equal(got.opslimit, 2);
+    assert_int_equal(got.memlimit, 19456u * 1024u);
+    const char *bad[] = {
+        "",
+        "$argon2i$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA",
+        "$argon2id$v=19$m=,t=2,p=1$c2FsdA$aGFzaA",
+        "$argon2id$v=19$m=0,t=2,p=1$c2FsdA$aGFzaA",
+        "$argon2id$v=19$m=19456,t=0,p=1$c2FsdA$aGFzaA",
+        "$argon2id$v=19$t=2,m=19456,p=1$c2FsdA$aGFzaA",
+        "$argon2id$v=19$m=-5,t=2,p=1$c2FsdA$aGFzaA",
+        "$argon2id$v=19$m=99999999999999999999999,t=2,p=1$c2FsdA$aGFzaA",
+        "$argon2id$v=19$m=19456,t=2,p=1",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_false(authd_password_params(bad[i], &got));
 }
 
-static void count_job(void *arg)
-{
-    atomic_fetch_add((atomic_int *)arg, 1);
-}
-
-static void test_pool_runs_all(void **state)
+/* Finding 10: with weaker settings a login re-hashed a 19 MiB hash down to
+ * 8 KiB. Now each dimension only goes up. */
+static void test_rehash_only_upwards(void **state)
 {
     (void)state;
-    atomic_int n = 0;
-    authd_workpool *p = NULL;
-    authd_workpool_options o = { .threads = 4, .queue_max = 10000, .nice = 0 };
-    assert_int_equal(authd_workpool_create(&o, &p), AUTHD_OK);
-    for (int i = 0; i < 5000; i++)
-        assert_int_equal(authd_workpool_submit(p, count_job, &n), AUTHD_OK);
-    authd_workpool_destroy(p);
-    assert_int_equal(atomic_load(&n), 5000);
+    const char *strong = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA";
+    authd_pwparams out = { 0, 0 };
+    authd_pwparams weaker = { 1, 8 * 1024 };
+    authd_pwparams same = { 2, 19456u * 1024u };
+    authd_pwparams more_mem = { 1, 65536u * 1024u };
+    authd_pwparams more_ops = { 4, 8 * 1024 };
+    authd_pwparams both = { 3, 65536u * 1024u };
+
+    assert_false(authd_password_rehash_params(strong, &weaker, &out));
+    assert_false(authd_password_needs_rehash(strong, &weaker));
+    assert_false(authd_password_rehash_params(strong, &same, &out));
+    assert_int_equal(out.opslimit, 0); /* untouched */
+
+    /* More memory wanted, fewer iterations: memory goes up, t stays 2. */
+    assert_true(authd_password_rehash_params(strong, &more_mem, &out));
+    assert_int_equal(out.opslimit, 2);
+    assert_int_equal(out.memlimit, 65536u * 1024u);
+    /* More iterations wanted, less memory: t goes up, m stays 19 MiB. */
+    assert_true(authd_password_rehash_params(strong, &more_ops, &out));
+    assert_int_equal(out.opslimit, 4);
+    assert_int_equal(out.memlimit, 19456u * 1024u);
+    assert_true(authd_password_rehash_params(strong, &both, &out));
+    assert_int_equal(out.opslimit, 3);
+    assert_int_equal(out.memlimit, 65536u * 1024u);
+
+    /* An unreadable hash (cannot have verified anyway) gets the wanted ones. */
+    assert_true(authd_password_rehash_params("$argon2id$junk", &weaker, &out));
+    assert_int_equal(out.opslimit, 1);
+    assert_int_equal(out.memlimit, 8 * 1024);
+
+    /* A real hash made with cheap parameters, then the rule end to end. */
+    char h[AUTHD_HASH_MAX], h2[AUTHD_HASH_MAX];
+    authd_pwparams mixed = { 2, 32 * 1024 }, got;
+    assert_int_equal(authd_password_hash("pw of a user", 12, &cheap, h), AUTHD_OK);
+    assert_true(authd_password_rehash_params(h, &mixed, &out));
+    assert_int_equal(authd_password_hash("pw of a user", 12, &out, h2), AUTHD_OK);
+    assert_true(authd_password_params(h2, &got));
+    assert_int_equal(got.opslimit, 2);
+    assert_int_equal(got.memlimit, 64 * 1024); /* cheap's 64 KiB, not 32 */
+    assert_true(authd_password_verify(h2, "pw of a user", 12));
+    assert_false(authd_password_needs_rehash(h2, &mixed));
+    assert_false(authd_password_needs_rehash(h2, &cheap));
 }
 
-static void test_pool_invalid_options(void **state)
+static void test_floors_are_owasp_minimum(void **state)
 {
     (void)state;
-    authd_workpool *p = NULL;
-    authd_workpool_options none = { .threads = 0, .queue_max = 1 };
-    authd_workpool_options noq = { .threads = 1, .queue_max = 0 };
-    assert_int_equal(authd_workpool_create(&none, &p), AUTHD_INVALID_ARGUMENT);
-    assert_int_equal(authd_workpool_create(&noq, &p), AUTHD_INVALID_ARGUMENT);
-    authd_workpool_destroy(NULL);
+    assert_int_equal(AUTHD_ARGON2_OPS_FLOOR, 2);
+    assert_int_equal(AUTHD_ARGON2_MEM_KIB_FLOOR, 19456);
+    assert_true(AUTHD_ARGON2_OPS_DEFAULT >= AUTHD_ARGON2_OPS_FLOOR);
+    assert_true(AUTHD_ARGON2_MEM_DEFAULT >= AUTHD_ARGON2_MEM_KIB_FLOOR * 1024u);
 }
 
 int main(void)
@@ -189,9 +191,9 @@ int main(void)
         cmocka_unit_test(test_known_answer_verifies),
         cmocka_unit_test(test_rejects_non_argon2id),
         cmocka_unit_test(test_needs_rehash),
-        cmocka_unit_test(test_pool_bounded_queue),
-        cmocka_unit_test(test_pool_runs_all),
-        cmocka_unit_test(test_pool_invalid_options),
+        cmocka_unit_test(test_params_read),
+        cmocka_unit_test(test_rehash_only_upwards),
+        cmocka_unit_test(test_floors_are_owasp_minimum),
     };
     return cmocka_run_group_tests_name("password", tests, NULL, NULL);
 }
