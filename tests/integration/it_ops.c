@@ -143,13 +143,13 @@ static void ops_signing_key_absent_is_created_0600(void **state)
 
 /* ---- logs ------------------------------------------------------------------- */
 
-/* find_event returns the log line (a pointer into log) of event with
- * request_id, or NULL. */
+/* find_event returns the log line (a pointer into log) of the audit event
+ * with request_id (a JSON string), or NULL. */
 static const char *find_event(const char *log, const char *event, uint64_t request_id)
 {
     char ev[96], rid[64];
-    snprintf(ev, sizeof ev, "\"event\":\"%s\"", event);
-    snprintf(rid, sizeof rid, "\"request_id\":%llu,", (unsigned long long)request_id);
+    snprintf(ev, sizeof ev, "\"audit\":\"%s\"", event);
+    snprintf(rid, sizeof rid, "\"request_id\":\"%llu\",", (unsigned long long)request_id);
     for (const char *line = log; *line != '\0';) {
         const char *nl = strchr(line, '\n');
         size_t n = nl != NULL ? (size_t)(nl - line) : strlen(line);
@@ -317,7 +317,7 @@ static void ops_sigterm_lets_inflight_login_finish(void **state)
     char *log = it_read_file(s->log_path, NULL);
     assert_non_null(log);
     const char *down = strstr(log, "\"event\":\"shutting_down\"");
-    const char *ok = strstr(log, "\"event\":\"login_success\"");
+    const char *ok = strstr(log, "\"audit\":\"login_success\"");
     assert_non_null(down);
     assert_non_null(ok);
     assert_true(down < ok);
