@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <time.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -925,14 +926,14 @@ struct collector {
     int fd;
     char *buf;
     size_t len, cap;
-    volatile int start; /* the reader waits for this before reading */
+    atomic_int start; /* the reader waits for this before reading */
 };
 
 static void *collect(void *arg)
 {
     struct collector *c = arg;
 
-    while (!c->start) {
+    while (!atomic_load(&c->start)) {
         struct timespec t = { 0, 1000000 };
         nanosleep(&t, NULL);
     }
@@ -1046,7 +1047,7 @@ static void test_ring_full_drops_and_counts(void **state)
     assert_true(dropped > 0);
     assert_true(dropped < N);
 
-    c.start = 1; /* now read: the thread drains and reports the drops */
+    atomic_store(&c.start, 1); /* now read: the thread drains and reports the drops */
     assert_true(authd_log_shutdown(10000));
     authd_log_setup(AUTHD_LOG_INFO, 2);
     close(fds[1]);
