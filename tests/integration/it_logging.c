@@ -5,6 +5,8 @@
  *  - with stderr on a pipe nobody reads, Verify keeps answering (thousands
  *    of failed Verifies on one connection) and new clients still complete
  *    their handshake and calls; SIGTERM still ends authd, in time;
+ *  - lines that did not fit are dropped and counted, and the count is
+ *    reported once stderr is read again;
  *  - a flood of failed Verifies from 127.0.0.2 is rate-limited in the log
  *    (with the held-back lines counted in log_suppressed) while a failure
  *    from 127.0.0.3 still appears;
@@ -17,8 +19,10 @@
 #define _GNU_SOURCE /* pipe2 */
 #include "harness.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +46,12 @@ static int raw_verify(it_raw *r, uint64_t id, const char *token)
     assert_int_equal(rep->request_id, id);
     authd__v1__reply_envelope__free_unpacked(rep, NULL);
     return code;
+}
+
+static bool event_is(json_t *o, const char *event)
+{
+    const char *e = json_string_value(json_object_get(o, "event"));
+    return e != NULL && strcmp(e, event) == 0;
 }
 
 /* ---- stderr on a pipe nobody reads ------------------------------------------ */
@@ -101,6 +111,91 @@ static void logging_stuck_stderr_does_not_stop_verify(void **state)
     (void)state;
 }
 
+/* ---- drops, counted and reported ----------------------------------------------------- */
+
+struct pipe_reader {
+    int fd;
+    char *buf;
+    size_t len, cap;
+};
+
+static void *read_all(void *arg)
+{
+    struct pipe_reader *pr = arg;
+    for (;;) {
+        if (pr->len + 1 >= pr->cap) {
+            pr->cap = pr->cap * 2 + (1u << 20);
+            pr->buf = realloc(pr->buf, pr->cap);
+            assert_non_null(pr->buf);
+        }
+        ssize_t n = read(pr->fd, pr->buf + pr->len, pr->cap - pr->len - 1);
+        if (n > 0)
+            pr->len += (size_t)n;
+        else if (n == 0 || errno != EINTR)
+            break; /* EOF: authd exited */
+    }
+    pr->buf[pr->len] = '\0';
+    return NULL;
+}
+
+#define DROP_FLOOD 3000
+
+/* While stderr is not read, lines beyond the pipe and the ring are dropped
+ * and counted; once it is read again, the count is reported: every
+ * failed Verify is either its own line or counted in a log_dropped line. */
+static void logging_drops_are_counted_and_reported(void **state)
+{
+    static const char *const env[]
+        = { "AUTHD_LOG_FAILURE_RATE=0", "AUTHD_LOG_BUFFER_KIB=16", NULL };
+    it_server *s = it_new(NULL);
+    struct pipe_reader pr = { 0 };
+    pthread_t th;
+    int fds[2];
+    it_raw r;
+
+    assert_int_equal(pipe2(fds, O_CLOEXEC), 0);
+    it_launch_err_fd(s, fds[1], env);
+    close(fds[1]);
+    it_raw_open(&r, s);
+    for (int i = 0; i < DROP_FLOOD; i++)
+        assert_int_equal(
+            raw_verify(&r, 500000 + (uint64_t)i, "not.a.token"), AUTHD_UNAUTHENTICATED);
+    it_raw_close(&r);
+
+    pr.fd = fds[0];
+    assert_int_equal(pthread_create(&th, NULL, read_all, &pr), 0); /* read at last */
+    it_stop(s);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    close(fds[0]);
+
+    uint64_t flood_lines = 0, dropped = 0;
+    for (char *line = pr.buf; *line != '\0';) {
+        char *nl = strchr(line, '\n');
+        assert_non_null(nl);
+        json_error_t jerr;
+        json_t *o = json_loadb(line, (size_t)(nl - line), 0, &jerr);
+        if (!json_is_object(o))
+            fail_msg("not a JSON line (%s): %.*s", jerr.text, (int)(nl - line), line);
+        const char *rid = json_string_value(json_object_get(o, "request_id"));
+        if (event_is(o, "rpc") && rid != NULL && strtoull(rid, NULL, 10) >= 500000)
+            flood_lines++;
+        if (event_is(o, "log_dropped"))
+            dropped += (uint64_t)json_integer_value(json_object_get(o, "count"));
+        json_decref(o);
+        line = nl + 1;
+    }
+    fprintf(stderr, "[ logging ] %llu lines written, %llu dropped and counted\n",
+        (unsigned long long)flood_lines, (unsigned long long)dropped);
+    assert_true(dropped > 0);
+    /* Every missing flood line is in a count; a few other lines (the
+     * connection's close, shutting_down) may have been dropped too. */
+    assert_true(flood_lines + dropped >= DROP_FLOOD);
+    assert_true(flood_lines + dropped <= DROP_FLOOD + 8);
+    free(pr.buf);
+    it_free(s);
+    (void)state;
+}
+
 /* ---- per-source rate limit ----------------------------------------------------- */
 
 /* peer_is: the line's peer is ip:port. */
@@ -109,12 +204,6 @@ static bool peer_is(json_t *o, const char *ip)
     const char *peer = json_string_value(json_object_get(o, "peer"));
     size_t n = strlen(ip);
     return peer != NULL && strncmp(peer, ip, n) == 0 && peer[n] == ':';
-}
-
-static bool event_is(json_t *o, const char *event)
-{
-    const char *e = json_string_value(json_object_get(o, "event"));
-    return e != NULL && strcmp(e, event) == 0;
 }
 
 /* str_is: key is a JSON string equal to want. */
@@ -345,6 +434,7 @@ int main(void)
         cmocka_unit_test_teardown(logging_one_line_per_request, it_teardown),
         cmocka_unit_test_teardown(logging_flood_from_one_source_is_rate_limited, it_teardown),
         cmocka_unit_test_teardown(logging_stuck_stderr_does_not_stop_verify, it_teardown),
+        cmocka_unit_test_teardown(logging_drops_are_counted_and_reported, it_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
