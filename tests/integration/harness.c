@@ -919,3 +919,18 @@ struct json_t *it_log_json(const it_server *s)
     free(log);
     return all;
 }
+
+bool it_log_wait(const it_server *s, const char *needle, int deadline_ms)
+{
+    uint64_t end = it_mono_ms() + (uint64_t)deadline_ms;
+    for (;;) {
+        char *log = it_read_file(s->log_path, NULL);
+        bool found = log != NULL && strstr(log, needle) != NULL;
+        free(log);
+        if (found)
+            return true;
+        if (it_mono_ms() >= end)
+            return false;
+        it_nap_ms(5);
+    }
+}

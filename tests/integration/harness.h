@@ -231,6 +231,12 @@ void it_launch_err_fd(it_server *s, int err_fd, const char *const *env_extra);
  * so the server sees that source address. */
 void it_raw_open_from(it_raw *r, const it_server *s, const char *local_ip);
 
+/* it_log_wait polls s's log file until it contains needle (true) or
+ * deadline_ms passes (false). Lines are written by authd's log thread, a
+ * moment after the event: a test that reads the log of a running server
+ * must wait for the line, not read once. */
+bool it_log_wait(const it_server *s, const char *needle, int deadline_ms);
+
 /* it_log_json parses every line of s's log with jansson, asserting each
  * is one JSON object, and returns them as a JSON array (json_decref it). */
 struct json_t *it_log_json(const it_server *s);

@@ -131,12 +131,9 @@ static void ops_signing_key_absent_is_created_0600(void **state)
     assert_int_equal(len, 64);
     it_kid((const uint8_t *)key, len, kid);
     free(key);
-    char *log = it_read_file(s->log_path, NULL);
-    assert_non_null(log);
     snprintf(field, sizeof field, "\"kid\":\"%s\"", kid);
-    assert_non_null(strstr(log, field));
-    assert_non_null(strstr(log, "\"event\":\"signing_key_created\""));
-    free(log);
+    assert_true(it_log_wait(s, field, IT_CALL_TIMEOUT_MS));
+    assert_true(it_log_wait(s, "\"event\":\"signing_key_created\"", IT_CALL_TIMEOUT_MS));
     it_finish(s);
     (void)state;
 }
