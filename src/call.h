@@ -4,12 +4,18 @@
  * dispatch.c creates the call (method found, body unpacked), hands it to
  * the handler, and authd_call_finish() packs the response, answers the
  * transport, writes the request's log line and frees the call.
+ *
+ * One request, one line: a handler does not write lines of its own about a
+ * request; it marks the call as an audit event (authd_call_audit) and adds
+ * what the line should carry (authd_call_log_*), and finish writes it all
+ * in the request's "rpc" line.
  */
 #ifndef AUTHD_CALL_H
 #define AUTHD_CALL_H
 
 #include <protobuf-c/protobuf-c.h>
 
+#include "log.h"
 #include "service.h"
 
 typedef struct authd_call authd_call;
@@ -22,7 +28,26 @@ struct authd_call {
     ProtobufCMessage *input; /* unpacked request; freed by finish */
     bool has_user; /* user_id known: goes into the log line */
     uint8_t user_id[AUTHD_ID_BYTES];
+    const char *audit; /* audit event of the line ("login_failure", ...), or NULL */
+    int log_gate; /* source gate for a failure line: 0 not asked, 1 allowed, -1 held back */
+    authd_logfields log; /* the handler's fields for the line */
 };
+
+/* authd_call_audit marks the call's line as the audit event event (a
+ * string literal): the line gets "audit":event after "event":"rpc". */
+void authd_call_audit(authd_call *call, const char *event);
+
+/* authd_call_log_wanted is true when a failure line for this call will be
+ * written (INFO enabled and the caller's source not over its log rate).
+ * The gate is asked once per call; finish reuses the answer. Use it to skip
+ * work (a fingerprint) for a line that would be held back. */
+bool authd_call_log_wanted(authd_call *call);
+
+/* Fields for the call's line (after the standard ones). */
+void authd_call_log_str(authd_call *call, const char *key, const char *val);
+void authd_call_log_hex(authd_call *call, const char *key, const uint8_t *bytes, size_t len);
+void authd_call_log_u64(authd_call *call, const char *key, uint64_t val);
+void authd_call_log_bool(authd_call *call, const char *key, bool val);
 
 /* authd_call_finish answers the call and frees it (and its input): call must
  * not be used afterwards. On code == AUTHD_OK resp is the response (packed

@@ -89,6 +89,14 @@ static const struct opt opts[] = {
         "LMDB map size (maximum store size), MiB" },
     { "log-level", "AUTHD_LOG_LEVEL", STR, O(log_level), "info", 0, 0,
         "debug, info, warn, error or off (JSON lines on stderr)" },
+    { "log-buffer-kib", "AUTHD_LOG_BUFFER_KIB", INT, O(log_buffer_kib), "1024", 16, 1048576,
+        "log ring between the server and the log thread, KiB; when full, lines are dropped and "
+        "counted (log_dropped)" },
+    { "log-failure-rate", "AUTHD_LOG_FAILURE_RATE", INT, O(log_failure_rate), "10", 0, 1000000,
+        "failure lines per second per source address (0 = no limit); held-back lines are counted "
+        "(log_suppressed)" },
+    { "log-failure-burst", "AUTHD_LOG_FAILURE_BURST", INT, O(log_failure_burst), "50", 1, 1000000,
+        "failure lines a source may write at once before --log-failure-rate applies" },
     { "url-file", "AUTHD_URL_FILE", STR, O(url_file), "", 0, 0,
         "once listening, write the bound URL to this file (for scripts and tests)" },
     { "shutdown-grace-ms", "AUTHD_SHUTDOWN_GRACE_MS", INT, O(shutdown_grace_ms), "10000", 0, 600000,

@@ -41,6 +41,9 @@ typedef struct authd_config {
     int64_t max_connections;
     int64_t map_size_mb;
     const char *log_level;
+    int64_t log_buffer_kib;
+    int64_t log_failure_rate;
+    int64_t log_failure_burst;
     const char *url_file;
     int64_t shutdown_grace_ms;
     bool help;

@@ -4,7 +4,11 @@
  * The method table is built from protoc-c's service descriptor, so a method
  * added to auth.proto is known here (and answered UNIMPLEMENTED) until a
  * handler is written. Every reply goes through authd_call_finish, which is
- * also where each request gets its one log line.
+ * also where each request gets its one log line: "event":"rpc", with
+ * "audit" set for audit events and the handler's fields appended. A line
+ * about a failure the caller caused is written only if the caller's source
+ * is within its log rate (authd_log_source_allow); a successful Verify's
+ * line is debug-level; INTERNAL errors are always written, at error.
  *
  * The interceptor runs before every handler: it is where protected RPCs will
  * authenticate the caller's token and check roles and scopes. None of the
@@ -77,8 +81,9 @@ static void reply_direct(
     authd_reply rep = { code, message, reason, NULL, 0 };
     authd_logrec r;
 
-    if (authd_log_begin(&r, AUTHD_LOG_INFO, "rpc")) {
-        authd_log_u64(&r, "request_id", req->request_id);
+    if (authd_log_enabled(AUTHD_LOG_INFO) && authd_log_source_allow(&req->source)
+        && authd_log_begin(&r, AUTHD_LOG_INFO, "rpc")) {
+        authd_log_u64_str(&r, "request_id", req->request_id);
         authd_log_strn(&r, "method", req->method, req->method_len);
         authd_log_str(&r, "peer", req->peer);
         authd_log_str(&r, "code", authd_code_name(code));
@@ -185,6 +190,46 @@ static void wipe_strings(ProtobufCMessage *m)
     }
 }
 
+/* ---- the call's log line ------------------------------------------------- */
+
+void authd_call_audit(authd_call *call, const char *event)
+{
+    call->audit = event;
+}
+
+/* gate asks the source gate once per call. */
+static bool gate(authd_call *call)
+{
+    if (call->log_gate == 0)
+        call->log_gate = authd_log_source_allow(&call->req->source) ? 1 : -1;
+    return call->log_gate > 0;
+}
+
+bool authd_call_log_wanted(authd_call *call)
+{
+    return authd_log_enabled(AUTHD_LOG_INFO) && gate(call);
+}
+
+void authd_call_log_str(authd_call *call, const char *key, const char *val)
+{
+    authd_logfields_str(&call->log, key, val);
+}
+
+void authd_call_log_hex(authd_call *call, const char *key, const uint8_t *bytes, size_t len)
+{
+    authd_logfields_hex(&call->log, key, bytes, len);
+}
+
+void authd_call_log_u64(authd_call *call, const char *key, uint64_t val)
+{
+    authd_logfields_u64(&call->log, key, val);
+}
+
+void authd_call_log_bool(authd_call *call, const char *key, bool val)
+{
+    authd_logfields_bool(&call->log, key, val);
+}
+
 /* intercept: authentication and authorization of protected RPCs. */
 static authd_code intercept(const struct route *rt, authd_call *call)
 {
@@ -273,8 +318,11 @@ void authd_call_finish(authd_call *call, authd_code code, const char *reason, co
         lvl = AUTHD_LOG_DEBUG;
     else if (code == AUTHD_INTERNAL)
         lvl = AUTHD_LOG_ERROR;
-    if (authd_log_begin(&r, lvl, "rpc")) {
-        authd_log_u64(&r, "request_id", req->request_id);
+    bool gated = code != AUTHD_OK && code != AUTHD_INTERNAL;
+    if (authd_log_enabled(lvl) && (!gated || gate(call)) && authd_log_begin(&r, lvl, "rpc")) {
+        if (call->audit != NULL)
+            authd_log_str(&r, "audit", call->audit);
+        authd_log_u64_str(&r, "request_id", req->request_id);
         authd_log_str(&r, "method", call->method->name);
         authd_log_str(&r, "peer", req->peer);
         if (call->has_user)
@@ -283,6 +331,7 @@ void authd_call_finish(authd_call *call, authd_code code, const char *reason, co
         if (reason[0] != '\0')
             authd_log_str(&r, "reason", reason);
         authd_log_u64(&r, "latency_us", (authd_monotonic_ns() - req->start_ns) / 1000);
+        authd_log_fields(&r, &call->log);
         authd_log_end(&r);
     }
 

@@ -30,6 +30,8 @@
 #endif
 
 #define MAINTAIN_EVERY_S 60
+#define LOG_FLUSH_MS     2000 /* at exit, for the log thread to write what it holds */
+#define LOG_GATE_SOURCES 4096 /* sources the failure-line gate remembers */
 
 static void fatal(const char *event, const char *msg)
 {
@@ -100,6 +102,13 @@ int main(int argc, char **argv)
     if (sodium_init() < 0) {
         fatal("startup_failed", "libsodium failed to initialise");
         return 1;
+    }
+    /* From here every line goes through the log thread; out: flushes it. */
+    if (!authd_log_gate_setup(
+            (double)cfg.log_failure_rate, (double)cfg.log_failure_burst, LOG_GATE_SOURCES)
+        || !authd_log_start((size_t)cfg.log_buffer_kib * 1024u)) {
+        fatal("startup_failed", "cannot start the log thread");
+        goto out;
     }
 
     if (authd_keyfile_load(
@@ -269,5 +278,7 @@ out:
     sodium_memzero(key, sizeof key);
     if (status == 0)
         authd_log_msg(AUTHD_LOG_INFO, "stopped", "clean shutdown");
+    /* Not a word on stderr if this fails: stderr is what is stuck. */
+    (void)authd_log_shutdown(LOG_FLUSH_MS);
     return status;
 }

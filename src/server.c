@@ -694,7 +694,8 @@ static bool on_frame(struct conn *c, const uint8_t *p, size_t len)
     q->env = authd__v1__request_envelope__unpack(NULL, len - bt, p + bt);
     if (q->env == NULL) {
         authd_logrec r;
-        if (authd_log_begin(&r, AUTHD_LOG_INFO, "bad_envelope")) {
+        if (authd_log_source_allow(&c->source)
+            && authd_log_begin(&r, AUTHD_LOG_INFO, "bad_envelope")) {
             authd_log_str(&r, "peer", c->peer);
             authd_log_u64(&r, "bytes", len - bt);
             authd_log_end(&r);
@@ -735,7 +736,8 @@ static bool parse_input(struct conn *c)
         uint64_t len = sp_get64(c->rbuf + pos);
         if (len > s->max_msg + 4 * MAX_HOPS) {
             authd_logrec r;
-            if (authd_log_begin(&r, AUTHD_LOG_INFO, "frame_too_large")) {
+            if (authd_log_source_allow(&c->source)
+                && authd_log_begin(&r, AUTHD_LOG_INFO, "frame_too_large")) {
                 authd_log_str(&r, "peer", c->peer);
                 authd_log_u64(&r, "bytes", len);
                 authd_log_end(&r);

@@ -186,14 +186,8 @@ static void register_commit_work(void *arg)
 
     memcpy(call->user_id, u->id, sizeof u->id);
     call->has_user = true;
-    authd_logrec r;
-    if (authd_log_begin(&r, AUTHD_LOG_INFO, "register")) {
-        authd_log_u64(&r, "request_id", call->req->request_id);
-        authd_log_str(&r, "peer", call->req->peer);
-        authd_log_hex(&r, "user_id", u->id, sizeof u->id);
-        authd_log_str(&r, "username", u->username);
-        authd_log_end(&r);
-    }
+    authd_call_audit(call, "register");
+    authd_call_log_str(call, "username", u->username);
 
     Authd__V1__RegisterResponse resp = AUTHD__V1__REGISTER_RESPONSE__INIT;
     Authd__V1__User pu;
@@ -275,15 +269,12 @@ static void login_failed(authd_call *call, const authd_user *u, const char *why)
 {
     authd_service *svc = call->svc;
 
-    authd_logrec r;
-    if (authd_log_begin(&r, AUTHD_LOG_INFO, "login_failure")) {
-        authd_log_u64(&r, "request_id", call->req->request_id);
-        authd_log_str(&r, "peer", call->req->peer);
-        if (u != NULL)
-            authd_log_hex(&r, "user_id", u->id, sizeof u->id);
-        authd_log_str(&r, "cause", why);
-        authd_log_end(&r);
+    authd_call_audit(call, "login_failure");
+    if (u != NULL) {
+        memcpy(call->user_id, u->id, sizeof u->id);
+        call->has_user = true;
     }
+    authd_call_log_str(call, "cause", why);
     uint64_t due = call->req->start_ns + svc->fail_floor_ns;
     if (svc->o.timer != NULL && svc->fail_floor_ns > 0 && due > authd_monotonic_ns())
         authd_timer_at(svc->o.timer, due, login_failed_reply, call);
@@ -400,15 +391,9 @@ static void login_commit_work(void *arg)
     call->has_user = true;
     char sidhex[AUTHD_ID_HEX + 1];
     to_hex(s.id, sizeof s.id, sidhex);
-    authd_logrec r;
-    if (authd_log_begin(&r, AUTHD_LOG_INFO, "login_success")) {
-        authd_log_u64(&r, "request_id", call->req->request_id);
-        authd_log_str(&r, "peer", call->req->peer);
-        authd_log_hex(&r, "user_id", u.id, sizeof u.id);
-        authd_log_str(&r, "session_id", sidhex);
-        authd_log_bool(&r, "rehashed", rehash);
-        authd_log_end(&r);
-    }
+    authd_call_audit(call, "login_success");
+    authd_call_log_str(call, "session_id", sidhex);
+    authd_call_log_bool(call, "rehashed", rehash);
 
     Authd__V1__LoginResponse resp = AUTHD__V1__LOGIN_RESPONSE__INIT;
     Authd__V1__User pu;
@@ -473,23 +458,18 @@ static const char *token_message(authd_token_result tr)
     return "";
 }
 
-/* token_failed answers UNAUTHENTICATED with reason and writes the audit
- * line; the token appears in it only as its fingerprint. */
+/* token_failed answers UNAUTHENTICATED with reason, its line marked as the
+ * audit event event; the token appears in it only as its fingerprint,
+ * computed only when the line will be written. */
 static void token_failed(
     authd_call *call, const char *token, const char *event, const char *reason, const char *message)
 {
     char fp[AUTHD_FINGERPRINT_LEN + 1];
-    authd_logrec r;
 
-    if (authd_log_begin(&r, AUTHD_LOG_INFO, event)) {
+    authd_call_audit(call, event);
+    if (authd_call_log_wanted(call)) {
         authd_token_fingerprint(token, strlen(token), fp);
-        authd_log_u64(&r, "request_id", call->req->request_id);
-        authd_log_str(&r, "peer", call->req->peer);
-        if (call->has_user)
-            authd_log_hex(&r, "user_id", call->user_id, sizeof call->user_id);
-        authd_log_str(&r, "reason", reason);
-        authd_log_str(&r, "token_fp", fp);
-        authd_log_end(&r);
+        authd_call_log_str(call, "token_fp", fp);
     }
     authd_call_finish(call, AUTHD_UNAUTHENTICATED, reason, message, NULL);
 }
@@ -564,14 +544,8 @@ static void logout_work(void *arg)
         fail_store(call, rc);
         return;
     }
-    authd_logrec r;
-    if (authd_log_begin(&r, AUTHD_LOG_INFO, "logout")) {
-        authd_log_u64(&r, "request_id", call->req->request_id);
-        authd_log_str(&r, "peer", call->req->peer);
-        authd_log_hex(&r, "user_id", call->user_id, sizeof call->user_id);
-        authd_log_str(&r, "session_id", sidhex);
-        authd_log_end(&r);
-    }
+    authd_call_audit(call, "logout");
+    authd_call_log_str(call, "session_id", sidhex);
     Authd__V1__LogoutResponse resp = AUTHD__V1__LOGOUT_RESPONSE__INIT;
     authd_call_finish(call, AUTHD_OK, "", "", &resp.base);
 }

@@ -6,6 +6,7 @@
 #define _XOPEN_SOURCE 700 /* nftw */
 #include "harness.h"
 
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -807,4 +808,130 @@ bool it_hashing_now(pid_t pid)
     }
     closedir(d);
     return found;
+}
+
+/* ==== logging (issue 7, part "logging off the loops") ======================== */
+
+#include <jansson.h>
+
+/* it_launch_err_fd is it_launch with authd's stdout and stderr on err_fd
+ * (a pipe the test holds and never reads, say) instead of the log file,
+ * and env_extra added to its environment. */
+void it_launch_err_fd(it_server *s, int err_fd, const char *const *env_extra)
+{
+    const char *argv[64];
+    char **envp;
+    int in_fd;
+
+    assert_int_equal(s->pid, 0);
+    s->starts++;
+    unlink(s->url_file);
+    it_argv(s, NULL, argv, sizeof argv / sizeof argv[0]);
+    envp = child_env(env_extra);
+    in_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    assert_true(in_fd >= 0);
+    s->pid = spawn(argv, envp, in_fd, err_fd, err_fd);
+    close(in_fd);
+    free(envp);
+
+    uint64_t end = it_mono_ms() + IT_START_DEADLINE_MS;
+    for (;;) {
+        size_t len = 0;
+        char *url = it_read_file(s->url_file, &len);
+        if (url != NULL) {
+            while (len > 0 && (url[len - 1] == '\n' || url[len - 1] == '\r'))
+                url[--len] = '\0';
+            assert_true(len > 0 && len < sizeof s->url);
+            memcpy(s->url, url, len + 1);
+            free(url);
+            return;
+        }
+        int status;
+        if (waitpid(s->pid, &status, WNOHANG) == s->pid) {
+            s->pid = 0;
+            fail_msg("authd exited during start-up (status 0x%x)", status);
+        }
+        if (it_mono_ms() >= end)
+            fail_msg("authd did not write its url file within %d ms", IT_START_DEADLINE_MS);
+        it_nap_ms(10);
+    }
+}
+
+void it_raw_open_from(it_raw *r, const it_server *s, const char *local_ip)
+{
+    nng_tls_config *tls = NULL;
+    nng_aio *aio = NULL;
+    nng_sockaddr sa;
+    uint8_t hdr[8];
+    int rv;
+
+    memset(r, 0, sizeof *r);
+    memset(&sa, 0, sizeof sa);
+    r->next_id = 1;
+    sa.s_in.sa_family = NNG_AF_INET;
+    assert_int_equal(inet_pton(AF_INET, local_ip, &sa.s_in.sa_addr), 1);
+    sa.s_in.sa_port = 0;
+    assert_int_equal(nng_stream_dialer_alloc(&r->dialer, s->url), 0);
+    assert_int_equal(nng_tls_config_alloc(&tls, NNG_TLS_MODE_CLIENT), 0);
+    assert_int_equal(nng_tls_config_ca_file(tls, IT_CA), 0);
+    assert_int_equal(nng_tls_config_server_name(tls, "localhost"), 0);
+    assert_int_equal(nng_tls_config_auth_mode(tls, NNG_TLS_AUTH_MODE_REQUIRED), 0);
+    assert_int_equal(nng_stream_dialer_set_ptr(r->dialer, NNG_OPT_TLS_CONFIG, tls), 0);
+    nng_tls_config_free(tls);
+    if ((rv = nng_stream_dialer_set_addr(r->dialer, NNG_OPT_LOCADDR, &sa)) != 0)
+        fail_msg("cannot bind the dialer to %s: %s", local_ip, nng_strerror(rv));
+    assert_int_equal(nng_aio_alloc(&aio, NULL, NULL), 0);
+    nng_aio_set_timeout(aio, IT_CALL_TIMEOUT_MS);
+    nng_stream_dialer_dial(r->dialer, aio);
+    nng_aio_wait(aio);
+    if ((rv = nng_aio_result(aio)) != 0)
+        fail_msg("raw dial %s from %s: %s", s->url, local_ip, nng_strerror(rv));
+    r->conn = nng_aio_get_output(aio, 0);
+    nng_aio_free(aio);
+
+    memcpy(hdr, sp_req0_header, sizeof hdr);
+    if ((rv = stream_io(r->conn, true, hdr, sizeof hdr, IT_CALL_TIMEOUT_MS)) != 0
+        || (rv = stream_io(r->conn, false, hdr, sizeof hdr, IT_CALL_TIMEOUT_MS)) != 0)
+        fail_msg("raw SP header exchange with %s: %s", s->url, nng_strerror(rv));
+    assert_memory_equal(hdr, sp_rep0_header, sizeof hdr);
+}
+
+struct json_t *it_log_json(const it_server *s)
+{
+    size_t len = 0;
+    char *log = it_read_file(s->log_path, &len);
+    json_t *all = json_array();
+    int n = 0;
+
+    assert_non_null(log);
+    assert_non_null(all);
+    for (const char *line = log; *line != '\0'; n++) {
+        const char *nl = strchr(line, '\n');
+        if (nl == NULL)
+            fail_msg("log line %d is not terminated: %s", n + 1, line);
+        json_error_t jerr;
+        json_t *o = json_loadb(line, (size_t)(nl - line), 0, &jerr);
+        if (!json_is_object(o))
+            fail_msg("log line %d is not a JSON object (%s): %.*s", n + 1, jerr.text,
+                (int)(nl - line), line);
+        assert_int_equal(json_array_append_new(all, o), 0);
+        line = nl + 1;
+    }
+    free(log);
+    return all;
+}
+
+bool it_log_wait(const it_server *s, const char *needle, int deadline_ms)
+{
+    uint64_t end = it_mono_ms() + (uint64_t)deadline_ms;
+    for (;;) {
+        char *log = it_read_file(s->log_path, NULL);
+        bool found = log != NULL && strstr(log, needle) != NULL;
+        free(log);
+        if (found)
+            return true;
+        if (it_mono_ms() >= end)
+            return false;
+        it_nap_ms(5);
+    }
 }

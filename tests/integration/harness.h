@@ -219,4 +219,27 @@ void it_nap_ms(int ms); /* only inside deadline-bounded polling loops */
  * progress. Reads /proc/PID/task/TID/stat. */
 bool it_hashing_now(pid_t pid);
 
+/* ---- logging (issue 7) ------------------------------------------------- */
+
+/* it_launch_err_fd is it_launch with authd's stdout and stderr on err_fd
+ * (for example the write end of a pipe nobody reads) and env_extra
+ * ("NAME=value", NULL-terminated; may be NULL) in its environment;
+ * s->log_path is not written. The caller keeps err_fd open as it likes. */
+void it_launch_err_fd(it_server *s, int err_fd, const char *const *env_extra);
+
+/* it_raw_open_from is it_raw_open with the client socket bound to
+ * local_ip (an IPv4 literal; any 127.0.0.0/8 address works on loopback),
+ * so the server sees that source address. */
+void it_raw_open_from(it_raw *r, const it_server *s, const char *local_ip);
+
+/* it_log_wait polls s's log file until it contains needle (true) or
+ * deadline_ms passes (false). Lines are written by authd's log thread, a
+ * moment after the event: a test that reads the log of a running server
+ * must wait for the line, not read once. */
+bool it_log_wait(const it_server *s, const char *needle, int deadline_ms);
+
+/* it_log_json parses every line of s's log with jansson, asserting each
+ * is one JSON object, and returns them as a JSON array (json_decref it). */
+struct json_t *it_log_json(const it_server *s);
+
 #endif

@@ -1208,10 +1208,7 @@ static void transport_max_connections(void **state)
     for (int i = 0; i < MAXC; i++)
         peer_close(&c[i]);
 
-    char *log = it_read_file(s->log_path, NULL);
-    assert_non_null(log);
-    assert_non_null(strstr(log, "\"event\":\"connection_refused\""));
-    free(log);
+    assert_true(it_log_wait(s, "\"event\":\"connection_refused\"", IT_CALL_TIMEOUT_MS));
     it_finish(s);
     (void)state;
 }
@@ -1476,10 +1473,7 @@ static void transport_oversized_header_behind_full_window(void **state)
     if (after > before + 1024 * 1024)
         fail_msg(
             "VmPeak grew from %lu to %lu KiB: a buffer was sized from the header", before, after);
-    char *log = it_read_file(s->log_path, NULL);
-    assert_non_null(log);
-    assert_non_null(strstr(log, "\"frame_too_large\""));
-    free(log);
+    assert_true(it_log_wait(s, "\"frame_too_large\"", IT_CALL_TIMEOUT_MS));
     it_finish(s);
     (void)state;
 }
@@ -1595,10 +1589,7 @@ static void transport_io_threads_mixed_replies(void **state)
 
     for (int i = 0; i < MIX_CLIENTS; i++)
         authd_client_close(c[i]);
-    char *log = it_read_file(s->log_path, NULL);
-    assert_non_null(log);
-    assert_non_null(strstr(log, "\"io_threads\":3"));
-    free(log);
+    assert_true(it_log_wait(s, "\"io_threads\":3", IT_CALL_TIMEOUT_MS));
     it_finish(s);
     pthread_cond_destroy(&m.cv);
     pthread_mutex_destroy(&m.mu);

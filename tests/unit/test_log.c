@@ -7,10 +7,19 @@
  * authd_base, no JSON library): one flat object, string escapes well-formed,
  * no raw control characters, raw bytes well-formed UTF-8, then "\n" and
  * nothing after.
+ *
+ * The ring and the log thread (authd_log_start/shutdown) are tested with
+ * pipes of their own: a full ring drops and counts, lines come out whole
+ * and in order per thread, shutdown is bounded even on a pipe nobody reads.
+ * The test that leaves a stuck log thread behind runs last.
  */
+#define _GNU_SOURCE /* F_SETPIPE_SZ */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <time.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -829,8 +838,329 @@ static void test_concurrent_lines(void **state)
     pipe_w = fds[1];
 }
 
+/* ---- fields gathered ahead of their line, ids as strings ------------------ */
+
+static void test_u64_str_and_fields(void **state)
+{
+    char buf[4096];
+    parsed p;
+    authd_logrec r;
+    authd_logfields f = { 0 };
+    const uint8_t id[4] = { 0xde, 0xad, 0xbe, 0xef };
+
+    authd_logfields_str(&f, "reason", "BAD\"SIG");
+    authd_logfields_hex(&f, "user_id", id, sizeof id);
+    authd_logfields_u64(&f, "n", 7);
+    authd_logfields_bool(&f, "ok", false);
+    assert_true(authd_log_begin(&r, AUTHD_LOG_INFO, "rpc"));
+    authd_log_u64_str(&r, "request_id", UINT64_MAX);
+    authd_log_fields(&r, &f);
+    authd_log_end(&r);
+    one_line(buf, sizeof buf, &p);
+    assert_int_equal(p.n_keys, 8);
+    assert_true(value_is(&p, "request_id", "\"18446744073709551615\""));
+    assert_true(value_is(&p, "reason", "\"BAD\\\"SIG\""));
+    assert_true(value_is(&p, "user_id", "\"deadbeef\""));
+    assert_true(value_is(&p, "n", "7"));
+    assert_true(value_is(&p, "ok", "false"));
+    assert_false(has_key(&p, "truncated"));
+
+    /* A field that does not fit is dropped with every later one. */
+    char big[AUTHD_LOGFIELDS_MAX];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    memset(&f, 0, sizeof f);
+    authd_logfields_str(&f, "a", "kept");
+    authd_logfields_str(&f, "big", big);
+    authd_logfields_str(&f, "c", "after");
+    assert_true(authd_log_begin(&r, AUTHD_LOG_INFO, "rpc"));
+    authd_log_fields(&r, &f);
+    authd_log_end(&r);
+    one_line(buf, sizeof buf, &p);
+    assert_true(value_is(&p, "a", "\"kept\""));
+    assert_false(has_key(&p, "big"));
+    assert_false(has_key(&p, "c"));
+    assert_true(value_is(&p, "truncated", "true"));
+    (void)state;
+}
+
+/* ---- the per-source gate ------------------------------------------------- */
+
+static void test_source_gate(void **state)
+{
+    char buf[8192];
+    authd_source a, b;
+    int allowed_a = 0;
+
+    assert_true(authd_source_from_text("127.0.0.2", 9, &a));
+    assert_true(authd_source_from_text("127.0.0.3", 9, &b));
+    /* 1 line a second, bursts of 3: a flood of 100 lets about 3 through. */
+    assert_true(authd_log_gate_setup(1, 3, 64));
+    for (int i = 0; i < 100; i++)
+        allowed_a += authd_log_source_allow(&a);
+    assert_in_range(allowed_a, 3, 4); /* one more if a second went by */
+    assert_true(authd_log_source_allow(&b)); /* a's flood does not hide b */
+    assert_int_equal(drain(buf, sizeof buf), 0); /* the gate writes nothing itself */
+
+    authd_log_flush_suppressed();
+    parsed p;
+    one_line(buf, sizeof buf, &p);
+    assert_true(value_is(&p, "event", "\"log_suppressed\""));
+    assert_true(value_is(&p, "source", "\"127.0.0.2\""));
+    char want[32];
+    snprintf(want, sizeof want, "%d", 100 - allowed_a);
+    assert_true(value_is(&p, "count", want));
+    authd_log_flush_suppressed(); /* counted once */
+    assert_int_equal(drain(buf, sizeof buf), 0);
+
+    /* Without a gate (shutdown frees it) every line is allowed. */
+    assert_true(authd_log_shutdown(1000));
+    for (int i = 0; i < 100; i++)
+        assert_true(authd_log_source_allow(&a));
+    (void)state;
+}
+
+/* ---- the ring and the log thread ----------------------------------------- */
+
+struct collector {
+    int fd;
+    char *buf;
+    size_t len, cap;
+    atomic_int start; /* the reader waits for this before reading */
+};
+
+static void *collect(void *arg)
+{
+    struct collector *c = arg;
+
+    while (!atomic_load(&c->start)) {
+        struct timespec t = { 0, 1000000 };
+        nanosleep(&t, NULL);
+    }
+    for (;;) {
+        assert_true(c->len < c->cap);
+        ssize_t n = read(c->fd, c->buf + c->len, c->cap - c->len);
+        if (n > 0)
+            c->len += (size_t)n;
+        else if (n == 0 || errno != EINTR)
+            return NULL; /* EOF: the write end closed */
+    }
+}
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* value_u64 reads the number (or numeric string) of key; asserts it is there. */
+static uint64_t value_u64(const parsed *p, const char *key)
+{
+    for (int k = 0; k < p->n_keys; k++)
+        if (strcmp(p->keys[k], key) == 0)
+            return strtoull(p->val[k] + (p->val[k][0] == '"'), NULL, 10);
+    fail_msg("no key %s", key);
+    return 0;
+}
+
+struct ring_result {
+    uint64_t lines; /* "seq" lines seen */
+    uint64_t dropped_lines; /* sum of the log_dropped counts */
+};
+
+/* check_ring_output: every line is whole and valid; lines of each thread
+ * come in increasing seq; counts them. */
+static void check_ring_output(const char *buf, size_t len, int threads, struct ring_result *res)
+{
+    static parsed p;
+    int64_t last[64];
+
+    assert_true(threads <= 64);
+    for (int t = 0; t < threads; t++)
+        last[t] = -1;
+    memset(res, 0, sizeof *res);
+    for (size_t off = 0; off < len;) {
+        const char *nl = memchr(buf + off, '\n', len - off);
+        assert_non_null(nl);
+        size_t n = (size_t)(nl - (buf + off)) + 1;
+        if (!check_line(buf + off, n, &p))
+            fail_msg("bad line at %zu: %.*s", off, (int)n, buf + off);
+        if (value_is(&p, "event", "\"log_dropped\"")) {
+            res->dropped_lines += value_u64(&p, "count");
+        } else {
+            assert_true(value_is(&p, "event", "\"ring\""));
+            int t = (int)value_u64(&p, "thread");
+            int64_t seq = (int64_t)value_u64(&p, "seq");
+            assert_true(t >= 0 && t < threads);
+            if (seq <= last[t])
+                fail_msg("thread %d: seq %lld after %lld", t, (long long)seq, (long long)last[t]);
+            last[t] = seq;
+            res->lines++;
+        }
+        off += n;
+    }
+}
+
+static void ring_line(int t, int seq)
+{
+    static const char pad[]
+        = "0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvw"
+          "xyz0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqr";
+    authd_logrec r;
+
+    if (!authd_log_begin(&r, AUTHD_LOG_INFO, "ring"))
+        return;
+    authd_log_i64(&r, "thread", t);
+    authd_log_i64(&r, "seq", seq);
+    authd_log_str(&r, "pad", pad);
+    authd_log_end(&r);
+}
+
+/* A ring of the minimum size in front of a pipe nobody reads yet: the
+ * writer is never held up, the lines that do not fit are dropped and
+ * counted, and once the pipe is read the log thread reports the count. */
+static void test_ring_full_drops_and_counts(void **state)
+{
+    enum { N = 2000 };
+    int fds[2];
+    struct collector c = { .cap = 16u << 20 };
+    pthread_t rd;
+
+    assert_int_equal(pipe(fds), 0);
+    (void)fcntl(fds[1], F_SETPIPE_SZ, 4096); /* as small as the kernel allows */
+    authd_log_setup(AUTHD_LOG_INFO, fds[1]);
+    assert_true(authd_log_start(AUTHD_LOG_RING_MIN));
+    c.fd = fds[0];
+    c.buf = malloc(c.cap);
+    assert_non_null(c.buf);
+    assert_int_equal(pthread_create(&rd, NULL, collect, &c), 0);
+
+    /* ~250-byte lines: 2000 of them are 500 KB, far more than pipe + ring. */
+    uint64_t t0 = now_ms();
+    for (int i = 0; i < N; i++)
+        ring_line(0, i);
+    uint64_t took = now_ms() - t0;
+    /* Nobody reads, yet the loop finished: authd_log_end never blocked. */
+    assert_true(took < 5000);
+    uint64_t dropped = authd_log_dropped();
+    assert_true(dropped > 0);
+    assert_true(dropped < N);
+
+    atomic_store(&c.start, 1); /* now read: the thread drains and reports the drops */
+    assert_true(authd_log_shutdown(10000));
+    authd_log_setup(AUTHD_LOG_INFO, 2);
+    close(fds[1]);
+    pthread_join(rd, NULL);
+    close(fds[0]);
+
+    struct ring_result res;
+    check_ring_output(c.buf, c.len, 1, &res);
+    assert_int_equal(res.dropped_lines, dropped);
+    assert_int_equal(res.lines + res.dropped_lines, N);
+    free(c.buf);
+    (void)state;
+}
+
+#define RING_THREADS    8
+#define RING_PER_THREAD 2000
+
+static void *ring_writer(void *arg)
+{
+    int t = (int)(intptr_t)arg;
+    for (int i = 0; i < RING_PER_THREAD; i++)
+        ring_line(t, i);
+    return NULL;
+}
+
+/* Many threads through a small ring with a reader: every line that comes
+ * out is whole, each thread's lines in order, and lines out + lines
+ * reported dropped = lines in. Then a ring big enough for all: none lost. */
+static void test_ring_many_threads(void **state)
+{
+    const size_t sizes[] = { 64u << 10, 16u << 20 };
+
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        int fds[2];
+        struct collector c = { .cap = 32u << 20, .start = 1 };
+        pthread_t rd, wr[RING_THREADS];
+
+        assert_int_equal(pipe(fds), 0);
+        authd_log_setup(AUTHD_LOG_INFO, fds[1]);
+        assert_true(authd_log_start(sizes[k]));
+        c.fd = fds[0];
+        c.buf = malloc(c.cap);
+        assert_non_null(c.buf);
+        assert_int_equal(pthread_create(&rd, NULL, collect, &c), 0);
+        for (int t = 0; t < RING_THREADS; t++)
+            assert_int_equal(pthread_create(&wr[t], NULL, ring_writer, (void *)(intptr_t)t), 0);
+        for (int t = 0; t < RING_THREADS; t++)
+            pthread_join(wr[t], NULL);
+        uint64_t dropped = authd_log_dropped();
+        assert_true(authd_log_shutdown(30000));
+        authd_log_setup(AUTHD_LOG_INFO, 2);
+        close(fds[1]);
+        pthread_join(rd, NULL);
+        close(fds[0]);
+
+        struct ring_result res;
+        check_ring_output(c.buf, c.len, RING_THREADS, &res);
+        assert_int_equal(res.dropped_lines, dropped);
+        assert_int_equal(res.lines + res.dropped_lines, RING_THREADS * RING_PER_THREAD);
+        if (k == 1)
+            assert_int_equal(dropped, 0); /* 16 MiB holds all ~4 MB */
+        free(c.buf);
+    }
+    (void)state;
+}
+
+/* After shutdown the log is synchronous again (a later line is written
+ * at once), and a restart works. */
+static void test_ring_restart_and_sync_after(void **state)
+{
+    char buf[4096];
+    parsed p;
+
+    assert_true(authd_log_start(AUTHD_LOG_RING_MIN));
+    ring_line(0, 1);
+    assert_true(authd_log_shutdown(5000)); /* flushed: the line is there */
+    one_line(buf, sizeof buf, &p);
+    assert_true(value_is(&p, "seq", "1"));
+    ring_line(0, 2); /* synchronous again */
+    one_line(buf, sizeof buf, &p);
+    assert_true(value_is(&p, "seq", "2"));
+    (void)state;
+}
+
+/* Shutdown with the log thread stuck in write(2) on a full pipe nobody
+ * reads returns by its deadline; lines after it are dropped, never block.
+ * Leaves the thread behind: must be the last test of the ring. */
+static void test_ring_shutdown_bounded_on_stuck_pipe(void **state)
+{
+    int fds[2];
+
+    assert_int_equal(pipe(fds), 0);
+    authd_log_setup(AUTHD_LOG_INFO, fds[1]);
+    assert_true(authd_log_start(1u << 20));
+    for (int i = 0; i < 2000; i++) /* ~500 KB: the pipe (64 KiB) fills */
+        ring_line(0, i);
+    uint64_t t0 = now_ms();
+    assert_false(authd_log_shutdown(300));
+    uint64_t took = now_ms() - t0;
+    assert_true(took >= 250 && took < 5000);
+    t0 = now_ms();
+    for (int i = 0; i < 1000; i++)
+        ring_line(0, i); /* dropped, and quickly */
+    assert_true(now_ms() - t0 < 5000);
+    assert_false(authd_log_start(AUTHD_LOG_RING_MIN)); /* the old thread still owns the ring */
+    /* The read end stays open: the stuck thread must not get EPIPE midway
+     * and write to a reused descriptor. It dies with the process. */
+    (void)state;
+}
+
 int main(void)
 {
+    signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_checker_rejects),
         cmocka_unit_test_setup_teardown(test_record_shape, setup, teardown),
@@ -844,6 +1174,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_errno_preserved, setup, teardown),
         cmocka_unit_test_setup_teardown(test_random_input, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_lines, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_u64_str_and_fields, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_source_gate, setup, teardown),
+        cmocka_unit_test(test_ring_full_drops_and_counts), cmocka_unit_test(test_ring_many_threads),
+        cmocka_unit_test_setup_teardown(test_ring_restart_and_sync_after, setup, teardown),
+        cmocka_unit_test(test_ring_shutdown_bounded_on_stuck_pipe), /* last */
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
