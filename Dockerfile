@@ -12,7 +12,7 @@ COPY scripts/install-deps.sh scripts/install-deps.sh
 RUN bash scripts/install-deps.sh && rm -rf /var/lib/apt/lists/*
 COPY . .
 RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=Release -DAUTHD_TESTS=OFF -DAUTHD_WERROR=ON \
- && cmake --build /build -j"$(nproc)" --target authd authctl \
+ && cmake --build /build -j"$(nproc)" --target authd authctl authd_client \
  && cmake --install /build --prefix /out
 
 FROM debian:bookworm-slim
