@@ -476,6 +476,9 @@ static void login_begin_work(void *arg)
         return;
     }
     if ((rc = authd_workpool_submit(svc->o.hash_pool, login_work, job)) != AUTHD_OK) {
+        /* Counted against the account already; count it against the
+         * source too, or a flood refused here would never be limited. */
+        charge_failure(svc, &job->who);
         wipe_str(in->password);
         fail_busy(call, rc);
         login_job_free(job);
