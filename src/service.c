@@ -46,7 +46,13 @@ struct authd_service {
     authd_service_options o;
     char dummy_hash[AUTHD_HASH_MAX];
     authd_ratelimit *lim[LIM_N]; /* NULL: that limit is off */
+    authd_lograte lim_log[LIM_N]; /* a bite is logged at most every LIM_LOG_NS */
 };
+
+#define LIM_LOG_NS (10 * UINT64_C(1000000000))
+
+static const char *const lim_names[LIM_N] = { "source_login_failures", "caller_login_failures",
+    "source_registrations", "caller_registrations" };
 
 /* Who a call is for: the end user as a trusted front-end describes them
  * (ClientContext), else nobody but the caller itself. */
@@ -183,6 +189,25 @@ static void log_who(authd_logrec *r, const struct who *w)
         authd_log_str(r, "user_agent", w->user_agent);
 }
 
+/* bitten logs that limit lim refused key, at most once per LIM_LOG_NS
+ * per limit, with the number of bites not logged since. */
+static void bitten(authd_service *svc, int lim, const authd_source *key, uint64_t now)
+{
+    uint64_t held = 0;
+    char text[AUTHD_SOURCE_TEXT_MAX];
+    authd_logrec r;
+
+    if (!authd_lograte_allow(&svc->lim_log[lim], LIM_LOG_NS, now, &held))
+        return;
+    if (authd_log_begin(&r, AUTHD_LOG_WARN, "rate_limited")) {
+        authd_source_str(key, text);
+        authd_log_str(&r, "limit", lim_names[lim]);
+        authd_log_str(&r, "source", text);
+        authd_log_u64(&r, "not_logged", held);
+        authd_log_end(&r);
+    }
+}
+
 /* over_limit is true when the end user's address or the caller has no
  * token left in the given pair of tables; take spends one from each
  * (attempts are counted), otherwise nothing is spent (failures are
@@ -195,14 +220,17 @@ static bool over_limit(
     authd_ratelimit *lc = svc->lim[caller_lim];
     const size_t kl = sizeof w->source.key;
 
-    if (!take)
-        return (ls != NULL && !authd_ratelimit_check(ls, w->source.key, kl, 1, now))
-            || (lc != NULL && !authd_ratelimit_check(lc, w->caller.key, kl, 1, now));
-    if (ls != NULL && !authd_ratelimit_check(ls, w->source.key, kl, 1, now))
+    if (ls != NULL && !authd_ratelimit_check(ls, w->source.key, kl, 1, now)) {
+        bitten(svc, source_lim, &w->source, now);
         return true;
-    if (lc != NULL && !authd_ratelimit_take(lc, w->caller.key, kl, 1, now))
+    }
+    if (lc != NULL
+        && !(take ? authd_ratelimit_take(lc, w->caller.key, kl, 1, now)
+                  : authd_ratelimit_check(lc, w->caller.key, kl, 1, now))) {
+        bitten(svc, caller_lim, &w->caller, now);
         return true;
-    if (ls != NULL)
+    }
+    if (take && ls != NULL)
         authd_ratelimit_charge(ls, w->source.key, kl, 1, now);
     return false;
 }

@@ -505,6 +505,10 @@ static void throttle_per_source_login_limit(void **state)
     assert_int_equal(raw_login(&b, "sam", PW, reason), AUTHD_OK);
     const char *rl[] = { "\"peer\":\"127.0.0.2:", "\"reason\":\"RATE_LIMITED\"", NULL };
     assert_true(wait_lines(s, rl, 1) >= 1);
+    /* The bite is logged (once per 10 s per limit), naming limit and source. */
+    const char *bite[] = { "\"event\":\"rate_limited\"", "\"limit\":\"caller_login_failures\"",
+        "\"source\":\"127.0.0.2\"", NULL };
+    assert_int_equal(wait_lines(s, bite, 1), 1);
     it_raw_close(&a);
     it_raw_close(&b);
     authd_client_close(c);
