@@ -101,6 +101,29 @@ static const struct opt opts[] = {
         "once listening, write the bound URL to this file (for scripts and tests)" },
     { "shutdown-grace-ms", "AUTHD_SHUTDOWN_GRACE_MS", INT, O(shutdown_grace_ms), "10000", 0, 600000,
         "on SIGINT/SIGTERM, how long to let in-flight requests finish" },
+    { "login-free-attempts", "AUTHD_LOGIN_FREE_ATTEMPTS", INT, O(login_free_attempts), "5", 0, 100,
+        "login attempts per account allowed without delay (since the last success)" },
+    { "login-backoff-base-ms", "AUTHD_LOGIN_BACKOFF_BASE_MS", INT, O(login_backoff_base_ms), "1000",
+        1, 3600000, "after the free attempts, the first delay between attempts; it doubles" },
+    { "login-backoff-max-ms", "AUTHD_LOGIN_BACKOFF_MAX_MS", INT, O(login_backoff_max_ms), "900000",
+        1, 86400000, "the longest delay between login attempts of one account" },
+    { "login-lockout", "AUTHD_LOGIN_LOCKOUT", INT, O(login_lockout), "100", 1, 100,
+        "consecutive failed logins that lock an account until `authd user unlock`" },
+    { "login-reset-after-s", "AUTHD_LOGIN_RESET_AFTER_S", INT, O(login_reset_after_s), "86400", 0,
+        31536000,
+        "an unlocked account's failure count is forgotten after this quiet time (0 = never)" },
+    { "source-login-failures", "AUTHD_SOURCE_LOGIN_FAILURES", INT, O(source_login_failures), "30",
+        0, 1000000,
+        "failed logins per minute per end-user address (trusted ClientContext; 0 = off)" },
+    { "caller-login-failures", "AUTHD_CALLER_LOGIN_FAILURES", INT, O(caller_login_failures), "600",
+        0, 1000000, "failed logins per minute per calling service address (0 = off)" },
+    { "source-registrations", "AUTHD_SOURCE_REGISTRATIONS", INT, O(source_registrations), "10", 0,
+        1000000,
+        "Register calls per minute per end-user address (trusted ClientContext; 0 = off)" },
+    { "caller-registrations", "AUTHD_CALLER_REGISTRATIONS", INT, O(caller_registrations), "600", 0,
+        1000000, "Register calls per minute per calling service address (0 = off)" },
+    { "ratelimit-keys", "AUTHD_RATELIMIT_KEYS", INT, O(ratelimit_keys), "65536", 16, 16777216,
+        "addresses each per-source limit remembers (memory bound, about 24 bytes each)" },
 };
 
 static int set(authd_config *cfg, const struct opt *o, const char *val, const char *src, FILE *err)
@@ -240,7 +263,8 @@ int authd_config_load(authd_config *cfg, int argc, char **argv, FILE *err)
 void authd_config_usage(FILE *out)
 {
     fprintf(out,
-        "usage: authd [OPTIONS]\n\n"
+        "usage: authd [OPTIONS]\n"
+        "       authd user unlock LOGIN [--data-dir DIR] [--map-size-mb N]\n\n"
         "authd: authentication service (Register, Login, Logout, Verify over nng/TLS).\n"
         "Every option can also be set with the environment variable shown;\n"
         "options override the environment, which overrides the defaults.\n\n");

@@ -46,6 +46,16 @@ typedef struct authd_config {
     int64_t log_failure_burst;
     const char *url_file;
     int64_t shutdown_grace_ms;
+    int64_t login_free_attempts;
+    int64_t login_backoff_base_ms;
+    int64_t login_backoff_max_ms;
+    int64_t login_lockout;
+    int64_t login_reset_after_s;
+    int64_t source_login_failures;
+    int64_t caller_login_failures;
+    int64_t source_registrations;
+    int64_t caller_registrations;
+    int64_t ratelimit_keys;
     bool help;
     bool version;
 } authd_config;

@@ -24,6 +24,7 @@
 #include "log.h"
 #include "server.h"
 #include "service.h"
+#include "user_cmd.h"
 
 #ifndef AUTHD_VERSION
 #define AUTHD_VERSION "0.1.0"
@@ -77,6 +78,9 @@ int main(int argc, char **argv)
     int status = 1;
     sigset_t sigs;
 
+    /* `authd user ...`: local operator commands on the store, not a server. */
+    if (argc >= 2 && strcmp(argv[1], "user") == 0)
+        return authd_user_command(argc - 1, argv + 1);
     if (authd_config_load(&cfg, argc, argv, stderr) != 0)
         return 2;
     if (cfg.help) {
@@ -195,7 +199,21 @@ int main(int argc, char **argv)
         .fail_floor_ns = (uint64_t)cfg.login_fail_floor_ms * 1000000u,
         .token_ttl = cfg.token_ttl,
         .password_min_bits = (unsigned)cfg.password_min_bits,
+        .throttle = { .free_attempts = (uint32_t)cfg.login_free_attempts,
+            .base_delay_ms = (uint32_t)cfg.login_backoff_base_ms,
+            .max_delay_ms = (uint32_t)cfg.login_backoff_max_ms,
+            .lockout = (uint32_t)cfg.login_lockout,
+            .reset_after_ms = cfg.login_reset_after_s * 1000 },
+        .limits = { .source_login_failures = (uint32_t)cfg.source_login_failures,
+            .caller_login_failures = (uint32_t)cfg.caller_login_failures,
+            .source_registrations = (uint32_t)cfg.source_registrations,
+            .caller_registrations = (uint32_t)cfg.caller_registrations,
+            .max_keys = (uint32_t)cfg.ratelimit_keys },
     };
+    if (cfg.login_backoff_max_ms < cfg.login_backoff_base_ms) {
+        fatal("startup_failed", "--login-backoff-max-ms must be >= --login-backoff-base-ms");
+        goto out;
+    }
     if (authd_service_create(&vo, &svc) != AUTHD_OK) {
         fatal("startup_failed", "invalid argon2 parameters (see --argon2-ops, --argon2-mem-kib)");
         goto out;

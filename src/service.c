@@ -7,14 +7,26 @@
  * write of Logout to the write pool. The pools' queues are bounded; when one
  * is full the call is answered RESOURCE_EXHAUSTED rather than queued.
  *
- * Login answers every failure (unknown user, wrong password, disabled user)
- * with the same status, reason and message, after the same work: one argon2
- * verify, against a dummy hash when the user does not exist; and no earlier
- * than the failure-time floor after receipt (the reply waits on the timer,
- * not on a hashing thread), so a stored hash with cheaper parameters than
- * the dummy's does not answer sooner.
+ * Login answers every failure (unknown user, wrong password, disabled user,
+ * throttled or locked account) with the same status, reason and message.
+ * Every login that is allowed costs the same work: one argon2 verify,
+ * against a dummy hash when the user does not exist. A Login runs in three
+ * steps: on the write pool the store resolves the login, counts the attempt
+ * and decides (authd_store_login_begin: one write transaction, before any
+ * hash); on the hashing pool the password is checked, only if allowed; on
+ * the write pool a success becomes a session (and clears the counter).
  *
- * Hashing jobs are charged to the caller's source and connection
+ * Per-source limits (in memory, bounded: ratelimit.h) stand in front of
+ * both Login and Register: failed logins and registration attempts per end
+ * user's address (from a trusted front-end's ClientContext) and per
+ * calling service. Over a limit the call is answered RESOURCE_EXHAUSTED /
+ * RATE_LIMITED before any store access or hashing.
+ *
+ * Every failed Login is answered no earlier than the failure-time floor
+ * after receipt (the reply waits on the timer, not on a hashing thread),
+ * so a stored hash with cheaper parameters than the dummy's, or a
+ * throttled attempt that skips the hash, does not answer sooner. Hashing
+ * jobs are charged to the caller's source and connection
  * (authd_workpool_submit_fair), so one caller cannot fill the queue.
  */
 #include <sodium.h>
@@ -26,11 +38,17 @@
 #include "authd/v1/auth.pb-c.h"
 #include "call.h"
 #include "log.h"
+#include "ratelimit.h"
 #include "strength.h"
 #include "validate.h"
 
-#define LOGIN_MAX          254
+#define LOGIN_MAX          AUTHD_LOGIN_MAX
 #define PASSWORD_BYTES_MAX (AUTHD_PASSWORD_MAX * 4)
+#define CLIENT_IP_MAX      45 /* INET6_ADDRSTRLEN - 1 */
+#define USER_AGENT_MAX     256
+
+/* The per-source limit tables, one per (what is counted, who). */
+enum { LIM_SOURCE_LOGIN, LIM_CALLER_LOGIN, LIM_SOURCE_REGISTER, LIM_CALLER_REGISTER, LIM_N };
 
 #define FLOOR_SAMPLES 2 /* dummy-hash verifies timed at start-up */
 #define FLOOR_MARGIN  2 /* floor = FLOOR_MARGIN x the slowest of them */
@@ -39,6 +57,24 @@ struct authd_service {
     authd_service_options o;
     char dummy_hash[AUTHD_HASH_MAX];
     uint64_t fail_floor_ns;
+    authd_ratelimit *lim[LIM_N]; /* NULL: that limit is off */
+    authd_lograte lim_log[LIM_N]; /* a bite is logged at most every LIM_LOG_NS */
+};
+
+#define LIM_LOG_NS (10 * UINT64_C(1000000000))
+
+static const char *const lim_names[LIM_N] = { "source_login_failures", "caller_login_failures",
+    "source_registrations", "caller_registrations" };
+
+/* Who a call is for: the end user as a trusted front-end describes them
+ * (ClientContext), else nobody but the caller itself. */
+struct who {
+    bool trusted; /* ip/user_agent came from a trusted front-end's context */
+    bool has_source; /* source is the end user's address */
+    authd_source source;
+    authd_source caller; /* the calling service's key */
+    char ip[CLIENT_IP_MAX + 1];
+    char user_agent[USER_AGENT_MAX + 1];
 };
 
 static int64_t now_s(const authd_service *svc)
@@ -89,6 +125,153 @@ static void fail_busy(authd_call *call, authd_code rc)
             call, AUTHD_RESOURCE_EXHAUSTED, "OVERLOADED", "server is busy; retry later", NULL);
 }
 
+static int64_t now_ms(const authd_service *svc)
+{
+    if (svc->o.clock != NULL)
+        return svc->o.clock() * 1000;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* printable_ua is true for UTF-8 text without C0 or C1 control characters
+ * or DEL (a user agent is logged; it must not carry line breaks or
+ * terminal escapes). */
+static bool printable_ua(const char *s, size_t len)
+{
+    const unsigned char *u = (const unsigned char *)s;
+
+    if (!authd_utf8_valid(s, len))
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        if (u[i] < 0x20 || u[i] == 0x7f)
+            return false;
+        if (u[i] == 0xc2 && i + 1 < len && u[i + 1] >= 0x80 && u[i + 1] <= 0x9f)
+            return false;
+    }
+    return true;
+}
+
+/*
+ * read_client checks the optional ClientContext and fills *w. The context
+ * is validated whoever sent it (bad input is refused, not ignored), but
+ * believed only from a trusted front-end (req->trusted_frontend): from any
+ * other caller it could be anything the caller likes, so the caller's own
+ * address stands in and only the caller limits apply.
+ */
+static authd_code read_client(
+    const authd_request *req, const Authd__V1__ClientContext *cc, struct who *w, authd_error *err)
+{
+    authd_source src;
+    size_t iplen = 0, ualen = 0;
+
+    memset(w, 0, sizeof *w);
+    w->caller = req->source;
+    if (cc != NULL) {
+        iplen = strlen(cc->ip_address);
+        ualen = strlen(cc->user_agent);
+        if (iplen > 0
+            && (iplen > CLIENT_IP_MAX || !authd_source_from_text(cc->ip_address, iplen, &src))) {
+            err->reason = "INVALID_CLIENT_CONTEXT";
+            snprintf(err->message, sizeof err->message, "%s",
+                "client.ip_address: must be a literal IPv4 or IPv6 address");
+            return AUTHD_INVALID_ARGUMENT;
+        }
+        if (ualen > USER_AGENT_MAX || !printable_ua(cc->user_agent, ualen)) {
+            err->reason = "INVALID_CLIENT_CONTEXT";
+            snprintf(err->message, sizeof err->message, "%s",
+                "client.user_agent: must be printable text of at most 256 bytes");
+            return AUTHD_INVALID_ARGUMENT;
+        }
+    }
+    if (cc == NULL || !req->trusted_frontend)
+        return AUTHD_OK;
+    w->trusted = true;
+    memcpy(w->ip, cc->ip_address, iplen + 1);
+    memcpy(w->user_agent, cc->user_agent, ualen + 1);
+    if (iplen > 0) {
+        w->has_source = true;
+        w->source = src;
+    }
+    return AUTHD_OK;
+}
+
+/* log_who adds the end user's context to an audit line (escaped by the
+ * log writer); nothing when no trusted front-end gave one. */
+static void log_who(authd_call *call, const struct who *w)
+{
+    if (w == NULL || !w->trusted)
+        return;
+    if (w->ip[0] != '\0')
+        authd_call_log_str(call, "client_ip", w->ip);
+    if (w->user_agent[0] != '\0')
+        authd_call_log_str(call, "user_agent", w->user_agent);
+}
+
+/* bitten logs that limit lim refused key, at most once per LIM_LOG_NS
+ * per limit, with the number of bites not logged since. */
+static void bitten(authd_service *svc, int lim, const authd_source *key, uint64_t now)
+{
+    uint64_t held = 0;
+    char text[AUTHD_SOURCE_TEXT_MAX];
+    authd_logrec r;
+
+    if (!authd_lograte_allow(&svc->lim_log[lim], LIM_LOG_NS, now, &held))
+        return;
+    if (authd_log_begin(&r, AUTHD_LOG_WARN, "rate_limited")) {
+        authd_source_str(key, text);
+        authd_log_str(&r, "limit", lim_names[lim]);
+        authd_log_str(&r, "source", text);
+        authd_log_u64(&r, "not_logged", held);
+        authd_log_end(&r);
+    }
+}
+
+/* over_limit is true when the end user's address or the caller has no
+ * token left in the given pair of tables; take spends one from each
+ * (attempts are counted), otherwise nothing is spent (failures are
+ * charged later, by charge_failure). */
+static bool over_limit(
+    authd_service *svc, int source_lim, int caller_lim, const struct who *w, bool take)
+{
+    uint64_t now = authd_monotonic_ns();
+    authd_ratelimit *ls = w->has_source ? svc->lim[source_lim] : NULL;
+    authd_ratelimit *lc = svc->lim[caller_lim];
+    const size_t kl = sizeof w->source.key;
+
+    if (ls != NULL && !authd_ratelimit_check(ls, w->source.key, kl, 1, now)) {
+        bitten(svc, source_lim, &w->source, now);
+        return true;
+    }
+    if (lc != NULL
+        && !(take ? authd_ratelimit_take(lc, w->caller.key, kl, 1, now)
+                  : authd_ratelimit_check(lc, w->caller.key, kl, 1, now))) {
+        bitten(svc, caller_lim, &w->caller, now);
+        return true;
+    }
+    if (take && ls != NULL)
+        authd_ratelimit_charge(ls, w->source.key, kl, 1, now);
+    return false;
+}
+
+/* charge_failure counts one failed login against the end user's address
+ * and the caller. */
+static void charge_failure(authd_service *svc, const struct who *w)
+{
+    uint64_t now = authd_monotonic_ns();
+    const size_t kl = sizeof w->source.key;
+
+    if (w->has_source && svc->lim[LIM_SOURCE_LOGIN] != NULL)
+        authd_ratelimit_charge(svc->lim[LIM_SOURCE_LOGIN], w->source.key, kl, 1, now);
+    if (svc->lim[LIM_CALLER_LOGIN] != NULL)
+        authd_ratelimit_charge(svc->lim[LIM_CALLER_LOGIN], w->caller.key, kl, 1, now);
+}
+
+static void fail_rate_limited(authd_call *call, const char *what)
+{
+    authd_call_finish(call, AUTHD_RESOURCE_EXHAUSTED, "RATE_LIMITED", what, NULL);
+}
+
 /* user_view fills the public profile message from a record. The strings
  * point into u and idhex/roles, which must outlive the message. */
 static void user_view(Authd__V1__User *pu, const authd_user *u, char idhex[AUTHD_ID_HEX + 1],
@@ -114,6 +297,7 @@ static void user_view(Authd__V1__User *pu, const authd_user *u, char idhex[AUTHD
 struct register_job {
     authd_call *call;
     authd_user user;
+    struct who who;
 };
 
 static void register_commit_work(void *arg);
@@ -188,6 +372,7 @@ static void register_commit_work(void *arg)
     call->has_user = true;
     authd_call_audit(call, "register");
     authd_call_log_str(call, "username", u->username);
+    log_who(call, &job->who);
 
     Authd__V1__RegisterResponse resp = AUTHD__V1__REGISTER_RESPONSE__INIT;
     Authd__V1__User pu;
@@ -213,6 +398,20 @@ void authd_handle_register(authd_service *svc, authd_call *call)
         return;
     }
     job->call = call;
+    if ((rc = read_client(call->req, in->client, &job->who, &err)) != AUTHD_OK) {
+        wipe_str(in->password);
+        free(job);
+        authd_call_finish(call, rc, err.reason, err.message, NULL);
+        return;
+    }
+    /* Every attempt counts (not only failures): each one costs a hash, may
+     * fill the store, and may learn whether an email is registered. */
+    if (over_limit(svc, LIM_SOURCE_REGISTER, LIM_CALLER_REGISTER, &job->who, true)) {
+        wipe_str(in->password);
+        free(job);
+        fail_rate_limited(call, "too many registrations from this source; retry later");
+        return;
+    }
     if ((rc = authd_validate_username(in->username, strlen(in->username), job->user.username, &err))
             != AUTHD_OK
         || (rc = authd_validate_email(in->email, strlen(in->email), job->user.email, &err))
@@ -235,23 +434,20 @@ void authd_handle_register(authd_service *svc, authd_call *call)
 
 static const char invalid_credentials[] = "invalid login or password";
 
-/* find_login resolves what the caller typed to a user: an address with '@'
- * is looked up as an email, anything else as a username, both in their
- * canonical forms. Text that is neither cannot name a user: NOT_FOUND. */
-static authd_code find_login(authd_store *st, const char *login, authd_user *u)
+/* authd_login_canonical: see service.h. */
+int authd_login_canonical(const char *login, size_t len, char out[AUTHD_LOGIN_MAX + 1])
 {
-    char canon[AUTHD_EMAIL_MAX + 1];
     authd_error err;
-    size_t len = strlen(login);
 
     if (memchr(login, '@', len) != NULL) {
-        if (authd_validate_email(login, len, canon, &err) != AUTHD_OK)
-            return AUTHD_NOT_FOUND;
-        return authd_store_user_find_by_email(st, canon, u);
+        if (authd_validate_email(login, len, out, &err) == AUTHD_OK)
+            return AUTHD_LOGIN_EMAIL;
+    } else if (authd_validate_username(login, len, out, &err) == AUTHD_OK) {
+        return AUTHD_LOGIN_USERNAME;
     }
-    if (authd_validate_username(login, len, canon, &err) != AUTHD_OK)
-        return AUTHD_NOT_FOUND;
-    return authd_store_user_find_by_username(st, canon, u);
+    memcpy(out, login, len);
+    out[len] = '\0';
+    return AUTHD_LOGIN_OTHER;
 }
 
 /* login_failed_reply (timer thread, or at once): the one answer of every
@@ -265,11 +461,13 @@ static void login_failed_reply(void *arg)
 /* login_failed logs why a Login failed and answers it, no earlier than the
  * floor after receipt: the reply is parked on the timer, so the thread that
  * found the failure goes on at once. */
-static void login_failed(authd_call *call, const authd_user *u, const char *why)
+static void login_failed(
+    authd_call *call, const authd_user *u, const char *why, const struct who *w)
 {
     authd_service *svc = call->svc;
 
     authd_call_audit(call, "login_failure");
+    log_who(call, w);
     if (u != NULL) {
         memcpy(call->user_id, u->id, sizeof u->id);
         call->has_user = true;
@@ -282,10 +480,11 @@ static void login_failed(authd_call *call, const authd_user *u, const char *why)
         login_failed_reply(call);
 }
 
-/* A login whose password matched, on its way from the hashing pool to the
- * write pool. */
+/* A login on its way through the three steps (begin, hash, commit). */
 struct login_job {
     authd_call *call;
+    struct who who;
+    bool found; /* the login names a user: u holds it */
     authd_user u;
     bool rehash;
     char new_hash[AUTHD_HASH_MAX];
@@ -297,7 +496,61 @@ static void login_job_free(struct login_job *job)
     free(job);
 }
 
+/* login_refused answers a failed login (any cause) the one way, charges
+ * it to the per-source limits, and frees the job. */
+static void login_refused(struct login_job *job, const char *why)
+{
+    authd_call *call = job->call;
+    Authd__V1__LoginRequest *in = (Authd__V1__LoginRequest *)call->input;
+
+    wipe_str(in->password);
+    charge_failure(call->svc, &job->who);
+    login_failed(call, job->found ? &job->u : NULL, why, &job->who);
+    login_job_free(job);
+}
+
+static void login_work(void *arg);
 static void login_commit_work(void *arg);
+
+/*
+ * login_begin_work (write pool): resolve the login, count the attempt and
+ * decide, in one store write transaction, before any hash. A throttled or
+ * locked login is refused here without hashing; the reply is the same
+ * INVALID_CREDENTIALS, the cause is only in the audit line.
+ */
+static void login_begin_work(void *arg)
+{
+    struct login_job *job = arg;
+    authd_call *call = job->call;
+    authd_service *svc = call->svc;
+    Authd__V1__LoginRequest *in = (Authd__V1__LoginRequest *)call->input;
+    char canon[AUTHD_LOGIN_MAX + 1];
+    int kind, verdict = 0;
+    authd_code rc;
+
+    kind = authd_login_canonical(in->login, strlen(in->login), canon);
+    rc = authd_store_login_begin(svc->o.store, kind, canon, &svc->o.throttle, now_ms(svc),
+        &job->found, &job->u, &verdict, NULL);
+    if (rc != AUTHD_OK) {
+        wipe_str(in->password);
+        fail_store(call, rc);
+        login_job_free(job);
+        return;
+    }
+    if (verdict != AUTHD_LOGIN_ALLOWED) {
+        login_refused(job, verdict == AUTHD_LOGIN_LOCKED ? "locked" : "throttled");
+        return;
+    }
+    authd_workpool_owner w = hash_owner(call);
+    if ((rc = authd_workpool_submit_fair(svc->o.hash_pool, &w, login_work, job)) != AUTHD_OK) {
+        /* Counted against the account already; count it against the
+         * source too, or a flood refused here would never be limited. */
+        charge_failure(svc, &job->who);
+        wipe_str(in->password);
+        fail_busy(call, rc);
+        login_job_free(job);
+    }
+}
 
 /*
  * login_work (hashing pool): the password check and nothing else, so the
@@ -307,35 +560,17 @@ static void login_commit_work(void *arg);
  */
 static void login_work(void *arg)
 {
-    authd_call *call = arg;
+    struct login_job *job = arg;
+    authd_call *call = job->call;
     authd_service *svc = call->svc;
     Authd__V1__LoginRequest *in = (Authd__V1__LoginRequest *)call->input;
-    struct login_job *job = calloc(1, sizeof *job);
     authd_code rc;
 
-    if (job == NULL) {
-        wipe_str(in->password);
-        fail_busy(call, AUTHD_RESOURCE_EXHAUSTED);
-        return;
-    }
-    job->call = call;
-    rc = find_login(svc->o.store, in->login, &job->u);
-    if (rc != AUTHD_OK && rc != AUTHD_NOT_FOUND) {
-        wipe_str(in->password);
-        fail_store(call, rc);
-        login_job_free(job);
-        return;
-    }
-    bool found = rc == AUTHD_OK;
+    bool found = job->found;
     bool match = authd_password_verify(
         found ? job->u.password_hash : svc->dummy_hash, in->password, strlen(in->password));
     if (!found || !match || job->u.status != AUTHD_USER_ACTIVE) {
-        wipe_str(in->password);
-        login_failed(call, found ? &job->u : NULL,
-            !found       ? "unknown_user"
-                : !match ? "wrong_password"
-                         : "user_disabled");
-        login_job_free(job);
+        login_refused(job, !found ? "unknown_user" : !match ? "wrong_password" : "user_disabled");
         return;
     }
     authd_pwparams np; /* only ever stronger than the stored hash (finding 10) */
@@ -369,7 +604,8 @@ static void login_commit_work(void *arg)
     s.expires_at = now + svc->o.token_ttl;
     rc = authd_store_login_commit(svc->o.store, u.id, rehash ? job->new_hash : NULL, &s, now);
     if (rc == AUTHD_FAILED_PRECONDITION || rc == AUTHD_NOT_FOUND) {
-        login_failed(call, &u, "user_disabled");
+        login_refused(job, "user_disabled");
+        job = NULL;
         goto out;
     }
     if (rc != AUTHD_OK) {
@@ -394,6 +630,7 @@ static void login_commit_work(void *arg)
     authd_call_audit(call, "login_success");
     authd_call_log_str(call, "session_id", sidhex);
     authd_call_log_bool(call, "rehashed", rehash);
+    log_who(call, &job->who);
 
     Authd__V1__LoginResponse resp = AUTHD__V1__LOGIN_RESPONSE__INIT;
     Authd__V1__User pu;
@@ -407,7 +644,8 @@ static void login_commit_work(void *arg)
     resp.user = &pu;
     authd_call_finish(call, AUTHD_OK, "", "", &resp.base);
 out:
-    login_job_free(job);
+    if (job != NULL)
+        login_job_free(job);
     sodium_memzero(u.password_hash, sizeof u.password_hash);
     sodium_memzero(token, sizeof token);
 }
@@ -416,6 +654,8 @@ void authd_handle_login(authd_service *svc, authd_call *call)
 {
     Authd__V1__LoginRequest *in = (Authd__V1__LoginRequest *)call->input;
     size_t llen = strlen(in->login), plen = strlen(in->password);
+    struct login_job *job = NULL;
+    authd_error err;
     authd_code rc;
 
     if (llen == 0 || llen > LOGIN_MAX) {
@@ -430,9 +670,28 @@ void authd_handle_login(authd_service *svc, authd_call *call)
             "password: must be 1 to 128 characters", NULL);
         return;
     }
-    authd_workpool_owner w = hash_owner(call);
-    if ((rc = authd_workpool_submit_fair(svc->o.hash_pool, &w, login_work, call)) != AUTHD_OK) {
+    if ((job = calloc(1, sizeof *job)) == NULL) {
         wipe_str(in->password);
+        fail_busy(call, AUTHD_RESOURCE_EXHAUSTED);
+        return;
+    }
+    job->call = call;
+    if ((rc = read_client(call->req, in->client, &job->who, &err)) != AUTHD_OK) {
+        wipe_str(in->password);
+        login_job_free(job);
+        authd_call_finish(call, rc, err.reason, err.message, NULL);
+        return;
+    }
+    /* Refused before any store access or hashing; only failures spend. */
+    if (over_limit(svc, LIM_SOURCE_LOGIN, LIM_CALLER_LOGIN, &job->who, false)) {
+        wipe_str(in->password);
+        login_job_free(job);
+        fail_rate_limited(call, "too many failed logins from this source; retry later");
+        return;
+    }
+    if ((rc = authd_workpool_submit(svc->o.write_pool, login_begin_work, job)) != AUTHD_OK) {
+        wipe_str(in->password);
+        login_job_free(job);
         fail_busy(call, rc);
     }
 }
@@ -632,6 +891,26 @@ authd_code authd_service_create(const authd_service_options *o, authd_service **
     if ((svc = calloc(1, sizeof *svc)) == NULL)
         return AUTHD_RESOURCE_EXHAUSTED;
     svc->o = *o;
+    if (svc->o.throttle.lockout == 0)
+        svc->o.throttle = (authd_throttle_policy)AUTHD_THROTTLE_DEFAULTS;
+    if (!authd_throttle_policy_valid(&svc->o.throttle)) {
+        free(svc);
+        return AUTHD_INVALID_ARGUMENT;
+    }
+    const uint32_t per_min[LIM_N]
+        = { o->limits.source_login_failures, o->limits.caller_login_failures,
+              o->limits.source_registrations, o->limits.caller_registrations };
+    for (int i = 0; i < LIM_N; i++) {
+        if (per_min[i] == 0)
+            continue;
+        authd_ratelimit_options ro = { .rate = per_min[i] / 60.0,
+            .burst = per_min[i],
+            .max_keys = o->limits.max_keys ? o->limits.max_keys : 65536 };
+        if ((rc = authd_ratelimit_create(&ro, &svc->lim[i])) != AUTHD_OK) {
+            authd_service_destroy(svc);
+            return rc;
+        }
+    }
     /* The dummy hash: made with the current parameters from a random
      * password nobody knows, so an unknown-user login costs what a real one
      * does and can never succeed. */
@@ -639,7 +918,7 @@ authd_code authd_service_create(const authd_service_options *o, authd_service **
     rc = authd_password_hash((const char *)junk, sizeof junk, &o->pwparams, svc->dummy_hash);
     sodium_memzero(junk, sizeof junk);
     if (rc != AUTHD_OK) {
-        free(svc);
+        authd_service_destroy(svc);
         return rc;
     }
     if (o->timer != NULL) {
@@ -660,6 +939,10 @@ authd_code authd_service_create(const authd_service_options *o, authd_service **
 
 void authd_service_destroy(authd_service *svc)
 {
+    if (svc == NULL)
+        return;
+    for (int i = 0; i < LIM_N; i++)
+        authd_ratelimit_destroy(svc->lim[i]);
     free(svc);
 }
 
@@ -682,6 +965,22 @@ void authd_service_maintain(authd_service *svc)
     if (total > 0) {
         authd_logrec r;
         if (authd_log_begin(&r, AUTHD_LOG_INFO, "sessions_purged")) {
+            authd_log_u64(&r, "count", total);
+            authd_log_end(&r);
+        }
+    }
+
+    /* Login counters that read as zero (quiet for reset_after, not locked):
+     * mostly identifiers that name no user, which nothing else removes. */
+    total = 0;
+    do {
+        rc = authd_store_throttle_purge(svc->o.store, &svc->o.throttle, now_ms(svc), batch, &n);
+        if (rc == AUTHD_OK)
+            total += n;
+    } while (rc == AUTHD_OK && n == batch);
+    if (total > 0) {
+        authd_logrec r;
+        if (authd_log_begin(&r, AUTHD_LOG_INFO, "login_counters_purged")) {
             authd_log_u64(&r, "count", total);
             authd_log_end(&r);
         }

@@ -51,12 +51,28 @@ struct authd_request {
     char peer[AUTHD_PEER_MAX]; /* "ip:port" of the caller, for logs */
     authd_source source; /* the caller's address as a limit key (IPv6: its /64) */
     uint64_t conn_id; /* the connection it came on: unique for the process's life, never 0 */
+    bool trusted_frontend; /* the caller is a front-end whose ClientContext is believed (set
+                              by the transport from the mTLS caller policy; false until then) */
     uint64_t start_ns; /* CLOCK_MONOTONIC at receipt, for latency */
     authd_done_fn done;
     void *transport; /* the transport's own per-request state */
 };
 
 typedef struct authd_service authd_service;
+
+/* Per-source limits, in events per minute (a token bucket whose burst is
+ * the same number); 0 switches a limit off. "source" is the end user's
+ * address from a trusted front-end's ClientContext (IPv6 by /64); "caller"
+ * is the calling service (today its peer address, later its mTLS
+ * identity). Without a trusted context only the caller limits apply: the
+ * peer then is the caller. */
+typedef struct authd_source_limits {
+    uint32_t source_login_failures;
+    uint32_t caller_login_failures;
+    uint32_t source_registrations;
+    uint32_t caller_registrations;
+    uint32_t max_keys; /* addresses remembered per limit; 0 = 65536 */
+} authd_source_limits;
 
 typedef struct authd_service_options {
     authd_store *store; /* borrowed */
@@ -69,7 +85,17 @@ typedef struct authd_service_options {
     int64_t token_ttl; /* seconds */
     unsigned password_min_bits; /* strength of new passwords (0 = the default, strength.h) */
     int64_t (*clock)(void); /* Unix seconds; NULL = time(NULL). For tests. */
+    authd_throttle_policy throttle; /* login schedule; all zero = the defaults below */
+    authd_source_limits limits; /* all zero = no per-source limits */
 } authd_service_options;
+
+/* The default login schedule: 5 free attempts, then 1 s doubling to 15
+ * min, lockout at 100, a counter forgotten after 24 quiet hours. */
+#define AUTHD_THROTTLE_DEFAULTS                                                                    \
+    {                                                                                              \
+        .free_attempts = 5, .base_delay_ms = 1000, .max_delay_ms = 900000,                         \
+        .lockout = AUTHD_LOCKOUT_MAX, .reset_after_ms = 86400000                                   \
+    }
 
 /* authd_service_create makes the service; it computes the dummy hash that
  * unknown-user logins verify against, so it takes one hash time, and with a
@@ -90,6 +116,15 @@ void authd_dispatch(authd_service *svc, authd_request *req);
 /* authd_service_maintain does periodic upkeep (purging expired sessions).
  * Call it every minute or so from any thread. */
 void authd_service_maintain(authd_service *svc);
+
+/* authd_login_canonical maps what a caller typed as a login to the form
+ * the store keys it by: an address with '@' as a normalized email
+ * (AUTHD_LOGIN_EMAIL), anything else as a canonical username
+ * (AUTHD_LOGIN_USERNAME); text that is neither stays as typed
+ * (AUTHD_LOGIN_OTHER: it names no user, but is still throttled). Returns
+ * the kind and writes out (NUL-terminated); len must be 1..AUTHD_LOGIN_MAX.
+ * Shared by Login and `authd user unlock`, so both name the same counter. */
+int authd_login_canonical(const char *login, size_t len, char out[AUTHD_LOGIN_MAX + 1]);
 
 /* authd_monotonic_ns: CLOCK_MONOTONIC in nanoseconds. */
 uint64_t authd_monotonic_ns(void);

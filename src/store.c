@@ -1,7 +1,7 @@
 /*
  * store.c — users and sessions in LMDB (see store.h for the contract).
  *
- * One environment, six named databases:
+ * One environment, seven named databases:
  *
  *   users               16-byte user id             -> UserRecord (protobuf)
  *   users_by_username   canonical username          -> 16-byte user id
@@ -9,6 +9,16 @@
  *   sessions            16-byte session id          -> SessionRecord (protobuf)
  *   sessions_by_expiry  8-byte expiry || session id -> empty (for purge)
  *   meta                "schema"                    -> 4-byte big-endian version
+ *                       "throttle_key"              -> 32 random bytes
+ *   login_throttle      16-byte user id, or 32-byte -> ThrottleRecord (protobuf)
+ *                       keyed hash of an identifier
+ *                       that names no user
+ *
+ * login_throttle was added without a schema bump: it is created when
+ * absent, and a store without it simply has no counters yet. Its two key
+ * lengths cannot collide. The keyed hash is BLAKE2b under throttle_key,
+ * which is made once per store (not per process), so an unknown
+ * identifier's counter survives a restart exactly as an account's does.
  *
  * The expiry in sessions_by_expiry is expires_at with its sign bit flipped,
  * big-endian, so that byte order is numeric order for every int64 (negative
@@ -37,6 +47,7 @@
 #include <sys/types.h>
 
 #include <lmdb.h>
+#include <sodium.h>
 
 #include "authd/store/v1/records.pb-c.h"
 #include "log.h"
@@ -44,14 +55,18 @@
 #define SCHEMA_VERSION      1u
 #define DEFAULT_MAP_SIZE    ((size_t)4 << 30)
 #define DEFAULT_MAX_READERS 126u
-#define MAX_DBS             8u /* six in use, two spare for a later schema */
+#define MAX_DBS             8u /* seven in use, one spare for a later schema */
 
 #define EXPIRY_KEY_BYTES (8 + AUTHD_ID_BYTES)
 
 /* Largest packed records: every field at its bound, int64s as 10-byte
  * varints. A user is about 1.6 KiB, a session under 64 bytes. */
-#define USER_PACK_MAX    2048
-#define SESSION_PACK_MAX 96
+#define USER_PACK_MAX     2048
+#define SESSION_PACK_MAX  96
+#define THROTTLE_PACK_MAX 64
+
+#define THROTTLE_KEY_BYTES  32 /* the secret of the keyed hash */
+#define THROTTLE_HASH_BYTES 32 /* a key of an identifier that names no user */
 
 /* Stack arena for decoding. A maximal valid UserRecord unpacks into less
  * than 3 KiB (struct, strings, role pointers, protobuf-c's scan slabs). */
@@ -65,6 +80,8 @@ struct authd_store {
     MDB_dbi sessions;
     MDB_dbi by_expiry;
     MDB_dbi meta;
+    MDB_dbi throttle;
+    uint8_t throttle_key[THROTTLE_KEY_BYTES];
 
     /* The read-transaction pool. idle[0..n_idle) are reset handles;
      * n_open counts every live handle (idle or in use) and never exceeds
@@ -537,6 +554,7 @@ static void store_free(authd_store *st)
         pthread_mutex_destroy(&st->mu);
     }
     free(st->idle);
+    sodium_memzero(st->throttle_key, sizeof st->throttle_key);
     free(st);
 }
 
@@ -580,6 +598,32 @@ static authd_code check_schema(authd_store *st, MDB_txn *txn)
     return AUTHD_OK;
 }
 
+/* load_throttle_key reads the store's secret for keyed identifier hashes,
+ * making it on first open. Every process that opens the store (authd, the
+ * unlock command) gets the same one. */
+static authd_code load_throttle_key(authd_store *st, MDB_txn *txn)
+{
+    static const char name[] = "throttle_key";
+    MDB_val k = { .mv_size = sizeof name - 1, .mv_data = (void *)name };
+    MDB_val v;
+    int rc = mdb_get(txn, st->meta, &k, &v);
+
+    if (rc == MDB_NOTFOUND) {
+        randombytes_buf(st->throttle_key, sizeof st->throttle_key);
+        v.mv_size = sizeof st->throttle_key;
+        v.mv_data = st->throttle_key;
+        return lmdb_code(mdb_put(txn, st->meta, &k, &v, MDB_NOOVERWRITE), "put_throttle_key");
+    }
+    if (rc != MDB_SUCCESS)
+        return lmdb_code(rc, "get_throttle_key");
+    if (v.mv_size != sizeof st->throttle_key) {
+        log_data_loss("open", "meta throttle_key has the wrong size", NULL, 0);
+        return AUTHD_DATA_LOSS;
+    }
+    memcpy(st->throttle_key, v.mv_data, sizeof st->throttle_key);
+    return AUTHD_OK;
+}
+
 /* authd_store_open creates the directory (0700, one level) when absent,
  * opens the environment MDB_NOTLS (so pooled read transactions can move
  * between threads), clears reader slots left by dead processes, and
@@ -593,6 +637,7 @@ authd_code authd_store_open(const authd_store_options *opts, authd_store **out)
         "sessions",
         "sessions_by_expiry",
         "meta",
+        "login_throttle",
     };
     authd_store *st = NULL;
     MDB_txn *txn = NULL;
@@ -603,6 +648,8 @@ authd_code authd_store_open(const authd_store_options *opts, authd_store **out)
 
     if (opts == NULL || opts->dir == NULL || opts->dir[0] == '\0' || out == NULL)
         return AUTHD_INVALID_ARGUMENT;
+    if (sodium_init() < 0)
+        return AUTHD_INTERNAL;
 
     if (mkdir(opts->dir, 0700) != 0 && errno != EEXIST) {
         op = "mkdir";
@@ -654,7 +701,7 @@ authd_code authd_store_open(const authd_store_options *opts, authd_store **out)
     op = "dbi_open";
     {
         MDB_dbi *slots[] = { &st->users, &st->by_username, &st->by_email, &st->sessions,
-            &st->by_expiry, &st->meta };
+            &st->by_expiry, &st->meta, &st->throttle };
         for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
             if ((rc = mdb_dbi_open(txn, names[i], MDB_CREATE, slots[i])) != MDB_SUCCESS)
                 goto leave;
@@ -662,6 +709,9 @@ authd_code authd_store_open(const authd_store_options *opts, authd_store **out)
     }
     rc = MDB_SUCCESS;
     code = check_schema(st, txn);
+    if (code != AUTHD_OK)
+        goto leave;
+    code = load_throttle_key(st, txn);
     if (code != AUTHD_OK)
         goto leave;
     code = writer_commit(&txn);
@@ -818,58 +868,61 @@ out:
     return code;
 }
 
-/* find_by_index resolves name through an index to a user. The index
- * value must be a 16-byte id, the user must exist and must carry the name
- * it was found under: anything else is a broken index (DATA_LOSS), not an
- * absent user. Names too long to have been stored are simply NOT_FOUND. */
-static authd_code find_by_index(
-    authd_store *st, MDB_dbi dbi, bool by_email, const char *name, authd_user *out)
+/* find_in_txn resolves name through an index to a user inside txn. The
+ * index value must be a 16-byte id, the user must exist and must carry the
+ * name it was found under: anything else is a broken index (DATA_LOSS),
+ * not an absent user. Names too long to have been stored are simply
+ * NOT_FOUND. */
+static authd_code find_in_txn(
+    authd_store *st, MDB_txn *txn, bool by_email, const char *name, authd_user *out)
 {
-    MDB_txn *txn = NULL;
     uint8_t id[AUTHD_ID_BYTES];
     size_t max = by_email ? AUTHD_EMAIL_MAX : AUTHD_USERNAME_MAX;
-    size_t n;
+    size_t n = strnlen(name, max + 1);
     MDB_val k, v;
     authd_user u;
     authd_code code;
 
-    if (st == NULL || name == NULL || out == NULL)
-        return AUTHD_INVALID_ARGUMENT;
-    n = strnlen(name, max + 1);
     if (n == 0 || n > max)
         return AUTHD_NOT_FOUND;
     k.mv_size = n;
     k.mv_data = (void *)name;
-
-    code = reader_get(st, &txn);
+    code = lmdb_code(mdb_get(txn, by_email ? st->by_email : st->by_username, &k, &v), "get_index");
     if (code != AUTHD_OK)
-        goto out;
-    code = lmdb_code(mdb_get(txn, dbi, &k, &v), "get_index");
-    if (code != AUTHD_OK)
-        goto out;
+        return code;
     if (v.mv_size != AUTHD_ID_BYTES) {
         log_data_loss("find_user", "index value is not an id", name, n);
-        code = AUTHD_DATA_LOSS;
-        goto out;
+        return AUTHD_DATA_LOSS;
     }
     memcpy(id, v.mv_data, sizeof id);
     code = get_user(st, txn, id, &u);
     if (code == AUTHD_NOT_FOUND) {
         log_data_loss("find_user", "index names a missing user", id, sizeof id);
-        code = AUTHD_DATA_LOSS;
-        goto out;
+        return AUTHD_DATA_LOSS;
     }
     if (code != AUTHD_OK)
-        goto out;
+        return code;
     if (strcmp(by_email ? u.email : u.username, name) != 0) {
         log_data_loss("find_user", "index and record disagree", id, sizeof id);
-        code = AUTHD_DATA_LOSS;
-        goto out;
+        return AUTHD_DATA_LOSS;
     }
     *out = u;
-out:
-    if (txn != NULL)
-        reader_put(st, txn, code);
+    return AUTHD_OK;
+}
+
+/* find_by_index is find_in_txn in a pooled read transaction. */
+static authd_code find_by_index(authd_store *st, bool by_email, const char *name, authd_user *out)
+{
+    MDB_txn *txn = NULL;
+    authd_code code;
+
+    if (st == NULL || name == NULL || out == NULL)
+        return AUTHD_INVALID_ARGUMENT;
+    code = reader_get(st, &txn);
+    if (code != AUTHD_OK)
+        return code;
+    code = find_in_txn(st, txn, by_email, name, out);
+    reader_put(st, txn, code);
     return code;
 }
 
@@ -877,14 +930,14 @@ authd_code authd_store_user_find_by_username(authd_store *st, const char *userna
 {
     if (st == NULL)
         return AUTHD_INVALID_ARGUMENT;
-    return find_by_index(st, st->by_username, false, username, out);
+    return find_by_index(st, false, username, out);
 }
 
 authd_code authd_store_user_find_by_email(authd_store *st, const char *email, authd_user *out)
 {
     if (st == NULL)
         return AUTHD_INVALID_ARGUMENT;
-    return find_by_index(st, st->by_email, true, email, out);
+    return find_by_index(st, true, email, out);
 }
 
 /* authd_store_user_set_status is a read-modify-write of the user record
@@ -914,6 +967,189 @@ out:
     if (txn != NULL)
         mdb_txn_abort(txn);
     return code;
+}
+
+/* ---- login throttle: records and subjects ------------------------------------ */
+
+typedef struct throttle_rec {
+    uint32_t failures;
+    int64_t last_attempt_ms;
+    bool locked;
+    int64_t locked_at_ms;
+} throttle_rec;
+
+/* A subject's key: a user id or a keyed hash of an identifier. */
+typedef struct subject {
+    uint8_t key[THROTTLE_HASH_BYTES];
+    size_t len;
+} subject;
+
+bool authd_throttle_policy_valid(const authd_throttle_policy *p)
+{
+    return p != NULL && p->base_delay_ms >= 1 && p->max_delay_ms >= p->base_delay_ms
+        && p->lockout >= 1 && p->lockout <= AUTHD_LOCKOUT_MAX && p->reset_after_ms >= 0
+        && p->free_attempts <= AUTHD_LOCKOUT_MAX;
+}
+
+static authd_code throttle_pack(const throttle_rec *t, uint8_t *buf, size_t cap, size_t *len)
+{
+    Authd__Store__V1__ThrottleRecord rec = AUTHD__STORE__V1__THROTTLE_RECORD__INIT;
+
+    rec.schema_version = SCHEMA_VERSION;
+    rec.failures = t->failures;
+    rec.last_attempt_ms = t->last_attempt_ms;
+    rec.locked = t->locked;
+    rec.locked_at_ms = t->locked_at_ms;
+    if (authd__store__v1__throttle_record__get_packed_size(&rec) > cap)
+        return AUTHD_INTERNAL;
+    *len = authd__store__v1__throttle_record__pack(&rec, buf);
+    return AUTHD_OK;
+}
+
+/* throttle_decode is user_decode for throttle counters. */
+static authd_code throttle_decode(
+    const void *data, size_t len, const subject *sj, throttle_rec *out)
+{
+    alignas(max_align_t) unsigned char mem[256];
+    struct arena a = { mem, sizeof mem, 0 };
+    ProtobufCAllocator alloc = { arena_alloc, arena_free, &a };
+    Authd__Store__V1__ThrottleRecord *rec
+        = authd__store__v1__throttle_record__unpack(&alloc, len, data);
+    authd_code code = AUTHD_DATA_LOSS;
+
+    if (rec != NULL && rec->schema_version == SCHEMA_VERSION) {
+        out->failures = rec->failures;
+        out->last_attempt_ms = rec->last_attempt_ms;
+        out->locked = rec->locked != 0;
+        out->locked_at_ms = rec->locked_at_ms;
+        code = AUTHD_OK;
+    }
+    if (rec != NULL)
+        authd__store__v1__throttle_record__free_unpacked(rec, &alloc);
+    if (code != AUTHD_OK)
+        log_data_loss("throttle_decode", "record does not decode", sj->key, sj->len);
+    return code;
+}
+
+/* throttle_get reads a subject's counter; an absent one reads as zero. */
+static authd_code throttle_get(authd_store *st, MDB_txn *txn, const subject *sj, throttle_rec *out)
+{
+    MDB_val k = { .mv_size = sj->len, .mv_data = (void *)sj->key };
+    MDB_val v;
+    int rc = mdb_get(txn, st->throttle, &k, &v);
+
+    memset(out, 0, sizeof *out);
+    if (rc == MDB_NOTFOUND)
+        return AUTHD_OK;
+    if (rc != MDB_SUCCESS)
+        return lmdb_code(rc, "get_throttle");
+    return throttle_decode(v.mv_data, v.mv_size, sj, out);
+}
+
+static authd_code throttle_put(
+    authd_store *st, MDB_txn *txn, const subject *sj, const throttle_rec *t)
+{
+    uint8_t buf[THROTTLE_PACK_MAX];
+    size_t len = 0;
+    authd_code code = throttle_pack(t, buf, sizeof buf, &len);
+    MDB_val k = { .mv_size = sj->len, .mv_data = (void *)sj->key };
+    MDB_val v = { .mv_size = len, .mv_data = buf };
+
+    if (code != AUTHD_OK)
+        return code;
+    return lmdb_code(mdb_put(txn, st->throttle, &k, &v, 0), "put_throttle");
+}
+
+/* throttle_clear deletes a counter; an absent one is AUTHD_OK. */
+static authd_code throttle_clear(authd_store *st, MDB_txn *txn, const void *key, size_t len)
+{
+    MDB_val k = { .mv_size = len, .mv_data = (void *)key };
+    int rc = mdb_del(txn, st->throttle, &k, NULL);
+
+    return rc == MDB_NOTFOUND ? AUTHD_OK : lmdb_code(rc, "del_throttle");
+}
+
+/* throttle_delay_ms is how long attempt number n must wait after the
+ * previous counted attempt: 0 within the free attempts, then doubling from
+ * base_delay_ms up to max_delay_ms. */
+static int64_t throttle_delay_ms(const authd_throttle_policy *p, uint32_t n)
+{
+    if (n <= p->free_attempts)
+        return 0;
+    uint32_t doublings = n - p->free_attempts - 1;
+    if (doublings >= 32)
+        return p->max_delay_ms;
+    uint64_t d = (uint64_t)p->base_delay_ms << doublings;
+    return d >= p->max_delay_ms ? (int64_t)p->max_delay_ms : (int64_t)d;
+}
+
+/* throttle_effective applies the schedule's forgetting: a counter quiet
+ * for reset_after_ms that is not locked counts as zero. Also locks a
+ * counter that a lowered --login-lockout now puts over the limit. */
+static void throttle_effective(const authd_throttle_policy *p, int64_t now_ms, throttle_rec *t)
+{
+    if (!t->locked && p->reset_after_ms > 0 && t->failures > 0
+        && now_ms - t->last_attempt_ms >= p->reset_after_ms)
+        memset(t, 0, sizeof *t);
+    if (t->failures >= p->lockout)
+        t->locked = true;
+}
+
+/* throttle_state describes t for callers: retry_at_ms is when attempt
+ * number failures + 1 is allowed. */
+static void throttle_state(
+    const authd_throttle_policy *p, const throttle_rec *t, authd_throttle_state *out)
+{
+    out->failures = t->failures;
+    out->locked = t->locked;
+    out->last_attempt_ms = t->last_attempt_ms;
+    out->retry_at_ms = 0;
+    if (p != NULL && !t->locked) {
+        int64_t d = throttle_delay_ms(p, t->failures + 1);
+        out->retry_at_ms = d > 0 ? t->last_attempt_ms + d : 0;
+    }
+}
+
+/* resolve_subject looks login up inside txn and names its throttle
+ * subject: the user's id when the login names a user (then *found and
+ * *user), else BLAKE2b(throttle_key, kind || login). */
+static authd_code resolve_subject(authd_store *st, MDB_txn *txn, int kind, const char *login,
+    bool *found, authd_user *user, subject *sj)
+{
+    authd_code code = AUTHD_NOT_FOUND;
+    size_t n = strnlen(login, AUTHD_LOGIN_MAX + 1);
+    uint8_t tag = (uint8_t)kind;
+    crypto_generichash_state h;
+
+    *found = false;
+    if (kind == AUTHD_LOGIN_USERNAME || kind == AUTHD_LOGIN_EMAIL)
+        code = find_in_txn(st, txn, kind == AUTHD_LOGIN_EMAIL, login, user);
+    if (code == AUTHD_OK) {
+        *found = true;
+        memcpy(sj->key, user->id, AUTHD_ID_BYTES);
+        sj->len = AUTHD_ID_BYTES;
+        return AUTHD_OK;
+    }
+    if (code != AUTHD_NOT_FOUND)
+        return code;
+    crypto_generichash_init(&h, st->throttle_key, sizeof st->throttle_key, THROTTLE_HASH_BYTES);
+    crypto_generichash_update(&h, &tag, 1);
+    crypto_generichash_update(&h, (const unsigned char *)login, n);
+    crypto_generichash_final(&h, sj->key, THROTTLE_HASH_BYTES);
+    sj->len = THROTTLE_HASH_BYTES;
+    return AUTHD_OK;
+}
+
+static bool login_args_valid(int kind, const char *login)
+{
+    size_t n;
+
+    if (kind != AUTHD_LOGIN_USERNAME && kind != AUTHD_LOGIN_EMAIL && kind != AUTHD_LOGIN_OTHER)
+        return false;
+    if (login == NULL)
+        return false;
+    n = strnlen(login, AUTHD_LOGIN_MAX + 1);
+    return n >= 1 && n <= AUTHD_LOGIN_MAX;
 }
 
 /* ---- sessions ----------------------------------------------------------- */
@@ -956,6 +1192,9 @@ authd_code authd_store_login_commit(authd_store *st, const uint8_t user_id[AUTHD
             goto out;
     }
     code = put_session(st, txn, s, true);
+    if (code != AUTHD_OK)
+        goto out;
+    code = throttle_clear(st, txn, user_id, AUTHD_ID_BYTES);
     if (code != AUTHD_OK)
         goto out;
     code = writer_commit(&txn);
@@ -1143,5 +1382,224 @@ authd_code authd_store_count(authd_store *st, size_t *users, size_t *sessions)
 out:
     if (txn != NULL)
         reader_put(st, txn, code);
+    return code;
+}
+
+/* ---- login throttle: operations ------------------------------------------------ */
+
+/* authd_store_login_begin: see store.h. The lookup, the read of the
+ * counter, the decision and the write of the incremented counter share
+ * one write transaction; a refused attempt aborts it (no fsync), so a
+ * flood of throttled attempts costs no disk writes. */
+authd_code authd_store_login_begin(authd_store *st, int kind, const char *login,
+    const authd_throttle_policy *p, int64_t now_ms, bool *found, authd_user *user, int *verdict,
+    authd_throttle_state *state)
+{
+    MDB_txn *txn = NULL;
+    authd_user u;
+    subject sj;
+    throttle_rec t;
+    bool is_user = false;
+    int v;
+    authd_code code;
+
+    if (st == NULL || !login_args_valid(kind, login) || !authd_throttle_policy_valid(p)
+        || found == NULL || user == NULL || verdict == NULL)
+        return AUTHD_INVALID_ARGUMENT;
+    code = writer_begin(st, &txn);
+    if (code != AUTHD_OK)
+        goto out;
+    code = resolve_subject(st, txn, kind, login, &is_user, &u, &sj);
+    if (code != AUTHD_OK)
+        goto out;
+    code = throttle_get(st, txn, &sj, &t);
+    if (code != AUTHD_OK)
+        goto out;
+    throttle_effective(p, now_ms, &t);
+    if (t.locked) {
+        v = AUTHD_LOGIN_LOCKED;
+    } else if (now_ms < t.last_attempt_ms + throttle_delay_ms(p, t.failures + 1)) {
+        v = AUTHD_LOGIN_THROTTLED;
+    } else {
+        v = AUTHD_LOGIN_ALLOWED;
+        t.failures++;
+        t.last_attempt_ms = now_ms;
+        if (t.failures >= p->lockout) {
+            t.locked = true;
+            t.locked_at_ms = now_ms;
+        }
+        code = throttle_put(st, txn, &sj, &t);
+        if (code != AUTHD_OK)
+            goto out;
+        code = writer_commit(&txn);
+        if (code != AUTHD_OK)
+            goto out;
+    }
+    *found = is_user;
+    if (is_user)
+        *user = u;
+    *verdict = v;
+    if (state != NULL)
+        throttle_state(p, &t, state);
+out:
+    if (txn != NULL)
+        mdb_txn_abort(txn);
+    sodium_memzero(u.password_hash, sizeof u.password_hash);
+    return code;
+}
+
+/* authd_store_login_unlock: see store.h. */
+authd_code authd_store_login_unlock(
+    authd_store *st, int kind, const char *login, bool *found, authd_throttle_state *before)
+{
+    MDB_txn *txn = NULL;
+    authd_user u;
+    subject sj;
+    throttle_rec t;
+    bool is_user = false;
+    authd_code code;
+
+    if (st == NULL || !login_args_valid(kind, login) || found == NULL)
+        return AUTHD_INVALID_ARGUMENT;
+    code = writer_begin(st, &txn);
+    if (code != AUTHD_OK)
+        goto out;
+    code = resolve_subject(st, txn, kind, login, &is_user, &u, &sj);
+    if (code != AUTHD_OK)
+        goto out;
+    code = throttle_get(st, txn, &sj, &t);
+    if (code != AUTHD_OK && code != AUTHD_DATA_LOSS) /* an unreadable counter is cleared too */
+        goto out;
+    if (code == AUTHD_DATA_LOSS)
+        memset(&t, 0, sizeof t);
+    code = throttle_clear(st, txn, sj.key, sj.len);
+    if (code != AUTHD_OK)
+        goto out;
+    code = writer_commit(&txn);
+    if (code != AUTHD_OK)
+        goto out;
+    *found = is_user;
+    if (before != NULL)
+        throttle_state(NULL, &t, before);
+out:
+    if (txn != NULL)
+        mdb_txn_abort(txn);
+    sodium_memzero(u.password_hash, sizeof u.password_hash);
+    return code;
+}
+
+/* authd_store_user_unlock: see store.h. */
+authd_code authd_store_user_unlock(authd_store *st, const uint8_t id[AUTHD_ID_BYTES])
+{
+    MDB_txn *txn = NULL;
+    authd_user u;
+    authd_code code;
+
+    if (st == NULL || id == NULL)
+        return AUTHD_INVALID_ARGUMENT;
+    code = writer_begin(st, &txn);
+    if (code != AUTHD_OK)
+        goto out;
+    code = get_user(st, txn, id, &u);
+    if (code != AUTHD_OK)
+        goto out;
+    code = throttle_clear(st, txn, id, AUTHD_ID_BYTES);
+    if (code != AUTHD_OK)
+        goto out;
+    code = writer_commit(&txn);
+out:
+    if (txn != NULL)
+        mdb_txn_abort(txn);
+    sodium_memzero(u.password_hash, sizeof u.password_hash);
+    return code;
+}
+
+/* authd_store_login_throttle_get: see store.h. A pooled read transaction:
+ * it resolves and reads as authd_store_login_begin would, writes nothing. */
+authd_code authd_store_login_throttle_get(authd_store *st, int kind, const char *login,
+    const authd_throttle_policy *p, int64_t now_ms, authd_throttle_state *out)
+{
+    MDB_txn *txn = NULL;
+    authd_user u;
+    subject sj;
+    throttle_rec t;
+    bool is_user = false;
+    authd_code code;
+
+    if (st == NULL || !login_args_valid(kind, login) || !authd_throttle_policy_valid(p)
+        || out == NULL)
+        return AUTHD_INVALID_ARGUMENT;
+    code = reader_get(st, &txn);
+    if (code != AUTHD_OK)
+        return code;
+    code = resolve_subject(st, txn, kind, login, &is_user, &u, &sj);
+    if (code == AUTHD_OK)
+        code = throttle_get(st, txn, &sj, &t);
+    reader_put(st, txn, code);
+    sodium_memzero(u.password_hash, sizeof u.password_hash);
+    if (code != AUTHD_OK)
+        return code;
+    throttle_effective(p, now_ms, &t);
+    throttle_state(p, &t, out);
+    return AUTHD_OK;
+}
+
+/* authd_store_throttle_purge walks login_throttle once and deletes up to
+ * max counters that read as zero (quiet, not locked). A counter that does
+ * not decode is left for the operator (logged), not deleted. */
+authd_code authd_store_throttle_purge(
+    authd_store *st, const authd_throttle_policy *p, int64_t now_ms, size_t max, size_t *purged)
+{
+    MDB_txn *txn = NULL;
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    size_t n = 0;
+    authd_code code;
+    int rc;
+
+    if (st == NULL || !authd_throttle_policy_valid(p) || purged == NULL)
+        return AUTHD_INVALID_ARGUMENT;
+    *purged = 0;
+    if (max == 0 || p->reset_after_ms == 0)
+        return AUTHD_OK;
+    code = writer_begin(st, &txn);
+    if (code != AUTHD_OK)
+        goto out;
+    code = lmdb_code(mdb_cursor_open(txn, st->throttle, &cur), "throttle_cursor");
+    if (code != AUTHD_OK)
+        goto out;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == MDB_SUCCESS && n < max;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        subject sj;
+        throttle_rec t;
+        sj.len = k.mv_size < sizeof sj.key ? k.mv_size : sizeof sj.key;
+        memcpy(sj.key, k.mv_data, sj.len);
+        if (throttle_decode(v.mv_data, v.mv_size, &sj, &t) != AUTHD_OK)
+            continue;
+        throttle_effective(p, now_ms, &t);
+        if (t.failures != 0 || t.locked)
+            continue;
+        code = lmdb_code(mdb_cursor_del(cur, 0), "throttle_purge_del");
+        if (code != AUTHD_OK)
+            goto out;
+        n++;
+    }
+    if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) {
+        code = lmdb_code(rc, "throttle_purge_scan");
+        goto out;
+    }
+    mdb_cursor_close(cur);
+    cur = NULL;
+    if (n > 0) {
+        code = writer_commit(&txn);
+        if (code != AUTHD_OK)
+            goto out;
+    }
+    *purged = n;
+out:
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    if (txn != NULL)
+        mdb_txn_abort(txn);
     return code;
 }

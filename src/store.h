@@ -125,11 +125,112 @@ AUTHD_MUST_CHECK authd_code authd_store_user_set_status(
  * gone), replaces the password hash with new_hash when new_hash is not NULL
  * (setting updated_at = now and leaving password_changed_at untouched: a
  * re-hash is not a password change), and inserts session s (s->user_id must
- * equal user_id).
- * Later, throttling counters join this same transaction. */
+ * equal user_id). A successful commit also clears the user's login
+ * throttle counter in the same transaction (a success ends the run of
+ * failures); a refused commit leaves the counter as it was. */
 AUTHD_MUST_CHECK authd_code authd_store_login_commit(authd_store *st,
     const uint8_t user_id[AUTHD_ID_BYTES], const char *new_hash, const authd_session *s,
     int64_t now);
+
+/* ---- login throttling ----------------------------------------------------
+ *
+ * Every login attempt is counted against one throttle subject before its
+ * password is checked: the account the login names (by user id, so its
+ * username and its email share one counter), or, when it names none, the
+ * identifier itself (by a keyed hash of its canonical form, under a secret
+ * the store keeps, so an unknown identifier is throttled exactly like an
+ * account and the store holds no plain identifiers). */
+
+/* What the caller typed, in canonical form: a username, an email, or text
+ * that is neither (kept as typed, so it is still counted). */
+enum authd_login_kind {
+    AUTHD_LOGIN_USERNAME = 1,
+    AUTHD_LOGIN_EMAIL = 2,
+    AUTHD_LOGIN_OTHER = 3,
+};
+
+#define AUTHD_LOGIN_MAX   254 /* bytes of a login as typed or canonical */
+#define AUTHD_LOCKOUT_MAX 100 /* NIST SP 800-63B: at most 100 consecutive failures */
+
+/* The schedule. An attempt is counted when it is allowed; attempt number
+ * n (1-based, since the last success or unlock) is allowed at once for n
+ * <= free_attempts, else only once delay(n) has passed since the previous
+ * counted attempt, where delay(n) = base_delay_ms * 2^(n - free_attempts -
+ * 1), capped at max_delay_ms. The attempt that makes failures reach
+ * lockout locks the subject: every later attempt is refused until
+ * authd_store_login_unlock. A subject quiet for reset_after_ms (0: never)
+ * while not locked starts again from zero. */
+typedef struct authd_throttle_policy {
+    uint32_t free_attempts;
+    uint32_t base_delay_ms; /* >= 1 */
+    uint32_t max_delay_ms; /* >= base_delay_ms */
+    uint32_t lockout; /* 1 .. AUTHD_LOCKOUT_MAX */
+    int64_t reset_after_ms; /* >= 0 */
+} authd_throttle_policy;
+
+enum authd_login_verdict {
+    AUTHD_LOGIN_ALLOWED = 1, /* counted: check the password */
+    AUTHD_LOGIN_THROTTLED = 2, /* too soon after the previous attempt: not counted */
+    AUTHD_LOGIN_LOCKED = 3, /* at the lockout: not counted */
+};
+
+typedef struct authd_throttle_state {
+    uint32_t failures; /* counted attempts since the last success or unlock */
+    bool locked;
+    int64_t last_attempt_ms; /* Unix ms; 0 when none */
+    int64_t retry_at_ms; /* when not locked: earliest time the next attempt is allowed */
+} authd_throttle_state;
+
+/* authd_store_login_begin resolves a login and takes the throttle decision
+ * in ONE write transaction: it looks the login up (kind USERNAME or EMAIL;
+ * OTHER never names a user), reads the subject's counter, decides from the
+ * value the attempt would make, and when ALLOWED writes the incremented
+ * counter before committing. LMDB's single writer serialises these, so N
+ * parallel attempts can never get more than the schedule allows (no
+ * read-modify-write race). THROTTLED and LOCKED write nothing.
+ * On AUTHD_OK: *found says whether the login names a user, and if so *user
+ * is a copy of it (any status: the caller refuses disabled users after the
+ * hash, as for a wrong password); *verdict is an enum authd_login_verdict;
+ * *state (when not NULL) is the subject's state after the call.
+ * Errors: INVALID_ARGUMENT (bad policy, kind or login), RESOURCE_EXHAUSTED
+ * (map full: the attempt is not counted and must be refused), DATA_LOSS,
+ * INTERNAL. now_ms: Unix milliseconds. */
+AUTHD_MUST_CHECK authd_code authd_store_login_begin(authd_store *st, int kind, const char *login,
+    const authd_throttle_policy *p, int64_t now_ms, bool *found, authd_user *user, int *verdict,
+    authd_throttle_state *state);
+
+/* authd_store_login_unlock clears the throttle counter (and any lockout)
+ * of what login names: the account when it names one, else the identifier.
+ * This is the operator's unlock (`authd user unlock`) and the call a later
+ * admin RPC makes. It is safe while authd runs in another process: that
+ * authd's next login of the account begins a new write transaction and
+ * sees the cleared counter. On AUTHD_OK *found says whether login names a
+ * user and *before (when not NULL) is the state that was cleared (all zero
+ * when there was none). Errors as for authd_store_login_begin. */
+AUTHD_MUST_CHECK authd_code authd_store_login_unlock(
+    authd_store *st, int kind, const char *login, bool *found, authd_throttle_state *before);
+
+/* authd_store_user_unlock clears the throttle counter of the user with
+ * this id (the admin-RPC form). NOT_FOUND when there is no such user;
+ * AUTHD_OK (nothing written) when there was no counter. */
+AUTHD_MUST_CHECK authd_code authd_store_user_unlock(
+    authd_store *st, const uint8_t id[AUTHD_ID_BYTES]);
+
+/* authd_store_login_throttle_get reads the throttle state of what login
+ * names, without counting anything (for tools and tests). Policy p gives
+ * retry_at_ms. */
+AUTHD_MUST_CHECK authd_code authd_store_login_throttle_get(authd_store *st, int kind,
+    const char *login, const authd_throttle_policy *p, int64_t now_ms, authd_throttle_state *out);
+
+/* authd_store_throttle_purge deletes at most max throttle counters that
+ * are not locked and have been quiet for p->reset_after_ms (they would
+ * read as zero anyway), in one write transaction, and sets *purged. With
+ * reset_after_ms == 0 nothing is ever stale. Called periodically. */
+AUTHD_MUST_CHECK authd_code authd_store_throttle_purge(
+    authd_store *st, const authd_throttle_policy *p, int64_t now_ms, size_t max, size_t *purged);
+
+/* authd_throttle_policy_valid is true when p is a usable schedule. */
+bool authd_throttle_policy_valid(const authd_throttle_policy *p);
 
 /* authd_store_session_get copies the session with this id into *out. */
 AUTHD_MUST_CHECK authd_code authd_store_session_get(

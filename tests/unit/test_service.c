@@ -35,6 +35,13 @@ static int64_t clock_fn(void)
 
 static const authd_pwparams cheap = { 1, 64 * 1024 };
 
+/* What make_service configures beyond the defaults, and what the next
+ * request claims about its caller (set by a test, reset by setup). */
+static authd_throttle_policy svc_throttle;
+static authd_source_limits svc_limits;
+static bool next_trusted;
+static authd_source next_source;
+
 struct env {
     char dir[64];
     authd_store *store;
@@ -92,6 +99,8 @@ static struct pending *start_raw(struct env *e, const char *method, const uint8_
     p->req.body_len = len;
     p->req.request_id = 42;
     snprintf(p->req.peer, sizeof p->req.peer, "test");
+    p->req.source = next_source;
+    p->req.trusted_frontend = next_trusted;
     p->req.start_ns = authd_monotonic_ns();
     p->req.done = on_done;
     authd_dispatch(e->svc, &p->req);
@@ -216,9 +225,13 @@ static int make_service(
 {
     authd_workpool_options ho = { .threads = hash_threads, .queue_max = hash_queue };
     authd_workpool_options wo = { .threads = 1, .queue_max = 64 };
-    authd_service_options so = {
-        .store = e->store, .tokens = e->tokens, .pwparams = pw, .token_ttl = 900, .clock = clock_fn
-    };
+    authd_service_options so = { .store = e->store,
+        .tokens = e->tokens,
+        .pwparams = pw,
+        .token_ttl = 900,
+        .clock = clock_fn,
+        .throttle = svc_throttle,
+        .limits = svc_limits };
     if (authd_workpool_create(&ho, &e->hash_pool) != AUTHD_OK
         || authd_workpool_create(&wo, &e->write_pool) != AUTHD_OK)
         return -1;
@@ -242,6 +255,10 @@ static int setup(void **state)
     uint8_t key[32];
     memset(key, 0x5a, sizeof key);
     atomic_store(&fake_now, 1800000000);
+    memset(&svc_throttle, 0, sizeof svc_throttle);
+    memset(&svc_limits, 0, sizeof svc_limits);
+    next_trusted = false;
+    memset(&next_source, 0, sizeof next_source);
     snprintf(e->dir, sizeof e->dir, "/tmp/authd-svc-XXXXXX");
     if (mkdtemp(e->dir) == NULL)
         return -1;
@@ -541,6 +558,291 @@ static void test_overload_is_resource_exhausted(void **state)
     drop_service(e); /* runs the queued hold_job while h is still alive */
 }
 
+/* ---- throttling, client context, per-source limits ---------------------------- */
+
+static const authd_throttle_policy small_policy = {
+    .free_attempts = 2,
+    .base_delay_ms = 10000,
+    .max_delay_ms = 60000,
+    .lockout = 5,
+    .reset_after_ms = 0,
+};
+
+static void restart_with(
+    struct env *e, const authd_throttle_policy *tp, const authd_source_limits *l)
+{
+    drop_service(e);
+    if (tp != NULL)
+        svc_throttle = *tp;
+    if (l != NULL)
+        svc_limits = *l;
+    assert_int_equal(make_service(e, cheap, 2, 16), 0);
+}
+
+static void assert_same_failure(const struct result *a, const struct result *b)
+{
+    assert_int_equal(a->code, AUTHD_UNAUTHENTICATED);
+    assert_int_equal(b->code, AUTHD_UNAUTHENTICATED);
+    assert_string_equal(a->reason, b->reason);
+    assert_string_equal(a->message, b->message);
+    assert_int_equal(b->body_len, 0);
+}
+
+/* After the free attempts the right password is refused, with the reply
+ * of a wrong one, until the delay has passed; the lockout holds whatever
+ * the time until an unlock; username and email count as one account. */
+static void test_login_backoff_and_lockout(void **state)
+{
+    struct env *e = *state;
+    struct result wrong, throttled, locked;
+    authd_throttle_state ts;
+    char *tok = NULL;
+    bool found = false;
+
+    restart_with(e, &small_policy, NULL);
+    assert_int_equal(do_register(e, "ivan", "ivan@example.com", PW, NULL), AUTHD_OK);
+    assert_int_equal(
+        do_login(e, "ivan", "a wrong passphrase!", NULL, &wrong), AUTHD_UNAUTHENTICATED);
+    assert_int_equal(
+        do_login(e, "IVAN@example.com", "a wrong passphrase!", NULL, NULL), AUTHD_UNAUTHENTICATED);
+    /* Attempt 3 must wait 10 s after attempt 2: the right password fails. */
+    assert_int_equal(do_login(e, "ivan", PW, NULL, &throttled), AUTHD_UNAUTHENTICATED);
+    assert_same_failure(&wrong, &throttled);
+    assert_int_equal(authd_store_login_throttle_get(e->store, AUTHD_LOGIN_USERNAME, "ivan",
+                         &small_policy, clock_fn() * 1000, &ts),
+        AUTHD_OK);
+    assert_int_equal(ts.failures, 2); /* the refused attempt was not counted */
+    atomic_fetch_add(&fake_now, 10);
+    assert_int_equal(do_login(e, "ivan@example.com", PW, &tok, NULL), AUTHD_OK);
+    free(tok);
+    assert_int_equal(authd_store_login_throttle_get(
+                         e->store, AUTHD_LOGIN_EMAIL, "ivan@example.com", &small_policy, 0, &ts),
+        AUTHD_OK);
+    assert_int_equal(ts.failures, 0); /* a success clears it */
+
+    /* Five counted failures lock; the right password then fails forever. */
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(
+            do_login(e, "ivan", "a wrong passphrase!", NULL, NULL), AUTHD_UNAUTHENTICATED);
+        atomic_fetch_add(&fake_now, 60);
+    }
+    atomic_fetch_add(&fake_now, 86400 * 30);
+    assert_int_equal(do_login(e, "ivan", PW, NULL, &locked), AUTHD_UNAUTHENTICATED);
+    assert_same_failure(&wrong, &locked);
+    assert_int_equal(
+        authd_store_login_unlock(e->store, AUTHD_LOGIN_USERNAME, "ivan", &found, NULL), AUTHD_OK);
+    assert_true(found);
+    assert_int_equal(do_login(e, "ivan", PW, &tok, NULL), AUTHD_OK);
+    free(tok);
+}
+
+/* An unknown login is throttled on the same schedule with the same reply;
+ * so is text that is neither a username nor an email. */
+static void test_unknown_login_throttled_alike(void **state)
+{
+    struct env *e = *state;
+    struct result first, later;
+    authd_throttle_state ts;
+
+    restart_with(e, &small_policy, NULL);
+    assert_int_equal(do_login(e, "nobody", PW, NULL, &first), AUTHD_UNAUTHENTICATED);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(do_login(e, "NoBody", PW, NULL, &later), AUTHD_UNAUTHENTICATED);
+    assert_same_failure(&first, &later);
+    assert_int_equal(authd_store_login_throttle_get(
+                         e->store, AUTHD_LOGIN_USERNAME, "nobody", &small_policy, 0, &ts),
+        AUTHD_OK);
+    assert_int_equal(ts.failures, 2);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(do_login(e, "no such user!", PW, NULL, NULL), AUTHD_UNAUTHENTICATED);
+    assert_int_equal(authd_store_login_throttle_get(
+                         e->store, AUTHD_LOGIN_OTHER, "no such user!", &small_policy, 0, &ts),
+        AUTHD_OK);
+    assert_int_equal(ts.failures, 2);
+}
+
+/* Finding 12: a user disabled between the password check and the commit
+ * gets exactly the reply of a wrong password. The hashing pool is held
+ * while the login's first step (count + decide) runs, the user is disabled
+ * through the store, then the hash goes ahead and passes: only the
+ * commit's re-check can refuse it. */
+static void test_disabled_before_commit_same_reply(void **state)
+{
+    struct env *e = *state;
+    struct hold h = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, 0 };
+    struct result wrong;
+    authd_throttle_state ts = { 0 };
+    authd_user u;
+
+    drop_service(e);
+    assert_int_equal(make_service(e, cheap, 1, 16), 0);
+    assert_int_equal(do_register(e, "judy", "judy@example.com", PW, NULL), AUTHD_OK);
+    assert_int_equal(
+        do_login(e, "judy", "a wrong passphrase!", NULL, &wrong), AUTHD_UNAUTHENTICATED);
+    assert_int_equal(authd_store_user_find_by_username(e->store, "judy", &u), AUTHD_OK);
+    assert_int_equal(authd_store_user_unlock(e->store, u.id), AUTHD_OK); /* count from 0 */
+
+    assert_int_equal(authd_workpool_submit(e->hash_pool, hold_job, &h), AUTHD_OK);
+    Authd__V1__LoginRequest r = AUTHD__V1__LOGIN_REQUEST__INIT;
+    r.login = "judy";
+    r.password = (char *)PW;
+    struct pending *p = start(e, "/authd.v1.Auth/Login", &r.base);
+    for (int i = 0; i < 10000 && ts.failures == 0; i++) {
+        assert_int_equal(authd_store_login_throttle_get(e->store, AUTHD_LOGIN_USERNAME, "judy",
+                             &(authd_throttle_policy)AUTHD_THROTTLE_DEFAULTS, 0, &ts),
+            AUTHD_OK);
+        if (ts.failures == 0)
+            usleep(1000);
+    }
+    assert_int_equal(ts.failures, 1); /* counted and allowed: now waiting for the hash */
+    assert_int_equal(authd_store_user_set_status(e->store, u.id, AUTHD_USER_DISABLED, 1), AUTHD_OK);
+    pthread_mutex_lock(&h.mu);
+    h.open = true;
+    pthread_cond_broadcast(&h.cv);
+    pthread_mutex_unlock(&h.mu);
+    wait_done(p);
+    assert_same_failure(&wrong, &p->res);
+    finish(p);
+    size_t users = 0, sessions = 9;
+    assert_int_equal(authd_store_count(e->store, &users, &sessions), AUTHD_OK);
+    assert_int_equal(sessions, 0);
+}
+
+static void set_client(Authd__V1__ClientContext *cc, const char *ip, const char *ua)
+{
+    authd__v1__client_context__init(cc);
+    cc->ip_address = (char *)ip;
+    cc->user_agent = (char *)ua;
+}
+
+static authd_code login_from(
+    struct env *e, const char *login, const char *pw, const char *ip, char *reason_out)
+{
+    Authd__V1__LoginRequest r = AUTHD__V1__LOGIN_REQUEST__INIT;
+    Authd__V1__ClientContext cc;
+    set_client(&cc, ip, "Mozilla/5.0 (test)");
+    r.login = (char *)login;
+    r.password = (char *)pw;
+    r.client = &cc;
+    struct pending *p = call(e, "/authd.v1.Auth/Login", &r.base);
+    authd_code c = p->res.code;
+    if (reason_out != NULL)
+        strcpy(reason_out, p->res.reason);
+    finish(p);
+    return c;
+}
+
+/* The context is validated from any caller: an address that does not
+ * parse, a control character or an over-long user agent is refused. */
+static void test_client_context_validated(void **state)
+{
+    struct env *e = *state;
+    static char long_ua[300];
+    const char *bad[][2] = {
+        { "203.0.113.7:443", "ok" },
+        { "example.com", "ok" },
+        { "203.0.113.7", "line\nbreak" },
+        { "203.0.113.7", "esc\x1b[31m" },
+        { "203.0.113.7", "c1\xc2\x85" },
+        { "203.0.113.7", long_ua },
+    };
+    memset(long_ua, 'a', 257);
+    for (int trusted = 0; trusted < 2; trusted++) {
+        next_trusted = trusted;
+        for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+            Authd__V1__LoginRequest r = AUTHD__V1__LOGIN_REQUEST__INIT;
+            Authd__V1__ClientContext cc;
+            set_client(&cc, bad[i][0], bad[i][1]);
+            r.login = "someone";
+            r.password = (char *)PW;
+            r.client = &cc;
+            struct pending *p = call(e, "/authd.v1.Auth/Login", &r.base);
+            assert_int_equal(p->res.code, AUTHD_INVALID_ARGUMENT);
+            assert_string_equal(p->res.reason, "INVALID_CLIENT_CONTEXT");
+            finish(p);
+        }
+    }
+    long_ua[256] = '\0';
+    char reason[64];
+    assert_int_equal(login_from(e, "someone", PW, "2001:db8::1", reason), AUTHD_UNAUTHENTICATED);
+    Authd__V1__RegisterRequest rr = AUTHD__V1__REGISTER_REQUEST__INIT;
+    Authd__V1__ClientContext cc;
+    set_client(&cc, "203.0.113.7", long_ua);
+    rr.username = "kim";
+    rr.email = "kim@example.com";
+    rr.password = (char *)PW;
+    rr.client = &cc;
+    struct pending *p = call(e, "/authd.v1.Auth/Register", &rr.base);
+    assert_int_equal(p->res.code, AUTHD_OK);
+    finish(p);
+}
+
+/* Failed logins per end-user address (from a trusted front-end, IPv6 by
+ * /64) and per caller: over the limit RATE_LIMITED, before any work; other
+ * addresses go on. An untrusted caller's context is not believed. */
+static void test_per_source_login_limits(void **state)
+{
+    struct env *e = *state;
+    authd_source_limits l = { .source_login_failures = 3, .caller_login_failures = 8 };
+    char reason[64];
+    char *tok = NULL;
+
+    restart_with(e, NULL, &l);
+    assert_int_equal(do_register(e, "leo", "leo@example.com", PW, NULL), AUTHD_OK);
+    next_trusted = true;
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(login_from(e, "leo", "a wrong passphrase!", "2001:db8:1:2::1", reason),
+            AUTHD_UNAUTHENTICATED);
+    /* Same /64, other interface id: the same source. */
+    assert_int_equal(
+        login_from(e, "leo", PW, "2001:db8:1:2:ffff::9", reason), AUTHD_RESOURCE_EXHAUSTED);
+    assert_string_equal(reason, "RATE_LIMITED");
+    assert_int_equal(login_from(e, "leo", PW, "2001:db8:1:3::1", reason), AUTHD_OK);
+
+    /* The caller's own limit (8 failures, 3 spent) covers every address. */
+    for (int i = 0; i < 5; i++) {
+        char ip[32];
+        snprintf(ip, sizeof ip, "198.51.100.%d", i + 1);
+        assert_int_equal(login_from(e, "nobody", PW, ip, reason), AUTHD_UNAUTHENTICATED);
+    }
+    assert_int_equal(login_from(e, "leo", PW, "198.51.100.200", reason), AUTHD_RESOURCE_EXHAUSTED);
+    assert_string_equal(reason, "RATE_LIMITED");
+    /* Another caller is not affected. */
+    next_source.key[15] = 1;
+    assert_int_equal(do_login(e, "leo", PW, &tok, NULL), AUTHD_OK);
+    free(tok);
+
+    /* Untrusted: the claimed address is ignored, the caller's limit applies. */
+    next_trusted = false;
+    next_source.key[15] = 2;
+    for (int i = 0; i < 8; i++) {
+        char ip[32];
+        snprintf(ip, sizeof ip, "192.0.2.%d", i + 1);
+        assert_int_equal(login_from(e, "nobody", PW, ip, reason), AUTHD_UNAUTHENTICATED);
+    }
+    assert_int_equal(login_from(e, "leo", PW, "192.0.2.99", reason), AUTHD_RESOURCE_EXHAUSTED);
+}
+
+/* Register attempts (not only failures) are limited per caller and per
+ * end-user address: EMAIL_TAKEN answers count too. */
+static void test_per_source_register_limits(void **state)
+{
+    struct env *e = *state;
+    authd_source_limits l = { .caller_registrations = 3 };
+    char reason[64];
+
+    restart_with(e, NULL, &l);
+    assert_int_equal(do_register(e, "mia", "mia@example.com", PW, NULL), AUTHD_OK);
+    assert_int_equal(do_register(e, "mia2", "mia@example.com", PW, reason), AUTHD_ALREADY_EXISTS);
+    assert_string_equal(reason, "EMAIL_TAKEN");
+    assert_int_equal(do_register(e, "mia3", "mia@example.com", PW, reason), AUTHD_ALREADY_EXISTS);
+    assert_int_equal(
+        do_register(e, "mia4", "mia@example.com", PW, reason), AUTHD_RESOURCE_EXHAUSTED);
+    assert_string_equal(reason, "RATE_LIMITED");
+    next_source.key[15] = 7;
+    assert_int_equal(do_register(e, "nina", "nina@example.com", PW, NULL), AUTHD_OK);
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -557,6 +859,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rehash_on_login, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_method_and_bad_bodies, setup, teardown),
         cmocka_unit_test_setup_teardown(test_overload_is_resource_exhausted, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_login_backoff_and_lockout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unknown_login_throttled_alike, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_disabled_before_commit_same_reply, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_client_context_validated, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_per_source_login_limits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_per_source_register_limits, setup, teardown),
     };
     return cmocka_run_group_tests_name("service", tests, NULL, NULL);
 }

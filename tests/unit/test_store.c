@@ -1177,6 +1177,276 @@ static void test_verify_lookup_user_gone(void **state)
     assert_memory_equal(&got, &pattern, sizeof got);
 }
 
+/* ---- login throttle ------------------------------------------------------------ */
+
+static const authd_throttle_policy test_policy = {
+    .free_attempts = 3,
+    .base_delay_ms = 1000,
+    .max_delay_ms = 4000,
+    .lockout = 8,
+    .reset_after_ms = 3600 * 1000,
+};
+
+static int begin(fx *f, int kind, const char *login, int64_t now_ms, bool *found, authd_user *u,
+    authd_throttle_state *s)
+{
+    int v = 0;
+    bool fd = false;
+    authd_user tmp;
+    assert_int_equal(authd_store_login_begin(f->st, kind, login, &test_policy, now_ms, &fd,
+                         u != NULL ? u : &tmp, &v, s),
+        AUTHD_OK);
+    if (found != NULL)
+        *found = fd;
+    return v;
+}
+
+/* The schedule: free attempts at once, then a doubling delay up to the
+ * cap, measured from the previous counted attempt; refused attempts are
+ * not counted; the attempt that reaches the lockout locks. */
+static void test_throttle_schedule(void **state)
+{
+    fx *f = *state;
+    authd_user u, got;
+    authd_throttle_state s;
+    bool found = false;
+    int64_t t = 1800000000000;
+
+    make_user(&u, 1, "tina", "tina@example.com");
+    assert_int_equal(authd_store_user_create(f->st, &u, NULL), AUTHD_OK);
+    for (int i = 1; i <= 3; i++) {
+        assert_int_equal(
+            begin(f, AUTHD_LOGIN_USERNAME, "tina", t, &found, &got, &s), AUTHD_LOGIN_ALLOWED);
+        assert_true(found);
+        assert_memory_equal(got.id, u.id, AUTHD_ID_BYTES);
+        assert_int_equal(s.failures, (uint32_t)i);
+    }
+    /* Attempt 4 waits 1 s, 5 waits 2 s, 6 waits 4 s, 7 and 8 the 4 s cap. */
+    int64_t waits[] = { 1000, 2000, 4000, 4000, 4000 };
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(s.retry_at_ms, t + waits[i]);
+        assert_int_equal(begin(f, AUTHD_LOGIN_USERNAME, "tina", t + waits[i] - 1, NULL, NULL, &s),
+            AUTHD_LOGIN_THROTTLED);
+        assert_int_equal(s.failures, (uint32_t)(3 + i)); /* not counted */
+        t += waits[i];
+        assert_int_equal(
+            begin(f, AUTHD_LOGIN_USERNAME, "tina", t, NULL, NULL, &s), AUTHD_LOGIN_ALLOWED);
+        assert_int_equal(s.failures, (uint32_t)(4 + i));
+    }
+    assert_true(s.locked); /* the 8th counted attempt reached the lockout */
+    assert_int_equal(begin(f, AUTHD_LOGIN_USERNAME, "tina", t + 86400000LL * 365, NULL, NULL, &s),
+        AUTHD_LOGIN_LOCKED);
+    assert_int_equal(s.failures, 8);
+}
+
+/* Username and email name one account: one counter. */
+static void test_throttle_aliases_count_once(void **state)
+{
+    fx *f = *state;
+    authd_user u;
+    authd_throttle_state s;
+    int64_t t = 1800000000000;
+
+    make_user(&u, 2, "ann", "ann@example.com");
+    assert_int_equal(authd_store_user_create(f->st, &u, NULL), AUTHD_OK);
+    assert_int_equal(begin(f, AUTHD_LOGIN_USERNAME, "ann", t, NULL, NULL, &s), AUTHD_LOGIN_ALLOWED);
+    assert_int_equal(
+        begin(f, AUTHD_LOGIN_EMAIL, "ann@example.com", t, NULL, NULL, &s), AUTHD_LOGIN_ALLOWED);
+    assert_int_equal(begin(f, AUTHD_LOGIN_USERNAME, "ann", t, NULL, NULL, &s), AUTHD_LOGIN_ALLOWED);
+    assert_int_equal(s.failures, 3);
+    assert_int_equal(
+        begin(f, AUTHD_LOGIN_EMAIL, "ann@example.com", t, NULL, NULL, &s), AUTHD_LOGIN_THROTTLED);
+    assert_int_equal(authd_store_login_throttle_get(
+                         f->st, AUTHD_LOGIN_EMAIL, "ann@example.com", &test_policy, t, &s),
+        AUTHD_OK);
+    assert_int_equal(s.failures, 3);
+}
+
+/* An identifier that names no user is counted on the same schedule, under
+ * its own key: unknown spellings do not share a counter with each other or
+ * with an account, and the kind is part of the key. */
+static void test_throttle_unknown_identifiers(void **state)
+{
+    fx *f = *state;
+    authd_throttle_state s;
+    bool found = true;
+    int64_t t = 1800000000000;
+
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(
+            begin(f, AUTHD_LOGIN_USERNAME, "ghost", t, &found, NULL, &s), AUTHD_LOGIN_ALLOWED);
+    assert_false(found);
+    assert_int_equal(
+        begin(f, AUTHD_LOGIN_USERNAME, "ghost", t, NULL, NULL, &s), AUTHD_LOGIN_THROTTLED);
+    assert_int_equal(
+        begin(f, AUTHD_LOGIN_EMAIL, "ghost@example.com", t, NULL, NULL, &s), AUTHD_LOGIN_ALLOWED);
+    assert_int_equal(s.failures, 1);
+    assert_int_equal(begin(f, AUTHD_LOGIN_OTHER, "ghost", t, NULL, NULL, &s), AUTHD_LOGIN_ALLOWED);
+    assert_int_equal(s.failures, 1);
+    /* The counter survives a reopen (the hash key is the store's, not the
+     * process's). */
+    fx_reopen(f);
+    assert_int_equal(
+        begin(f, AUTHD_LOGIN_USERNAME, "ghost", t, NULL, NULL, &s), AUTHD_LOGIN_THROTTLED);
+    assert_int_equal(s.failures, 3);
+}
+
+/* A success (login commit) clears the counter; a refused commit does not;
+ * unlock clears a lockout, by login or by user id. */
+static void test_throttle_reset_and_unlock(void **state)
+{
+    fx *f = *state;
+    authd_user u;
+    authd_session ses;
+    authd_throttle_state s, before;
+    bool found = false;
+    int64_t t = 1800000000000;
+
+    make_user(&u, 3, "bob", "bob@example.com");
+    assert_int_equal(authd_store_user_create(f->st, &u, NULL), AUTHD_OK);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(
+            begin(f, AUTHD_LOGIN_USERNAME, "bob", t, NULL, NULL, &s), AUTHD_LOGIN_ALLOWED);
+    make_session(&ses, 1, u.id, 1800000000, 1800000900);
+    assert_int_equal(authd_store_login_commit(f->st, u.id, NULL, &ses, 1800000000), AUTHD_OK);
+    assert_int_equal(
+        authd_store_login_throttle_get(f->st, AUTHD_LOGIN_USERNAME, "bob", &test_policy, t, &s),
+        AUTHD_OK);
+    assert_int_equal(s.failures, 0);
+
+    /* Lock it: 8 counted attempts, each after its delay. */
+    for (int i = 0; i < 8; i++) {
+        assert_int_equal(
+            begin(f, AUTHD_LOGIN_USERNAME, "bob", t, NULL, NULL, &s), AUTHD_LOGIN_ALLOWED);
+        t += 10000;
+    }
+    assert_true(s.locked);
+    /* A disabled user's refused commit leaves the lockout in place. */
+    assert_int_equal(authd_store_user_set_status(f->st, u.id, AUTHD_USER_DISABLED, 1), AUTHD_OK);
+    make_session(&ses, 2, u.id, 1800000000, 1800000900);
+    assert_int_equal(
+        authd_store_login_commit(f->st, u.id, NULL, &ses, 1800000000), AUTHD_FAILED_PRECONDITION);
+    assert_int_equal(
+        begin(f, AUTHD_LOGIN_EMAIL, "bob@example.com", t, NULL, NULL, &s), AUTHD_LOGIN_LOCKED);
+
+    assert_int_equal(
+        authd_store_login_unlock(f->st, AUTHD_LOGIN_EMAIL, "bob@example.com", &found, &before),
+        AUTHD_OK);
+    assert_true(found);
+    assert_true(before.locked);
+    assert_int_equal(before.failures, 8);
+    assert_int_equal(begin(f, AUTHD_LOGIN_USERNAME, "bob", t, NULL, NULL, &s), AUTHD_LOGIN_ALLOWED);
+    assert_int_equal(s.failures, 1);
+
+    assert_int_equal(authd_store_user_unlock(f->st, u.id), AUTHD_OK);
+    assert_int_equal(
+        authd_store_login_throttle_get(f->st, AUTHD_LOGIN_USERNAME, "bob", &test_policy, t, &s),
+        AUTHD_OK);
+    assert_int_equal(s.failures, 0);
+    uint8_t nobody[AUTHD_ID_BYTES];
+    make_id(nobody, 'u', 999);
+    assert_int_equal(authd_store_user_unlock(f->st, nobody), AUTHD_NOT_FOUND);
+}
+
+/* After a quiet reset_after_ms an unlocked counter starts again and is
+ * purged; a locked one is neither reset nor purged. */
+static void test_throttle_quiet_reset_and_purge(void **state)
+{
+    fx *f = *state;
+    authd_throttle_state s;
+    size_t purged = 99;
+    int64_t t = 1800000000000;
+
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(
+            begin(f, AUTHD_LOGIN_USERNAME, "quiet", t, NULL, NULL, &s), AUTHD_LOGIN_ALLOWED);
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(begin(f, AUTHD_LOGIN_USERNAME, "locked", t + i * 10000, NULL, NULL, &s),
+            AUTHD_LOGIN_ALLOWED);
+    assert_true(s.locked);
+    assert_int_equal(
+        authd_store_throttle_purge(f->st, &test_policy, t + 1000, 100, &purged), AUTHD_OK);
+    assert_int_equal(purged, 0);
+    int64_t later = t + test_policy.reset_after_ms + 100000;
+    assert_int_equal(authd_store_login_throttle_get(
+                         f->st, AUTHD_LOGIN_USERNAME, "quiet", &test_policy, later, &s),
+        AUTHD_OK);
+    assert_int_equal(s.failures, 0);
+    assert_int_equal(
+        authd_store_throttle_purge(f->st, &test_policy, later, 100, &purged), AUTHD_OK);
+    assert_int_equal(purged, 1);
+    assert_int_equal(
+        begin(f, AUTHD_LOGIN_USERNAME, "locked", later, NULL, NULL, &s), AUTHD_LOGIN_LOCKED);
+    assert_int_equal(
+        begin(f, AUTHD_LOGIN_USERNAME, "quiet", later, NULL, NULL, &s), AUTHD_LOGIN_ALLOWED);
+    assert_int_equal(s.failures, 1);
+}
+
+struct throttle_race {
+    authd_store *st;
+    pthread_barrier_t bar;
+    _Atomic int allowed;
+};
+
+static void *throttle_race_main(void *arg)
+{
+    struct throttle_race *r = arg;
+    authd_user u;
+    bool found;
+    int v;
+
+    pthread_barrier_wait(&r->bar);
+    for (int i = 0; i < 25; i++) {
+        if (authd_store_login_begin(r->st, i % 2 ? AUTHD_LOGIN_EMAIL : AUTHD_LOGIN_USERNAME,
+                i % 2 ? "race@example.com" : "racer", &test_policy, 1800000000000, &found, &u, &v,
+                NULL)
+                == AUTHD_OK
+            && v == AUTHD_LOGIN_ALLOWED)
+            atomic_fetch_add(&r->allowed, 1);
+    }
+    return NULL;
+}
+
+/* 8 threads x 25 attempts at one instant, by both aliases: exactly the 3
+ * free attempts get through (no read-modify-write race). */
+static void test_throttle_parallel_attempts(void **state)
+{
+    fx *f = *state;
+    struct throttle_race r = { .st = f->st, .allowed = 0 };
+    pthread_t th[8];
+    authd_user u;
+
+    make_user(&u, 4, "racer", "race@example.com");
+    assert_int_equal(authd_store_user_create(f->st, &u, NULL), AUTHD_OK);
+    assert_int_equal(pthread_barrier_init(&r.bar, NULL, 8), 0);
+    for (int t = 0; t < 8; t++)
+        assert_int_equal(pthread_create(&th[t], NULL, throttle_race_main, &r), 0);
+    for (int t = 0; t < 8; t++)
+        assert_int_equal(pthread_join(th[t], NULL), 0);
+    pthread_barrier_destroy(&r.bar);
+    assert_int_equal(atomic_load(&r.allowed), 3);
+}
+
+static void test_throttle_bad_arguments(void **state)
+{
+    fx *f = *state;
+    authd_throttle_policy bad = test_policy;
+    authd_user u;
+    bool found;
+    int v;
+
+    bad.lockout = AUTHD_LOCKOUT_MAX + 1;
+    assert_false(authd_throttle_policy_valid(&bad));
+    assert_int_equal(
+        authd_store_login_begin(f->st, AUTHD_LOGIN_USERNAME, "x", &bad, 0, &found, &u, &v, NULL),
+        AUTHD_INVALID_ARGUMENT);
+    assert_int_equal(authd_store_login_begin(f->st, 9, "x", &test_policy, 0, &found, &u, &v, NULL),
+        AUTHD_INVALID_ARGUMENT);
+    assert_int_equal(authd_store_login_begin(
+                         f->st, AUTHD_LOGIN_USERNAME, "", &test_policy, 0, &found, &u, &v, NULL),
+        AUTHD_INVALID_ARGUMENT);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1198,6 +1468,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_corrupt_records_are_data_loss, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_sessions_and_indexes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_verify_lookup_user_gone, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_throttle_schedule, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_throttle_aliases_count_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_throttle_unknown_identifiers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_throttle_reset_and_unlock, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_throttle_quiet_reset_and_purge, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_throttle_parallel_attempts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_throttle_bad_arguments, setup, teardown),
     };
 
     /* The store logs every damaged record it meets; the tests make many. */
