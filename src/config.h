@@ -34,6 +34,10 @@ typedef struct authd_config {
     int64_t io_threads;
     int64_t max_msg_bytes;
     int64_t max_connections;
+    int64_t max_conns_per_source;
+    int64_t max_handshakes_per_source;
+    int64_t idle_timeout_ms;
+    int64_t frame_timeout_ms;
     int64_t map_size_mb;
     const char *log_level;
     const char *url_file;
