@@ -595,12 +595,43 @@ static void loop_bury(struct loop *lp)
 
 /* ---- output ---------------------------------------------------------------- */
 
+#ifdef AUTHD_FAULT_INJECTION
+/* Test builds only (the authd-faulty binary, never installed): with
+ * IT_FAULT_OUT_RESERVE=N in the environment, the Nth output-buffer
+ * allocation of the process fails, as if out of memory. */
+static atomic_long fault_out_reserve = -1; /* -1: not read yet; 0: off */
+
+static bool fault_hit(void)
+{
+    long n = atomic_load(&fault_out_reserve);
+    if (n < 0) {
+        const char *e = getenv("IT_FAULT_OUT_RESERVE");
+        long v = e != NULL ? strtol(e, NULL, 10) : 0;
+        atomic_compare_exchange_strong(&fault_out_reserve, &n, v > 0 ? v : 0);
+    }
+    for (;;) {
+        n = atomic_load(&fault_out_reserve);
+        if (n <= 0)
+            return false;
+        if (atomic_compare_exchange_weak(&fault_out_reserve, &n, n - 1))
+            return n == 1;
+    }
+}
+#else
+static inline bool fault_hit(void)
+{
+    return false;
+}
+#endif
+
 /* out_reserve makes room for more output bytes; the caller then writes
  * them at obuf + olen and adds them to olen (and ohigh). */
 static bool out_reserve(struct conn *c, size_t more)
 {
     if (c->olen + more <= c->ocap)
         return true;
+    if (fault_hit())
+        return false;
     size_t cap = c->ocap > 0 ? c->ocap : 4096;
     while (cap < c->olen + more)
         cap *= 2;
@@ -1302,6 +1333,12 @@ static void conn_start(struct loop *lp, int fd, const struct sockaddr_storage *s
     setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
 
     list_append(lp, c);
+    authd_logrec r;
+    if (authd_log_begin(&r, AUTHD_LOG_DEBUG, "connection_accepted")) {
+        authd_log_str(&r, "peer", c->peer);
+        authd_log_u64(&r, "loop", (uint64_t)(lp - s->loops));
+        authd_log_end(&r);
+    }
     c->last_read = now_ns();
     c->tls_bufs = true;
     c->nego_deadline = c->last_read + (uint64_t)NEGO_TIMEOUT_MS * 1000000u;

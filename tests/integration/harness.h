@@ -218,4 +218,10 @@ void it_nap_ms(int ms); /* only inside deadline-bounded polling loops */
  * progress. Reads /proc/PID/task/TID/stat. */
 bool it_hashing_now(pid_t pid);
 
+/* ---- another binary (tests/integration/it_abuse_net.c) ------------------ */
+
+/* it_launch_bin is it_launch running bin (same flags) with env_extra
+ * ("NAME=value", NULL-terminated; may be NULL) added to its environment. */
+void it_launch_bin(it_server *s, const char *bin, const char *const *env_extra);
+
 #endif
