@@ -154,7 +154,8 @@ struct handoff {
  * Per-source counts of open connections and unfinished handshakes: an
  * open-addressing table (linear probing, backward-shift deletion) of
  * entries that exist only while their source has a connection, sized at
- * start to twice max_conns entries, so it never grows and never fills. Keys
+ * start to at least twice max_conns slots and kept at most three quarters
+ * full, so it never grows and probes stay short. Keys
  * are hashed with SipHash under a per-process random key.
  */
 struct srcent {
@@ -384,8 +385,11 @@ static enum admit src_admit(authd_server *s, const authd_source *k)
     pthread_mutex_lock(&t->mu);
     size_t i = srctab_find(t, k);
     struct srcent *e = &t->slots[i];
-    if (e->conns == 0 && t->used + 1 > t->mask / 2) {
-        a = ADMIT_FULL; /* more sources than max_conns: refused anyway */
+    if (e->conns == 0 && t->used >= (t->mask + 1) / 4 * 3) {
+        /* 1.5 x max_conns sources: more than can be open, even counting
+         * newcomers admitted here but not yet placed by a loop (which
+         * then evict an idle connection or are refused). */
+        a = ADMIT_FULL;
     } else if (e->conns >= s->max_per_source) {
         a = ADMIT_CONNS;
     } else if (e->hs >= s->max_hs_per_source) {

@@ -699,6 +699,55 @@ static void abuse_evict_oldest_idle(void **state)
     (void)state;
 }
 
+/* --max-connections 2, both connections busy (a Login each, the second
+ * queued behind the first on one slow hashing thread): a newcomer finds no
+ * idle connection to close and is closed itself; the busy ones still get
+ * their replies. */
+static void abuse_cap_refuses_when_none_idle(void **state)
+{
+    it_opts o = { .extra = { "--max-connections", "2", "--io-threads", "1", "--hash-workers", "1",
+                      "--argon2-ops", "8", "--argon2-mem-kib", "65536" },
+        .cheap_argon2_off = true };
+    it_server *s = it_start(&o);
+    SSL_CTX *ctx = client_ctx(0, NULL, false);
+    static uint8_t f[1024];
+    tpeer busy[2], n;
+
+    Authd__V1__LoginRequest lr = AUTHD__V1__LOGIN_REQUEST__INIT;
+    lr.login = "nobody-here";
+    lr.password = "correct horse battery staple";
+    uint8_t body[256];
+    size_t blen = authd__v1__login_request__pack(&lr, body);
+    for (int i = 0; i < 2; i++) {
+        assert_true(tp_open(&busy[i], s, NULL, ctx));
+        size_t fl = env_frame(f, sizeof f, 100 + (uint32_t)i, LOGIN, body, blen);
+        assert_true(tp_write(&busy[i], f, fl));
+    }
+    uint64_t end = it_mono_ms() + WAIT_MS;
+    while (!it_hashing_now(s->pid)) { /* the first Login is hashing, the second waits */
+        assert_true(it_mono_ms() < end);
+        it_nap_ms(5);
+    }
+    if (tp_open(&n, s, NULL, ctx)) {
+        bool served = tp_verify(&n, 102);
+        tp_close(&n);
+        if (served)
+            fail_msg("a newcomer was served over --max-connections with no idle connection");
+    }
+    for (int i = 0; i < 2; i++) {
+        Authd__V1__ReplyEnvelope *env = tp_reply(&busy[i]);
+        if (env == NULL)
+            fail_msg("busy connection %d lost its Login reply to the newcomer", i);
+        assert_int_equal(env->request_id, 100 + (uint64_t)i);
+        authd__v1__reply_envelope__free_unpacked(env, NULL);
+        tp_close(&busy[i]);
+    }
+    assert_true(log_wait(s, "no idle connection to close", 1, WAIT_MS));
+    SSL_CTX_free(ctx);
+    it_finish(s);
+    (void)state;
+}
+
 /* ---- 7. port ownership ------------------------------------------------------------------ */
 
 /* Finding 5: a second authd on the port of a running one fails with
@@ -970,6 +1019,7 @@ int main(void)
         cmocka_unit_test_teardown(abuse_per_source_handshake_cap, teardown),
         cmocka_unit_test_teardown(abuse_flood_while_verify_answers, teardown),
         cmocka_unit_test_teardown(abuse_evict_oldest_idle, teardown),
+        cmocka_unit_test_teardown(abuse_cap_refuses_when_none_idle, teardown),
         cmocka_unit_test_teardown(abuse_second_authd_same_port, teardown),
         cmocka_unit_test_teardown(abuse_old_tls_refused, teardown),
         cmocka_unit_test_teardown(abuse_frame_limit_exact, teardown),
