@@ -239,7 +239,7 @@ struct authd_server {
     atomic_bool stopping;
     struct srctab src;
     /* Each limit logs when it bites, at most once a second. */
-    authd_lograte lr_source, lr_hs, lr_cap, lr_evict, lr_idle, lr_frame, lr_nego;
+    authd_lograte lr_source, lr_hs, lr_cap, lr_evict, lr_idle, lr_frame, lr_nego, lr_big;
     authd_ratelimit *hs_log; /* handshake-failure lines per source */
     atomic_uint_fast64_t hs_log_held; /* handshake-failure lines held back */
     char url[256];
@@ -1012,9 +1012,12 @@ static bool parse_input(struct conn *c)
         st = sp_frame_next(c->rbuf + pos, c->rlen - pos, s->max_msg, &f, &need);
         if (st == SP_FRAME_TOO_LARGE) {
             authd_logrec r;
-            if (authd_log_begin(&r, AUTHD_LOG_INFO, "frame_too_large")) {
+            uint64_t held = 0;
+            if (authd_lograte_allow(&s->lr_big, LIMIT_LOG_NS, c->last_read, &held)
+                && authd_log_begin(&r, AUTHD_LOG_INFO, "frame_too_large")) {
                 authd_log_str(&r, "peer", c->peer);
                 authd_log_u64(&r, "bytes", sp_get64(c->rbuf + pos));
+                authd_log_u64(&r, "suppressed", held);
                 authd_log_end(&r);
             }
             return false;
@@ -1183,10 +1186,13 @@ static void conn_handshake(struct conn *c)
         return;
     unsigned long err = ERR_peek_error();
     const char *reason = err != 0 ? ERR_reason_error_string(err) : NULL;
-    if (reason == NULL)
-        reason = e == SSL_ERROR_SYSCALL || e == SSL_ERROR_ZERO_RETURN ? "connection closed"
-                                                                      : "unknown";
     ERR_clear_error();
+    if (reason == NULL) {
+        /* The peer went away without a TLS error: a port scan or a TCP
+         * health check, not a failed negotiation. */
+        conn_close(c, AUTHD_LOG_DEBUG, "connection closed during the TLS handshake");
+        return;
+    }
     /* At info, with the cause (a client offering only old protocols or
      * ciphers says so here), at most a few lines a second per source. */
     if (authd_ratelimit_take(s->hs_log, c->source.key, sizeof c->source.key, 1, now_ns())) {
@@ -1438,9 +1444,16 @@ static void loop_accept(struct loop *lp)
 static void take_inbox(struct loop *lp, bool start)
 {
     pthread_mutex_lock(&lp->mu);
-    struct handoff *h = lp->inbox;
+    struct handoff *h = lp->inbox, *fifo = NULL;
     lp->inbox = NULL;
     pthread_mutex_unlock(&lp->mu);
+    while (h != NULL) { /* pushed newest first: start them in accept order */
+        struct handoff *next = h->next;
+        h->next = fifo;
+        fifo = h;
+        h = next;
+    }
+    h = fifo;
     while (h != NULL) {
         struct handoff *next = h->next;
         if (start) {
