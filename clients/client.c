@@ -157,6 +157,7 @@ struct authd_client {
     bool name_is_ip; /* check the certificate's IP addresses, send no SNI */
     int timeout_ms;
     uint64_t timeout_ns;
+    uint64_t idle_ns; /* close an idle connection after this; 0 = never */
     size_t max_reply;
     SSL_CTX *ctx;
     BIO_METHOD *bio_meth;
@@ -198,6 +199,8 @@ struct authd_client {
     struct call *free_calls;
     uint32_t next_sp_id;
     uint64_t redial_at;
+    bool dormant; /* idle and unconnected: the next call dials (redial_at = never) */
+    uint64_t last_active; /* a call started or replies came (CS_UP) */
     int backoff_ms;
     char last_err[WHY_LEN]; /* why the client is not connected */
 
@@ -1222,6 +1225,7 @@ static void conn_up(authd_client *c)
 {
     pthread_mutex_lock(&c->mtx);
     c->state = CS_UP;
+    c->last_active = now_ns();
     c->backoff_ms = RECONNECT_MIN_MS;
     c->last_err[0] = '\0';
     c->wblocked = false;
@@ -1575,6 +1579,10 @@ static int io_timeout(authd_client *c, uint64_t now)
     if (c->head != NULL && c->head->deadline < wake) {
         wake = c->head->deadline;
     }
+    if (c->state == CS_UP && c->idle_ns != 0 && c->head == NULL
+        && c->last_active + c->idle_ns < wake) {
+        wake = c->last_active + c->idle_ns;
+    }
     if (c->state == CS_IDLE && c->redial_at < wake) {
         wake = c->redial_at;
     } else if (c->state == CS_DIALING && c->dial_deadline < wake) {
@@ -1648,7 +1656,32 @@ static bool io_round(authd_client *c, uint32_t ready)
         c->wblocked = false;
         set_interest(c, EPOLLIN);
     }
+    /* Idle: no call in flight or queued, nothing being written, and no
+     * activity for idle_ns. Under both locks, so a call starting now
+     * either came first (head != NULL) or finds the client dormant and
+     * wakes us to dial. */
+    bool idle_close = !closing && !broken && c->state == CS_UP && c->idle_ns != 0 && c->head == NULL
+        && !c->writer && c->out.len == c->out.off && c->wbuf.len == c->wbuf.off
+        && now >= c->last_active + c->idle_ns && (ready & EPOLLIN) == 0 && !c->read_again;
+    if (idle_close) {
+        c->state = CS_IDLE;
+        c->dormant = true;
+        c->redial_at = UINT64_MAX;
+        c->wblocked = false;
+        snprintf(c->last_err, sizeof(c->last_err), "idle connection closed");
+    }
     pthread_mutex_unlock(&c->mtx);
+    if (idle_close) {
+        if (c->ssl != NULL) {
+            (void)SSL_shutdown(c->ssl); /* close_notify, best effort */
+            ERR_clear_error();
+        }
+        conn_close(c);
+        buf_clear(&c->rbuf);
+        c->rneed = 0;
+        pthread_mutex_unlock(&c->ssl_mtx);
+        return false;
+    }
     if (closing) {
         struct call *k;
         pthread_mutex_lock(&c->mtx);
@@ -1691,6 +1724,9 @@ static bool io_round(authd_client *c, uint32_t ready)
 
     pthread_mutex_lock(&c->mtx);
     expire(c, now, &b);
+    if (b.head != NULL) {
+        c->last_active = now;
+    }
     pthread_mutex_unlock(&c->mtx);
 
     run_batch(c, &b);
@@ -1857,6 +1893,11 @@ int authd_client_open(const authd_client_options *o, authd_client **out, authd_s
     }
     c->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : AUTHD_CLIENT_DEFAULT_TIMEOUT_MS;
     c->timeout_ns = (uint64_t)c->timeout_ms * NS_PER_MS;
+    c->idle_ns = o->idle_timeout_ms < 0
+        ? 0
+        : (uint64_t)(o->idle_timeout_ms > 0 ? o->idle_timeout_ms
+                                            : AUTHD_CLIENT_DEFAULT_IDLE_TIMEOUT_MS)
+            * NS_PER_MS;
     c->max_reply = o->max_reply_size > 0 ? o->max_reply_size : AUTHD_CLIENT_DEFAULT_MAX_REPLY;
     c->backoff_ms = RECONNECT_MIN_MS;
     /* Random starts, so ids from restarted clients do not line up. */
@@ -1948,7 +1989,7 @@ static int start_call(authd_client *c, uint8_t *frame, size_t flen, uint64_t req
     void *arg, authd_status *st)
 {
     struct call *k = NULL;
-    bool do_flush = false;
+    bool do_flush = false, do_wake = false;
     int rc = 0;
 
     pthread_mutex_lock(&c->mtx);
@@ -1982,6 +2023,11 @@ static int start_call(authd_client *c, uint8_t *frame, size_t flen, uint64_t req
         memcpy(k->frame, frame, flen);
         k->frame_len = flen;
         k->parked = true;
+        if (c->dormant) { /* idle-closed: dial now */
+            c->dormant = false;
+            c->redial_at = 0;
+            do_wake = io_self != c;
+        }
     }
     k->req_id = req_id;
     k->resp_desc = resp_desc;
@@ -1989,6 +2035,7 @@ static int start_call(authd_client *c, uint8_t *frame, size_t flen, uint64_t req
     k->raw_cb = raw_cb;
     k->arg = arg;
     k->deadline = now_ns() + c->timeout_ns; /* under mtx: the list stays in order */
+    c->last_active = k->deadline - c->timeout_ns;
     k->hnext = c->table[k->sp_id & c->table_mask];
     c->table[k->sp_id & c->table_mask] = k;
     k->prev = c->tail;
@@ -2007,6 +2054,9 @@ out:
         c->free_calls = k;
     }
     pthread_mutex_unlock(&c->mtx);
+    if (do_wake) {
+        wake(c);
+    }
     if (do_flush) {
         flush(c);
     }

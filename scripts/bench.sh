@@ -135,11 +135,18 @@ wait_url() {
 }
 
 # start_authd NAME DATADIR [authd options...]: sets srv_pid and srv_url.
+# The limits meant for abuse get out of the load generator's way: every
+# connection comes from 127.0.0.1, and the register and login workloads
+# fail and repeat on purpose. Not passed to a --baseline binary, which may
+# not know them.
+bench_flags=(--max-connections-per-source 100000 --caller-registrations 0
+    --caller-login-failures 0 --login-free-attempts 100 --log-failure-rate 0)
 start_authd() {
-    local name=$1 data=$2
+    local name=$1 data=$2 extra=()
     shift 2
+    [ -z "${authd_bin:-}" ] && extra=("${bench_flags[@]}")
     rm -f "$work/$name.url"
-    "${authd_bin:-$authd}" --listen tls+tcp://127.0.0.1:0 --url-file "$work/$name.url" --data-dir "$data" \
+    "${authd_bin:-$authd}" "${extra[@]}" --listen tls+tcp://127.0.0.1:0 --url-file "$work/$name.url" --data-dir "$data" \
         --tls-cert "$tls/server.crt" --tls-key "$tls/server.key" \
         --signing-key "$work/signing.key" --log-level warn --shutdown-grace-ms 1000 "$@" \
         2>>"$logs/authd-$name.log" &

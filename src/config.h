@@ -39,6 +39,10 @@ typedef struct authd_config {
     int64_t io_threads;
     int64_t max_msg_bytes;
     int64_t max_connections;
+    int64_t max_conns_per_source;
+    int64_t max_handshakes_per_source;
+    int64_t idle_timeout_ms;
+    int64_t frame_timeout_ms;
     int64_t map_size_mb;
     const char *log_level;
     int64_t log_buffer_kib;

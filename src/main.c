@@ -228,6 +228,10 @@ int main(int argc, char **argv)
         .max_msg = (size_t)cfg.max_msg_bytes,
         .max_inflight = (unsigned)cfg.max_inflight,
         .max_connections = (unsigned)cfg.max_connections,
+        .max_conns_per_source = (unsigned)cfg.max_conns_per_source,
+        .max_handshakes_per_source = (unsigned)cfg.max_handshakes_per_source,
+        .idle_timeout_ms = (unsigned)cfg.idle_timeout_ms,
+        .frame_timeout_ms = (unsigned)cfg.frame_timeout_ms,
         .io_threads = (unsigned)cfg.io_threads,
     };
     if (cfg.listen == NULL) {

@@ -11,9 +11,12 @@
  * which profiling showed to be most of the CPU time of a Verify.
  *
  * Threads: io_threads event loops (default: one per CPU), each an epoll set
- * holding a listening socket of its own (SO_REUSEPORT on one port: the
- * kernel spreads new connections over the loops) and the connections it
- * accepted. A connection belongs to one loop for
+ * holding the connections it serves. Loop 0 also holds the one listening
+ * socket (bound without SO_REUSEPORT, so a second process on the port
+ * fails with "address already in use" instead of silently taking a share
+ * of the connections) and deals accepted connections round-robin to the
+ * loops through their inboxes (a mutex and the loop's eventfd). A
+ * connection belongs to one loop for
  * life: only that loop touches its socket, its TLS state and its buffers,
  * so none of that needs a lock. Requests are dispatched on the loop;
  * Verify answers synchronously and its reply goes straight into the
@@ -26,10 +29,19 @@
  * and their reply entering its output buffer, and at most OUT_HIGH bytes of
  * replies not yet written; past either it is not read until they drain, so
  * a peer that never reads its replies stalls only itself and costs bounded
- * memory. Output that makes no progress for SEND_TIMEOUT_MS, and a TLS
- * handshake plus SP header exchange that takes longer than NEGO_TIMEOUT_MS,
- * close the connection. Every accept or handshake error ends only the
- * connection it concerns.
+ * memory. The receive buffer grows with the bytes that arrived (doubling,
+ * up to the frame), never to the length a peer announces. Deadlines,
+ * checked by each loop's sweep every SWEEP_MS: output that makes no
+ * progress for SEND_TIMEOUT_MS, a TLS handshake plus SP header exchange
+ * longer than NEGO_TIMEOUT_MS, a started frame not complete within
+ * frame_timeout_ms, and nothing in flight for idle_timeout_ms close the
+ * connection. Per source (IPv4 address, IPv6 /64) at most
+ * max_conns_per_source connections and max_hs_per_source unfinished
+ * handshakes are open (counted by the listening loop in a fixed-size
+ * table); at max_conns a newcomer closes the least recently active idle
+ * connection of the loop it is dealt to (see conn_start). Every limit logs
+ * when it bites, at most once a second. Every accept or handshake error
+ * ends only the connection it concerns.
  *
  * Lifetime: a connection's socket and TLS state are freed by its loop when
  * it closes; the struct itself when its reference count drops to zero.
@@ -57,10 +69,14 @@
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <sodium.h>
 
 #include "authd/v1/envelope.pb-c.h"
 #include "log.h"
+#include "ratelimit.h"
 #include "server.h"
+#include "sp_frame.h"
 #include "sp_wire.h"
 
 #define NEGO_TIMEOUT_MS 10000
@@ -69,11 +85,13 @@
 #define IDLE_FREE_MS    1000 /* idle this long: TLS record buffers are freed */
 #define RBUF_MIN        16384
 #define OUT_HIGH        (256 * 1024) /* unwritten reply bytes before reading pauses */
-#define MAX_HOPS        8 /* backtrace words accepted, as nng's rep0 */
 #define MAX_EVENTS      128
 #define ACCEPT_BATCH    32
 #define READ_BUDGET     (256 * 1024) /* bytes one connection may read per turn */
 #define MAX_LOOPS       64
+#define EVICT_SCAN      64 /* oldest connections looked at for an idle one at the cap */
+#define LIMIT_LOG_NS    (1000u * 1000000u) /* a limit that bites logs at most once a second */
+#define HS_LOG_KEYS     1024 /* sources whose handshake-failure lines are rate-limited */
 
 enum conn_state { ST_HANDSHAKE, ST_HEADER, ST_OPEN };
 
@@ -116,9 +134,42 @@ struct conn {
     struct conn *ready_next; /* lp->ready */
     bool ready; /* in lp->ready (loop only) */
     bool in_unflushed; /* counted in srv->unflushed */
+    uint64_t frame_start; /* ns: the first byte of an incomplete frame came; 0 = none */
+    bool in_hs; /* counted as an unfinished handshake of its source */
     char peer[AUTHD_PEER_MAX];
     authd_source source; /* the peer's address as a limit key */
     uint64_t id; /* unique for the process's life */
+    char caller[AUTHD_CALLER_MAX]; /* mTLS: certificate subject CN or first SAN */
+};
+
+/* A connection accepted by the listening loop for another loop. */
+struct handoff {
+    struct handoff *next;
+    int fd;
+    unsigned hops; /* loops that passed it on, finding no room (see conn_start) */
+    struct sockaddr_storage sa;
+};
+
+/*
+ * Per-source counts of open connections and unfinished handshakes: an
+ * open-addressing table (linear probing, backward-shift deletion) of
+ * entries that exist only while their source has a connection, sized at
+ * start to at least twice max_conns slots and kept at most three quarters
+ * full, so it never grows and probes stay short. Keys
+ * are hashed with SipHash under a per-process random key.
+ */
+struct srcent {
+    authd_source key;
+    uint32_t conns; /* 0: free slot */
+    uint32_t hs;
+};
+
+struct srctab {
+    pthread_mutex_t mu;
+    struct srcent *slots;
+    size_t mask;
+    size_t used;
+    unsigned char hkey[crypto_shorthash_KEYBYTES];
 };
 
 struct loop {
@@ -129,7 +180,10 @@ struct loop {
     pthread_mutex_t mu; /* guards pend, woken */
     struct conn *pend; /* connections with posted replies */
     bool woken;
-    struct conn *conns; /* loop only */
+    /* Loop only: its connections, least recently active first (moved to
+     * the tail when bytes arrive), so the oldest idle one is near the head. */
+    struct conn *conns, *conns_tail;
+    struct handoff *inbox; /* under mu: accepted connections handed to this loop */
     uint64_t next_sweep;
     uint64_t accept_resume; /* ns; 0 = accepting */
     bool listening; /* lfd is in this loop's epoll set */
@@ -140,7 +194,8 @@ struct loop {
      * peer cannot keep the loop from its other connections, its timers
      * and its posted replies. Each holds a reference. */
     struct conn *ready, *ready_tail;
-    int lfd; /* this loop's listening socket (SO_REUSEPORT), -1 if none */
+    int lfd; /* the listening socket (loop 0 only), -1 if none */
+    unsigned rr; /* loop 0: the loop the next accepted connection goes to */
 };
 
 /* One request between receipt and reply. The envelope is unpacked from
@@ -151,7 +206,7 @@ struct rreq {
     struct conn *c;
     Authd__V1__RequestEnvelope *env;
     size_t bt_len;
-    uint8_t bt[4 * MAX_HOPS];
+    uint8_t bt[4 * SP_MAX_HOPS];
 };
 
 struct authd_server {
@@ -163,6 +218,11 @@ struct authd_server {
     size_t max_msg;
     unsigned max_inflight;
     unsigned max_conns;
+    unsigned max_per_source;
+    unsigned max_hs_per_source;
+    uint64_t idle_ns; /* 0: never */
+    uint64_t frame_ns;
+    bool mtls;
     unsigned nloops;
     bool echo; /* authd-echo --engine authd */
     /* SSL_free_buffers on a connection holding part of a record is a
@@ -177,6 +237,11 @@ struct authd_server {
     atomic_uint_fast64_t next_conn_id;
     atomic_bool draining;
     atomic_bool stopping;
+    struct srctab src;
+    /* Each limit logs when it bites, at most once a second. */
+    authd_lograte lr_source, lr_hs, lr_cap, lr_evict, lr_idle, lr_frame, lr_nego;
+    authd_ratelimit *hs_log; /* handshake-failure lines per source */
+    atomic_uint_fast64_t hs_log_held; /* handshake-failure lines held back */
     char url[256];
 };
 
@@ -184,6 +249,8 @@ static _Thread_local struct loop *tl_loop; /* the loop this thread runs, if any 
 
 static void conn_flush(struct conn *c);
 static void conn_read(struct conn *c);
+static void take_inbox(struct loop *lp, bool start);
+static void take_caller(struct conn *c);
 
 /* mark_ready queues c to be read later in this loop iteration. */
 static void mark_ready(struct conn *c)
@@ -239,6 +306,152 @@ static void log_conn(authd_log_level lvl, const char *event, const struct conn *
     }
 }
 
+/*
+ * log_limit writes one line when a limit bites, at most once a second per
+ * limit, with the count of bites held back since the previous line.
+ */
+static void log_limit(authd_lograte *lr, const char *event, const char *peer,
+    const authd_source *src, const char *why)
+{
+    uint64_t held = 0;
+    authd_logrec r;
+
+    if (!authd_lograte_allow(lr, LIMIT_LOG_NS, now_ns(), &held))
+        return;
+    if (authd_log_begin(&r, AUTHD_LOG_WARN, event)) {
+        char text[AUTHD_SOURCE_TEXT_MAX];
+        authd_log_str(&r, "peer", peer);
+        if (src != NULL) {
+            authd_source_str(src, text);
+            authd_log_str(&r, "source", text);
+        }
+        authd_log_str(&r, "why", why);
+        authd_log_u64(&r, "suppressed", held);
+        authd_log_end(&r);
+    }
+}
+
+/* ---- per-source counts ------------------------------------------------------ */
+
+static bool srctab_init(struct srctab *t, unsigned max_conns)
+{
+    size_t n = 16;
+
+    while (n < 2 * (size_t)max_conns)
+        n *= 2;
+    if ((t->slots = calloc(n, sizeof *t->slots)) == NULL)
+        return false;
+    t->mask = n - 1;
+    t->used = 0;
+    crypto_shorthash_keygen(t->hkey);
+    pthread_mutex_init(&t->mu, NULL);
+    return true;
+}
+
+static void srctab_free(struct srctab *t)
+{
+    if (t->slots == NULL)
+        return;
+    free(t->slots);
+    t->slots = NULL;
+    pthread_mutex_destroy(&t->mu);
+}
+
+static size_t srctab_home(const struct srctab *t, const authd_source *k)
+{
+    uint64_t h;
+    crypto_shorthash((unsigned char *)&h, k->key, sizeof k->key, t->hkey);
+    return (size_t)h & t->mask;
+}
+
+/* srctab_find: k's slot, or the free slot where it would go (under mu). */
+static size_t srctab_find(const struct srctab *t, const authd_source *k)
+{
+    size_t i = srctab_home(t, k);
+    while (t->slots[i].conns != 0 && memcmp(&t->slots[i].key, k, sizeof *k) != 0)
+        i = (i + 1) & t->mask;
+    return i;
+}
+
+enum admit { ADMIT_OK, ADMIT_CONNS, ADMIT_HS, ADMIT_FULL };
+
+/* src_admit counts a new connection (and handshake) of source k, unless
+ * that would pass either cap. */
+static enum admit src_admit(authd_server *s, const authd_source *k)
+{
+    struct srctab *t = &s->src;
+    enum admit a = ADMIT_OK;
+
+    pthread_mutex_lock(&t->mu);
+    size_t i = srctab_find(t, k);
+    struct srcent *e = &t->slots[i];
+    if (e->conns == 0 && t->used >= (t->mask + 1) / 4 * 3) {
+        /* 1.5 x max_conns sources: more than can be open, even counting
+         * newcomers admitted here but not yet placed by a loop (which
+         * then evict an idle connection or are refused). */
+        a = ADMIT_FULL;
+    } else if (e->conns >= s->max_per_source) {
+        a = ADMIT_CONNS;
+    } else if (e->hs >= s->max_hs_per_source) {
+        a = ADMIT_HS;
+    } else {
+        if (e->conns == 0) {
+            e->key = *k;
+            t->used++;
+        }
+        e->conns++;
+        e->hs++;
+    }
+    pthread_mutex_unlock(&t->mu);
+    return a;
+}
+
+/* src_release takes back what src_admit counted: one connection, and its
+ * handshake when hs. An entry whose count drops to 0 leaves the table,
+ * the entries after it shifted back into the gap. */
+static void src_release(authd_server *s, const authd_source *k, bool conn, bool hs)
+{
+    struct srctab *t = &s->src;
+
+    pthread_mutex_lock(&t->mu);
+    size_t i = srctab_find(t, k);
+    struct srcent *e = &t->slots[i];
+    if (e->conns == 0) { /* not counted: cannot happen */
+        pthread_mutex_unlock(&t->mu);
+        return;
+    }
+    if (hs && e->hs > 0)
+        e->hs--;
+    if (conn && --e->conns == 0) {
+        t->used--;
+        size_t gap = i, j = i;
+        for (;;) {
+            j = (j + 1) & t->mask;
+            if (t->slots[j].conns == 0)
+                break;
+            size_t home = srctab_home(t, &t->slots[j].key);
+            /* Move j into the gap unless its home lies cyclically in (gap, j]. */
+            bool stays = gap <= j ? (home > gap && home <= j) : (home > gap || home <= j);
+            if (!stays) {
+                t->slots[gap] = t->slots[j];
+                gap = j;
+            }
+        }
+        memset(&t->slots[gap], 0, sizeof t->slots[gap]);
+    }
+    pthread_mutex_unlock(&t->mu);
+}
+
+/* hs_done: c finished its handshake (or closed before): its source may
+ * start another. */
+static void hs_done(struct conn *c)
+{
+    if (c->in_hs) {
+        c->in_hs = false;
+        src_release(c->lp->srv, &c->source, false, true);
+    }
+}
+
 /* ---- buffers ---------------------------------------------------------------- */
 
 static void unflushed_done(struct conn *c)
@@ -284,6 +497,41 @@ static bool buf_resize(uint8_t **buf, size_t *bufcap, size_t *high, size_t len, 
 
 /* ---- connection lifetime ------------------------------------------------ */
 
+/* The loop's connection list, in order of last activity (loop thread). */
+static void list_unlink(struct loop *lp, struct conn *c)
+{
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        lp->conns = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    else
+        lp->conns_tail = c->prev;
+    c->prev = c->next = NULL;
+}
+
+static void list_append(struct loop *lp, struct conn *c)
+{
+    c->next = NULL;
+    c->prev = lp->conns_tail;
+    if (lp->conns_tail != NULL)
+        lp->conns_tail->next = c;
+    else
+        lp->conns = c;
+    lp->conns_tail = c;
+}
+
+/* touch: c was active; it goes to the tail (the most recent). */
+static void touch(struct conn *c)
+{
+    struct loop *lp = c->lp;
+    if (lp->conns_tail != c) {
+        list_unlink(lp, c);
+        list_append(lp, c);
+    }
+}
+
 static void conn_unref(struct conn *c)
 {
     if (atomic_fetch_sub(&c->refs, 1) != 1)
@@ -327,15 +575,11 @@ static void conn_close(struct conn *c, authd_log_level lvl, const char *why)
     c->fd = -1;
     rbuf_release(c);
     obuf_release(c);
+    src_release(s, &c->source, true, c->in_hs);
+    c->in_hs = false;
 
     struct loop *lp = c->lp;
-    if (c->prev != NULL)
-        c->prev->next = c->next;
-    else
-        lp->conns = c->next;
-    if (c->next != NULL)
-        c->next->prev = c->prev;
-    c->prev = NULL;
+    list_unlink(lp, c);
     atomic_fetch_sub(&s->nconns, 1);
     /* The "open" reference goes at the end of this loop iteration: the
      * code that closed c may still look at it. */
@@ -355,12 +599,43 @@ static void loop_bury(struct loop *lp)
 
 /* ---- output ---------------------------------------------------------------- */
 
+#ifdef AUTHD_FAULT_INJECTION
+/* Test builds only (the authd-faulty binary, never installed): with
+ * IT_FAULT_OUT_RESERVE=N in the environment, the Nth output-buffer
+ * allocation of the process fails, as if out of memory. */
+static atomic_long fault_out_reserve = -1; /* -1: not read yet; 0: off */
+
+static bool fault_hit(void)
+{
+    long n = atomic_load(&fault_out_reserve);
+    if (n < 0) {
+        const char *e = getenv("IT_FAULT_OUT_RESERVE");
+        long v = e != NULL ? strtol(e, NULL, 10) : 0;
+        atomic_compare_exchange_strong(&fault_out_reserve, &n, v > 0 ? v : 0);
+    }
+    for (;;) {
+        n = atomic_load(&fault_out_reserve);
+        if (n <= 0)
+            return false;
+        if (atomic_compare_exchange_weak(&fault_out_reserve, &n, n - 1))
+            return n == 1;
+    }
+}
+#else
+static inline bool fault_hit(void)
+{
+    return false;
+}
+#endif
+
 /* out_reserve makes room for more output bytes; the caller then writes
  * them at obuf + olen and adds them to olen (and ohigh). */
 static bool out_reserve(struct conn *c, size_t more)
 {
     if (c->olen + more <= c->ocap)
         return true;
+    if (fault_hit())
+        return false;
     size_t cap = c->ocap > 0 ? c->ocap : 4096;
     while (cap < c->olen + more)
         cap *= 2;
@@ -639,6 +914,7 @@ static void take_posted(struct loop *lp)
         conn_flush(c);
         conn_unref(c); /* the queue's */
     }
+    take_inbox(lp, true);
 }
 
 /* reply_now answers a request without the service layer (on the loop). */
@@ -649,55 +925,49 @@ static void reply_now(struct rreq *q, authd_code code, const char *reason, const
 }
 
 /*
- * on_frame handles one complete frame (backtrace + envelope) that sits in
- * the receive buffer; it copies what it keeps. Returns false when the
- * frame breaks the protocol and the connection must close.
+ * on_frame handles one complete frame f that sits in the receive buffer;
+ * it copies what it keeps. Returns false when the connection must close
+ * (out of memory). It may close c itself (a reply that cannot be
+ * buffered): the caller must then not touch c's buffers, which are gone.
  */
-static bool on_frame(struct conn *c, const uint8_t *p, size_t len)
+static bool on_frame(struct conn *c, const sp_frame *f)
 {
     authd_server *s = c->lp->srv;
-    size_t bt = 0;
     struct rreq *q;
 
-    /* The backtrace: 4-byte words, the last (the request id) with its top
-     * bit set; more hops than MAX_HOPS, or none at all, is a bad peer. */
-    for (;;) {
-        if (bt + 4 > len || bt / 4 >= MAX_HOPS)
-            return false;
-        bt += 4;
-        if (p[bt - 4] & 0x80)
-            break;
-    }
     if (s->echo) { /* the transport alone, for benchmarks */
+        size_t len = f->bt_len + f->body_len;
         if (!out_reserve(c, 8 + len))
             return false;
         sp_put64(c->obuf + c->olen, len);
-        memcpy(c->obuf + c->olen + 8, p, len);
+        memcpy(c->obuf + c->olen + 8, f->bt, len);
         out_added(c, 8 + len);
         return true;
     }
     if ((q = calloc(1, sizeof *q)) == NULL)
         return false;
-    memcpy(q->bt, p, bt);
+    memcpy(q->bt, f->bt, f->bt_len);
     q->c = c;
-    q->bt_len = bt;
+    q->bt_len = f->bt_len;
     q->req.start_ns = now_ns();
     q->req.done = request_done;
     q->req.transport = q;
     memcpy(q->req.peer, c->peer, sizeof q->req.peer);
+    if (c->caller[0] != '\0')
+        memcpy(q->req.caller, c->caller, sizeof q->req.caller);
     q->req.source = c->source;
     q->req.conn_id = c->id;
     atomic_fetch_add(&c->refs, 1);
     c->inflight++;
     atomic_fetch_add(&s->inflight, 1);
 
-    q->env = authd__v1__request_envelope__unpack(NULL, len - bt, p + bt);
+    q->env = authd__v1__request_envelope__unpack(NULL, f->body_len, f->body);
     if (q->env == NULL) {
         authd_logrec r;
         if (authd_log_source_allow(&c->source)
             && authd_log_begin(&r, AUTHD_LOG_INFO, "bad_envelope")) {
             authd_log_str(&r, "peer", c->peer);
-            authd_log_u64(&r, "bytes", len - bt);
+            authd_log_u64(&r, "bytes", f->body_len);
             authd_log_end(&r);
         }
         reply_now(q, AUTHD_INVALID_ARGUMENT, "BAD_ENVELOPE", "request is not a RequestEnvelope");
@@ -715,54 +985,71 @@ static bool on_frame(struct conn *c, const uint8_t *p, size_t len)
     return true;
 }
 
-/* parse_input handles the peer's SP header, then every complete frame the
- * window allows; returns false on a protocol violation. */
+/*
+ * parse_input handles the peer's SP header, then every complete frame the
+ * window allows (framing: sp_frame.c); returns false on a protocol
+ * violation. It leaves the receive buffer holding only what is not yet
+ * handled, grown (doubling, up to the frame's size) when an incomplete
+ * frame fills it: memory follows the bytes that arrived, not the length
+ * the peer announced. It notes when an incomplete frame started, for the
+ * frame deadline.
+ */
 static bool parse_input(struct conn *c)
 {
     authd_server *s = c->lp->srv;
-    size_t pos = 0;
+    size_t pos = 0, need = 0;
+    sp_frame_status st = SP_FRAME_NEED_MORE;
 
     if (c->state == ST_HEADER) {
-        if (c->rlen < SP_HDR_LEN)
-            return true;
-        if (sp_header_proto(c->rbuf) != SP_PROTO_REQ0)
-            return false;
+        int h = sp_frame_header(c->rbuf, c->rlen);
+        if (h <= 0)
+            return h == 0;
         c->state = ST_OPEN;
+        hs_done(c);
         pos = SP_HDR_LEN;
     }
-    while (c->rlen - pos >= 8 && !c->closed) {
-        /* The length is checked as soon as it is here, whether or not the
-         * window lets the frame in yet: it sizes the buffer below. */
-        uint64_t len = sp_get64(c->rbuf + pos);
-        if (len > s->max_msg + 4 * MAX_HOPS) {
+    while (!c->closed) {
+        sp_frame f;
+        st = sp_frame_next(c->rbuf + pos, c->rlen - pos, s->max_msg, &f, &need);
+        if (st == SP_FRAME_TOO_LARGE) {
             authd_logrec r;
             if (authd_log_source_allow(&c->source)
                 && authd_log_begin(&r, AUTHD_LOG_INFO, "frame_too_large")) {
                 authd_log_str(&r, "peer", c->peer);
-                authd_log_u64(&r, "bytes", len);
+                authd_log_u64(&r, "bytes", sp_get64(c->rbuf + pos));
                 authd_log_end(&r);
             }
             return false;
         }
-        if (c->inflight >= s->max_inflight || c->rlen - pos - 8 < len)
-            break;
-        if (!on_frame(c, c->rbuf + pos + 8, (size_t)len))
+        if (st == SP_FRAME_BAD)
             return false;
-        wipe(c->rbuf + pos, 8 + (size_t)len);
-        pos += 8 + (size_t)len;
+        if (st == SP_FRAME_NEED_MORE || c->inflight >= s->max_inflight)
+            break;
+        if (!on_frame(c, &f))
+            return false;
+        if (c->closed) /* a reply failed to buffer: c's buffers are freed */
+            return true;
+        wipe(c->rbuf + pos, f.frame_len);
+        pos += f.frame_len;
     }
     if (pos > 0 && pos == c->rlen) {
         rbuf_release(c);
+        c->frame_start = 0;
         return true;
     }
     if (pos > 0) {
         memmove(c->rbuf, c->rbuf + pos, c->rlen - pos);
         c->rlen -= pos;
     }
-    /* Make room for a frame larger than the buffer (shrunk when it empties). */
-    if (c->state == ST_OPEN && c->rlen >= 8) {
-        uint64_t need = 8 + sp_get64(c->rbuf);
-        if (need > c->rcap && !buf_resize(&c->rbuf, &c->rcap, &c->rhigh, c->rlen, (size_t)need))
+    if (c->state != ST_OPEN || c->rlen == 0 || st != SP_FRAME_NEED_MORE) {
+        c->frame_start = 0; /* empty, or a whole frame waiting for the window */
+        return true;
+    }
+    if (c->frame_start == 0 || pos > 0)
+        c->frame_start = c->last_read;
+    if (c->rlen == c->rcap && need > c->rcap) {
+        size_t cap = c->rcap * 2 < need ? c->rcap * 2 : need;
+        if (!buf_resize(&c->rbuf, &c->rcap, &c->rhigh, c->rlen, cap))
             return false;
     }
     return true;
@@ -778,6 +1065,7 @@ static void conn_read(struct conn *c)
 {
     authd_server *s = c->lp->srv;
     size_t budget = READ_BUDGET;
+    bool got = false;
 
     while (!c->closed && !c->paused) {
         /* Frames already buffered first (a resumed connection has some). */
@@ -816,20 +1104,78 @@ static void conn_read(struct conn *c)
             c->rhigh = c->rlen;
         c->tls_bufs = true;
         c->last_read = now_ns();
+        got = true;
     }
-    if (!c->closed && c->rlen == 0 && c->rbuf != NULL)
+    if (c->closed)
+        return;
+    if (got)
+        touch(c);
+    if (c->rlen == 0 && c->rbuf != NULL)
         rbuf_release(c);
     if (!c->closed && c->olen > 0)
         conn_flush(c);
+}
+
+/* caller_text copies an ASN1 string as printable ASCII (others become
+ * '?'), so a certificate cannot put control bytes into logs or policy. */
+static void caller_text(char *out, size_t cap, const ASN1_STRING *a)
+{
+    unsigned char *u = NULL;
+    int n = ASN1_STRING_to_UTF8(&u, a);
+    size_t k = 0;
+
+    for (int i = 0; i < n && k + 1 < cap; i++)
+        out[k++] = u[i] >= 0x20 && u[i] < 0x7f ? (char)u[i] : '?';
+    out[k] = '\0';
+    OPENSSL_free(u);
+}
+
+/* take_caller keeps the client certificate's subject CN, else its first
+ * DNS, URI or email SAN, as c->caller, and logs it (debug). */
+static void take_caller(struct conn *c)
+{
+    X509 *x = SSL_get0_peer_certificate(c->ssl);
+
+    c->caller[0] = '\0';
+    if (x == NULL)
+        return;
+    X509_NAME *name = X509_get_subject_name(x);
+    int i = name != NULL ? X509_NAME_get_index_by_NID(name, NID_commonName, -1) : -1;
+    if (i >= 0) {
+        caller_text(
+            c->caller, sizeof c->caller, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i)));
+    } else {
+        GENERAL_NAMES *sans = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+        for (int k = 0; sans != NULL && k < sk_GENERAL_NAME_num(sans); k++) {
+            const GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, k);
+            if (g->type == GEN_DNS || g->type == GEN_URI || g->type == GEN_EMAIL) {
+                caller_text(c->caller, sizeof c->caller, g->d.ia5);
+                break;
+            }
+        }
+        GENERAL_NAMES_free(sans);
+    }
+    authd_logrec r;
+    if (authd_log_begin(&r, AUTHD_LOG_DEBUG, "tls_client")) {
+        char subj[256];
+        X509_NAME_oneline(X509_get_subject_name(x), subj, sizeof subj);
+        authd_log_str(&r, "peer", c->peer);
+        authd_log_str(&r, "subject", subj);
+        authd_log_str(&r, "caller", c->caller);
+        authd_log_end(&r);
+    }
 }
 
 /* conn_handshake (loop thread) advances the TLS handshake; once done, our
  * SP header goes out and the peer's is read. */
 static void conn_handshake(struct conn *c)
 {
+    authd_server *s = c->lp->srv;
     int r = SSL_do_handshake(c->ssl);
     if (r == 1) {
         c->state = ST_HEADER;
+        if (s->mtls)
+            take_caller(c);
         conn_flush(c);
         conn_read(c);
         return;
@@ -837,13 +1183,29 @@ static void conn_handshake(struct conn *c)
     int e = SSL_get_error(c->ssl, r);
     if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
         return;
-    char why[160];
     unsigned long err = ERR_peek_error();
     const char *reason = err != 0 ? ERR_reason_error_string(err) : NULL;
-    snprintf(
-        why, sizeof why, "tls handshake failed: %s", reason != NULL ? reason : "connection closed");
     ERR_clear_error();
-    conn_close(c, AUTHD_LOG_DEBUG, why);
+    if (reason == NULL) {
+        /* The peer went away without a TLS error: a port scan or a TCP
+         * health check, not a failed negotiation. */
+        conn_close(c, AUTHD_LOG_DEBUG, "connection closed during the TLS handshake");
+        return;
+    }
+    /* At info, with the cause (a client offering only old protocols or
+     * ciphers says so here), at most a few lines a second per source. */
+    if (authd_ratelimit_take(s->hs_log, c->source.key, sizeof c->source.key, 1, now_ns())) {
+        authd_logrec rec;
+        if (authd_log_begin(&rec, AUTHD_LOG_INFO, "tls_handshake_failed")) {
+            authd_log_str(&rec, "peer", c->peer);
+            authd_log_str(&rec, "why", reason);
+            authd_log_u64(&rec, "suppressed", atomic_exchange(&s->hs_log_held, 0));
+            authd_log_end(&rec);
+        }
+    } else {
+        atomic_fetch_add(&s->hs_log_held, 1);
+    }
+    conn_close(c, AUTHD_LOG_DEBUG, reason);
 }
 
 static void conn_event(struct conn *c, uint32_t ev)
@@ -864,45 +1226,128 @@ static void conn_event(struct conn *c, uint32_t ev)
 
 /* ---- accepting --------------------------------------------------------------- */
 
-static void conn_start(struct loop *lp, int fd, const struct sockaddr_storage *sa)
+/* handoff_post hands an accepted connection to loop to (any thread but
+ * to's). Returns false (fd still the caller's) when out of memory. */
+static bool handoff_post(struct loop *to, int fd, const struct sockaddr_storage *sa, unsigned hops)
+{
+    struct handoff *h = malloc(sizeof *h);
+    bool wake = false;
+
+    if (h == NULL)
+        return false;
+    h->fd = fd;
+    h->hops = hops;
+    h->sa = *sa;
+    pthread_mutex_lock(&to->mu);
+    h->next = to->inbox;
+    to->inbox = h;
+    if (!to->woken) {
+        to->woken = true;
+        wake = true;
+    }
+    pthread_mutex_unlock(&to->mu);
+    if (wake)
+        loop_wake(to);
+    return true;
+}
+
+/* refuse closes a connection admitted by src_admit before it started. */
+static void refuse(authd_server *s, int fd, const authd_source *src)
+{
+    close(fd);
+    src_release(s, src, true, true);
+}
+
+/* evict_idle closes lp's least recently active connection with nothing in
+ * flight and nothing to write (handshakes have our SP header queued, so
+ * they are never chosen), looking at most EVICT_SCAN of the oldest.
+ * Returns false when there is none. */
+static bool evict_idle(struct loop *lp)
+{
+    int n = 0;
+
+    for (struct conn *c = lp->conns; c != NULL && n < EVICT_SCAN; c = c->next, n++) {
+        if (c->inflight == 0 && c->olen == 0) {
+            log_limit(&lp->srv->lr_evict, "connection_evicted", c->peer, &c->source,
+                "max-connections reached: closed the oldest idle connection");
+            conn_close(c, AUTHD_LOG_DEBUG, "evicted for a newcomer at max-connections");
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * conn_start (loop thread) starts serving an accepted connection, already
+ * counted for its source by the listening loop. At --max-connections the
+ * loop closes its oldest idle connection to make room; a loop with none
+ * passes the newcomer on to the next loop, and after every loop has had a
+ * look it is refused. Each loop decides only about its own connections,
+ * so this needs no lock; with connections dealt round-robin the loops
+ * hold equal shares, and "oldest idle on the loop it lands on" is close
+ * to the oldest idle overall.
+ */
+static void conn_start(struct loop *lp, int fd, const struct sockaddr_storage *sa, unsigned hops)
 {
     authd_server *s = lp->srv;
-    struct conn *c = calloc(1, sizeof *c);
+    authd_source src;
     int one = 1;
 
+    (void)authd_source_from_sockaddr((const struct sockaddr *)sa, &src);
+    if (atomic_load(&s->draining) || atomic_load(&s->stopping)) {
+        refuse(s, fd, &src);
+        return;
+    }
+    unsigned n = atomic_fetch_add(&s->nconns, 1);
+    if (n >= s->max_conns) {
+        atomic_fetch_sub(&s->nconns, 1);
+        bool room = evict_idle(lp);
+        if (room)
+            n = atomic_fetch_add(&s->nconns, 1);
+        if (!room || n >= s->max_conns) {
+            if (room)
+                atomic_fetch_sub(&s->nconns, 1);
+            if (hops + 1 < s->nloops) {
+                struct loop *next = &s->loops[(size_t)(lp - s->loops + 1) % s->nloops];
+                if (handoff_post(next, fd, sa, hops + 1))
+                    return;
+            }
+            char peer[AUTHD_PEER_MAX];
+            sockaddr_str(sa, peer, sizeof peer);
+            log_limit(&s->lr_cap, "connection_refused", peer, &src,
+                "max-connections reached and no idle connection to close");
+            refuse(s, fd, &src);
+            return;
+        }
+    }
+    struct conn *c = calloc(1, sizeof *c);
     if (c == NULL) {
-        close(fd);
+        atomic_fetch_sub(&s->nconns, 1);
+        refuse(s, fd, &src);
         return;
     }
     c->lp = lp;
     c->fd = fd;
     sockaddr_str(sa, c->peer, sizeof c->peer);
-    (void)authd_source_from_sockaddr((const struct sockaddr *)sa, &c->source);
+    c->source = src;
+    c->in_hs = true;
     c->id = atomic_fetch_add(&s->next_conn_id, 1) + 1;
     pthread_mutex_init(&c->mu, NULL);
     atomic_init(&c->refs, 1);
     atomic_fetch_add(&s->nalloc, 1);
 
-    unsigned n = atomic_fetch_add(&s->nconns, 1);
-    if (n >= s->max_conns || atomic_load(&s->draining) || atomic_load(&s->stopping)) {
-        log_conn(
-            AUTHD_LOG_WARN, "connection_refused", c, "max-connections reached or shutting down");
-        atomic_fetch_sub(&s->nconns, 1);
-        close(fd);
-        pthread_mutex_destroy(&c->mu);
-        free(c);
-        atomic_fetch_sub(&s->nalloc, 1);
-        return;
-    }
     /* Nagle and delayed ACKs would add ~40 ms to every handshake and to
      * every lone reply. */
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
 
-    c->next = lp->conns;
-    if (lp->conns != NULL)
-        lp->conns->prev = c;
-    lp->conns = c;
+    list_append(lp, c);
+    authd_logrec r;
+    if (authd_log_begin(&r, AUTHD_LOG_DEBUG, "connection_accepted")) {
+        authd_log_str(&r, "peer", c->peer);
+        authd_log_u64(&r, "loop", (uint64_t)(lp - s->loops));
+        authd_log_end(&r);
+    }
     c->last_read = now_ns();
     c->tls_bufs = true;
     c->nego_deadline = c->last_read + (uint64_t)NEGO_TIMEOUT_MS * 1000000u;
@@ -937,14 +1382,43 @@ static void conn_start(struct loop *lp, int fd, const struct sockaddr_storage *s
         conn_read(c); /* flushes our header */
 }
 
+/*
+ * loop_accept (the listening loop) takes new connections: each is checked
+ * against its source's caps (over one: closed at once), then dealt to the
+ * loops round-robin, through their inboxes (one eventfd write per
+ * connection to another loop).
+ */
 static void loop_accept(struct loop *lp)
 {
+    authd_server *s = lp->srv;
+
     for (int i = 0; i < ACCEPT_BATCH; i++) {
         struct sockaddr_storage sa;
         socklen_t salen = sizeof sa;
         int fd = accept4(lp->lfd, (struct sockaddr *)&sa, &salen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
-            conn_start(lp, fd, &sa);
+            authd_source src;
+            (void)authd_source_from_sockaddr((const struct sockaddr *)&sa, &src);
+            enum admit a = src_admit(s, &src);
+            if (a != ADMIT_OK) {
+                char peer[AUTHD_PEER_MAX];
+                sockaddr_str(&sa, peer, sizeof peer);
+                if (a == ADMIT_HS)
+                    log_limit(&s->lr_hs, "connection_refused", peer, &src,
+                        "max-handshakes-per-source reached");
+                else
+                    log_limit(&s->lr_source, "connection_refused", peer, &src,
+                        a == ADMIT_CONNS ? "max-connections-per-source reached"
+                                         : "max-connections reached");
+                close(fd);
+                continue;
+            }
+            struct loop *to = &s->loops[lp->rr];
+            lp->rr = (lp->rr + 1) % s->nloops;
+            if (to == lp)
+                conn_start(lp, fd, &sa, 0);
+            else if (!handoff_post(to, fd, &sa, 0))
+                refuse(s, fd, &src);
             continue;
         }
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED
@@ -955,13 +1429,41 @@ static void loop_accept(struct loop *lp)
             lp->listening = false;
             return;
         }
-        /* Out of descriptors or memory: stop accepting on this loop for a
-         * moment instead of spinning on a socket that stays readable. */
+        /* Out of descriptors or memory: stop accepting for a moment
+         * instead of spinning on a socket that stays readable. */
         authd_log_msg(AUTHD_LOG_WARN, "accept_failed", strerror(errno));
         epoll_ctl(lp->ep, EPOLL_CTL_DEL, lp->lfd, NULL);
         lp->listening = false;
         lp->accept_resume = now_ns() + 100 * 1000000u;
         return;
+    }
+}
+
+/* take_inbox (loop thread) starts the connections handed to this loop. */
+static void take_inbox(struct loop *lp, bool start)
+{
+    pthread_mutex_lock(&lp->mu);
+    struct handoff *h = lp->inbox, *fifo = NULL;
+    lp->inbox = NULL;
+    pthread_mutex_unlock(&lp->mu);
+    while (h != NULL) { /* pushed newest first: start them in accept order */
+        struct handoff *next = h->next;
+        h->next = fifo;
+        fifo = h;
+        h = next;
+    }
+    h = fifo;
+    while (h != NULL) {
+        struct handoff *next = h->next;
+        if (start) {
+            conn_start(lp, h->fd, &h->sa, h->hops);
+        } else {
+            authd_source src;
+            (void)authd_source_from_sockaddr((const struct sockaddr *)&h->sa, &src);
+            refuse(lp->srv, h->fd, &src);
+        }
+        free(h);
+        h = next;
     }
 }
 
@@ -1004,11 +1506,23 @@ static void loop_sweep(struct loop *lp, uint64_t now)
 
     while (c != NULL) {
         struct conn *next = c->next;
-        if (c->state != ST_OPEN && now > c->nego_deadline)
+        uint64_t active = c->last_read > c->out_since ? c->last_read : c->out_since;
+        if (c->state != ST_OPEN && now > c->nego_deadline) {
+            log_limit(&s->lr_nego, "handshake_timeout", c->peer, &c->source,
+                "TLS and SP handshake not done in time");
             conn_close(c, AUTHD_LOG_DEBUG, "handshake timeout");
-        else if (c->olen > 0 && now - c->out_since > (uint64_t)SEND_TIMEOUT_MS * 1000000u)
+        } else if (c->olen > 0 && now - c->out_since > (uint64_t)SEND_TIMEOUT_MS * 1000000u) {
             conn_close(c, AUTHD_LOG_WARN, "peer did not read its replies");
-        else if (s->free_buffers_ok && c->tls_bufs && c->ssl != NULL && c->olen == 0
+        } else if (c->frame_start != 0 && !c->paused && now - c->frame_start > s->frame_ns) {
+            log_limit(&s->lr_frame, "frame_timeout", c->peer, &c->source,
+                "a started frame was not completed within --frame-timeout-ms");
+            conn_close(c, AUTHD_LOG_DEBUG, "frame timeout");
+        } else if (s->idle_ns != 0 && c->state == ST_OPEN && c->inflight == 0 && c->olen == 0
+            && c->rlen == 0 && now - active > s->idle_ns) {
+            log_limit(&s->lr_idle, "idle_timeout", c->peer, &c->source,
+                "nothing in flight for --idle-timeout-ms");
+            conn_close(c, AUTHD_LOG_DEBUG, "idle timeout");
+        } else if (s->free_buffers_ok && c->tls_bufs && c->ssl != NULL && c->olen == 0
             && c->inflight == 0 && now - c->last_read > (uint64_t)IDLE_FREE_MS * 1000000u) {
             /* ~34 KiB a connection: 1,000 idle clients should not pin 34 MiB.
              * Fails harmlessly while OpenSSL still holds unread data. */
@@ -1056,6 +1570,7 @@ static void *loop_main(void *arg)
     }
     /* Stopping: close every connection of this loop. */
     take_posted(lp);
+    take_inbox(lp, false);
     while (lp->conns != NULL)
         conn_close(lp->conns, AUTHD_LOG_DEBUG, "server closing");
     run_ready(lp); /* only drops references now */
@@ -1207,11 +1722,15 @@ static authd_code listen_setup(
         freeaddrinfo(res);
         return AUTHD_INTERNAL;
     }
+    /* SO_REUSEADDR only (restart over TIME_WAIT). Never SO_REUSEPORT: it
+     * would let a second process of the same user bind the port too and
+     * silently take a share of the connections (two stores!). */
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
     if (bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 1024) != 0) {
         int e = errno;
-        snprintf(err, errlen, "cannot listen on %s: %s", url, strerror(e));
+        snprintf(err, errlen, "cannot listen on %s: %s%s", url,
+            e == EADDRINUSE ? "address already in use" : strerror(e),
+            e == EADDRINUSE ? " (is another authd running on this port?)" : "");
         freeaddrinfo(res);
         close(fd);
         return e == EADDRINUSE ? AUTHD_UNAVAILABLE : AUTHD_INVALID_ARGUMENT;
@@ -1234,27 +1753,6 @@ static authd_code listen_setup(
     return AUTHD_OK;
 }
 
-/* listen_more opens one more listening socket on the first one's address
- * and port, in its SO_REUSEPORT group. */
-static int listen_more(const authd_server *s)
-{
-    int one = 1;
-    int fd = socket(s->laddr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-
-    if (fd < 0)
-        return -1;
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0
-        || setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0
-        || bind(fd, (const struct sockaddr *)&s->laddr, s->laddr_len) != 0
-        || listen(fd, 1024) != 0) {
-        int e = errno;
-        close(fd);
-        errno = e;
-        return -1;
-    }
-    return fd;
-}
-
 authd_code authd_server_start(
     const authd_server_options *o, authd_service *svc, authd_server **out, char *err, size_t errlen)
 {
@@ -1268,8 +1766,21 @@ authd_code authd_server_start(
     s->svc = svc;
     s->max_msg = o->max_msg;
     s->max_inflight = o->max_inflight > 0 ? o->max_inflight : 1;
-    s->max_conns = o->max_connections;
+    s->max_conns = o->max_connections > 0 ? o->max_connections : 1;
+    s->max_per_source = o->max_conns_per_source > 0 ? o->max_conns_per_source : s->max_conns;
+    s->max_hs_per_source
+        = o->max_handshakes_per_source > 0 ? o->max_handshakes_per_source : s->max_per_source;
+    s->idle_ns = (uint64_t)o->idle_timeout_ms * 1000000u;
+    s->frame_ns = (uint64_t)(o->frame_timeout_ms > 0 ? o->frame_timeout_ms : 10000) * 1000000u;
+    s->mtls = o->tls_client_ca != NULL;
     s->echo = o->echo;
+    authd_ratelimit_options hro = { .rate = 1, .burst = 5, .max_keys = HS_LOG_KEYS };
+    if (!srctab_init(&s->src, s->max_conns)
+        || authd_ratelimit_create(&hro, &s->hs_log) != AUTHD_OK) {
+        snprintf(err, errlen, "out of memory");
+        rc = AUTHD_RESOURCE_EXHAUSTED;
+        goto out;
+    }
     if ((rc = listen_setup(s, o->url, err, errlen, &tls)) != AUTHD_OK)
         goto out;
     if (!tls && !o->allow_plaintext) {
@@ -1302,14 +1813,10 @@ authd_code authd_server_start(
     for (unsigned i = 0; i < s->nloops; i++) {
         struct loop *lp = &s->loops[i];
         struct epoll_event ev = { .events = EPOLLIN, .data.ptr = lp };
-        if (i > 0 && (lp->lfd = listen_more(s)) < 0) {
-            snprintf(err, errlen, "cannot listen on %s a second time (SO_REUSEPORT): %s", s->url,
-                strerror(errno));
-            goto out;
-        }
         if ((lp->ep = epoll_create1(EPOLL_CLOEXEC)) < 0
             || (lp->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0
-            || epoll_ctl(lp->ep, EPOLL_CTL_ADD, lp->efd, &ev) != 0 || !listen_on(lp)) {
+            || epoll_ctl(lp->ep, EPOLL_CTL_ADD, lp->efd, &ev) != 0
+            || (lp->lfd >= 0 && !listen_on(lp))) {
             snprintf(err, errlen, "event loop: %s", strerror(errno));
             goto out;
         }
@@ -1372,6 +1879,9 @@ void authd_server_close(authd_server *s)
             pthread_join(lp->thread, NULL);
         }
     }
+    /* Connections handed to a loop after it stopped. */
+    for (unsigned i = 0; i < s->nloops; i++)
+        take_inbox(&s->loops[i], false);
     /* Requests still in the service layer hold their connection struct;
      * the pools feeding them are gone by now (see server.h), so this ends. */
     struct timespec ts = { 0, 1000000 };
@@ -1390,6 +1900,8 @@ void authd_server_close(authd_server *s)
     free(s->loops);
     if (s->lfd >= 0)
         close(s->lfd);
+    srctab_free(&s->src);
+    authd_ratelimit_destroy(s->hs_log);
     SSL_CTX_free(s->ctx);
     free(s);
 }

@@ -25,7 +25,11 @@ typedef struct authd_server_options {
     bool allow_plaintext;
     size_t max_msg; /* largest request frame; larger closes the connection */
     unsigned max_inflight; /* requests in flight per connection before it is paused */
-    unsigned max_connections; /* open connections */
+    unsigned max_connections; /* open connections; at the cap the oldest idle one is closed */
+    unsigned max_conns_per_source; /* open connections per source (IPv4 address, IPv6 /64) */
+    unsigned max_handshakes_per_source; /* unfinished TLS + SP handshakes per source */
+    unsigned idle_timeout_ms; /* nothing in flight, nothing to write: closed after this */
+    unsigned frame_timeout_ms; /* a started frame must be complete within this */
     unsigned io_threads; /* event loops; 0 = one per CPU */
     bool echo; /* benchmarks only (authd-echo --engine authd): answer every
                 * frame with its own bytes, no envelope, no service */

@@ -26,7 +26,8 @@
 #include "token.h"
 #include "workpool.h"
 
-#define AUTHD_PEER_MAX 64
+#define AUTHD_PEER_MAX   64
+#define AUTHD_CALLER_MAX 128
 
 typedef struct authd_reply {
     authd_code code;
@@ -49,6 +50,10 @@ struct authd_request {
     size_t body_len;
     uint64_t request_id;
     char peer[AUTHD_PEER_MAX]; /* "ip:port" of the caller, for logs */
+    /* With mTLS: the client certificate's subject CN, else its first SAN
+     * (DNS, URI or email), printable ASCII; "" without a client
+     * certificate. The caller policy matches on it. */
+    char caller[AUTHD_CALLER_MAX];
     authd_source source; /* the caller's address as a limit key (IPv6: its /64) */
     uint64_t conn_id; /* the connection it came on: unique for the process's life, never 0 */
     bool trusted_frontend; /* the caller is a front-end whose ClientContext is believed (set

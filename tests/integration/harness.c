@@ -935,3 +935,56 @@ bool it_log_wait(const it_server *s, const char *needle, int deadline_ms)
         it_nap_ms(5);
     }
 }
+
+/* ---- another binary (tests/integration/it_abuse_net.c) ------------------ */
+
+/* it_launch_bin is it_launch with bin instead of authd (the same flags),
+ * and env_extra ("NAME=value", NULL-terminated; may be NULL) added to the
+ * environment. For authd-faulty, the fault-injection build. */
+void it_launch_bin(it_server *s, const char *bin, const char *const *env_extra)
+{
+    const char *argv[64];
+    char **envp;
+    int in_fd, log_fd;
+
+    assert_int_equal(s->pid, 0);
+    if (s->starts > 0)
+        snprintf(s->log_path, sizeof s->log_path, "%s/authd-%d.log", s->dir, s->starts + 1);
+    s->starts++;
+    unlink(s->url_file);
+    it_argv(s, NULL, argv, sizeof argv / sizeof argv[0]);
+    argv[0] = bin;
+    envp = child_env(env_extra);
+    in_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    log_fd = open(s->log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    assert_true(in_fd >= 0 && log_fd >= 0);
+    s->pid = spawn(argv, envp, in_fd, log_fd, log_fd);
+    close(in_fd);
+    close(log_fd);
+    free(envp);
+
+    uint64_t end = it_mono_ms() + IT_START_DEADLINE_MS;
+    for (;;) {
+        size_t len = 0;
+        char *url = it_read_file(s->url_file, &len);
+        if (url != NULL) {
+            while (len > 0 && (url[len - 1] == '\n' || url[len - 1] == '\r'))
+                url[--len] = '\0';
+            assert_true(len > 0 && len < sizeof s->url);
+            memcpy(s->url, url, len + 1);
+            free(url);
+            return;
+        }
+        int status;
+        if (waitpid(s->pid, &status, WNOHANG) == s->pid) {
+            s->pid = 0;
+            it_print_log_tail(s, 30);
+            fail_msg("%s exited during start-up (status 0x%x)", bin, status);
+        }
+        if (it_mono_ms() >= end) {
+            it_print_log_tail(s, 30);
+            fail_msg("%s did not write its url file within %d ms", bin, IT_START_DEADLINE_MS);
+        }
+        it_nap_ms(10);
+    }
+}

@@ -242,4 +242,10 @@ bool it_log_wait(const it_server *s, const char *needle, int deadline_ms);
  * is one JSON object, and returns them as a JSON array (json_decref it). */
 struct json_t *it_log_json(const it_server *s);
 
+/* ---- another binary (tests/integration/it_abuse_net.c) ------------------ */
+
+/* it_launch_bin is it_launch running bin (same flags) with env_extra
+ * ("NAME=value", NULL-terminated; may be NULL) added to its environment. */
+void it_launch_bin(it_server *s, const char *bin, const char *const *env_extra);
+
 #endif

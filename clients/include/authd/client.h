@@ -131,6 +131,19 @@ typedef struct authd_status {
 **                   the connection before it is read (the calls in flight
 **                   on it fail UNAVAILABLE).
 **   allow_plaintext permit a tcp:// URL (no TLS). For tests only.
+**   idle_timeout_ms close the connection after this long with no call in
+**                   flight (0 = 60000; negative = never). The next call
+**                   dials again (it waits for the new connection within
+**                   its own deadline), so callers do not notice. authd
+**                   closes connections idle for --idle-timeout-ms (default
+**                   120000); keep this value well below the server's, so
+**                   it is the client that closes an idle connection:
+**                   otherwise a call sent just as the server closes it
+**                   fails UNAVAILABLE (the request may have been lost and
+**                   is never resent). A connection the server closed
+**                   while no call was in flight is redialed in the
+**                   background as before, and that one is closed after
+**                   idle_timeout_ms in turn.
 */
 typedef struct authd_client_options {
     const char *url;
@@ -141,10 +154,12 @@ typedef struct authd_client_options {
     int timeout_ms;
     size_t max_reply_size;
     bool allow_plaintext;
+    int idle_timeout_ms;
 } authd_client_options;
 
-#define AUTHD_CLIENT_DEFAULT_TIMEOUT_MS 5000
-#define AUTHD_CLIENT_DEFAULT_MAX_REPLY  (1024u * 1024u)
+#define AUTHD_CLIENT_DEFAULT_TIMEOUT_MS      5000
+#define AUTHD_CLIENT_DEFAULT_IDLE_TIMEOUT_MS 60000
+#define AUTHD_CLIENT_DEFAULT_MAX_REPLY       (1024u * 1024u)
 
 /* An open connection to authd; opaque. */
 typedef struct authd_client authd_client;
@@ -176,7 +191,8 @@ const char *authd_code_str(int code);
 ** peer that is not an SP rep0 server (UNAVAILABLE/TRANSPORT) fail here
 ** with a clear status; once connected, the client redials on its own (in
 ** the background, backing off from 100 ms to 2 s) if the connection drops
-** later.
+** later, and at the next call after it closed an idle connection itself
+** (see idle_timeout_ms).
 **
 ** Returns 0 and sets *out on success; the caller owns *out and releases it
 ** with authd_client_close. On failure returns the status code, fills *st
