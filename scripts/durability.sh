@@ -41,7 +41,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 kills=20
-build=build-test
+build="build-test"
 keep=0
 seed=${RANDOM}${RANDOM}
 while [ $# -gt 0 ]; do
@@ -74,8 +74,7 @@ pid=""
 load_pid=""
 ok=0
 cleanup() {
-    [ -n "$load_pid" ] && kill -9 "$load_pid" 2>/dev/null || true
-    [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true
+    for p in $load_pid $pid; do kill -9 "$p" 2>/dev/null || true; done
     if [ "$keep" = 1 ] || [ "$ok" = 0 ]; then
         echo "durability: work dir kept: $work" >&2
     else
@@ -169,7 +168,7 @@ for ((k = 1; k <= kills; k++)); do
 
     check_store "$data" "$work/dump"
     start_authd "$data"
-    "$dl" check --url "$url" --ca "$ca" --journal "$journal" --dump "$work/dump" \
+    "$dl" check --url "$url" --ca "$ca" --journal "$journal" --dump "$work/dump" --timeout-ms 15000 \
         --login-sample 10 >"$work/check.out" 2>"$work/check.err" \
         || { cat "$work/check.err" "$work/check.out" >&2; die "check after kill $k failed"; }
     checks_ok=$((checks_ok + 1))
@@ -215,7 +214,7 @@ start_authd "$full" --map-size-mb 1
 stop_authd
 check_store "$full" "$work/full.dump"
 start_authd "$full" --map-size-mb 1
-"$dl" check --url "$url" --ca "$ca" --journal "$work/full.journal" --dump "$work/full.dump" \
+"$dl" check --url "$url" --ca "$ca" --journal "$work/full.journal" --dump "$work/full.dump" --timeout-ms 15000 \
     --login-sample 10 --store-full-ok >"$work/fullcheck.out" 2>"$work/fullcheck.err" \
     || { cat "$work/fullcheck.err" "$work/fullcheck.out" >&2; die "MAP_FULL: check after restart failed"; }
 stop_authd

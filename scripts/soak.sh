@@ -63,7 +63,7 @@ while [ $# -gt 0 ]; do
     shift
 done
 if [ -z "$build" ]; then
-    if [ "$asan" = 1 ]; then build=build-asan; else build=build-test; fi
+    if [ "$asan" = 1 ]; then build="build-asan"; else build="build-test"; fi
 fi
 if [ ! -f "$build/CMakeCache.txt" ]; then
     if [ "$asan" = 1 ]; then

@@ -863,8 +863,8 @@ static int mode_fill(void)
             ok_after++;
     }
     if (streak < FILL_STREAK) {
-        fprintf(stderr, "fill: no %d STORE_FULL in a row after %ld Registers\n", FILL_STREAK,
-            tries);
+        fprintf(
+            stderr, "fill: no %d STORE_FULL in a row after %ld Registers\n", FILL_STREAK, tries);
         failures++;
     }
     printf("fill: first STORE_FULL at Register %ld; %ld OK after it; %d STORE_FULL in a row "
