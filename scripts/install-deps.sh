@@ -12,12 +12,13 @@ set -euo pipefail
 build=(build-essential cmake pkg-config git
        libprotobuf-c-dev protobuf-c-compiler
        libnng-dev libmbedtls-dev libsodium-dev libjwt-dev libjansson-dev liblmdb-dev
-       libssl-dev openssl libcmocka-dev
-       lmdb-utils)  # mdb_stat, mdb_dump, mdb_load: scripts/durability.sh
+       libssl-dev openssl libcmocka-dev)
 runtime=(libprotobuf-c1 libssl3 libnng1 libsodium23 libjansson4 liblmdb0 openssl ca-certificates)
 
 want=("${build[@]}")
 [ "${1:-}" = "--runtime" ] && want=("${runtime[@]}")
+# crash tests (scripts/durability.sh): mdb_stat, mdb_dump, mdb_load
+[ "${1:-}" = "--runtime" ] || want+=(lmdb-utils)
 
 missing=()
 for p in "${want[@]}"; do
