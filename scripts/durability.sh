@@ -95,7 +95,10 @@ base_flags=(--listen tls+tcp://127.0.0.1:0 --url-file "$work/url"
     --signing-key "$work/signing.key"
     --tls-cert "$work/tls/server.crt" --tls-key "$work/tls/server.key"
     --argon2-ops 1 --argon2-mem-kib 64)
-if "$authd" --help 2>&1 | grep -q -- '--insecure-weak-params'; then
+# (--help is read whole first: with pipefail, grep -q closing the pipe
+# early would fail the pipeline through authd's SIGPIPE.)
+authd_help=$("$authd" --help 2>&1 || true)
+if grep -q -- '--insecure-weak-params' <<<"$authd_help"; then
     base_flags+=(--insecure-weak-params)
 fi
 # shellcheck disable=SC2206 # word splitting is the point
@@ -109,7 +112,7 @@ start_authd() {
     echo "== start: $authd --data-dir $data ${base_flags[*]} $*" >>"$work/authd.log"
     "$authd" --data-dir "$data" "${base_flags[@]}" "$@" >>"$work/authd.log" 2>&1 &
     pid=$!
-    url=$("$dl" wait --url-file "$work/url" --ca "$ca" --deadline-ms 60000) \
+    url=$("$dl" wait --url-file "$work/url" --ca "$ca" --deadline-ms 60000 --pid "$pid") \
         || die "authd did not come up"
 }
 

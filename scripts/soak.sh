@@ -104,7 +104,10 @@ flags=(--listen tls+tcp://127.0.0.1:0 --url-file "$work/url" --data-dir "$work/d
     --signing-key "$work/signing.key"
     --tls-cert "$work/tls/server.crt" --tls-key "$work/tls/server.key"
     --argon2-ops 1 --argon2-mem-kib 64 --log-level warn)
-if "$authd" --help 2>&1 | grep -q -- '--insecure-weak-params'; then
+# (--help is read whole first: with pipefail, grep -q closing the pipe
+# early would fail the pipeline through authd's SIGPIPE.)
+authd_help=$("$authd" --help 2>&1 || true)
+if grep -q -- '--insecure-weak-params' <<<"$authd_help"; then
     flags+=(--insecure-weak-params)
 fi
 # shellcheck disable=SC2206 # word splitting is the point
@@ -121,7 +124,8 @@ fi
 
 ASAN_OPTIONS=$authd_asan "$authd" "${flags[@]}" >"$work/authd.log" 2>&1 &
 pid=$!
-url=$("$dl" wait --url-file "$work/url" --ca "$ca" --deadline-ms 60000) || die "authd did not come up"
+url=$("$dl" wait --url-file "$work/url" --ca "$ca" --deadline-ms 60000 --pid "$pid") \
+    || die "authd did not come up: $(tail -n 5 "$work/authd.log")"
 
 # sample T: one CSV row of authd's state at T seconds.
 sample() {

@@ -69,7 +69,9 @@ static const char usage[]
     = "usage: authd-durload MODE [OPTIONS]\n"
       "\n"
       "Modes:\n"
-      "  wait   --url-file F --ca CA [--deadline-ms N]   print authd's URL once it answers\n"
+      "  wait   --url-file F --ca CA [--deadline-ms N] [--pid P]\n"
+      "         print authd's URL once it answers; with --pid, give up at once if\n"
+      "         process P has exited\n"
       "  load   --url U --ca CA --journal J [--threads N] [--seconds S] [--tag T]\n"
       "  fill   --url U --ca CA --journal J [--tag T] [--max-users N]\n"
       "  check  --url U --ca CA --journal J --dump D [--login-sample N] [--store-full-ok]\n"
@@ -98,6 +100,7 @@ struct opts {
     int deadline_ms;
     int login_sample;
     int users;
+    long pid; /* wait: the authd process to watch, 0 = none */
     long max_users;
     bool store_full_ok;
 };
@@ -537,6 +540,26 @@ static bool is_store_full(int rc, const authd_status *st)
 
 /* ---- wait ---------------------------------------------------------------------- */
 
+/* process_gone is true when process pid has exited (no /proc entry, or a
+ * zombie its parent has not reaped yet), so wait can fail at once instead
+ * of at its deadline when authd refused to start. */
+static bool process_gone(long pid)
+{
+    char path[64], buf[512];
+    FILE *fp;
+    char *p;
+    bool gone = true;
+
+    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    if ((fp = fopen(path, "r")) == NULL)
+        return true;
+    /* The state follows the command name, which is in parentheses. */
+    if (fgets(buf, sizeof buf, fp) != NULL && (p = strrchr(buf, ')')) != NULL && p[1] == ' ')
+        gone = p[2] == 'Z' || p[2] == 'X';
+    fclose(fp);
+    return gone;
+}
+
 /* mode_wait polls the url file authd writes once it listens, then calls
  * Verify with a junk token until authd answers it (UNAUTHENTICATED): the
  * store is open and requests are served. */
@@ -558,6 +581,8 @@ static int mode_wait(void)
                     break;
             }
         }
+        if (O.pid > 0 && process_gone(O.pid))
+            die("authd (pid %ld) exited before it listened", O.pid);
         if (now_s() > deadline)
             die("no url in %s after %d ms", O.url_file, O.deadline_ms);
         sleep_ms(20);
@@ -1332,6 +1357,8 @@ int main(int argc, char **argv)
             O.login_sample = (int)num(a, v, 0, 100000);
         else if (strcmp(a, "--users") == 0)
             O.users = (int)num(a, v, 1, 100000);
+        else if (strcmp(a, "--pid") == 0)
+            O.pid = (long)num(a, v, 1, 1e9);
         else if (strcmp(a, "--max-users") == 0)
             O.max_users = (long)num(a, v, 1, 1e8);
         else
