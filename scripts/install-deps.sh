@@ -20,6 +20,8 @@ build+=(libzxcvbn-dev)
 runtime+=(libzxcvbn0)
 want=("${build[@]}")
 [ "${1:-}" = "--runtime" ] && want=("${runtime[@]}")
+# crash tests (scripts/durability.sh): mdb_stat, mdb_dump, mdb_load
+[ "${1:-}" = "--runtime" ] || want+=(lmdb-utils)
 
 missing=()
 for p in "${want[@]}"; do
