@@ -110,6 +110,13 @@ authd_help=$("$authd" --help 2>&1 || true)
 if grep -q -- '--insecure-weak-params' <<<"$authd_help"; then
     flags+=(--insecure-weak-params)
 fi
+# The load comes from one address (127.0.0.1) and repeats logins of a few
+# accounts on purpose: the per-caller abuse limits would refuse it as
+# designed, which is not what this run measures. Production defaults
+# otherwise.
+if grep -q -- '--caller-registrations' <<<"$authd_help"; then
+    flags+=(--caller-registrations 0 --caller-login-failures 0 --login-free-attempts 100)
+fi
 # shellcheck disable=SC2206 # word splitting is the point
 flags+=(${AUTHD_EXTRA_FLAGS:-})
 
