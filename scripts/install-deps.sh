@@ -12,7 +12,8 @@ set -euo pipefail
 build=(build-essential cmake pkg-config git
        libprotobuf-c-dev protobuf-c-compiler
        libnng-dev libmbedtls-dev libsodium-dev libjwt-dev libjansson-dev liblmdb-dev
-       libssl-dev openssl libcmocka-dev)
+       libssl-dev openssl libcmocka-dev
+       clang libclang-rt-14-dev)
 runtime=(libprotobuf-c1 libssl3 libnng1 libsodium23 libjansson4 liblmdb0 openssl ca-certificates)
 
 want=("${build[@]}")
