@@ -185,6 +185,8 @@ def envelope(method, body, rid=7):
 
 
 def dispatch_seeds():
+    # fuzz_dispatch.c registers "resident" at start and sends its live token
+    # for a Verify or Logout whose body holds "$TOKEN".
     m = "/authd.v1.Auth/"
     reg = field(1, "alice") + field(2, "alice@example.com") + field(3, "a perfectly fine passphrase")
     seeds = {
@@ -203,6 +205,10 @@ def dispatch_seeds():
         "verify-garbage": envelope(m + "Verify", field(1, "not.a.token")),
         "verify-forged": envelope(m + "Verify", field(1, token(HDR, claims()))),
         "logout-garbage": envelope(m + "Logout", field(1, "x.y.z")),
+        "verify-live": envelope(m + "Verify", field(1, "$TOKEN")),
+        "logout-live": envelope(m + "Logout", field(1, "$TOKEN")),
+        "login-resident": envelope(m + "Login", field(1, "resident")
+                                   + field(2, "the resident's passphrase")),
         "unknown-method": envelope(m + "Frobnicate", b""),
         "method-prefix-only": envelope(m, b""),
         "method-other-service": envelope("/authd.v2.Auth/Verify", field(1, "t")),
