@@ -147,7 +147,7 @@ static void check_password(const char *in, size_t n, bool utf8)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     /* An exact-size copy: a read past len lands in ASan's redzone. */
-    char *in = malloc(size > 0 ? size : 1);
+    char *in = calloc(1, size > 0 ? size : 1);
     bool utf8;
 
     FUZZ_CHECK(in != NULL, "out of memory");

@@ -12,14 +12,16 @@ set -euo pipefail
 build=(build-essential cmake pkg-config git
        libprotobuf-c-dev protobuf-c-compiler
        libnng-dev libmbedtls-dev libsodium-dev libjwt-dev libjansson-dev liblmdb-dev
-       libssl-dev openssl libcmocka-dev
-       clang libclang-rt-14-dev)
+       libssl-dev openssl libcmocka-dev)
 runtime=(libprotobuf-c1 libssl3 libnng1 libsodium23 libjansson4 liblmdb0 openssl ca-certificates)
 
 want=("${build[@]}")
 [ "${1:-}" = "--runtime" ] && want=("${runtime[@]}")
 
 missing=()
+# libFuzzer harnesses (scripts/fuzz.sh): clang, and libFuzzer's runtime,
+# which is only a Recommends of clang
+[ "${1:-}" = "--runtime" ] || want+=(clang libclang-rt-14-dev)
 for p in "${want[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
