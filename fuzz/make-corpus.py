@@ -151,6 +151,7 @@ def log_seeds():
         "key-escapes": seed(b'k"\n\\', b"v"),
         "key-invalid": seed(b"\xff\xc3", b"v"),
         "key-v": seed(b"v", b"value"),
+        "key-v-value-dropped": seed(b"v", b"\x01" * 400),
         "key-truncated": seed(b"truncated", b"x"),
         "long-ascii": seed(b"k", b"a" * 2100),
         "long-escapes": seed(b"k", b"\x01" * 400),
