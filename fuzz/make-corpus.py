@@ -226,7 +226,32 @@ def dispatch_seeds():
         write("fuzz_dispatch", name, b)
 
 
+def sp_frame_seeds():
+    # fuzz_sp_frame.c: 2 bytes max_body, 2 bytes chunk seed, then the stream.
+    hdr = b"\x00SP\x00\x00\x30\x00\x00"  # req0
+    def frame(body, bt=(b"\x80\x00\x00\x01",)):
+        payload = b"".join(bt) + body
+        return struct.pack(">Q", len(payload)) + payload
+    env = envelope("/authd.v1.Auth/Verify", field(1, "t"))
+    seeds = {
+        "one": hdr + frame(env),
+        "three-pipelined": hdr + frame(env) + frame(b"", (b"\x80\x00\x00\x02",)) + frame(env),
+        "hops": hdr + frame(env, (b"\x00\x00\x00\x05",) * 7 + (b"\x80\x00\x00\x03",)),
+        "too-many-hops": hdr + frame(env, (b"\x00\x00\x00\x05",) * 8 + (b"\x80\x00\x00\x03",)),
+        "no-end-word": hdr + frame(b"", (b"\x00\x00\x00\x01",)),
+        "empty-frame": hdr + struct.pack(">Q", 0),
+        "huge-length": hdr + struct.pack(">Q", (1 << 64) - 1) + b"x" * 8,
+        "at-limit": hdr + frame(b"y" * 256),
+        "partial": hdr + frame(env)[:-3],
+        "rep0-header": b"\x00SP\x00\x00\x31\x00\x00" + frame(env),
+        "bad-header": b"GET / HTTP/1.1\r\n\r\n",
+    }
+    for name, b in seeds.items():
+        write("fuzz_sp_frame", name, struct.pack(">HH", 256, 4242) + b)
+
+
 if __name__ == "__main__":
+    sp_frame_seeds()
     token_seeds()
     validate_seeds()
     log_seeds()
