@@ -24,6 +24,9 @@ want=("${build[@]}")
 [ "${1:-}" = "--runtime" ] || want+=(lmdb-utils)
 
 missing=()
+# libFuzzer harnesses (scripts/fuzz.sh): clang, and libFuzzer's runtime,
+# which is only a Recommends of clang
+[ "${1:-}" = "--runtime" ] || want+=(clang libclang-rt-14-dev)
 for p in "${want[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done

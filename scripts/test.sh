@@ -28,6 +28,10 @@ if [ "$quick" = 0 ]; then
     echo "== test: ASan + UBSan build" >&2
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
         run_pass build-asan -DCMAKE_BUILD_TYPE=Debug -DAUTHD_SANITIZE=ON
+    # The fuzz/ harnesses, 15 s each from their seeds (clang, ASan + UBSan,
+    # ./build-fuzz); the pass above replayed their corpora already.
+    echo "== test: fuzzers, 15 s each" >&2
+    bash scripts/fuzz.sh --seconds 15
 fi
 if [ "$quick" = 0 ]; then
     # Crash and soak tests (scripts/durability.sh, scripts/soak.sh): their CI

@@ -121,11 +121,14 @@ static bool read_varint(const uint8_t **p, const uint8_t *end, uint64_t *out)
 static bool wire_strings_ok(
     const ProtobufCMessageDescriptor *d, const uint8_t *p, size_t len, int depth)
 {
-    const uint8_t *end = p + len;
+    const uint8_t *end;
     uint64_t tag, n;
 
     if (depth > 8)
         return false;
+    if (len == 0) /* an absent body is NULL, and NULL + 0 is undefined in C */
+        return true;
+    end = p + len;
     while (p < end) {
         if (!read_varint(&p, end, &tag))
             return false;

@@ -143,10 +143,17 @@ static void authctl_register_login_verify_logout(void **state)
     assert_string_equal(p.out, "");
     it_proc_free(&p);
 
-    /* a server certificate from another CA: a transport failure (exit 3) */
+    /* a server certificate from another CA: a transport failure (exit 3),
+     * for the certificate (a server that is down gives exit 3 as well) */
     ctl(s, IT_OTHER_CA, verify, env, NULL, &p);
     expect_exit(&p, 3, "verify trusting another CA");
     assert_non_null(strstr(p.err, "UNAVAILABLE"));
+    if (strstr(p.err, "server certificate was not accepted") == NULL)
+        fail_msg("the refusal does not name the certificate: %s", p.err);
+    it_proc_free(&p);
+    /* and right after, the same server serves a client with the right CA */
+    ctl(s, IT_CA, login, NULL, PASSWORD "\n", &p);
+    expect_exit(&p, 0, "login with the right CA after the refusal");
     it_proc_free(&p);
 
     it_finish(s);

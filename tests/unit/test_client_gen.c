@@ -62,6 +62,8 @@ struct server {
     char url[64]; /* where it listens (fixed by the first start) */
     _Atomic int mode;
     _Atomic int requests; /* envelopes received */
+    _Atomic int pipes; /* connections set up (SP headers exchanged) */
+    char last_method[64]; /* of the last envelope, written before requests++ */
     _Atomic int want;
     _Atomic int seq;
     _Atomic int done;
@@ -149,7 +151,11 @@ static nng_mtx *pipes_mtx;
 
 static void server_pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)
 {
-    (void)arg;
+    struct server *s = arg;
+
+    if (ev == NNG_PIPE_EV_ADD_POST) {
+        atomic_fetch_add(&s->pipes, 1);
+    }
     nng_mtx_lock(pipes_mtx);
     for (size_t i = 0; i < 64; i++) {
         if (ev == NNG_PIPE_EV_ADD_POST && nng_pipe_id(open_pipes[i]) <= 0) {
@@ -174,7 +180,8 @@ static void serve_one(struct server *s, nng_socket sock)
         return;
     }
     env = authd__v1__request_envelope__unpack(NULL, nng_msg_len(m), nng_msg_body(m));
-    atomic_fetch_add(&s->requests, 1);
+    snprintf(s->last_method, sizeof(s->last_method), "%s", env != NULL ? env->method : "");
+    atomic_fetch_add(&s->requests, 1); /* seq_cst: publishes last_method */
     if (env == NULL || atomic_load(&s->mode) == MODE_SILENT) {
         nng_msg_free(m);
     } else if (atomic_load(&s->mode) == MODE_DROP) {
@@ -207,8 +214,8 @@ static void server_main(struct server *s)
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (nng_mtx_alloc(&pipes_mtx) != 0 || nng_rep0_open(&sock) != 0
         || nng_socket_set_ms(sock, NNG_OPT_RECVTIMEO, 20) != 0
-        || nng_pipe_notify(sock, NNG_PIPE_EV_ADD_POST, server_pipe_event, NULL) != 0
-        || nng_pipe_notify(sock, NNG_PIPE_EV_REM_POST, server_pipe_event, NULL) != 0) {
+        || nng_pipe_notify(sock, NNG_PIPE_EV_ADD_POST, server_pipe_event, s) != 0
+        || nng_pipe_notify(sock, NNG_PIPE_EV_REM_POST, server_pipe_event, s) != 0) {
         _exit(1);
     }
     for (;;) {
@@ -262,6 +269,25 @@ static void server_set(int want)
     assert_int_equal(atomic_load(&srv->done), seq);
 }
 
+/*
+** wait_at_least polls a counter of the server process until it reaches
+** want or ms have passed; returns the elapsed milliseconds, or -1 when the
+** deadline passed first. Used instead of fixed sleeps: the test waits for
+** the event itself, however slow the machine is.
+*/
+static int wait_at_least(_Atomic int *v, int want, int ms)
+{
+    nng_time t0 = nng_clock();
+
+    while (atomic_load(v) < want) {
+        if (nng_clock() - t0 > (nng_time)ms) {
+            return -1;
+        }
+        nng_msleep(2);
+    }
+    return (int)(nng_clock() - t0);
+}
+
 /* setup resets the server to a clean, listening, answering state. */
 static int setup(void **state)
 {
@@ -304,11 +330,98 @@ static void test_table_matches_descriptor(void **state)
     assert_null(authd_client_methods[svc->n_methods].name);
     assert_null(authd_client_methods[svc->n_methods].input);
     assert_null(authd_client_methods[svc->n_methods].output);
-    /* The wrappers exist under their snake_case names. */
-    assert_non_null(&authd_client_register);
-    assert_non_null(&authd_client_login);
-    assert_non_null(&authd_client_logout);
-    assert_non_null(&authd_client_verify);
+}
+
+/* last_call_was: the server's last envelope named this method. */
+static void last_call_was(const char *method)
+{
+    (void)atomic_load(&srv->requests); /* pairs with the server's increment */
+    assert_string_equal(srv->last_method, method);
+}
+
+struct any_cb {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done;
+};
+
+static void any_cb_fn(void *arg, int code, const authd_status *st, ProtobufCMessage *resp)
+{
+    struct any_cb *a = arg;
+
+    (void)code;
+    (void)st;
+    if (resp != NULL) {
+        protobuf_c_message_free_unpacked(resp, NULL);
+    }
+    pthread_mutex_lock(&a->mu);
+    a->done++;
+    pthread_cond_broadcast(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+}
+
+/* any_cb_wait waits up to 10 s for the n-th callback. */
+static void any_cb_wait(struct any_cb *a, int n)
+{
+    struct timespec until;
+
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
+    pthread_mutex_lock(&a->mu);
+    while (a->done < n && pthread_cond_timedwait(&a->cv, &a->mu, &until) == 0) { }
+    assert_int_equal(a->done, n);
+    pthread_mutex_unlock(&a->mu);
+}
+
+/*
+** Each generated wrapper, sync and async, sends its own method: the server
+** records the method of every envelope it receives. (The fake server
+** answers Register and Login UNIMPLEMENTED; only the name matters here.)
+*/
+static void test_wrappers_call_their_method(void **state)
+{
+    Authd__V1__RegisterRequest rq = AUTHD__V1__REGISTER_REQUEST__INIT;
+    Authd__V1__LoginRequest lq = AUTHD__V1__LOGIN_REQUEST__INIT;
+    Authd__V1__LogoutRequest oq = AUTHD__V1__LOGOUT_REQUEST__INIT;
+    Authd__V1__VerifyRequest vq = AUTHD__V1__VERIFY_REQUEST__INIT;
+    Authd__V1__RegisterResponse *rr = NULL;
+    Authd__V1__LoginResponse *lr = NULL;
+    Authd__V1__LogoutResponse * or = NULL;
+    Authd__V1__VerifyResponse *vr = NULL;
+    struct any_cb a = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0 };
+    authd_status st;
+    authd_client *c;
+
+    (void)state;
+    c = client_for(2000);
+    rq.username = "u";
+    lq.login = "u";
+    oq.access_token = "t";
+    vq.access_token = "t";
+    assert_int_equal(authd_client_register(c, &rq, &rr, &st), AUTHD_UNIMPLEMENTED);
+    last_call_was("/authd.v1.Auth/Register");
+    assert_int_equal(authd_client_login(c, &lq, &lr, &st), AUTHD_UNIMPLEMENTED);
+    last_call_was("/authd.v1.Auth/Login");
+    assert_int_equal(authd_client_logout(c, &oq, & or, &st), AUTHD_OK);
+    last_call_was("/authd.v1.Auth/Logout");
+    authd__v1__logout_response__free_unpacked(or, NULL);
+    assert_int_equal(authd_client_verify(c, &vq, &vr, &st), AUTHD_OK);
+    last_call_was("/authd.v1.Auth/Verify");
+    authd__v1__verify_response__free_unpacked(vr, NULL);
+
+    assert_int_equal(authd_client_register_async(c, &rq, any_cb_fn, &a), AUTHD_OK);
+    any_cb_wait(&a, 1);
+    last_call_was("/authd.v1.Auth/Register");
+    assert_int_equal(authd_client_login_async(c, &lq, any_cb_fn, &a), AUTHD_OK);
+    any_cb_wait(&a, 2);
+    last_call_was("/authd.v1.Auth/Login");
+    assert_int_equal(authd_client_logout_async(c, &oq, any_cb_fn, &a), AUTHD_OK);
+    any_cb_wait(&a, 3);
+    last_call_was("/authd.v1.Auth/Logout");
+    assert_int_equal(authd_client_verify_async(c, &vq, any_cb_fn, &a), AUTHD_OK);
+    any_cb_wait(&a, 4);
+    last_call_was("/authd.v1.Auth/Verify");
+    authd_client_close(c);
 }
 
 static void test_code_str(void **state)
@@ -445,13 +558,15 @@ static void test_failures_map_to_status(void **state)
         Authd__V1__VerifyRequest req = AUTHD__V1__VERIFY_REQUEST__INIT;
         Authd__V1__VerifyResponse *resp = (Authd__V1__VerifyResponse *)&cases; /* sentinel */
         authd_status st;
-        nng_time t0 = nng_clock();
+        nng_time t0 = nng_clock(), elapsed;
         int before = atomic_load(&srv->requests);
+        int pipes = atomic_load(&srv->pipes);
 
         atomic_store(&srv->mode, cases[i].mode);
         req.access_token = "t";
         print_message("mode %d\n", (int)cases[i].mode);
         assert_int_equal(authd_client_verify(c, &req, &resp, &st), cases[i].code);
+        elapsed = nng_clock() - t0;
         assert_int_equal(st.code, cases[i].code);
         assert_string_equal(st.reason, cases[i].reason);
         assert_ptr_equal(resp, (Authd__V1__VerifyResponse *)&cases);
@@ -466,14 +581,26 @@ static void test_failures_map_to_status(void **state)
             assert_int_equal((unsigned char)st.message[n - 2], 0xC3);
             assert_int_equal((unsigned char)st.message[n - 1], 0xA9);
         }
-        if (cases[i].mode == MODE_DROP) {
-            /* Failed at once, not at the deadline, and never resent. */
-            assert_true(nng_clock() - t0 < 250);
-            nng_msleep(400); /* time enough to reconnect and resend */
-            assert_int_equal(atomic_load(&srv->requests), before + 1);
+        if (cases[i].mode == MODE_DROP || cases[i].mode == MODE_HUGE) {
+            /* The connection is gone; the client redials on its own. */
+            if (wait_at_least(&srv->pipes, pipes + 1, 10000) < 0) {
+                fail_msg("mode %d: the client did not reconnect within 10 s", (int)cases[i].mode);
+            }
         }
-        if (cases[i].mode == MODE_HUGE) {
-            nng_msleep(400); /* let the dialer reconnect */
+        if (cases[i].mode == MODE_DROP) {
+            /* Failed at once, not at the deadline, and never resent: a
+            ** resend would go out on the new connection before any later
+            ** call, so once a probe has its answer the server has seen
+            ** exactly the dropped request and the probe. */
+            Authd__V1__VerifyRequest probe = AUTHD__V1__VERIFY_REQUEST__INIT;
+            Authd__V1__VerifyResponse *pr = NULL;
+            assert_true(elapsed < 250);
+            atomic_store(&srv->mode, MODE_OK);
+            probe.access_token = "probe";
+            assert_int_equal(authd_client_verify(c, &probe, &pr, &st), AUTHD_OK);
+            assert_string_equal(pr->username, "probe");
+            authd__v1__verify_response__free_unpacked(pr, NULL);
+            assert_int_equal(atomic_load(&srv->requests), before + 2);
         }
     }
     /* After all that, the connection still works. */
@@ -515,8 +642,10 @@ static void test_call_bad_arguments(void **state)
 
 /*
 ** The server goes away and comes back on the same port: a call while it is
-** down fails UNAVAILABLE at its deadline; once it is back, the dialer has
-** reconnected and calls succeed again.
+** down fails UNAVAILABLE at its deadline; once it is back, the dialer
+** reconnects by itself, without a call asking for it, within the longest
+** backoff (2 s, plus slack for a loaded machine), and the next call
+** succeeds at its first try.
 */
 static void test_reconnects(void **state)
 {
@@ -524,18 +653,33 @@ static void test_reconnects(void **state)
     Authd__V1__VerifyRequest req = AUTHD__V1__VERIFY_REQUEST__INIT;
     Authd__V1__VerifyResponse *resp = NULL;
     authd_status st;
+    int pipes, waited, code = -1;
+    nng_time t0;
 
     (void)state;
     c = client_for(300);
     req.access_token = "a";
     server_set(SERVER_DOWN);
-    nng_msleep(100);
-    assert_int_equal(authd_client_verify(c, &req, &resp, &st), AUTHD_UNAVAILABLE);
+    /* Until the client has seen the drop, a call may still go out on the
+    ** dead connection and time out; after that it fails UNAVAILABLE. */
+    t0 = nng_clock();
+    while (code != AUTHD_UNAVAILABLE && nng_clock() - t0 < 10000) {
+        code = authd_client_verify(c, &req, &resp, &st);
+        if (code != AUTHD_UNAVAILABLE && code != AUTHD_DEADLINE_EXCEEDED) {
+            fail_msg("a call while the server is down: %s", authd_code_str(code));
+        }
+    }
+    assert_int_equal(code, AUTHD_UNAVAILABLE);
     assert_string_equal(st.reason, AUTHD_REASON_TRANSPORT);
     assert_null(resp);
 
+    pipes = atomic_load(&srv->pipes);
     server_set(SERVER_UP); /* same port */
-    nng_msleep(2500); /* reconnect backoff is at most 2 s */
+    waited = wait_at_least(&srv->pipes, pipes + 1, 2000 + 3000);
+    if (waited < 0) {
+        fail_msg("no reconnect within 5 s of the server's return (backoff is at most 2 s)");
+    }
+    print_message("reconnected %d ms after the server came back\n", waited);
     assert_int_equal(authd_client_verify(c, &req, &resp, &st), AUTHD_OK);
     authd__v1__verify_response__free_unpacked(resp, NULL);
     authd_client_close(c);
@@ -820,11 +964,13 @@ static void test_async_close_in_flight(void **state)
     struct async_state s;
     struct async_call a[N];
     authd_client *c;
+    int before;
 
     (void)state;
     c = client_for(10000);
     async_state_init(&s, c);
     atomic_store(&srv->mode, MODE_SILENT);
+    before = atomic_load(&srv->requests);
     for (int i = 0; i < N; i++) {
         Authd__V1__VerifyRequest req = AUTHD__V1__VERIFY_REQUEST__INIT;
         a[i] = (struct async_call) { .s = &s, .i = i };
@@ -833,7 +979,11 @@ static void test_async_close_in_flight(void **state)
         req.access_token = a[i].token;
         assert_int_equal(authd_client_verify_async(c, &req, verify_cb, &a[i]), AUTHD_OK);
     }
-    nng_msleep(100); /* let them reach the server */
+    /* Wait until every call has reached the server (which stays silent),
+    ** so that close really finds them in flight, not still queued. */
+    if (wait_at_least(&srv->requests, before + N, 10000) < 0) {
+        fail_msg("only %d of %d calls reached the server", atomic_load(&srv->requests) - before, N);
+    }
     authd_client_close(c);
     /* No waiting: close has run every callback. */
     pthread_mutex_lock(&s.mu);
@@ -928,6 +1078,7 @@ int main(void)
         cmocka_unit_test(test_open_rejects_bad_options),
         cmocka_unit_test_setup(test_open_refused, setup),
         cmocka_unit_test_setup(test_verify_ok, setup),
+        cmocka_unit_test_setup(test_wrappers_call_their_method, setup),
         cmocka_unit_test_setup(test_failures_map_to_status, setup),
         cmocka_unit_test_setup(test_call_bad_arguments, setup),
         cmocka_unit_test_setup(test_reconnects, setup),

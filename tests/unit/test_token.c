@@ -875,8 +875,51 @@ static void test_fingerprint(void **state)
     authd_token_fingerprint(tok, strlen(tok), b);
     assert_int_equal(strspn(b, "0123456789abcdef"), AUTHD_FINGERPRINT_LEN);
     assert_string_not_equal(a, b);
-    /* It is a hash of the token, and contains none of it. */
-    assert_null(strstr(KAT_TOKEN, a));
+}
+
+/* hex16 writes the first 8 bytes of SHA-256(in) as hex, independently of
+ * token.c. */
+static void hex16(const char *in, size_t n, char out[AUTHD_FINGERPRINT_LEN + 1])
+{
+    uint8_t d[crypto_hash_sha256_BYTES];
+
+    crypto_hash_sha256(d, (const uint8_t *)in, n);
+    for (size_t i = 0; i < AUTHD_FINGERPRINT_LEN / 2; i++)
+        snprintf(out + 2 * i, 3, "%02x", d[i]);
+}
+
+/*
+ * A fingerprint is SHA-256 of the whole token, signature included, so a
+ * forged token and the genuine one with the same claims log differently,
+ * and it shares no 16-character run with the token. Checked over random
+ * tokens rather than one constant (the known answer above pins a single
+ * value; a check against a constant cannot fail once that one passed).
+ */
+static void test_fingerprint_hashes_whole_token(void **state)
+{
+    char tok[AUTHD_TOKEN_MAX], forged[AUTHD_TOKEN_MAX];
+    char got[AUTHD_FINGERPRINT_LEN + 1], want[AUTHD_FINGERPRINT_LEN + 1];
+    char prev[AUTHD_FINGERPRINT_LEN + 1] = "";
+    authd_claims c = kat_claims();
+
+    for (int i = 0; i < 200; i++) {
+        randombytes_buf(c.sub, sizeof c.sub);
+        randombytes_buf(c.sid, sizeof c.sid);
+        assert_int_equal(authd_token_issue(toks, &c, tok, sizeof tok), AUTHD_OK);
+        size_t n = strlen(tok);
+        authd_token_fingerprint(tok, n, got);
+        hex16(tok, n, want);
+        assert_string_equal(got, want);
+        assert_null(strstr(tok, got));
+        assert_string_not_equal(got, prev);
+        memcpy(prev, got, sizeof prev);
+
+        /* The same header and claims under another signature. */
+        memcpy(forged, tok, n + 1);
+        forged[n - 1] = forged[n - 1] == 'A' ? 'B' : 'A';
+        authd_token_fingerprint(forged, n, want);
+        assert_string_not_equal(got, want);
+    }
 }
 
 static void test_reasons(void **state)
@@ -907,6 +950,7 @@ int main(void)
         cmocka_unit_test(test_issue_small_buffer),
         cmocka_unit_test(test_issue_rejects_bad_claims),
         cmocka_unit_test(test_fingerprint),
+        cmocka_unit_test(test_fingerprint_hashes_whole_token),
         cmocka_unit_test(test_reasons),
     };
 
