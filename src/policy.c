@@ -4,12 +4,23 @@
  * The parsed policy is a sorted array of {identity, allowed-method mask,
  * frontend}, looked up by binary search: a handful of string compares per
  * request, no allocation.
+ *
+ * The slot (the policy in force) is a small epoch scheme: each reading
+ * thread owns a counter that is odd while it looks at a policy. The
+ * reloader swaps the pointer, then waits for every odd counter it sees to
+ * move before freeing the old policy. The enter store and the swap are
+ * sequentially consistent, so a reader that got the old pointer is odd
+ * when the reaper looks; the exit store (release) read by the reaper
+ * (acquire) orders the reader's last look before the free (TSan sees it).
  */
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <ini.h>
 
@@ -25,6 +36,7 @@ struct authd_policy {
     struct rule *rules; /* sorted by id, unique */
     size_t n, cap;
     const struct rule *any; /* the "*" rule, if any */
+    authd_policy *retired_next; /* on its slot's retired list */
 };
 
 struct parse {
@@ -229,4 +241,140 @@ bool authd_policy_allows(const authd_policy *p, const char *caller, unsigned met
     if (frontend != NULL)
         *frontend = r != NULL && r->frontend;
     return r != NULL && method < 64 && (r->allow & ((uint64_t)1 << method)) != 0;
+}
+
+/* ---- the policy in force -------------------------------------------------- */
+
+struct reader {
+    _Alignas(64) atomic_uint_fast64_t seq; /* odd: inside; written by its thread only */
+    struct reader *next;
+};
+
+static pthread_mutex_t readers_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct reader *readers; /* every thread that ever entered; never freed */
+static _Thread_local struct reader *tl_reader;
+
+struct authd_policy_slot {
+    _Atomic(authd_policy *) cur;
+    pthread_mutex_t mu; /* install and reap */
+    authd_policy *retired;
+};
+
+authd_code authd_policy_slot_create(authd_policy *p, authd_policy_slot **out)
+{
+    authd_policy_slot *s = calloc(1, sizeof *s);
+
+    if (s == NULL)
+        return AUTHD_RESOURCE_EXHAUSTED;
+    atomic_init(&s->cur, p);
+    pthread_mutex_init(&s->mu, NULL);
+    *out = s;
+    return AUTHD_OK;
+}
+
+void authd_policy_slot_destroy(authd_policy_slot *s)
+{
+    if (s == NULL)
+        return;
+    authd_policy_free(atomic_load(&s->cur));
+    while (s->retired != NULL) {
+        authd_policy *p = s->retired;
+        s->retired = p->retired_next;
+        authd_policy_free(p);
+    }
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}
+
+/* reader_register gives this thread its record (first enter only). */
+static struct reader *reader_register(void)
+{
+    struct reader *r = aligned_alloc(64, sizeof *r);
+
+    if (r == NULL)
+        return NULL;
+    atomic_init(&r->seq, 0);
+    pthread_mutex_lock(&readers_mu);
+    r->next = readers;
+    readers = r;
+    pthread_mutex_unlock(&readers_mu);
+    tl_reader = r;
+    return r;
+}
+
+const authd_policy *authd_policy_enter(authd_policy_slot *s)
+{
+    struct reader *r = tl_reader;
+
+    if (r == NULL && (r = reader_register()) == NULL)
+        return NULL;
+    uint64_t v = atomic_load_explicit(&r->seq, memory_order_relaxed);
+    atomic_store(&r->seq, v + 1); /* seq_cst: ordered before the load below */
+    return atomic_load(&s->cur);
+}
+
+void authd_policy_exit(void)
+{
+    struct reader *r = tl_reader;
+    uint64_t v = atomic_load_explicit(&r->seq, memory_order_relaxed);
+    atomic_store_explicit(&r->seq, v + 1, memory_order_release);
+}
+
+void authd_policy_slot_install(authd_policy_slot *s, authd_policy *p)
+{
+    pthread_mutex_lock(&s->mu);
+    authd_policy *old = atomic_exchange(&s->cur, p);
+    if (old != NULL) {
+        old->retired_next = s->retired;
+        s->retired = old;
+    }
+    pthread_mutex_unlock(&s->mu);
+    (void)authd_policy_slot_reap(s);
+}
+
+/* quiet waits (up to ~100 ms) until r is not inside a look that may have
+ * begun before the caller's swap: its counter even, or moved on. */
+static bool quiet(struct reader *r)
+{
+    uint64_t v = atomic_load_explicit(&r->seq, memory_order_acquire);
+    struct timespec nap = { 0, 100000 };
+
+    for (int i = 0; (v & 1) != 0 && i < 1000; i++) {
+        nanosleep(&nap, NULL);
+        if (atomic_load_explicit(&r->seq, memory_order_acquire) != v)
+            return true;
+    }
+    return (v & 1) == 0;
+}
+
+size_t authd_policy_slot_reap(authd_policy_slot *s)
+{
+    size_t left = 0;
+
+    pthread_mutex_lock(&s->mu);
+    authd_policy *list = s->retired; /* all retired before this point */
+    s->retired = NULL;
+    pthread_mutex_unlock(&s->mu);
+    if (list == NULL)
+        return 0;
+    atomic_thread_fence(memory_order_seq_cst);
+    bool all = true;
+    pthread_mutex_lock(&readers_mu);
+    for (struct reader *r = readers; r != NULL && all; r = r->next)
+        all = quiet(r);
+    pthread_mutex_unlock(&readers_mu);
+    while (list != NULL) {
+        authd_policy *p = list;
+        list = p->retired_next;
+        if (all) {
+            authd_policy_free(p);
+        } else {
+            pthread_mutex_lock(&s->mu);
+            p->retired_next = s->retired;
+            s->retired = p;
+            pthread_mutex_unlock(&s->mu);
+            left++;
+        }
+    }
+    return left;
 }
