@@ -253,10 +253,20 @@ static void mtls_policy_refuses_outside_caller(void **state)
 {
     (void)state;
     static char path[320];
-    it_server *s = start_policy("[spiffe://test/gateway]\nallow = *\nfrontend = yes\n"
-                                "[*]\nallow = Verify\n",
-        path, NULL);
-    struct cert gw, billing, fake;
+    /* spiffe://t/ and 116 x: 127 characters, the longest identity */
+    char long_id[128], long_san[200], longer_san[200], text[400];
+    snprintf(long_id, sizeof long_id, "spiffe://t/%0116d", 0);
+    assert_int_equal(strlen(long_id), 127);
+    snprintf(long_san, sizeof long_san, "URI:%s", long_id);
+    snprintf(longer_san, sizeof longer_san, "URI:%s0", long_id);
+    snprintf(text, sizeof text,
+        "[spiffe://test/gateway]\nallow = *\nfrontend = yes\n[*]\nallow = Verify\n"
+        "[%s]\nallow = Register\n",
+        long_id);
+    it_server *s = start_policy(text, path, NULL);
+    struct cert gw, billing, fake, longc, longer;
+    make_cert(s->dir, "long", "/CN=long", long_san, &longc);
+    make_cert(s->dir, "longer", "/CN=longer", longer_san, &longer);
     make_cert(s->dir, "gw", "/CN=ignored-cn", "URI:spiffe://test/gateway,DNS:gw.internal", &gw);
     make_cert(s->dir, "billing", "/CN=billing", "DNS:billing.internal", &billing);
     make_cert(
@@ -282,6 +292,12 @@ static void mtls_policy_refuses_outside_caller(void **state)
     assert_int_equal(try_register(s, &fake, "mallory2", &st), AUTHD_PERMISSION_DENIED);
     IT_EXPECT(&st, AUTHD_PERMISSION_DENIED, "CALLER_NOT_ALLOWED");
     assert_int_equal(try_verify(s, &fake, tok, &st), AUTHD_OK);
+    /* A name longer than 127 characters is no identity (only [*] applies),
+     * never cut to one: its first 127 characters are the long caller's. */
+    assert_int_equal(try_register(s, &longc, "longname", &st), AUTHD_OK);
+    assert_int_equal(try_register(s, &longer, "longername", &st), AUTHD_PERMISSION_DENIED);
+    IT_EXPECT(&st, AUTHD_PERMISSION_DENIED, "CALLER_NOT_ALLOWED");
+    assert_int_equal(try_verify(s, &longer, tok, &st), AUTHD_OK);
 
     /* One audit line per refusal, naming the caller. */
     assert_true(it_log_wait(s, "\"caller\":\"billing.internal\"", RELOAD_WAIT_MS));
@@ -297,7 +313,7 @@ static void mtls_policy_refuses_outside_caller(void **state)
             denied++;
         }
     free(log);
-    assert_int_equal(denied, 3);
+    assert_int_equal(denied, 4); /* billing x2, fake, longer */
     /* The refused register left nothing behind; the gateway still works. */
     it_register(g, "mallory", "mallory@example.com", PW, &st, NULL);
     IT_EXPECT(&st, AUTHD_OK, NULL);

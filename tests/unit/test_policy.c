@@ -153,6 +153,38 @@ static void many_callers(void **state)
     authd_policy_free(p);
 }
 
+/* libinih keeps 49 characters of a section name: longer identities (SPIFFE
+ * IDs) must still match exactly, never by a cut prefix; longer than an
+ * identity can be, or lines inih would split, are errors. */
+static void long_identities(void **state)
+{
+    (void)state;
+    char id[128], text[512];
+    memset(id, 'a', 127);
+    id[127] = '\0';
+    memcpy(id, "spiffe://", 9);
+    snprintf(text, sizeof text,
+        "[short]\nallow = Login\n[%s]\nallow = Register\n[%.49s]\nallow = Verify\n", id, id);
+    authd_policy *p = parse_ok(text);
+    assert_int_equal(authd_policy_callers(p), 3);
+    assert_true(authd_policy_allows(p, id, REGISTER, NULL));
+    assert_false(authd_policy_allows(p, id, VERIFY, NULL));
+    char cut[50];
+    snprintf(cut, sizeof cut, "%.49s", id);
+    assert_true(authd_policy_allows(p, cut, VERIFY, NULL));
+    assert_false(authd_policy_allows(p, cut, REGISTER, NULL));
+    assert_true(authd_policy_allows(p, "short", LOGIN, NULL));
+    authd_policy_free(p);
+
+    snprintf(text, sizeof text, "[%sb]\nallow = Verify\n", id);
+    parse_bad(text, "line 1: caller identity longer than 127");
+    snprintf(text, sizeof text, "[gw]\nallow = Verify  %0200d\n", 0);
+    parse_bad(text, "line 2: longer than 199");
+    /* errors after a long section keep their line and name it */
+    snprintf(text, sizeof text, "; x\n[%s]\nallow = Nope\n", id);
+    parse_bad(text, "line 3: unknown method 'Nope'");
+}
+
 /* ---- the slot ------------------------------------------------------------------ */
 
 struct readers_arg {
@@ -266,6 +298,7 @@ int main(void)
         cmocka_unit_test(errors_name_the_line),
         cmocka_unit_test(from_file),
         cmocka_unit_test(many_callers),
+        cmocka_unit_test(long_identities),
         cmocka_unit_test(slot_swaps_under_readers),
         cmocka_unit_test(slot_reader_inside_delays_free),
     };
