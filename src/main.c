@@ -139,6 +139,11 @@ int main(int argc, char **argv)
     /* `authd user ...`: local operator commands on the store, not a server. */
     if (argc >= 2 && strcmp(argv[1], "user") == 0)
         return authd_user_command(argc - 1, argv + 1);
+    /* A SIGHUP (reload) during start-up must not kill authd: it waits,
+     * pending, for the signal loop below. */
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     if (authd_config_load(&cfg, argc, argv, stderr) != 0)
         return 2;
     if (cfg.help) {
