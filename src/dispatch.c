@@ -236,11 +236,12 @@ void authd_call_log_bool(authd_call *call, const char *key, bool val)
 /*
  * intercept: the caller policy, then (later) authentication and
  * authorization of protected RPCs. On refusal returns the code and sets
- * *reason. The policy is consulted for every method (the method's index is
+ * *reason and *message. The policy is consulted for every method (the method's index is
  * its place in the service descriptor, the order authd_method_names gives
  * the policy loader); a refused caller's line is an audit event naming it.
  */
-static authd_code intercept(const struct route *rt, authd_call *call, const char **reason)
+static authd_code intercept(
+    const struct route *rt, authd_call *call, const char **reason, const char **message)
 {
     authd_policy_slot *slot = authd_service_policy(call->svc);
 
@@ -249,8 +250,9 @@ static authd_code intercept(const struct route *rt, authd_call *call, const char
         unsigned mi = (unsigned)(call->method - authd__v1__auth__descriptor.methods);
         bool frontend = false;
         const authd_policy *p = authd_policy_enter(slot);
-        if (p == NULL) {
+        if (p == NULL) { /* this thread's reader record: out of memory */
             *reason = "OVERLOADED";
+            *message = "server is overloaded";
             return AUTHD_RESOURCE_EXHAUSTED;
         }
         bool ok = authd_policy_allows(p, req->caller, mi, &frontend);
@@ -259,6 +261,7 @@ static authd_code intercept(const struct route *rt, authd_call *call, const char
             authd_call_audit(call, "caller_denied");
             authd_call_log_str(call, "caller", req->caller[0] != '\0' ? req->caller : "(none)");
             *reason = "CALLER_NOT_ALLOWED";
+            *message = "the caller policy does not allow this caller this method";
             return AUTHD_PERMISSION_DENIED;
         }
         req->trusted_frontend = frontend;
@@ -266,6 +269,7 @@ static authd_code intercept(const struct route *rt, authd_call *call, const char
     if (rt->flags == 0)
         return AUTHD_OK; /* public rpc */
     *reason = "PERMISSION_DENIED";
+    *message = "permission denied";
     return AUTHD_PERMISSION_DENIED;
 }
 
@@ -307,15 +311,10 @@ void authd_dispatch(authd_service *svc, authd_request *req)
             "request body does not parse as the method's request message", NULL);
         return;
     }
-    const char *why = NULL;
-    authd_code rc = intercept(rt, call, &why);
+    const char *why = NULL, *msg = NULL;
+    authd_code rc = intercept(rt, call, &why, &msg);
     if (rc != AUTHD_OK) {
-        authd_call_finish(call, rc, why,
-            rc == AUTHD_RESOURCE_EXHAUSTED ? "server is overloaded"
-                : strcmp(why, "CALLER_NOT_ALLOWED") == 0
-                ? "the caller policy does not allow this caller this method"
-                : "permission denied",
-            NULL);
+        authd_call_finish(call, rc, why, msg, NULL);
         return;
     }
     rt->fn(svc, call);
