@@ -141,6 +141,7 @@ struct conn {
     authd_source source; /* the peer's address as a limit key */
     uint64_t id; /* unique for the process's life */
     char caller[AUTHD_CALLER_MAX]; /* mTLS: the client certificate's identity (take_caller) */
+    unsigned tls_gen; /* the TLS context generation its certificate was last checked against */
 };
 
 /* A connection accepted by the listening loop for another loop. */
@@ -220,6 +221,7 @@ struct authd_server {
      * was made with. */
     pthread_mutex_t ctx_mu;
     SSL_CTX *ctx;
+    atomic_uint tls_gen; /* bumped by each reload; the sweeps re-check client certificates */
     bool tls;
     char *tls_cert, *tls_key, *tls_client_ca, *tls_crl; /* for reloads */
     authd_service *svc;
@@ -259,7 +261,8 @@ static void conn_flush(struct conn *c);
 static void conn_read(struct conn *c);
 static void take_inbox(struct loop *lp, bool start);
 static void take_caller(struct conn *c);
-static SSL *ssl_new(authd_server *s);
+static SSL *ssl_new(authd_server *s, unsigned *gen);
+static SSL_CTX *ctx_get(authd_server *s, unsigned *gen);
 
 /* mark_ready queues c to be read later in this loop iteration. */
 static void mark_ready(struct conn *c)
@@ -1390,7 +1393,7 @@ static void conn_start(struct loop *lp, int fd, const struct sockaddr_storage *s
         return;
     }
     if (s->tls) {
-        if ((c->ssl = ssl_new(s)) == NULL || SSL_set_fd(c->ssl, fd) != 1) {
+        if ((c->ssl = ssl_new(s, &c->tls_gen)) == NULL || SSL_set_fd(c->ssl, fd) != 1) {
             ERR_clear_error(); /* see io_read */
             conn_close(c, AUTHD_LOG_WARN, "cannot create TLS state");
             return;
@@ -1528,15 +1531,63 @@ static void run_ready(struct loop *lp)
     }
 }
 
-/* sweep closes connections past their deadlines. */
+/*
+ * client_still_valid checks an established connection's client
+ * certificate against a reloaded context's store (client CA, CRL), as the
+ * handshake would now: a certificate revoked since (or expired) fails, and
+ * the line says why.
+ */
+static bool client_still_valid(struct conn *c, SSL_CTX *ctx)
+{
+    X509 *leaf = SSL_get0_peer_certificate(c->ssl);
+    X509_STORE_CTX *xc = X509_STORE_CTX_new();
+    bool ok = false;
+    int err = X509_V_ERR_OUT_OF_MEM;
+
+    if (leaf != NULL && xc != NULL
+        && X509_STORE_CTX_init(
+               xc, SSL_CTX_get_cert_store(ctx), leaf, SSL_get_peer_cert_chain(c->ssl))
+            == 1
+        && X509_STORE_CTX_set_default(xc, "ssl_client") == 1) {
+        ok = X509_verify_cert(xc) == 1;
+        err = X509_STORE_CTX_get_error(xc);
+    }
+    X509_STORE_CTX_free(xc);
+    ERR_clear_error();
+    if (!ok) {
+        authd_logrec r;
+        if (authd_log_begin(&r, AUTHD_LOG_INFO, "tls_client_revalidation_failed")) {
+            authd_log_str(&r, "peer", c->peer);
+            authd_log_str(&r, "caller", c->caller);
+            authd_log_str(&r, "verify", X509_verify_cert_error_string(err));
+            authd_log_end(&r);
+        }
+    }
+    return ok;
+}
+
+/* sweep closes connections past their deadlines, and after a TLS reload
+ * those whose client certificate the new context refuses. */
 static void loop_sweep(struct loop *lp, uint64_t now)
 {
     authd_server *s = lp->srv;
     struct conn *c = lp->conns;
+    unsigned gen = s->mtls ? atomic_load(&s->tls_gen) : 0;
+    SSL_CTX *ctx = NULL; /* taken when a connection needs a re-check */
 
     while (c != NULL) {
         struct conn *next = c->next;
         uint64_t active = c->last_read > c->out_since ? c->last_read : c->out_since;
+        if (s->mtls && c->tls_gen != gen && c->ssl != NULL && c->state != ST_HANDSHAKE) {
+            if (ctx == NULL)
+                ctx = ctx_get(s, &gen);
+            if (!client_still_valid(c, ctx)) {
+                conn_close(c, AUTHD_LOG_DEBUG, "client certificate refused after a reload");
+                c = next;
+                continue;
+            }
+            c->tls_gen = gen;
+        }
         if (c->state != ST_OPEN && now > c->nego_deadline) {
             log_limit(&s->lr_nego, "handshake_timeout", c->peer, &c->source,
                 "TLS and SP handshake not done in time");
@@ -1561,6 +1612,7 @@ static void loop_sweep(struct loop *lp, uint64_t now)
         }
         c = next;
     }
+    SSL_CTX_free(ctx);
     if (!lp->listening && lp->accept_resume != 0 && now >= lp->accept_resume
         && !atomic_load(&s->draining))
         listen_on(lp);
@@ -1766,13 +1818,27 @@ out:
     return rc;
 }
 
-/* ssl_new makes a connection's TLS state from the context in force. */
-static SSL *ssl_new(authd_server *s)
+/* ssl_new makes a connection's TLS state from the context in force, and
+ * says which generation that is. */
+static SSL *ssl_new(authd_server *s, unsigned *gen)
 {
     pthread_mutex_lock(&s->ctx_mu);
     SSL *ssl = SSL_new(s->ctx);
+    *gen = atomic_load(&s->tls_gen);
     pthread_mutex_unlock(&s->ctx_mu);
     return ssl;
+}
+
+/* ctx_get returns the context in force with a reference (SSL_CTX_free it)
+ * and its generation. */
+static SSL_CTX *ctx_get(authd_server *s, unsigned *gen)
+{
+    pthread_mutex_lock(&s->ctx_mu);
+    SSL_CTX *ctx = s->ctx;
+    SSL_CTX_up_ref(ctx);
+    *gen = atomic_load(&s->tls_gen);
+    pthread_mutex_unlock(&s->ctx_mu);
+    return ctx;
 }
 
 authd_code authd_server_reload_tls(authd_server *s, char *err, size_t errlen)
@@ -1787,6 +1853,7 @@ authd_code authd_server_reload_tls(authd_server *s, char *err, size_t errlen)
     pthread_mutex_lock(&s->ctx_mu);
     old = s->ctx;
     s->ctx = ctx;
+    atomic_fetch_add(&s->tls_gen, 1);
     pthread_mutex_unlock(&s->ctx_mu);
     SSL_CTX_free(old); /* live connections hold their own references */
     return AUTHD_OK;
