@@ -37,6 +37,12 @@ static const struct opt opts[] = {
         "server private key (PEM)" },
     { "tls-client-ca", "AUTHD_TLS_CLIENT_CA", STR, O(tls_client_ca), "", 0, 0,
         "CA bundle (PEM): when set, clients must present a certificate it signed (mTLS)" },
+    { "tls-crl", "AUTHD_TLS_CRL", STR, O(tls_crl), "", 0, 0,
+        "CRLs (PEM) of the client CAs: a revoked client certificate fails the handshake; needs "
+        "--tls-client-ca; reloaded on SIGHUP" },
+    { "caller-policy", "AUTHD_CALLER_POLICY", STR, O(caller_policy), "", 0, 0,
+        "caller policy file (INI): which client-certificate identities may call which RPCs, and "
+        "which are front-ends; needs --tls-client-ca; reloaded on SIGHUP" },
     { "signing-key", "AUTHD_SIGNING_KEY", STR, O(signing_key), "./var/signing.key", 0, 0,
         "token signing key file: >= 32 random bytes, mode 0600, owned by authd's user or root,"
         " in a directory only they can write" },

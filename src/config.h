@@ -19,6 +19,8 @@ typedef struct authd_config {
     const char *tls_cert;
     const char *tls_key;
     const char *tls_client_ca;
+    const char *tls_crl;
+    const char *caller_policy;
     const char *signing_key;
     bool create_signing_key;
     bool insecure_plaintext;

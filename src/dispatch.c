@@ -10,9 +10,11 @@
  * is within its log rate (authd_log_source_allow); a successful Verify's
  * line is debug-level; INTERNAL errors are always written, at error.
  *
- * The interceptor runs before every handler: it is where protected RPCs will
- * authenticate the caller's token and check roles and scopes. None of the
- * current RPCs is protected, so today it only passes calls through.
+ * The interceptor runs before every handler. With an mTLS caller policy it
+ * checks that the calling service (req->caller, the client certificate's
+ * identity) may call the method, and marks front-ends, whose ClientContext
+ * the handlers then believe. Later it is also where protected RPCs will
+ * authenticate the caller's token and check roles and scopes.
  */
 #include <inttypes.h>
 #include <sodium.h>
@@ -24,6 +26,7 @@
 #include "authd/v1/auth.pb-c.h"
 #include "call.h"
 #include "log.h"
+#include "policy.h"
 #include "validate.h"
 
 #define METHOD_PREFIX "/authd.v1.Auth/"
@@ -233,13 +236,54 @@ void authd_call_log_bool(authd_call *call, const char *key, bool val)
     authd_logfields_bool(&call->log, key, val);
 }
 
-/* intercept: authentication and authorization of protected RPCs. */
-static authd_code intercept(const struct route *rt, authd_call *call)
+/*
+ * intercept: the caller policy, then (later) authentication and
+ * authorization of protected RPCs. On refusal returns the code and sets
+ * *reason and *message. The policy is consulted for every method (the method's index is
+ * its place in the service descriptor, the order authd_method_names gives
+ * the policy loader); a refused caller's line is an audit event naming it.
+ */
+static authd_code intercept(
+    const struct route *rt, authd_call *call, const char **reason, const char **message)
 {
-    (void)call;
+    authd_policy_slot *slot = authd_service_policy(call->svc);
+
+    if (slot != NULL) {
+        authd_request *req = call->req;
+        unsigned mi = (unsigned)(call->method - authd__v1__auth__descriptor.methods);
+        bool frontend = false;
+        const authd_policy *p = authd_policy_enter(slot);
+        if (p == NULL) { /* this thread's reader record: out of memory */
+            *reason = "OVERLOADED";
+            *message = "server is overloaded";
+            return AUTHD_RESOURCE_EXHAUSTED;
+        }
+        bool ok = authd_policy_allows(p, req->caller, mi, &frontend);
+        authd_policy_exit();
+        if (!ok) {
+            authd_call_audit(call, "caller_denied");
+            authd_call_log_str(call, "caller", req->caller[0] != '\0' ? req->caller : "(none)");
+            *reason = "CALLER_NOT_ALLOWED";
+            *message = "the caller policy does not allow this caller this method";
+            return AUTHD_PERMISSION_DENIED;
+        }
+        req->trusted_frontend = frontend;
+    }
     if (rt->flags == 0)
         return AUTHD_OK; /* public rpc */
+    *reason = "PERMISSION_DENIED";
+    *message = "permission denied";
     return AUTHD_PERMISSION_DENIED;
+}
+
+size_t authd_method_names(const char **names, size_t cap)
+{
+    const ProtobufCServiceDescriptor *sd = &authd__v1__auth__descriptor;
+    size_t n = sd->n_methods < cap ? sd->n_methods : cap;
+
+    for (size_t i = 0; i < n; i++)
+        names[i] = sd->methods[i].name;
+    return n;
 }
 
 void authd_dispatch(authd_service *svc, authd_request *req)
@@ -270,9 +314,10 @@ void authd_dispatch(authd_service *svc, authd_request *req)
             "request body does not parse as the method's request message", NULL);
         return;
     }
-    authd_code rc = intercept(rt, call);
+    const char *why = NULL, *msg = NULL;
+    authd_code rc = intercept(rt, call, &why, &msg);
     if (rc != AUTHD_OK) {
-        authd_call_finish(call, rc, "PERMISSION_DENIED", "permission denied", NULL);
+        authd_call_finish(call, rc, why, msg, NULL);
         return;
     }
     rt->fn(svc, call);

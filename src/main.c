@@ -1,6 +1,7 @@
 /*
  * main.c — authd: configuration, start-up in dependency order, the
- * maintenance loop, and a clean shutdown on SIGINT/SIGTERM.
+ * maintenance loop, reloads on SIGHUP (caller policy, TLS files) and a
+ * clean shutdown on SIGINT/SIGTERM.
  *
  * Start: store -> tokens -> pools + timer -> service -> server. Stop in
  * reverse, after draining: requests in flight finish (up to
@@ -22,6 +23,7 @@
 #include "dirlock.h"
 #include "keyfile.h"
 #include "log.h"
+#include "policy.h"
 #include "server.h"
 #include "service.h"
 #include "user_cmd.h"
@@ -60,6 +62,60 @@ static int write_url_file(const char *path, const char *url)
     return 0;
 }
 
+/* load_policy reads the caller policy file against the service's methods. */
+static authd_code load_policy(const char *path, authd_policy **out, char *err, size_t errlen)
+{
+    const char *methods[AUTHD_POLICY_METHODS_MAX];
+    size_t n = authd_method_names(methods, AUTHD_POLICY_METHODS_MAX);
+
+    return authd_policy_load(path, methods, n, out, err, errlen);
+}
+
+/*
+ * reload (SIGHUP): the caller policy and the TLS files, each on its own. A
+ * part that fails to load keeps what is in force and logs an error naming
+ * the file (and line); what did load is put in force and logged.
+ */
+static void reload(const authd_config *cfg, authd_policy_slot *slot, authd_server *srv)
+{
+    char err[512];
+    authd_policy *p = NULL;
+    size_t callers = 0;
+    bool policy_ok = false, tls_ok = false;
+    authd_logrec r;
+
+    if (slot != NULL) {
+        if (load_policy(cfg->caller_policy, &p, err, sizeof err) == AUTHD_OK) {
+            callers = authd_policy_callers(p);
+            authd_policy_slot_install(slot, p);
+            policy_ok = true;
+        } else if (authd_log_begin(&r, AUTHD_LOG_ERROR, "reload_failed")) {
+            authd_log_str(&r, "file", cfg->caller_policy);
+            authd_log_str(&r, "error", err);
+            authd_log_str(&r, "kept", "the caller policy in force");
+            authd_log_end(&r);
+        }
+    }
+    authd_code rc = authd_server_reload_tls(srv, err, sizeof err);
+    if (rc != AUTHD_UNIMPLEMENTED) { /* plaintext: no TLS files */
+        if (rc == AUTHD_OK) {
+            tls_ok = true;
+        } else if (authd_log_begin(&r, AUTHD_LOG_ERROR, "reload_failed")) {
+            authd_log_str(&r, "error", err);
+            authd_log_str(&r, "kept", "the TLS context in force");
+            authd_log_end(&r);
+        }
+    }
+    if ((policy_ok || tls_ok) && authd_log_begin(&r, AUTHD_LOG_INFO, "reloaded")) {
+        if (policy_ok) {
+            authd_log_str(&r, "caller_policy", cfg->caller_policy);
+            authd_log_u64(&r, "callers", callers);
+        }
+        authd_log_bool(&r, "tls", tls_ok);
+        authd_log_end(&r);
+    }
+}
+
 int main(int argc, char **argv)
 {
     authd_config cfg;
@@ -70,6 +126,8 @@ int main(int argc, char **argv)
     authd_timer *timer = NULL;
     authd_service *svc = NULL;
     authd_server *srv = NULL;
+    authd_policy_slot *policy = NULL;
+    size_t policy_callers = 0;
     int dirlock = -1;
     uint8_t key[AUTHD_SIGNING_KEY_MAX];
     size_t key_len = 0;
@@ -81,6 +139,11 @@ int main(int argc, char **argv)
     /* `authd user ...`: local operator commands on the store, not a server. */
     if (argc >= 2 && strcmp(argv[1], "user") == 0)
         return authd_user_command(argc - 1, argv + 1);
+    /* A SIGHUP (reload) during start-up must not kill authd: it waits,
+     * pending, for the signal loop below. */
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     if (authd_config_load(&cfg, argc, argv, stderr) != 0)
         return 2;
     if (cfg.help) {
@@ -100,6 +163,15 @@ int main(int argc, char **argv)
         authd_log_msg(AUTHD_LOG_WARN, "insecure_weak_params",
             "--insecure-weak-params is on: argon2id and token lifetime floors are not enforced "
             "(development and tests only)");
+
+    if ((cfg.caller_policy != NULL || cfg.tls_crl != NULL) && cfg.tls_client_ca == NULL) {
+        fatal("startup_failed",
+            cfg.caller_policy != NULL
+                ? "--caller-policy needs --tls-client-ca: callers are named by their client "
+                  "certificates"
+                : "--tls-crl needs --tls-client-ca: it revokes client certificates");
+        return 2;
+    }
 
     signal(SIGPIPE, SIG_IGN);
 
@@ -159,6 +231,7 @@ int main(int argc, char **argv)
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -188,6 +261,20 @@ int main(int argc, char **argv)
         goto out;
     }
 
+    if (cfg.caller_policy != NULL) {
+        authd_policy *p = NULL;
+        if (load_policy(cfg.caller_policy, &p, err, sizeof err) != AUTHD_OK) {
+            fatal("startup_failed", err);
+            goto out;
+        }
+        policy_callers = authd_policy_callers(p);
+        if (authd_policy_slot_create(p, &policy) != AUTHD_OK) {
+            authd_policy_free(p);
+            fatal("startup_failed", "out of memory");
+            goto out;
+        }
+    }
+
     authd_service_options vo = {
         .store = store,
         .tokens = tokens,
@@ -209,6 +296,7 @@ int main(int argc, char **argv)
             .source_registrations = (uint32_t)cfg.source_registrations,
             .caller_registrations = (uint32_t)cfg.caller_registrations,
             .max_keys = (uint32_t)cfg.ratelimit_keys },
+        .policy = policy,
     };
     if (cfg.login_backoff_max_ms < cfg.login_backoff_base_ms) {
         fatal("startup_failed", "--login-backoff-max-ms must be >= --login-backoff-base-ms");
@@ -224,6 +312,7 @@ int main(int argc, char **argv)
         .tls_cert = cfg.tls_cert,
         .tls_key = cfg.tls_key,
         .tls_client_ca = cfg.tls_client_ca,
+        .tls_crl = cfg.tls_crl,
         .allow_plaintext = cfg.insecure_plaintext,
         .max_msg = (size_t)cfg.max_msg_bytes,
         .max_inflight = (unsigned)cfg.max_inflight,
@@ -247,12 +336,21 @@ int main(int argc, char **argv)
         fatal("startup_failed", err);
         goto out;
     }
+    if (cfg.tls_client_ca == NULL)
+        authd_log_msg(AUTHD_LOG_WARN, "no_mtls",
+            "no --tls-client-ca: any host that can reach the port can call every RPC (use mTLS "
+            "and a --caller-policy in production)");
     authd_logrec r;
     if (authd_log_begin(&r, AUTHD_LOG_INFO, "listening")) {
         authd_log_str(&r, "url", authd_server_url(srv));
         authd_log_str(&r, "version", AUTHD_VERSION);
         authd_log_str(&r, "kid", authd_tokens_kid(tokens));
         authd_log_bool(&r, "mtls", cfg.tls_client_ca != NULL);
+        if (cfg.caller_policy != NULL) {
+            authd_log_str(&r, "caller_policy", cfg.caller_policy);
+            authd_log_u64(&r, "callers", policy_callers);
+        }
+        authd_log_bool(&r, "crl", cfg.tls_crl != NULL);
         authd_log_u64(&r, "hash_workers", ho.threads);
         authd_log_u64(&r, "io_threads", authd_server_io_threads(srv));
         authd_log_u64(&r, "argon2_mem_kib", (uint64_t)cfg.argon2_mem_kib);
@@ -269,8 +367,12 @@ int main(int argc, char **argv)
         int sig = sigtimedwait(&sigs, NULL, &ts);
         if (sig == SIGINT || sig == SIGTERM)
             break;
+        if (sig == SIGHUP)
+            reload(&cfg, policy, srv);
         if (sig < 0 && errno == EAGAIN)
             authd_service_maintain(svc);
+        if (policy != NULL)
+            (void)authd_policy_slot_reap(policy);
     }
 
     authd_log_msg(AUTHD_LOG_INFO, "shutting_down", "draining requests in flight");
@@ -294,6 +396,7 @@ out:
     authd_workpool_destroy(write_pool);
     authd_timer_destroy(timer);
     authd_service_destroy(svc);
+    authd_policy_slot_destroy(policy);
     authd_tokens_destroy(tokens);
     authd_store_close(store);
     authd_dirlock_release(dirlock);

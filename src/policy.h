@@ -58,4 +58,42 @@ bool authd_policy_allows(
 /* authd_policy_callers is the number of sections (for the start-up log). */
 size_t authd_policy_callers(const authd_policy *p);
 
+/*
+ * The policy in force, swapped on reload while the event loops read it.
+ *
+ * A reader brackets its look at the policy with authd_policy_enter and
+ * authd_policy_exit (same thread, no other enter in between): two stores
+ * to the thread's own record and one load, no lock, no shared write. A
+ * swapped-out policy is retired and freed by authd_policy_slot_reap once
+ * every thread that was looking at it has left (each thread's record
+ * counts its enters and exits; the reaper waits for the odd ones to move).
+ * A thread's record is allocated at its first enter and kept for the
+ * process's life.
+ */
+typedef struct authd_policy_slot authd_policy_slot;
+
+/* authd_policy_slot_create makes a slot holding p (taken: the slot frees
+ * it). On failure p still belongs to the caller. Free with
+ * authd_policy_slot_destroy. */
+AUTHD_MUST_CHECK authd_code authd_policy_slot_create(authd_policy *p, authd_policy_slot **out);
+
+/* authd_policy_slot_destroy frees the slot, its policy and any retired
+ * ones. No reader may be inside. Accepts NULL. */
+void authd_policy_slot_destroy(authd_policy_slot *s);
+
+/* authd_policy_slot_install puts p (taken) in force; the one it replaces
+ * is retired, then a reap is tried. Any thread. */
+void authd_policy_slot_install(authd_policy_slot *s, authd_policy *p);
+
+/* authd_policy_slot_reap frees retired policies no reader can still see;
+ * waits at most about 100 ms for readers inside. Returns how many are
+ * still retired (tried again on the next call). Any thread but a reader. */
+size_t authd_policy_slot_reap(authd_policy_slot *s);
+
+/* authd_policy_enter returns the policy in force, valid until
+ * authd_policy_exit on this thread; NULL only when this thread's record
+ * cannot be allocated (then no exit is due: refuse the request). */
+const authd_policy *authd_policy_enter(authd_policy_slot *s);
+void authd_policy_exit(void);
+
 #endif

@@ -68,6 +68,7 @@
 #include <unistd.h>
 
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <sodium.h>
@@ -139,7 +140,8 @@ struct conn {
     char peer[AUTHD_PEER_MAX];
     authd_source source; /* the peer's address as a limit key */
     uint64_t id; /* unique for the process's life */
-    char caller[AUTHD_CALLER_MAX]; /* mTLS: certificate subject CN or first SAN */
+    char caller[AUTHD_CALLER_MAX]; /* mTLS: the client certificate's identity (take_caller) */
+    unsigned tls_gen; /* the TLS context generation its certificate was last checked against */
 };
 
 /* A connection accepted by the listening loop for another loop. */
@@ -213,7 +215,15 @@ struct authd_server {
     int lfd; /* the first listening socket, until loop 0 takes it */
     struct sockaddr_storage laddr; /* its bound address, for the others */
     socklen_t laddr_len;
+    /* The TLS context new connections are made from; swapped by
+     * authd_server_reload_tls under ctx_mu. A connection's SSL holds its
+     * own reference, so an established connection keeps the context it
+     * was made with. */
+    pthread_mutex_t ctx_mu;
     SSL_CTX *ctx;
+    atomic_uint tls_gen; /* bumped by each reload; the sweeps re-check client certificates */
+    bool tls;
+    char *tls_cert, *tls_key, *tls_client_ca, *tls_crl; /* for reloads */
     authd_service *svc;
     size_t max_msg;
     unsigned max_inflight;
@@ -251,6 +261,8 @@ static void conn_flush(struct conn *c);
 static void conn_read(struct conn *c);
 static void take_inbox(struct loop *lp, bool start);
 static void take_caller(struct conn *c);
+static SSL *ssl_new(authd_server *s, unsigned *gen);
+static SSL_CTX *ctx_get(authd_server *s, unsigned *gen);
 
 /* mark_ready queues c to be read later in this loop iteration. */
 static void mark_ready(struct conn *c)
@@ -1116,22 +1128,35 @@ static void conn_read(struct conn *c)
         conn_flush(c);
 }
 
-/* caller_text copies an ASN1 string as printable ASCII (others become
- * '?'), so a certificate cannot put control bytes into logs or policy. */
+/* caller_text copies an ASN1 string that is printable ASCII and fits, and
+ * leaves out "" (no identity) for anything else: a name with control bytes
+ * must not reach logs or the policy, and neither truncating nor replacing
+ * bytes may make two certificates' names equal. */
 static void caller_text(char *out, size_t cap, const ASN1_STRING *a)
 {
     unsigned char *u = NULL;
     int n = ASN1_STRING_to_UTF8(&u, a);
-    size_t k = 0;
+    bool ok = n > 0 && (size_t)n < cap;
 
-    for (int i = 0; i < n && k + 1 < cap; i++)
-        out[k++] = u[i] >= 0x20 && u[i] < 0x7f ? (char)u[i] : '?';
-    out[k] = '\0';
+    for (int i = 0; ok && i < n; i++)
+        ok = u[i] >= 0x20 && u[i] < 0x7f;
+    if (ok)
+        memcpy(out, u, (size_t)n);
+    out[ok ? n : 0] = '\0';
     OPENSSL_free(u);
 }
 
-/* take_caller keeps the client certificate's subject CN, else its first
- * DNS, URI or email SAN, as c->caller, and logs it (debug). */
+/*
+ * take_caller keeps the client certificate's identity as c->caller and
+ * logs it (debug): its first URI SAN (a SPIFFE ID such as
+ * spiffe://example.org/gateway), else its first DNS SAN, else its subject
+ * CN. SANs come first because they are what current PKIs (SPIFFE, service
+ * meshes, ACME-style issuers) make unique and check, while the CN is free
+ * text that many CAs copy from the request; the CN stays the fallback for
+ * simple internal CAs that issue CN-only client certificates. A chosen
+ * name that is not printable ASCII or is too long gives no identity ("":
+ * only the policy's "*" matches), never the next name down the list.
+ */
 static void take_caller(struct conn *c)
 {
     X509 *x = SSL_get0_peer_certificate(c->ssl);
@@ -1139,22 +1164,25 @@ static void take_caller(struct conn *c)
     c->caller[0] = '\0';
     if (x == NULL)
         return;
-    X509_NAME *name = X509_get_subject_name(x);
-    int i = name != NULL ? X509_NAME_get_index_by_NID(name, NID_commonName, -1) : -1;
-    if (i >= 0) {
-        caller_text(
-            c->caller, sizeof c->caller, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i)));
-    } else {
-        GENERAL_NAMES *sans = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
-        for (int k = 0; sans != NULL && k < sk_GENERAL_NAME_num(sans); k++) {
-            const GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, k);
-            if (g->type == GEN_DNS || g->type == GEN_URI || g->type == GEN_EMAIL) {
+    GENERAL_NAMES *sans = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+    static const int kinds[] = { GEN_URI, GEN_DNS };
+    bool named = false; /* the first of these found names the caller, usable or not */
+    for (size_t k = 0; sans != NULL && !named && k < sizeof kinds / sizeof kinds[0]; k++) {
+        for (int j = 0; j < sk_GENERAL_NAME_num(sans); j++) {
+            const GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, j);
+            if (g->type == kinds[k]) {
                 caller_text(c->caller, sizeof c->caller, g->d.ia5);
+                named = true;
                 break;
             }
         }
-        GENERAL_NAMES_free(sans);
     }
+    GENERAL_NAMES_free(sans);
+    X509_NAME *name = X509_get_subject_name(x);
+    int i = name != NULL ? X509_NAME_get_index_by_NID(name, NID_commonName, -1) : -1;
+    if (!named && i >= 0)
+        caller_text(
+            c->caller, sizeof c->caller, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i)));
     authd_logrec r;
     if (authd_log_begin(&r, AUTHD_LOG_DEBUG, "tls_client")) {
         char subj[256];
@@ -1199,6 +1227,11 @@ static void conn_handshake(struct conn *c)
         if (authd_log_begin(&rec, AUTHD_LOG_INFO, "tls_handshake_failed")) {
             authd_log_str(&rec, "peer", c->peer);
             authd_log_str(&rec, "why", reason);
+            /* A refused client certificate: say why (revoked, unknown CA,
+             * expired CRL ...). */
+            long vr = SSL_get_verify_result(c->ssl);
+            if (s->mtls && vr != X509_V_OK)
+                authd_log_str(&rec, "verify", X509_verify_cert_error_string(vr));
             authd_log_u64(&rec, "suppressed", atomic_exchange(&s->hs_log_held, 0));
             authd_log_end(&rec);
         }
@@ -1359,8 +1392,8 @@ static void conn_start(struct loop *lp, int fd, const struct sockaddr_storage *s
         conn_close(c, AUTHD_LOG_WARN, "out of memory");
         return;
     }
-    if (s->ctx != NULL) {
-        if ((c->ssl = SSL_new(s->ctx)) == NULL || SSL_set_fd(c->ssl, fd) != 1) {
+    if (s->tls) {
+        if ((c->ssl = ssl_new(s, &c->tls_gen)) == NULL || SSL_set_fd(c->ssl, fd) != 1) {
             ERR_clear_error(); /* see io_read */
             conn_close(c, AUTHD_LOG_WARN, "cannot create TLS state");
             return;
@@ -1498,15 +1531,63 @@ static void run_ready(struct loop *lp)
     }
 }
 
-/* sweep closes connections past their deadlines. */
+/*
+ * client_still_valid checks an established connection's client
+ * certificate against a reloaded context's store (client CA, CRL), as the
+ * handshake would now: a certificate revoked since (or expired) fails, and
+ * the line says why.
+ */
+static bool client_still_valid(struct conn *c, SSL_CTX *ctx)
+{
+    X509 *leaf = SSL_get0_peer_certificate(c->ssl);
+    X509_STORE_CTX *xc = X509_STORE_CTX_new();
+    bool ok = false;
+    int err = X509_V_ERR_OUT_OF_MEM;
+
+    if (leaf != NULL && xc != NULL
+        && X509_STORE_CTX_init(
+               xc, SSL_CTX_get_cert_store(ctx), leaf, SSL_get_peer_cert_chain(c->ssl))
+            == 1
+        && X509_STORE_CTX_set_default(xc, "ssl_client") == 1) {
+        ok = X509_verify_cert(xc) == 1;
+        err = X509_STORE_CTX_get_error(xc);
+    }
+    X509_STORE_CTX_free(xc);
+    ERR_clear_error();
+    if (!ok) {
+        authd_logrec r;
+        if (authd_log_begin(&r, AUTHD_LOG_INFO, "tls_client_revalidation_failed")) {
+            authd_log_str(&r, "peer", c->peer);
+            authd_log_str(&r, "caller", c->caller);
+            authd_log_str(&r, "verify", X509_verify_cert_error_string(err));
+            authd_log_end(&r);
+        }
+    }
+    return ok;
+}
+
+/* sweep closes connections past their deadlines, and after a TLS reload
+ * those whose client certificate the new context refuses. */
 static void loop_sweep(struct loop *lp, uint64_t now)
 {
     authd_server *s = lp->srv;
     struct conn *c = lp->conns;
+    unsigned gen = s->mtls ? atomic_load(&s->tls_gen) : 0;
+    SSL_CTX *ctx = NULL; /* taken when a connection needs a re-check */
 
     while (c != NULL) {
         struct conn *next = c->next;
         uint64_t active = c->last_read > c->out_since ? c->last_read : c->out_since;
+        if (s->mtls && c->tls_gen != gen && c->ssl != NULL && c->state != ST_HANDSHAKE) {
+            if (ctx == NULL)
+                ctx = ctx_get(s, &gen);
+            if (!client_still_valid(c, ctx)) {
+                conn_close(c, AUTHD_LOG_DEBUG, "client certificate refused after a reload");
+                c = next;
+                continue;
+            }
+            c->tls_gen = gen;
+        }
         if (c->state != ST_OPEN && now > c->nego_deadline) {
             log_limit(&s->lr_nego, "handshake_timeout", c->peer, &c->source,
                 "TLS and SP handshake not done in time");
@@ -1531,6 +1612,7 @@ static void loop_sweep(struct loop *lp, uint64_t now)
         }
         c = next;
     }
+    SSL_CTX_free(ctx);
     if (!lp->listening && lp->accept_resume != 0 && now >= lp->accept_resume
         && !atomic_load(&s->draining))
         listen_on(lp);
@@ -1589,22 +1671,95 @@ static void ssl_err(char *err, size_t errlen, const char *what, const char *file
     ERR_clear_error();
 }
 
-static authd_code tls_setup(
-    authd_server *s, const authd_server_options *o, char *err, size_t errlen)
+/*
+ * load_crls adds the CRLs of the PEM file path to ctx's store and turns on
+ * revocation checks of the client's own certificate (X509_V_FLAG_CRL_CHECK,
+ * the leaf only: CRL_CHECK_ALL would need a CRL from every CA of the chain,
+ * the root included). Each CRL must be signed by a CA of the client CA file
+ * and not be past its nextUpdate: OpenSSL refuses every certificate of an
+ * issuer whose CRL is missing, expired or badly signed, so such a file is
+ * refused here, at start or reload, rather than locking every caller out.
+ */
+static authd_code load_crls(SSL_CTX *ctx, const char *path, char *err, size_t errlen)
+{
+    X509_STORE *st = SSL_CTX_get_cert_store(ctx);
+    BIO *in = BIO_new_file(path, "r");
+    X509_CRL *crl = NULL;
+    STACK_OF(X509_OBJECT) *objs = X509_STORE_get0_objects(st);
+    authd_code rc = AUTHD_INVALID_ARGUMENT;
+    int n = 0;
+
+    if (in == NULL) {
+        ssl_err(err, errlen, "CRL file", path);
+        return AUTHD_NOT_FOUND;
+    }
+    while ((crl = PEM_read_bio_X509_CRL(in, NULL, NULL, NULL)) != NULL) {
+        n++;
+        X509 *issuer = NULL;
+        for (int i = 0; i < sk_X509_OBJECT_num(objs) && issuer == NULL; i++) {
+            X509 *ca = X509_OBJECT_get0_X509(sk_X509_OBJECT_value(objs, i));
+            if (ca != NULL
+                && X509_NAME_cmp(X509_get_subject_name(ca), X509_CRL_get_issuer(crl)) == 0
+                && X509_CRL_verify(crl, X509_get0_pubkey(ca)) == 1)
+                issuer = ca;
+        }
+        const ASN1_TIME *next = X509_CRL_get0_nextUpdate(crl);
+        if (issuer == NULL) {
+            snprintf(err, errlen,
+                "tls: CRL file %s: CRL %d is not signed by a CA of the client CA file", path, n);
+            goto out;
+        }
+        if (next != NULL && X509_cmp_current_time(next) < 0) {
+            snprintf(err, errlen,
+                "tls: CRL file %s: CRL %d is past its nextUpdate (issue a fresh one)", path, n);
+            goto out;
+        }
+        if (X509_STORE_add_crl(st, crl) != 1) {
+            ssl_err(err, errlen, "CRL file", path);
+            goto out;
+        }
+        X509_CRL_free(crl);
+        crl = NULL;
+    }
+    unsigned long e = ERR_peek_last_error();
+    if (n == 0 || (e != 0 && ERR_GET_REASON(e) != PEM_R_NO_START_LINE)) {
+        if (n == 0)
+            snprintf(err, errlen, "tls: CRL file %s holds no PEM CRL", path);
+        else
+            ssl_err(err, errlen, "CRL file", path);
+        goto out;
+    }
+    ERR_clear_error();
+    X509_STORE_set_flags(st, X509_V_FLAG_CRL_CHECK);
+    rc = AUTHD_OK;
+out:
+    ERR_clear_error();
+    X509_CRL_free(crl);
+    BIO_free(in);
+    return rc;
+}
+
+/*
+ * tls_ctx_new builds a server TLS context from s's files (certificate,
+ * key, client CA, CRL), at start and on every reload. On failure nothing
+ * is kept and err names the file.
+ */
+static authd_code tls_ctx_new(authd_server *s, SSL_CTX **out, char *err, size_t errlen)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    authd_code rc = AUTHD_INVALID_ARGUMENT;
 
     if (ctx == NULL) {
         snprintf(err, errlen, "tls: cannot create a TLS context");
         return AUTHD_INTERNAL;
     }
-    s->ctx = ctx;
     /* nng's own clients (mbedTLS 2.28) speak TLS 1.2; TLS 1.3 is taken
      * when the client offers it. Forward-secret AEAD suites only. */
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     if (SSL_CTX_set_cipher_list(ctx, "ECDHE+AESGCM:ECDHE+CHACHA20") != 1) {
         snprintf(err, errlen, "tls: cipher list rejected");
-        return AUTHD_INTERNAL;
+        rc = AUTHD_INTERNAL;
+        goto out;
     }
     /* CLEANSE_PLAINTEXT: records (passwords) are wiped from OpenSSL's
      * buffers once read. */
@@ -1624,37 +1779,83 @@ static authd_code tls_setup(
      * above), no TLS 1.3 tickets. The id context is set anyway: without it
      * OpenSSL fails any resumption attempt under client verification with
      * an internal error instead of a full handshake. */
-    s->free_buffers_ok = OpenSSL_version_num() >= 0x300000e0L;
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_num_tickets(ctx, 0);
     static const unsigned char sid_ctx[] = "authd";
     SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof sid_ctx - 1);
 
-    if (SSL_CTX_use_certificate_chain_file(ctx, o->tls_cert) != 1) {
-        ssl_err(err, errlen, "certificate", o->tls_cert);
-        return AUTHD_INVALID_ARGUMENT;
+    if (SSL_CTX_use_certificate_chain_file(ctx, s->tls_cert) != 1) {
+        ssl_err(err, errlen, "certificate", s->tls_cert);
+        goto out;
     }
-    if (SSL_CTX_use_PrivateKey_file(ctx, o->tls_key, SSL_FILETYPE_PEM) != 1) {
-        ssl_err(err, errlen, "key", o->tls_key);
-        return AUTHD_INVALID_ARGUMENT;
+    if (SSL_CTX_use_PrivateKey_file(ctx, s->tls_key, SSL_FILETYPE_PEM) != 1) {
+        ssl_err(err, errlen, "key", s->tls_key);
+        goto out;
     }
     if (SSL_CTX_check_private_key(ctx) != 1) {
-        snprintf(err, errlen, "tls: key %s does not match certificate %s", o->tls_key, o->tls_cert);
-        return AUTHD_INVALID_ARGUMENT;
+        snprintf(err, errlen, "tls: key %s does not match certificate %s", s->tls_key, s->tls_cert);
+        goto out;
     }
-    if (o->tls_client_ca != NULL) {
-        STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(o->tls_client_ca);
-        if (names == NULL || SSL_CTX_load_verify_locations(ctx, o->tls_client_ca, NULL) != 1) {
+    if (s->tls_client_ca != NULL) {
+        STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(s->tls_client_ca);
+        if (names == NULL || SSL_CTX_load_verify_locations(ctx, s->tls_client_ca, NULL) != 1) {
             if (names != NULL)
                 sk_X509_NAME_pop_free(names, X509_NAME_free);
-            ssl_err(err, errlen, "client CA file", o->tls_client_ca);
-            return AUTHD_INVALID_ARGUMENT;
+            ssl_err(err, errlen, "client CA file", s->tls_client_ca);
+            goto out;
         }
         SSL_CTX_set_client_CA_list(ctx, names);
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+        if (s->tls_crl != NULL && (rc = load_crls(ctx, s->tls_crl, err, errlen)) != AUTHD_OK)
+            goto out;
     } else {
         SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
     }
+    *out = ctx;
+    return AUTHD_OK;
+out:
+    SSL_CTX_free(ctx);
+    return rc;
+}
+
+/* ssl_new makes a connection's TLS state from the context in force, and
+ * says which generation that is. */
+static SSL *ssl_new(authd_server *s, unsigned *gen)
+{
+    pthread_mutex_lock(&s->ctx_mu);
+    SSL *ssl = SSL_new(s->ctx);
+    *gen = atomic_load(&s->tls_gen);
+    pthread_mutex_unlock(&s->ctx_mu);
+    return ssl;
+}
+
+/* ctx_get returns the context in force with a reference (SSL_CTX_free it)
+ * and its generation. */
+static SSL_CTX *ctx_get(authd_server *s, unsigned *gen)
+{
+    pthread_mutex_lock(&s->ctx_mu);
+    SSL_CTX *ctx = s->ctx;
+    SSL_CTX_up_ref(ctx);
+    *gen = atomic_load(&s->tls_gen);
+    pthread_mutex_unlock(&s->ctx_mu);
+    return ctx;
+}
+
+authd_code authd_server_reload_tls(authd_server *s, char *err, size_t errlen)
+{
+    SSL_CTX *ctx = NULL, *old;
+    authd_code rc;
+
+    if (!s->tls)
+        return AUTHD_UNIMPLEMENTED;
+    if ((rc = tls_ctx_new(s, &ctx, err, errlen)) != AUTHD_OK)
+        return rc;
+    pthread_mutex_lock(&s->ctx_mu);
+    old = s->ctx;
+    s->ctx = ctx;
+    atomic_fetch_add(&s->tls_gen, 1);
+    pthread_mutex_unlock(&s->ctx_mu);
+    SSL_CTX_free(old); /* live connections hold their own references */
     return AUTHD_OK;
 }
 
@@ -1753,6 +1954,13 @@ static authd_code listen_setup(
     return AUTHD_OK;
 }
 
+/* dup_opt copies an optional string setting (NULL stays NULL). */
+static bool dup_opt(char **out, const char *v)
+{
+    *out = v != NULL ? strdup(v) : NULL;
+    return v == NULL || *out != NULL;
+}
+
 authd_code authd_server_start(
     const authd_server_options *o, authd_service *svc, authd_server **out, char *err, size_t errlen)
 {
@@ -1763,6 +1971,7 @@ authd_code authd_server_start(
     if ((s = calloc(1, sizeof *s)) == NULL)
         return AUTHD_RESOURCE_EXHAUSTED;
     s->lfd = -1;
+    pthread_mutex_init(&s->ctx_mu, NULL);
     s->svc = svc;
     s->max_msg = o->max_msg;
     s->max_inflight = o->max_inflight > 0 ? o->max_inflight : 1;
@@ -1791,8 +2000,18 @@ authd_code authd_server_start(
         rc = AUTHD_INVALID_ARGUMENT;
         goto out;
     }
-    if (tls && (rc = tls_setup(s, o, err, errlen)) != AUTHD_OK)
-        goto out;
+    if (tls) {
+        s->tls = true;
+        s->free_buffers_ok = OpenSSL_version_num() >= 0x300000e0L;
+        if (!dup_opt(&s->tls_cert, o->tls_cert) || !dup_opt(&s->tls_key, o->tls_key)
+            || !dup_opt(&s->tls_client_ca, o->tls_client_ca) || !dup_opt(&s->tls_crl, o->tls_crl)) {
+            snprintf(err, errlen, "out of memory");
+            rc = AUTHD_RESOURCE_EXHAUSTED;
+            goto out;
+        }
+        if ((rc = tls_ctx_new(s, &s->ctx, err, errlen)) != AUTHD_OK)
+            goto out;
+    }
 
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     unsigned nloops = o->io_threads > 0 ? o->io_threads : (ncpu > 0 ? (unsigned)ncpu : 1);
@@ -1903,5 +2122,10 @@ void authd_server_close(authd_server *s)
     srctab_free(&s->src);
     authd_ratelimit_destroy(s->hs_log);
     SSL_CTX_free(s->ctx);
+    pthread_mutex_destroy(&s->ctx_mu);
+    free(s->tls_cert);
+    free(s->tls_key);
+    free(s->tls_client_ca);
+    free(s->tls_crl);
     free(s);
 }

@@ -22,6 +22,7 @@ typedef struct authd_server_options {
     const char *tls_cert; /* PEM file */
     const char *tls_key; /* PEM file */
     const char *tls_client_ca; /* NULL: no client certificates; else required */
+    const char *tls_crl; /* NULL, or PEM CRLs of the client CAs (needs tls_client_ca) */
     bool allow_plaintext;
     size_t max_msg; /* largest request frame; larger closes the connection */
     unsigned max_inflight; /* requests in flight per connection before it is paused */
@@ -46,6 +47,13 @@ const char *authd_server_url(const authd_server *s);
 
 /* authd_server_io_threads is the number of event loops running. */
 unsigned authd_server_io_threads(const authd_server *s);
+
+/* authd_server_reload_tls re-reads the TLS files (certificate, key, client
+ * CA, CRL) into a new context for new connections; established ones keep
+ * theirs. On failure the old context stays and err names the file;
+ * AUTHD_UNIMPLEMENTED on a plaintext listener (nothing to reload). Any
+ * thread. */
+AUTHD_MUST_CHECK authd_code authd_server_reload_tls(authd_server *s, char *err, size_t errlen);
 
 /* authd_server_drain refuses new connections (existing ones stay open so
  * replies in flight reach their callers), answers new requests

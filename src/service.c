@@ -951,6 +951,11 @@ uint64_t authd_service_fail_floor_ns(const authd_service *svc)
     return svc->fail_floor_ns;
 }
 
+authd_policy_slot *authd_service_policy(const authd_service *svc)
+{
+    return svc->o.policy;
+}
+
 void authd_service_maintain(authd_service *svc)
 {
     size_t total = 0, n = 0;

@@ -20,6 +20,7 @@
 
 #include "netaddr.h"
 #include "password.h"
+#include "policy.h"
 #include "status.h"
 #include "store.h"
 #include "timer.h"
@@ -50,14 +51,15 @@ struct authd_request {
     size_t body_len;
     uint64_t request_id;
     char peer[AUTHD_PEER_MAX]; /* "ip:port" of the caller, for logs */
-    /* With mTLS: the client certificate's subject CN, else its first SAN
-     * (DNS, URI or email), printable ASCII; "" without a client
-     * certificate. The caller policy matches on it. */
+    /* With mTLS: the client certificate's identity: its first URI SAN
+     * (a SPIFFE ID), else its first DNS SAN, else its subject CN;
+     * printable ASCII; "" without a client certificate. The caller policy
+     * matches on it. */
     char caller[AUTHD_CALLER_MAX];
     authd_source source; /* the caller's address as a limit key (IPv6: its /64) */
     uint64_t conn_id; /* the connection it came on: unique for the process's life, never 0 */
-    bool trusted_frontend; /* the caller is a front-end whose ClientContext is believed (set
-                              by the transport from the mTLS caller policy; false until then) */
+    bool trusted_frontend; /* the caller is a front-end whose ClientContext is believed: set
+                              by dispatch from the mTLS caller policy (false without one) */
     uint64_t start_ns; /* CLOCK_MONOTONIC at receipt, for latency */
     authd_done_fn done;
     void *transport; /* the transport's own per-request state */
@@ -92,6 +94,8 @@ typedef struct authd_service_options {
     int64_t (*clock)(void); /* Unix seconds; NULL = time(NULL). For tests. */
     authd_throttle_policy throttle; /* login schedule; all zero = the defaults below */
     authd_source_limits limits; /* all zero = no per-source limits */
+    authd_policy_slot *policy; /* borrowed: the mTLS caller policy; NULL = every caller may call
+                                  every method, and none is a front-end */
 } authd_service_options;
 
 /* The default login schedule: 5 free attempts, then 1 s doubling to 15
@@ -117,6 +121,14 @@ uint64_t authd_service_fail_floor_ns(const authd_service *svc);
 /* authd_dispatch routes req to its handler. req must stay valid until
  * req->done has been called. */
 void authd_dispatch(authd_service *svc, authd_request *req);
+
+/* authd_service_policy is the caller policy slot (NULL: none). */
+authd_policy_slot *authd_service_policy(const authd_service *svc);
+
+/* authd_method_names writes the service's method short names, in the order
+ * the caller policy numbers them (the proto's), into names (cap entries);
+ * returns how many. The strings are static. */
+size_t authd_method_names(const char **names, size_t cap);
 
 /* authd_service_maintain does periodic upkeep (purging expired sessions).
  * Call it every minute or so from any thread. */

@@ -1,8 +1,11 @@
 /*
  * test_policy.c — the caller policy: parsing, errors that name the line,
- * and lookups.
+ * lookups, and the slot that swaps policies under readers (run under
+ * ASan and TSan by scripts/test.sh).
  */
+#include <pthread.h>
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -150,6 +153,143 @@ static void many_callers(void **state)
     authd_policy_free(p);
 }
 
+/* libinih keeps 49 characters of a section name: longer identities (SPIFFE
+ * IDs) must still match exactly, never by a cut prefix; longer than an
+ * identity can be, or lines inih would split, are errors. */
+static void long_identities(void **state)
+{
+    (void)state;
+    char id[128], text[512];
+    memset(id, 'a', 127);
+    id[127] = '\0';
+    memcpy(id, "spiffe://", 9);
+    snprintf(text, sizeof text,
+        "[short]\nallow = Login\n[%s]\nallow = Register\n[%.49s]\nallow = Verify\n", id, id);
+    authd_policy *p = parse_ok(text);
+    assert_int_equal(authd_policy_callers(p), 3);
+    assert_true(authd_policy_allows(p, id, REGISTER, NULL));
+    assert_false(authd_policy_allows(p, id, VERIFY, NULL));
+    char cut[50];
+    snprintf(cut, sizeof cut, "%.49s", id);
+    assert_true(authd_policy_allows(p, cut, VERIFY, NULL));
+    assert_false(authd_policy_allows(p, cut, REGISTER, NULL));
+    assert_true(authd_policy_allows(p, "short", LOGIN, NULL));
+    authd_policy_free(p);
+
+    snprintf(text, sizeof text, "[%sb]\nallow = Verify\n", id);
+    parse_bad(text, "line 1: caller identity longer than 127");
+    snprintf(text, sizeof text, "[gw]\nallow = Verify  %0200d\n", 0);
+    parse_bad(text, "line 2: longer than 199");
+    /* errors after a long section keep their line and name it */
+    snprintf(text, sizeof text, "; x\n[%s]\nallow = Nope\n", id);
+    parse_bad(text, "line 3: unknown method 'Nope'");
+}
+
+/* ---- the slot ------------------------------------------------------------------ */
+
+struct readers_arg {
+    authd_policy_slot *slot;
+    atomic_bool stop;
+    atomic_uint_fast64_t looks;
+    atomic_uint_fast64_t odd; /* looks that saw a policy without "gw" allowed */
+};
+
+static void *reader_main(void *arg)
+{
+    struct readers_arg *a = arg;
+    while (!atomic_load(&a->stop)) {
+        const authd_policy *p = authd_policy_enter(a->slot);
+        assert_non_null(p);
+        bool fe = false;
+        /* Every installed policy allows gw Verify; each has 1 or 2 callers. */
+        if (!authd_policy_allows(p, "gw", VERIFY, &fe) || authd_policy_callers(p) > 2)
+            atomic_fetch_add(&a->odd, 1);
+        authd_policy_exit();
+        atomic_fetch_add(&a->looks, 1);
+    }
+    return NULL;
+}
+
+/* Readers look while the main thread installs and reaps 300 policies:
+ * every look sees a whole policy (ASan: no use after free; TSan: no race
+ * between a look and the free), and all retired ones are freed. */
+static void slot_swaps_under_readers(void **state)
+{
+    (void)state;
+    struct readers_arg a = { 0 };
+    pthread_t th[3];
+
+    assert_int_equal(
+        authd_policy_slot_create(parse_ok("[gw]\nallow = Verify\n"), &a.slot), AUTHD_OK);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, reader_main, &a), 0);
+    for (int i = 0; i < 300; i++) {
+        authd_policy_slot_install(a.slot,
+            parse_ok(
+                i % 2 ? "[gw]\nallow = Verify Login\n" : "[gw]\nallow = *\n[x]\nallow = Login\n"));
+        if (i % 50 == 0) {
+            /* let the readers make progress on a loaded machine */
+            uint64_t seen = atomic_load(&a.looks);
+            for (int k = 0; k < 2000 && atomic_load(&a.looks) == seen; k++)
+                usleep(500);
+        }
+    }
+    atomic_store(&a.stop, true);
+    for (int i = 0; i < 3; i++)
+        pthread_join(th[i], NULL);
+    assert_true(atomic_load(&a.looks) > 0);
+    assert_int_equal(atomic_load(&a.odd), 0);
+    assert_int_equal(authd_policy_slot_reap(a.slot), 0);
+    authd_policy_slot_destroy(a.slot);
+}
+
+struct holder {
+    authd_policy_slot *slot;
+    atomic_int phase; /* 1: inside with the old policy; 2: told to leave; 3: left */
+    bool old_allows_login;
+};
+
+static void *holder_main(void *arg)
+{
+    struct holder *h = arg;
+    const authd_policy *p = authd_policy_enter(h->slot);
+    atomic_store(&h->phase, 1);
+    while (atomic_load(&h->phase) != 2)
+        usleep(1000);
+    /* Still the old policy, still readable after the swap. */
+    h->old_allows_login = authd_policy_allows(p, "gw", LOGIN, NULL);
+    authd_policy_exit();
+    atomic_store(&h->phase, 3);
+    return NULL;
+}
+
+/* A reader inside keeps the policy it entered with alive: the reap after
+ * the swap leaves it retired; once the reader has left, it is freed. */
+static void slot_reader_inside_delays_free(void **state)
+{
+    (void)state;
+    struct holder h = { 0 };
+    pthread_t th;
+
+    assert_int_equal(
+        authd_policy_slot_create(parse_ok("[gw]\nallow = Login\n"), &h.slot), AUTHD_OK);
+    assert_int_equal(pthread_create(&th, NULL, holder_main, &h), 0);
+    while (atomic_load(&h.phase) != 1)
+        usleep(1000);
+    authd_policy_slot_install(h.slot, parse_ok("[gw]\nallow = Verify\n"));
+    assert_int_equal(authd_policy_slot_reap(h.slot), 1);
+    /* A new look sees the new policy. */
+    const authd_policy *p = authd_policy_enter(h.slot);
+    assert_false(authd_policy_allows(p, "gw", LOGIN, NULL));
+    assert_true(authd_policy_allows(p, "gw", VERIFY, NULL));
+    authd_policy_exit();
+    atomic_store(&h.phase, 2);
+    pthread_join(th, NULL);
+    assert_true(h.old_allows_login);
+    assert_int_equal(authd_policy_slot_reap(h.slot), 0);
+    authd_policy_slot_destroy(h.slot);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -158,6 +298,9 @@ int main(void)
         cmocka_unit_test(errors_name_the_line),
         cmocka_unit_test(from_file),
         cmocka_unit_test(many_callers),
+        cmocka_unit_test(long_identities),
+        cmocka_unit_test(slot_swaps_under_readers),
+        cmocka_unit_test(slot_reader_inside_delays_free),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
