@@ -113,6 +113,7 @@ for i in "${!names[@]}"; do
         echo "CAUGHT  $name: $what — failed: $caught"
     fi
     mv "$work/$file.orig" "$work/$file"
+    touch "$work/$file" # the original's mtime is older than the mutant's object file
 done
 cmake --build "$work/build" -j"$(nproc)" >/dev/null 2>&1 || true
 if [ "$missed" -gt 0 ] || [ "$stale" -gt 0 ]; then
