@@ -72,7 +72,8 @@ struct who {
     bool trusted; /* ip/user_agent came from a trusted front-end's context */
     bool has_source; /* source is the end user's address */
     authd_source source;
-    authd_source caller; /* the calling service's key */
+    authd_source caller; /* the calling service's key: its mTLS identity hashed, else its address */
+    const char *caller_id; /* that identity (points into the request), NULL when keyed by address */
     char ip[CLIENT_IP_MAX + 1];
     char user_agent[USER_AGENT_MAX + 1];
 };
@@ -166,7 +167,15 @@ static authd_code read_client(
     size_t iplen = 0, ualen = 0;
 
     memset(w, 0, sizeof *w);
-    w->caller = req->source;
+    /* A certified caller is one service wherever it connects from (several
+     * hosts, several addresses): its limits follow its identity. */
+    if (req->caller[0] != '\0') {
+        crypto_generichash(w->caller.key, sizeof w->caller.key, (const unsigned char *)req->caller,
+            strnlen(req->caller, sizeof req->caller), NULL, 0);
+        w->caller_id = req->caller;
+    } else {
+        w->caller = req->source;
+    }
     if (cc != NULL) {
         iplen = strlen(cc->ip_address);
         ualen = strlen(cc->user_agent);
@@ -208,9 +217,11 @@ static void log_who(authd_call *call, const struct who *w)
         authd_call_log_str(call, "user_agent", w->user_agent);
 }
 
-/* bitten logs that limit lim refused key, at most once per LIM_LOG_NS
- * per limit, with the number of bites not logged since. */
-static void bitten(authd_service *svc, int lim, const authd_source *key, uint64_t now)
+/* bitten logs that limit lim refused key (named by name when not NULL),
+ * at most once per LIM_LOG_NS per limit, with the number of bites not
+ * logged since. */
+static void bitten(
+    authd_service *svc, int lim, const authd_source *key, const char *name, uint64_t now)
 {
     uint64_t held = 0;
     char text[AUTHD_SOURCE_TEXT_MAX];
@@ -221,7 +232,10 @@ static void bitten(authd_service *svc, int lim, const authd_source *key, uint64_
     if (authd_log_begin(&r, AUTHD_LOG_WARN, "rate_limited")) {
         authd_source_str(key, text);
         authd_log_str(&r, "limit", lim_names[lim]);
-        authd_log_str(&r, "source", text);
+        if (name != NULL)
+            authd_log_str(&r, "caller", name);
+        else
+            authd_log_str(&r, "source", text);
         authd_log_u64(&r, "not_logged", held);
         authd_log_end(&r);
     }
@@ -240,13 +254,13 @@ static bool over_limit(
     const size_t kl = sizeof w->source.key;
 
     if (ls != NULL && !authd_ratelimit_check(ls, w->source.key, kl, 1, now)) {
-        bitten(svc, source_lim, &w->source, now);
+        bitten(svc, source_lim, &w->source, NULL, now);
         return true;
     }
     if (lc != NULL
         && !(take ? authd_ratelimit_take(lc, w->caller.key, kl, 1, now)
                   : authd_ratelimit_check(lc, w->caller.key, kl, 1, now))) {
-        bitten(svc, caller_lim, &w->caller, now);
+        bitten(svc, caller_lim, &w->caller, w->caller_id, now);
         return true;
     }
     if (take && ls != NULL)

@@ -70,9 +70,9 @@ typedef struct authd_service authd_service;
 /* Per-source limits, in events per minute (a token bucket whose burst is
  * the same number); 0 switches a limit off. "source" is the end user's
  * address from a trusted front-end's ClientContext (IPv6 by /64); "caller"
- * is the calling service (today its peer address, later its mTLS
- * identity). Without a trusted context only the caller limits apply: the
- * peer then is the caller. */
+ * is the calling service: its mTLS identity (authd_request.caller) when it
+ * has one, else its peer address. Without a trusted context only the caller
+ * limits apply. */
 typedef struct authd_source_limits {
     uint32_t source_login_failures;
     uint32_t caller_login_failures;

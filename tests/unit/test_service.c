@@ -41,6 +41,7 @@ static authd_throttle_policy svc_throttle;
 static authd_source_limits svc_limits;
 static bool next_trusted;
 static authd_source next_source;
+static char next_caller[AUTHD_CALLER_MAX];
 
 struct env {
     char dir[64];
@@ -101,6 +102,7 @@ static struct pending *start_raw(struct env *e, const char *method, const uint8_
     snprintf(p->req.peer, sizeof p->req.peer, "test");
     p->req.source = next_source;
     p->req.trusted_frontend = next_trusted;
+    memcpy(p->req.caller, next_caller, sizeof p->req.caller);
     p->req.start_ns = authd_monotonic_ns();
     p->req.done = on_done;
     authd_dispatch(e->svc, &p->req);
@@ -259,6 +261,7 @@ static int setup(void **state)
     memset(&svc_limits, 0, sizeof svc_limits);
     next_trusted = false;
     memset(&next_source, 0, sizeof next_source);
+    next_caller[0] = '\0';
     snprintf(e->dir, sizeof e->dir, "/tmp/authd-svc-XXXXXX");
     if (mkdtemp(e->dir) == NULL)
         return -1;
@@ -821,6 +824,18 @@ static void test_per_source_login_limits(void **state)
         assert_int_equal(login_from(e, "nobody", PW, ip, reason), AUTHD_UNAUTHENTICATED);
     }
     assert_int_equal(login_from(e, "leo", PW, "192.0.2.99", reason), AUTHD_RESOURCE_EXHAUSTED);
+
+    /* A certified caller's limit follows its identity, not its address: the
+     * same service from another host shares it, another service does not. */
+    snprintf(next_caller, sizeof next_caller, "spiffe://test/billing");
+    next_source.key[15] = 3;
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(login_from(e, "nobody", PW, "192.0.2.1", reason), AUTHD_UNAUTHENTICATED);
+    next_source.key[15] = 4;
+    assert_int_equal(login_from(e, "leo", PW, "192.0.2.1", reason), AUTHD_RESOURCE_EXHAUSTED);
+    assert_string_equal(reason, "RATE_LIMITED");
+    snprintf(next_caller, sizeof next_caller, "spiffe://test/gateway");
+    assert_int_equal(login_from(e, "leo", PW, "192.0.2.1", reason), AUTHD_OK);
 }
 
 /* Register attempts (not only failures) are limited per caller and per
