@@ -278,25 +278,35 @@ void it_print_log_tail(const it_server *s, int lines)
     free(log);
 }
 
-void it_launch(it_server *s)
+/*
+ * launch starts bin (authd or a build of it) with s's flags and env_extra
+ * added to its environment; its stdout and stderr go to err_fd, or to a
+ * new log file (s->log_path) when err_fd < 0. Then it waits for the url
+ * file, failing the test if the process exits or the deadline passes.
+ */
+static void launch(it_server *s, const char *bin, const char *const *env_extra, int err_fd)
 {
     const char *argv[64];
     char **envp;
-    int in_fd, log_fd;
+    int in_fd, log_fd = err_fd;
 
     assert_int_equal(s->pid, 0);
-    if (s->starts > 0)
+    if (err_fd < 0 && s->starts > 0)
         snprintf(s->log_path, sizeof s->log_path, "%s/authd-%d.log", s->dir, s->starts + 1);
     s->starts++;
     unlink(s->url_file); /* a stale file must not pass for the new server */
     it_argv(s, NULL, argv, sizeof argv / sizeof argv[0]);
-    envp = child_env(NULL);
+    if (bin != NULL)
+        argv[0] = bin;
+    envp = child_env(env_extra);
     in_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    log_fd = open(s->log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (err_fd < 0)
+        log_fd = open(s->log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     assert_true(in_fd >= 0 && log_fd >= 0);
     s->pid = spawn(argv, envp, in_fd, log_fd, log_fd);
     close(in_fd);
-    close(log_fd);
+    if (err_fd < 0)
+        close(log_fd);
     free(envp);
 
     /* Poll for the url file (written atomically by authd once listening). */
@@ -315,15 +325,22 @@ void it_launch(it_server *s)
         int status;
         if (waitpid(s->pid, &status, WNOHANG) == s->pid) {
             s->pid = 0;
-            it_print_log_tail(s, 30);
-            fail_msg("authd exited during start-up (status 0x%x)", status);
+            if (err_fd < 0)
+                it_print_log_tail(s, 30);
+            fail_msg("%s exited during start-up (status 0x%x)", argv[0], status);
         }
         if (it_mono_ms() >= end) {
-            it_print_log_tail(s, 30);
-            fail_msg("authd did not write its url file within %d ms", IT_START_DEADLINE_MS);
+            if (err_fd < 0)
+                it_print_log_tail(s, 30);
+            fail_msg("%s did not write its url file within %d ms", argv[0], IT_START_DEADLINE_MS);
         }
         it_nap_ms(10);
     }
+}
+
+void it_launch(it_server *s)
+{
+    launch(s, NULL, NULL, -1);
 }
 
 void it_stop(it_server *s)
@@ -819,42 +836,7 @@ bool it_hashing_now(pid_t pid)
  * and env_extra added to its environment. */
 void it_launch_err_fd(it_server *s, int err_fd, const char *const *env_extra)
 {
-    const char *argv[64];
-    char **envp;
-    int in_fd;
-
-    assert_int_equal(s->pid, 0);
-    s->starts++;
-    unlink(s->url_file);
-    it_argv(s, NULL, argv, sizeof argv / sizeof argv[0]);
-    envp = child_env(env_extra);
-    in_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    assert_true(in_fd >= 0);
-    s->pid = spawn(argv, envp, in_fd, err_fd, err_fd);
-    close(in_fd);
-    free(envp);
-
-    uint64_t end = it_mono_ms() + IT_START_DEADLINE_MS;
-    for (;;) {
-        size_t len = 0;
-        char *url = it_read_file(s->url_file, &len);
-        if (url != NULL) {
-            while (len > 0 && (url[len - 1] == '\n' || url[len - 1] == '\r'))
-                url[--len] = '\0';
-            assert_true(len > 0 && len < sizeof s->url);
-            memcpy(s->url, url, len + 1);
-            free(url);
-            return;
-        }
-        int status;
-        if (waitpid(s->pid, &status, WNOHANG) == s->pid) {
-            s->pid = 0;
-            fail_msg("authd exited during start-up (status 0x%x)", status);
-        }
-        if (it_mono_ms() >= end)
-            fail_msg("authd did not write its url file within %d ms", IT_START_DEADLINE_MS);
-        it_nap_ms(10);
-    }
+    launch(s, NULL, env_extra, err_fd);
 }
 
 void it_raw_open_from(it_raw *r, const it_server *s, const char *local_ip)
@@ -943,48 +925,5 @@ bool it_log_wait(const it_server *s, const char *needle, int deadline_ms)
  * environment. For authd-faulty, the fault-injection build. */
 void it_launch_bin(it_server *s, const char *bin, const char *const *env_extra)
 {
-    const char *argv[64];
-    char **envp;
-    int in_fd, log_fd;
-
-    assert_int_equal(s->pid, 0);
-    if (s->starts > 0)
-        snprintf(s->log_path, sizeof s->log_path, "%s/authd-%d.log", s->dir, s->starts + 1);
-    s->starts++;
-    unlink(s->url_file);
-    it_argv(s, NULL, argv, sizeof argv / sizeof argv[0]);
-    argv[0] = bin;
-    envp = child_env(env_extra);
-    in_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    log_fd = open(s->log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    assert_true(in_fd >= 0 && log_fd >= 0);
-    s->pid = spawn(argv, envp, in_fd, log_fd, log_fd);
-    close(in_fd);
-    close(log_fd);
-    free(envp);
-
-    uint64_t end = it_mono_ms() + IT_START_DEADLINE_MS;
-    for (;;) {
-        size_t len = 0;
-        char *url = it_read_file(s->url_file, &len);
-        if (url != NULL) {
-            while (len > 0 && (url[len - 1] == '\n' || url[len - 1] == '\r'))
-                url[--len] = '\0';
-            assert_true(len > 0 && len < sizeof s->url);
-            memcpy(s->url, url, len + 1);
-            free(url);
-            return;
-        }
-        int status;
-        if (waitpid(s->pid, &status, WNOHANG) == s->pid) {
-            s->pid = 0;
-            it_print_log_tail(s, 30);
-            fail_msg("%s exited during start-up (status 0x%x)", bin, status);
-        }
-        if (it_mono_ms() >= end) {
-            it_print_log_tail(s, 30);
-            fail_msg("%s did not write its url file within %d ms", bin, IT_START_DEADLINE_MS);
-        }
-        it_nap_ms(10);
-    }
+    launch(s, bin, env_extra, -1);
 }
