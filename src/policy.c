@@ -196,7 +196,11 @@ static authd_code prepare(
                 INIH_LINE_MAX);
             goto bad;
         }
-        size_t lead = strspn(p, " \t");
+        /* What inih skips before a '[': a UTF-8 BOM on the first line,
+         * then isspace() bytes (not only spaces and tabs); a section line
+         * this missed would reach inih unprepared and be cut. */
+        size_t bom = line == 1 && ll >= 3 && memcmp(p, "\xEF\xBB\xBF", 3) == 0 ? 3 : 0;
+        size_t lead = bom + strspn(p + bom, " \t\v\f\r");
         const char *close = lead < ll && p[lead] == '[' ? memchr(p + lead, ']', ll - lead) : NULL;
         size_t nlen = close != NULL ? (size_t)(close - (p + lead) - 1) : 0;
         if (close != NULL && nlen > INIH_SECTION_MAX) {

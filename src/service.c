@@ -481,12 +481,15 @@ static void login_failed(
     authd_service *svc = call->svc;
 
     authd_call_audit(call, "login_failure");
-    log_who(call, w);
     if (u != NULL) {
         memcpy(call->user_id, u->id, sizeof u->id);
         call->has_user = true;
     }
+    /* The cause first: the end user's context (a user agent of up to 256
+     * bytes, the end user's choice) can fill the call's fields, and what
+     * does not fit is dropped. */
     authd_call_log_str(call, "cause", why);
+    log_who(call, w);
     uint64_t due = call->req->start_ns + svc->fail_floor_ns;
     if (svc->o.timer != NULL && svc->fail_floor_ns > 0 && due > authd_monotonic_ns())
         authd_timer_at(svc->o.timer, due, login_failed_reply, call);

@@ -883,7 +883,7 @@ static void abuse_frame_limit_exact(void **state)
  * --max-inflight 2, one hashing thread, real argon2 cost: Login, Login,
  * Verify pipelined in one write. The Verify (answered on the loop in
  * microseconds once read) is not read while the two Logins fill the
- * window, so its reply comes only after the first Login's. Without the
+ * window, so its reply comes only after a Login's. Without the
  * window it would come first.
  */
 static void abuse_inflight_window_paused(void **state)
@@ -919,7 +919,11 @@ static void abuse_inflight_window_paused(void **state)
         (unsigned long long)order[1], (unsigned long long)order[2]);
     if (order[0] == 3)
         fail_msg("the Verify behind a full window was answered before the first Login");
-    assert_int_equal(order[0], 1);
+    /* Either Login may come first: the first waits on the timer for the
+     * failure floor (twice one verify), which is when the second's verify
+     * ends on the one hashing thread, and a late timer lets the second's
+     * direct reply win (seen under the full suite: 2 1 3). */
+    assert_true(order[0] == 1 || order[0] == 2);
     tp_close(&t);
     SSL_CTX_free(ctx);
     it_finish(s);

@@ -397,6 +397,42 @@ static void mtls_frontend_context_believed(void **state)
 }
 
 /*
+ * A front-end's user agent of the longest allowed size (256 bytes, the end
+ * user's to choose) must not push the failed login's cause out of its
+ * audit line: the per-call fields hold 320 bytes, and the cause went in
+ * after the client address and the user agent, so it was dropped.
+ */
+static void mtls_long_user_agent_keeps_cause(void **state)
+{
+    (void)state;
+    static char path[320];
+    it_server *s = start_policy("[gw.internal]\nallow = *\nfrontend = yes\n", path, NULL);
+    struct cert gw;
+    make_cert(s->dir, "gw", "/CN=gw", "DNS:gw.internal", &gw);
+    authd_status st;
+    static char ua[257];
+    Authd__V1__LoginRequest req = AUTHD__V1__LOGIN_REQUEST__INIT;
+    Authd__V1__ClientContext cc = AUTHD__V1__CLIENT_CONTEXT__INIT;
+    Authd__V1__LoginResponse *resp = NULL;
+
+    memset(ua, 'A', 256);
+    cc.ip_address = "2001:db8:ffff:ffff:ffff:ffff:ffff:fffe";
+    cc.user_agent = ua;
+    req.login = "nobody-by-that-name";
+    req.password = (char *)WRONG;
+    req.client = &cc;
+    authd_client *g = open_as(s, &gw);
+    (void)!authd_client_login(g, &req, &resp, &st);
+    IT_EXPECT(&st, AUTHD_UNAUTHENTICATED, "INVALID_CREDENTIALS");
+    assert_null(resp);
+    assert_true(it_log_wait(s, "\"audit\":\"login_failure\"", RELOAD_WAIT_MS));
+    if (!it_log_wait(s, "\"cause\":\"unknown_user\"", 2000))
+        fail_msg("the failed login's audit line lost its cause to a long user agent");
+    authd_client_close(g);
+    it_finish(s);
+}
+
+/*
  * SIGHUP reloads the policy: svc may not Register, the file is changed to
  * allow it, SIGHUP, and Register works (polled with a deadline). A broken
  * file on the next SIGHUP is refused with its line in the log, and the
@@ -607,6 +643,7 @@ int main(void)
         cmocka_unit_test_teardown(mtls_handshake_refusals, it_teardown),
         cmocka_unit_test_teardown(mtls_policy_refuses_outside_caller, it_teardown),
         cmocka_unit_test_teardown(mtls_frontend_context_believed, it_teardown),
+        cmocka_unit_test_teardown(mtls_long_user_agent_keeps_cause, it_teardown),
         cmocka_unit_test_teardown(mtls_sighup_reloads_policy, it_teardown),
         cmocka_unit_test_teardown(mtls_crl_revokes_on_sighup, it_teardown),
         cmocka_unit_test_teardown(mtls_startup_checks, it_teardown),

@@ -185,6 +185,32 @@ static void long_identities(void **state)
     parse_bad(text, "line 3: unknown method 'Nope'");
 }
 
+/* A section line that inih reads but prepare() did not recognise (a UTF-8
+ * BOM before the first line, or leading whitespace other than space and
+ * tab) got no stand-in, so inih cut its long name to 49 characters and a
+ * certificate named with that prefix got the long name's rights. */
+static void long_identities_after_bom_or_odd_space(void **state)
+{
+    (void)state;
+    static const char *const leads[] = { "\xEF\xBB\xBF", "\v", "\f", "\r" };
+    char id[61], cut[50], text[512];
+    memset(id, 'a', 60);
+    id[60] = '\0';
+    memcpy(id, "spiffe://", 9);
+    snprintf(cut, sizeof cut, "%.49s", id);
+    for (size_t i = 0; i < sizeof leads / sizeof leads[0]; i++) {
+        snprintf(text, sizeof text, "%s[%s]\nallow = Register\n", leads[i], id);
+        authd_policy *p = NULL;
+        char err[256] = "";
+        if (authd_policy_parse_string(text, methods, 4, &p, err, sizeof err) != AUTHD_OK)
+            continue; /* refusing the file is fine too */
+        if (authd_policy_allows(p, cut, REGISTER, NULL))
+            fail_msg("lead %zu: a 49-character prefix got the long identity's rights", i);
+        assert_true(authd_policy_allows(p, id, REGISTER, NULL));
+        authd_policy_free(p);
+    }
+}
+
 /* ---- the slot ------------------------------------------------------------------ */
 
 struct readers_arg {
@@ -299,6 +325,7 @@ int main(void)
         cmocka_unit_test(from_file),
         cmocka_unit_test(many_callers),
         cmocka_unit_test(long_identities),
+        cmocka_unit_test(long_identities_after_bom_or_odd_space),
         cmocka_unit_test(slot_swaps_under_readers),
         cmocka_unit_test(slot_reader_inside_delays_free),
     };
