@@ -85,6 +85,7 @@
 #define SWEEP_MS        250 /* how often each loop checks its deadlines */
 #define IDLE_FREE_MS    1000 /* idle this long: TLS record buffers are freed */
 #define RBUF_MIN        16384
+#define LOAN_OUT        16384 /* the loop's lent output buffer */
 #define OUT_HIGH        (256 * 1024) /* unwritten reply bytes before reading pauses */
 #define MAX_EVENTS      128
 #define ACCEPT_BATCH    32
@@ -198,6 +199,16 @@ struct loop {
     struct conn *ready, *ready_tail;
     int lfd; /* the listening socket (loop 0 only), -1 if none */
     unsigned rr; /* loop 0: the loop the next accepted connection goes to */
+    /* Buffers lent to the connection conn_read is serving (lp->reading)
+     * when it has none of its own, so a connection that holds one request
+     * at a time reads, answers and writes it with no allocation (see
+     * conn_read). RBUF_MIN and LOAN_OUT bytes; NULL until first needed. */
+    struct conn *reading;
+    uint8_t *rloan, *oloan;
+    /* ns: when epoll_wait last returned. The clock of last_read and
+     * out_since, whose deadlines are seconds long: read once per
+     * iteration instead of several times per request. */
+    uint64_t now;
 };
 
 /* One request between receipt and reply. The envelope is unpacked from
@@ -474,10 +485,13 @@ static void unflushed_done(struct conn *c)
     }
 }
 
+/* rbuf_release and obuf_release wipe what was written and free the
+ * buffer, or give it back if the loop lent it. */
 static void rbuf_release(struct conn *c)
 {
     wipe(c->rbuf, c->rhigh);
-    free(c->rbuf);
+    if (c->rbuf != c->lp->rloan)
+        free(c->rbuf);
     c->rbuf = NULL;
     c->rcap = c->rlen = c->rhigh = 0;
 }
@@ -485,14 +499,18 @@ static void rbuf_release(struct conn *c)
 static void obuf_release(struct conn *c)
 {
     wipe(c->obuf, c->ohigh);
-    free(c->obuf);
+    if (c->obuf != c->lp->oloan)
+        free(c->obuf);
     c->obuf = NULL;
     c->ocap = c->olen = c->ohigh = 0;
 }
 
 /* buf_resize moves the first len bytes of *buf into a new buffer of cap
- * bytes (wiping the old one's first *high bytes) and sets *high = len. */
-static bool buf_resize(uint8_t **buf, size_t *bufcap, size_t *high, size_t len, size_t cap)
+ * bytes (wiping the old one's first *high bytes) and sets *high = len.
+ * The old buffer is freed unless it is loan, the loop's, which is only
+ * wiped. */
+static bool buf_resize(
+    uint8_t **buf, size_t *bufcap, size_t *high, size_t len, size_t cap, const uint8_t *loan)
 {
     uint8_t *nb = malloc(cap);
     if (nb == NULL)
@@ -500,7 +518,8 @@ static bool buf_resize(uint8_t **buf, size_t *bufcap, size_t *high, size_t len, 
     if (len > 0)
         memcpy(nb, *buf, len);
     wipe(*buf, *high);
-    free(*buf);
+    if (*buf != loan)
+        free(*buf);
     *buf = nb;
     *bufcap = cap;
     *high = len;
@@ -648,10 +667,17 @@ static bool out_reserve(struct conn *c, size_t more)
         return true;
     if (fault_hit())
         return false;
+    struct loop *lp = c->lp;
+    if (c->obuf == NULL && lp->reading == c && more <= LOAN_OUT
+        && (lp->oloan != NULL || (lp->oloan = malloc(LOAN_OUT)) != NULL)) {
+        c->obuf = lp->oloan; /* given back or kept by conn_read */
+        c->ocap = LOAN_OUT;
+        return true;
+    }
     size_t cap = c->ocap > 0 ? c->ocap : 4096;
     while (cap < c->olen + more)
         cap *= 2;
-    return buf_resize(&c->obuf, &c->ocap, &c->ohigh, c->olen, cap);
+    return buf_resize(&c->obuf, &c->ocap, &c->ohigh, c->olen, cap, lp->oloan);
 }
 
 /* Output counts as a reply still to deliver (authd_server_drain waits for
@@ -660,7 +686,7 @@ static bool out_reserve(struct conn *c, size_t more)
 static void out_added(struct conn *c, size_t n)
 {
     if (c->olen == 0) {
-        c->out_since = now_ns();
+        c->out_since = c->lp->now;
         if (c->state == ST_OPEN && !c->in_unflushed) {
             c->in_unflushed = true;
             atomic_fetch_add(&c->lp->srv->unflushed, 1);
@@ -752,7 +778,7 @@ static void conn_flush(struct conn *c)
     }
     c->tls_bufs = true;
     if (off > 0) {
-        c->out_since = now_ns();
+        c->out_since = c->lp->now;
         if (off == c->olen) {
             c->want_write = false;
             unflushed_done(c);
@@ -1061,7 +1087,30 @@ static bool parse_input(struct conn *c)
         c->frame_start = c->last_read;
     if (c->rlen == c->rcap && need > c->rcap) {
         size_t cap = c->rcap * 2 < need ? c->rcap * 2 : need;
-        if (!buf_resize(&c->rbuf, &c->rcap, &c->rhigh, c->rlen, cap))
+        if (!buf_resize(&c->rbuf, &c->rcap, &c->rhigh, c->rlen, cap, c->lp->rloan))
+            return false;
+    }
+    return true;
+}
+
+/* loans_end: conn_read is done with c. A lent buffer that still holds
+ * bytes (an incomplete frame, replies the socket did not take) moves into
+ * one of c's own; an empty one is wiped and given back. False when that
+ * copy cannot be allocated. */
+static bool loans_end(struct conn *c)
+{
+    struct loop *lp = c->lp;
+
+    if (c->rbuf != NULL && c->rbuf == lp->rloan) {
+        if (c->rlen == 0)
+            rbuf_release(c);
+        else if (!buf_resize(&c->rbuf, &c->rcap, &c->rhigh, c->rlen, RBUF_MIN, lp->rloan))
+            return false;
+    }
+    if (c->obuf != NULL && c->obuf == lp->oloan) {
+        if (c->olen == 0)
+            obuf_release(c);
+        else if (!buf_resize(&c->obuf, &c->ocap, &c->ohigh, c->olen, c->olen, lp->oloan))
             return false;
     }
     return true;
@@ -1072,29 +1121,44 @@ static bool parse_input(struct conn *c)
  * is full, handling frames as they complete, then write the replies. The
  * sockets are edge-triggered, so a paused connection is read again
  * explicitly when it resumes.
+ *
+ * A connection without buffers of its own borrows the loop's for the
+ * duration (lp->reading): with one request at a time per connection (many
+ * connections, one call each) the request is read, answered and written
+ * with no allocation, and the loan is wiped as far as it was written, as an
+ * own buffer would be before it is freed.
  */
 static void conn_read(struct conn *c)
 {
-    authd_server *s = c->lp->srv;
+    struct loop *lp = c->lp;
+    authd_server *s = lp->srv;
     size_t budget = READ_BUDGET;
     bool got = false;
 
+    lp->reading = c;
     while (!c->closed && !c->paused) {
         /* Frames already buffered first (a resumed connection has some). */
         if (!parse_input(c)) {
             conn_close(c, AUTHD_LOG_INFO, "protocol violation");
-            return;
+            break;
         }
         if (c->closed)
-            return;
+            break;
         if (c->inflight >= s->max_inflight || c->olen >= OUT_HIGH
             || (c->rbuf != NULL && c->rlen == c->rcap)) {
             c->paused = true; /* resumed by conn_flush as replies drain */
             break;
         }
-        if (c->rbuf == NULL && !buf_resize(&c->rbuf, &c->rcap, &c->rhigh, 0, RBUF_MIN)) {
-            conn_close(c, AUTHD_LOG_WARN, "out of memory");
-            return;
+        if (c->rbuf == NULL) {
+            if (lp->rloan == NULL)
+                lp->rloan = malloc(RBUF_MIN);
+            if (lp->rloan != NULL) {
+                c->rbuf = lp->rloan; /* given back or kept by loans_end */
+                c->rcap = RBUF_MIN;
+            } else if (!buf_resize(&c->rbuf, &c->rcap, &c->rhigh, 0, RBUF_MIN, NULL)) {
+                conn_close(c, AUTHD_LOG_WARN, "out of memory");
+                break;
+            }
         }
         if (budget == 0) {
             mark_ready(c); /* the rest after the loop's other work */
@@ -1106,7 +1170,7 @@ static void conn_read(struct conn *c)
             if (c->olen > 0)
                 conn_flush(c); /* a half-closed peer may still read its replies */
             conn_close(c, AUTHD_LOG_DEBUG, "peer closed");
-            return;
+            break;
         }
         if (r == 0)
             break;
@@ -1115,17 +1179,20 @@ static void conn_read(struct conn *c)
         if (c->rlen > c->rhigh)
             c->rhigh = c->rlen;
         c->tls_bufs = true;
-        c->last_read = now_ns();
+        c->last_read = lp->now;
         got = true;
     }
-    if (c->closed)
-        return;
-    if (got)
-        touch(c);
-    if (c->rlen == 0 && c->rbuf != NULL)
-        rbuf_release(c);
-    if (!c->closed && c->olen > 0)
-        conn_flush(c);
+    if (!c->closed) {
+        if (got)
+            touch(c);
+        if (c->rlen == 0 && c->rbuf != NULL)
+            rbuf_release(c);
+        if (c->olen > 0)
+            conn_flush(c);
+        if (!c->closed && !loans_end(c))
+            conn_close(c, AUTHD_LOG_WARN, "out of memory");
+    }
+    lp->reading = NULL; /* a closed c gave its loans back in conn_close */
 }
 
 /* caller_text copies an ASN1 string that is printable ASCII and fits, and
@@ -1626,9 +1693,11 @@ static void *loop_main(void *arg)
     struct epoll_event evs[MAX_EVENTS];
 
     tl_loop = lp;
-    lp->next_sweep = now_ns() + (uint64_t)SWEEP_MS * 1000000u;
+    lp->now = now_ns();
+    lp->next_sweep = lp->now + (uint64_t)SWEEP_MS * 1000000u;
     while (!atomic_load(&s->stopping)) {
         int n = epoll_wait(lp->ep, evs, MAX_EVENTS, lp->ready != NULL ? 0 : SWEEP_MS);
+        lp->now = now_ns();
         for (int i = 0; i < n; i++) {
             void *p = evs[i].data.ptr;
             if (p == NULL) {
@@ -2114,6 +2183,8 @@ void authd_server_close(authd_server *s)
             close(lp->efd);
         if (lp->lfd >= 0)
             close(lp->lfd);
+        free(lp->rloan); /* wiped each time it was given back */
+        free(lp->oloan);
         pthread_mutex_destroy(&lp->mu);
     }
     free(s->loops);

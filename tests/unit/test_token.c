@@ -828,6 +828,38 @@ static void test_create_rejects(void **state)
     authd_tokens_destroy(t);
 }
 
+/* The MAC for every key length, against libsodium's HMAC-SHA256: a key
+ * longer than the 64-byte block is hashed first (RFC 2104), a shorter
+ * one zero-padded; 64 and 65 are the edge. */
+static void test_mac_key_lengths(void **state)
+{
+    static const size_t lens[] = { 32, 63, 64, 65, 100, 1024 };
+    authd_claims c = kat_claims();
+    char tok[AUTHD_TOKEN_MAX];
+    static char key[1024];
+    uint8_t mac[32];
+    char want[64];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof key; i++)
+        key[i] = (char)('!' + i % 90);
+    for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+        authd_tokens_options o = opts_for(KEY, 0);
+        authd_tokens *t = NULL;
+        o.key = (const uint8_t *)key;
+        o.key_len = lens[i];
+        assert_int_equal(authd_tokens_create(&o, &t), AUTHD_OK);
+        assert_int_equal(authd_token_issue(t, &c, tok, sizeof tok), AUTHD_OK);
+        char *dot = strrchr(tok, '.');
+        assert_non_null(dot);
+        hmac(mac, key, lens[i], tok, (size_t)(dot - tok));
+        b64(want, sizeof want, mac, sizeof mac);
+        if (strcmp(dot + 1, want) != 0)
+            fail_msg("key of %zu bytes: MAC %s, want %s", lens[i], dot + 1, want);
+        authd_tokens_destroy(t);
+    }
+}
+
 static void test_issue_small_buffer(void **state)
 {
     authd_claims c = kat_claims();
@@ -948,6 +980,7 @@ int main(void)
         cmocka_unit_test(test_size_limit),
         cmocka_unit_test(test_create_rejects),
         cmocka_unit_test(test_issue_small_buffer),
+        cmocka_unit_test(test_mac_key_lengths),
         cmocka_unit_test(test_issue_rejects_bad_claims),
         cmocka_unit_test(test_fingerprint),
         cmocka_unit_test(test_fingerprint_hashes_whole_token),
