@@ -20,7 +20,10 @@
  * both Login and Register: failed logins and registration attempts per end
  * user's address (from a trusted front-end's ClientContext) and per
  * calling service. Over a limit the call is answered RESOURCE_EXHAUSTED /
- * RATE_LIMITED before any store access or hashing.
+ * RATE_LIMITED before any store access or hashing; with a trusted end-user
+ * address only that address's limit refuses (over_limit). A Login's token
+ * is taken when it starts and given back when it succeeds. Every failed
+ * Login's line names what was tried as login_hash (log_login_hash).
  *
  * Every failed Login is answered no earlier than the failure-time floor
  * after receipt (the reply waits on the timer, not on a hashing thread),
@@ -609,6 +612,7 @@ static void login_begin_work(void *arg)
         /* Counted against the account and (at entry) the source: a flood
          * refused here is limited like failures. */
         wipe_str(in->password);
+        log_login_hash(call);
         fail_busy(call, rc);
         login_job_free(job);
     }
@@ -750,6 +754,7 @@ void authd_handle_login(authd_service *svc, authd_call *call)
     if (over_limit(svc, LIM_SOURCE_LOGIN, LIM_CALLER_LOGIN, &job->who)) {
         wipe_str(in->password);
         login_job_free(job);
+        log_login_hash(call);
         fail_rate_limited(call, "too many failed logins from this source; retry later");
         return;
     }
@@ -760,6 +765,7 @@ void authd_handle_login(authd_service *svc, authd_call *call)
         != AUTHD_OK) {
         wipe_str(in->password);
         login_job_free(job);
+        log_login_hash(call);
         fail_busy(call, rc);
     }
 }

@@ -655,6 +655,9 @@ static void throttle_inflight_burst_within_caller_limit(void **state)
     if (passed > 20 + (int)(secs / 3) + 1)
         fail_msg("%d attempts passed a limit of 20", passed);
     assert_true(t.rate_limited >= 200 - 20 - (int)(secs / 3) - 1);
+    /* a refused Login's line names what was tried too */
+    const char *rl[] = { "\"reason\":\"RATE_LIMITED\"", "\"login_hash\":\"", NULL };
+    assert_true(wait_lines(s, rl, 1) >= 1);
     for (int i = 0; i < 4; i++)
         authd_client_close(c[i]);
     it_finish(s);
