@@ -30,6 +30,8 @@ struct authd_call {
     uint8_t user_id[AUTHD_ID_BYTES];
     const char *audit; /* audit event of the line ("login_failure", ...), or NULL */
     int log_gate; /* source gate for a failure line: 0 not asked, 1 allowed, -1 held back */
+    bool has_gate_source; /* gate on gate_source (an end user's address), not req->source */
+    authd_source gate_source;
     authd_logfields log; /* the handler's fields for the line */
 };
 

@@ -203,11 +203,15 @@ void authd_call_audit(authd_call *call, const char *event)
     call->audit = event;
 }
 
-/* gate asks the source gate once per call. */
+/* gate asks the source gate once per call: for the end user a trusted
+ * front-end named when the handler set one, else for the peer. */
 static bool gate(authd_call *call)
 {
     if (call->log_gate == 0)
-        call->log_gate = authd_log_source_allow(&call->req->source) ? 1 : -1;
+        call->log_gate = authd_log_source_allow(
+                             call->has_gate_source ? &call->gate_source : &call->req->source)
+            ? 1
+            : -1;
     return call->log_gate > 0;
 }
 

@@ -253,7 +253,11 @@ int main(int argc, char **argv)
             : hash_threads + ((unsigned)cfg.hash_queue + 3) / 4,
         .name = "hash",
     };
-    authd_workpool_options wo = { .threads = 1, .queue_max = 4096, .nice = 0 };
+    /* The write pool: Login's first step is charged to its source, which
+     * may hold a quarter of the queue (a burst from one source cannot
+     * leave the others OVERLOADED); other writes are anonymous. */
+    authd_workpool_options wo
+        = { .threads = 1, .queue_max = 4096, .nice = 0, .per_source_max = 1024, .name = "write" };
     if (authd_workpool_create(&ho, &hash_pool) != AUTHD_OK
         || authd_workpool_create(&wo, &write_pool) != AUTHD_OK
         || authd_timer_create(&timer) != AUTHD_OK) {

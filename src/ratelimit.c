@@ -171,6 +171,8 @@ void authd_ratelimit_charge(
     s->tokens -= cost;
     if (s->tokens < -rl->burst)
         s->tokens = -rl->burst;
+    if (s->tokens > rl->burst)
+        s->tokens = rl->burst;
     pthread_mutex_unlock(mu);
 }
 

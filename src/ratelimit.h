@@ -56,7 +56,8 @@ bool authd_ratelimit_check(
 
 /* authd_ratelimit_charge spends cost tokens whatever the balance (down to
  * at most -burst, so a key that stops misbehaving recovers in bounded
- * time). */
+ * time). A negative cost gives tokens back (up to burst): the refund of a
+ * token taken for an attempt that turned out not to count (a success). */
 void authd_ratelimit_charge(
     authd_ratelimit *rl, const void *key, size_t keylen, double cost, uint64_t now_ns);
 

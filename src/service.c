@@ -20,7 +20,10 @@
  * both Login and Register: failed logins and registration attempts per end
  * user's address (from a trusted front-end's ClientContext) and per
  * calling service. Over a limit the call is answered RESOURCE_EXHAUSTED /
- * RATE_LIMITED before any store access or hashing.
+ * RATE_LIMITED before any store access or hashing; with a trusted end-user
+ * address only that address's limit refuses (over_limit). A Login's token
+ * is taken when it starts and given back when it succeeds. Every failed
+ * Login's line names what was tried as login_hash (log_login_hash).
  *
  * Every failed Login is answered no earlier than the failure-time floor
  * after receipt (the reply waits on the timer, not on a hashing thread),
@@ -109,7 +112,7 @@ static void fail_store(authd_call *call, authd_code rc)
         authd_call_finish(call, AUTHD_INTERNAL, "INTERNAL", "", NULL);
 }
 
-/* hash_owner: whom a hashing job is charged to (its share in the pool). */
+/* hash_owner: whom a pool job is charged to (its share in the pool). */
 static authd_workpool_owner hash_owner(const authd_call *call)
 {
     authd_workpool_owner w = { call->req->source, call->req->conn_id };
@@ -158,11 +161,14 @@ static bool printable_ua(const char *s, size_t len)
  * is validated whoever sent it (bad input is refused, not ignored), but
  * believed only from a trusted front-end (req->trusted_frontend): from any
  * other caller it could be anything the caller likes, so the caller's own
- * address stands in and only the caller limits apply.
+ * address stands in and only the caller limits apply. A believed end-user
+ * address also keys the call's failure-line gate, so one end user's
+ * failures cannot hold back the lines of the others behind that front-end.
  */
 static authd_code read_client(
-    const authd_request *req, const Authd__V1__ClientContext *cc, struct who *w, authd_error *err)
+    authd_call *call, const Authd__V1__ClientContext *cc, struct who *w, authd_error *err)
 {
+    const authd_request *req = call->req;
     authd_source src;
     size_t iplen = 0, ualen = 0;
 
@@ -201,6 +207,8 @@ static authd_code read_client(
     if (iplen > 0) {
         w->has_source = true;
         w->source = src;
+        call->has_gate_source = true;
+        call->gate_source = src;
     }
     return AUTHD_OK;
 }
@@ -217,11 +225,12 @@ static void log_who(authd_call *call, const struct who *w)
         authd_call_log_str(call, "user_agent", w->user_agent);
 }
 
-/* bitten logs that limit lim refused key (named by name when not NULL),
- * at most once per LIM_LOG_NS per limit, with the number of bites not
- * logged since. */
-static void bitten(
-    authd_service *svc, int lim, const authd_source *key, const char *name, uint64_t now)
+/* bitten logs that limit lim ran out for key (named by name when not
+ * NULL), at most once per LIM_LOG_NS per limit, with the number of bites
+ * not logged since; refused says whether the call was refused for it (a
+ * front-end's own limit only warns: see over_limit). */
+static void bitten(authd_service *svc, int lim, const authd_source *key, const char *name,
+    bool refused, uint64_t now)
 {
     uint64_t held = 0;
     char text[AUTHD_SOURCE_TEXT_MAX];
@@ -236,49 +245,56 @@ static void bitten(
             authd_log_str(&r, "caller", name);
         else
             authd_log_str(&r, "source", text);
+        authd_log_bool(&r, "refused", refused);
         authd_log_u64(&r, "not_logged", held);
         authd_log_end(&r);
     }
 }
 
-/* over_limit is true when the end user's address or the caller has no
- * token left in the given pair of tables; take spends one from each
- * (attempts are counted), otherwise nothing is spent (failures are
- * charged later, by charge_failure). */
-static bool over_limit(
-    authd_service *svc, int source_lim, int caller_lim, const struct who *w, bool take)
+/*
+ * over_limit takes one token from the end user's address and one from
+ * the caller in the given pair of tables, and is true when the call must
+ * be refused. The attempt is counted when it starts, not when it fails,
+ * so a burst of attempts in flight cannot pass the limit; a Login that
+ * succeeds gives its tokens back (refund_attempt).
+ *
+ * With an end-user address from a trusted front-end, that address's limit
+ * decides: the caller (the front-end) is still counted, and logged when
+ * it runs out, but not refused, or a few end users emptying the
+ * front-end's bucket would block every login through it. Without one the
+ * caller's limit refuses: authd cannot tell the caller's end users apart.
+ */
+static bool over_limit(authd_service *svc, int source_lim, int caller_lim, const struct who *w)
 {
     uint64_t now = authd_monotonic_ns();
     authd_ratelimit *ls = w->has_source ? svc->lim[source_lim] : NULL;
     authd_ratelimit *lc = svc->lim[caller_lim];
     const size_t kl = sizeof w->source.key;
 
-    if (ls != NULL && !authd_ratelimit_check(ls, w->source.key, kl, 1, now)) {
-        bitten(svc, source_lim, &w->source, NULL, now);
+    if (ls != NULL && !authd_ratelimit_take(ls, w->source.key, kl, 1, now)) {
+        bitten(svc, source_lim, &w->source, NULL, true, now);
         return true;
     }
-    if (lc != NULL
-        && !(take ? authd_ratelimit_take(lc, w->caller.key, kl, 1, now)
-                  : authd_ratelimit_check(lc, w->caller.key, kl, 1, now))) {
-        bitten(svc, caller_lim, &w->caller, w->caller_id, now);
+    if (lc == NULL || authd_ratelimit_take(lc, w->caller.key, kl, 1, now))
+        return false;
+    bitten(svc, caller_lim, &w->caller, w->caller_id, !w->has_source, now);
+    if (!w->has_source)
         return true;
-    }
-    if (take && ls != NULL)
-        authd_ratelimit_charge(ls, w->source.key, kl, 1, now);
+    authd_ratelimit_charge(lc, w->caller.key, kl, 1, now); /* counted, not refused */
     return false;
 }
 
-/* charge_failure counts one failed login against the end user's address
- * and the caller. */
-static void charge_failure(authd_service *svc, const struct who *w)
+/* refund_attempt gives back the tokens over_limit took for a Login that
+ * succeeded: only failures count against the login limits. */
+static void refund_attempt(authd_service *svc, const struct who *w)
 {
     uint64_t now = authd_monotonic_ns();
     const size_t kl = sizeof w->source.key;
 
     if (w->has_source && svc->lim[LIM_SOURCE_LOGIN] != NULL)
-        authd_ratelimit_charge(svc->lim[LIM_SOURCE_LOGIN], w->source.key, kl, 1, now);
+        authd_ratelimit_charge(svc->lim[LIM_SOURCE_LOGIN], w->source.key, kl, -1, now);
     if (svc->lim[LIM_CALLER_LOGIN] != NULL)
-        authd_ratelimit_charge(svc->lim[LIM_CALLER_LOGIN], w->caller.key, kl, 1, now);
+        authd_ratelimit_charge(svc->lim[LIM_CALLER_LOGIN], w->caller.key, kl, -1, now);
 }
 
 static void fail_rate_limited(authd_call *call, const char *what)
@@ -412,7 +428,7 @@ void authd_handle_register(authd_service *svc, authd_call *call)
         return;
     }
     job->call = call;
-    if ((rc = read_client(call->req, in->client, &job->who, &err)) != AUTHD_OK) {
+    if ((rc = read_client(call, in->client, &job->who, &err)) != AUTHD_OK) {
         wipe_str(in->password);
         free(job);
         authd_call_finish(call, rc, err.reason, err.message, NULL);
@@ -420,7 +436,7 @@ void authd_handle_register(authd_service *svc, authd_call *call)
     }
     /* Every attempt counts (not only failures): each one costs a hash, may
      * fill the store, and may learn whether an email is registered. */
-    if (over_limit(svc, LIM_SOURCE_REGISTER, LIM_CALLER_REGISTER, &job->who, true)) {
+    if (over_limit(svc, LIM_SOURCE_REGISTER, LIM_CALLER_REGISTER, &job->who)) {
         wipe_str(in->password);
         free(job);
         fail_rate_limited(call, "too many registrations from this source; retry later");
@@ -472,9 +488,29 @@ static void login_failed_reply(void *arg)
         (authd_call *)arg, AUTHD_UNAUTHENTICATED, "INVALID_CREDENTIALS", invalid_credentials, NULL);
 }
 
+/* log_login_hash adds login_hash to a failed Login's line: the keyed hash
+ * of the canonical login (authd_store_login_hash), computed only when the
+ * line will be written. */
+static void log_login_hash(authd_call *call)
+{
+    const Authd__V1__LoginRequest *in = (const Authd__V1__LoginRequest *)call->input;
+    char canon[AUTHD_LOGIN_MAX + 1];
+    uint8_t h[AUTHD_LOGIN_HASH_BYTES];
+
+    if (!authd_call_log_wanted(call))
+        return;
+    int kind = authd_login_canonical(in->login, strlen(in->login), canon);
+    authd_store_login_hash(call->svc->o.store, kind, canon, h);
+    authd_call_log_hex(call, "login_hash", h, sizeof h);
+    sodium_memzero(canon, sizeof canon);
+}
+
 /* login_failed logs why a Login failed and answers it, no earlier than the
  * floor after receipt: the reply is parked on the timer, so the thread that
- * found the failure goes on at once. */
+ * found the failure goes on at once. The line names what was tried as
+ * login_hash, the keyed hash of the canonical login (the unknown-login
+ * throttle counter's key, authd_store_login_hash): attempts on one
+ * identifier can be grouped without the log holding it. */
 static void login_failed(
     authd_call *call, const authd_user *u, const char *why, const struct who *w)
 {
@@ -485,10 +521,11 @@ static void login_failed(
         memcpy(call->user_id, u->id, sizeof u->id);
         call->has_user = true;
     }
-    /* The cause first: the end user's context (a user agent of up to 256
-     * bytes, the end user's choice) can fill the call's fields, and what
-     * does not fit is dropped. */
+    /* The cause and the hash first: the end user's context (a user agent
+     * of up to 256 bytes, the end user's choice) can fill the call's
+     * fields, and what does not fit is dropped. */
     authd_call_log_str(call, "cause", why);
+    log_login_hash(call);
     log_who(call, w);
     uint64_t due = call->req->start_ns + svc->fail_floor_ns;
     if (svc->o.timer != NULL && svc->fail_floor_ns > 0 && due > authd_monotonic_ns())
@@ -513,15 +550,14 @@ static void login_job_free(struct login_job *job)
     free(job);
 }
 
-/* login_refused answers a failed login (any cause) the one way, charges
- * it to the per-source limits, and frees the job. */
+/* login_refused answers a failed login (any cause) the one way and frees
+ * the job (the per-source limits counted it when it started). */
 static void login_refused(struct login_job *job, const char *why)
 {
     authd_call *call = job->call;
     Authd__V1__LoginRequest *in = (Authd__V1__LoginRequest *)call->input;
 
     wipe_str(in->password);
-    charge_failure(call->svc, &job->who);
     login_failed(call, job->found ? &job->u : NULL, why, &job->who);
     login_job_free(job);
 }
@@ -554,16 +590,29 @@ static void login_begin_work(void *arg)
         login_job_free(job);
         return;
     }
+    authd_workpool_owner w = hash_owner(call);
     if (verdict != AUTHD_LOGIN_ALLOWED) {
-        login_refused(job, verdict == AUTHD_LOGIN_LOCKED ? "locked" : "throttled");
+        const char *why = verdict == AUTHD_LOGIN_LOCKED ? "locked" : "throttled";
+        /* Answered as an allowed attempt would be: OVERLOADED when the
+         * caller's hashing share is full, else the one failure reply.
+         * Otherwise a full share tells throttled (not hashed) from allowed
+         * (refused by the pool), and so which logins name one account. */
+        if (!authd_workpool_fair_would_admit(svc->o.hash_pool, &w)) {
+            wipe_str(in->password);
+            authd_call_log_str(call, "cause", why);
+            log_login_hash(call);
+            fail_busy(call, AUTHD_RESOURCE_EXHAUSTED);
+            login_job_free(job);
+            return;
+        }
+        login_refused(job, why);
         return;
     }
-    authd_workpool_owner w = hash_owner(call);
     if ((rc = authd_workpool_submit_fair(svc->o.hash_pool, &w, login_work, job)) != AUTHD_OK) {
-        /* Counted against the account already; count it against the
-         * source too, or a flood refused here would never be limited. */
-        charge_failure(svc, &job->who);
+        /* Counted against the account and (at entry) the source: a flood
+         * refused here is limited like failures. */
         wipe_str(in->password);
+        log_login_hash(call);
         fail_busy(call, rc);
         login_job_free(job);
     }
@@ -648,6 +697,7 @@ static void login_commit_work(void *arg)
     authd_call_log_str(call, "session_id", sidhex);
     authd_call_log_bool(call, "rehashed", rehash);
     log_who(call, &job->who);
+    refund_attempt(svc, &job->who);
 
     Authd__V1__LoginResponse resp = AUTHD__V1__LOGIN_RESPONSE__INIT;
     Authd__V1__User pu;
@@ -693,22 +743,29 @@ void authd_handle_login(authd_service *svc, authd_call *call)
         return;
     }
     job->call = call;
-    if ((rc = read_client(call->req, in->client, &job->who, &err)) != AUTHD_OK) {
+    if ((rc = read_client(call, in->client, &job->who, &err)) != AUTHD_OK) {
         wipe_str(in->password);
         login_job_free(job);
         authd_call_finish(call, rc, err.reason, err.message, NULL);
         return;
     }
-    /* Refused before any store access or hashing; only failures spend. */
-    if (over_limit(svc, LIM_SOURCE_LOGIN, LIM_CALLER_LOGIN, &job->who, false)) {
+    /* Refused before any store access or hashing. The attempt spends a
+     * token now; a success gives it back (login_commit_work). */
+    if (over_limit(svc, LIM_SOURCE_LOGIN, LIM_CALLER_LOGIN, &job->who)) {
         wipe_str(in->password);
         login_job_free(job);
+        log_login_hash(call);
         fail_rate_limited(call, "too many failed logins from this source; retry later");
         return;
     }
-    if ((rc = authd_workpool_submit(svc->o.write_pool, login_begin_work, job)) != AUTHD_OK) {
+    /* Charged to the caller's source: round-robin between sources and a
+     * share of the queue each, so one source's burst cannot fill it. */
+    authd_workpool_owner w = hash_owner(call);
+    if ((rc = authd_workpool_submit_fair(svc->o.write_pool, &w, login_begin_work, job))
+        != AUTHD_OK) {
         wipe_str(in->password);
         login_job_free(job);
+        log_login_hash(call);
         fail_busy(call, rc);
     }
 }

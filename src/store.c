@@ -66,7 +66,7 @@
 #define THROTTLE_PACK_MAX 64
 
 #define THROTTLE_KEY_BYTES  32 /* the secret of the keyed hash */
-#define THROTTLE_HASH_BYTES 32 /* a key of an identifier that names no user */
+#define THROTTLE_HASH_BYTES AUTHD_LOGIN_HASH_BYTES /* a key of an identifier that names no user */
 
 /* Stack arena for decoding. A maximal valid UserRecord unpacks into less
  * than 3 KiB (struct, strings, role pointers, protobuf-c's scan slabs). */
@@ -1117,9 +1117,6 @@ static authd_code resolve_subject(authd_store *st, MDB_txn *txn, int kind, const
     bool *found, authd_user *user, subject *sj)
 {
     authd_code code = AUTHD_NOT_FOUND;
-    size_t n = strnlen(login, AUTHD_LOGIN_MAX + 1);
-    uint8_t tag = (uint8_t)kind;
-    crypto_generichash_state h;
 
     *found = false;
     if (kind == AUTHD_LOGIN_USERNAME || kind == AUTHD_LOGIN_EMAIL)
@@ -1132,12 +1129,24 @@ static authd_code resolve_subject(authd_store *st, MDB_txn *txn, int kind, const
     }
     if (code != AUTHD_NOT_FOUND)
         return code;
+    authd_store_login_hash(st, kind, login, sj->key);
+    sj->len = THROTTLE_HASH_BYTES;
+    return AUTHD_OK;
+}
+
+/* authd_store_login_hash: see store.h. throttle_key is written once, at
+ * open, so this reads it without a transaction or lock. */
+void authd_store_login_hash(
+    const authd_store *st, int kind, const char *login, uint8_t out[AUTHD_LOGIN_HASH_BYTES])
+{
+    size_t n = strnlen(login, AUTHD_LOGIN_MAX + 1);
+    uint8_t tag = (uint8_t)kind;
+    crypto_generichash_state h;
+
     crypto_generichash_init(&h, st->throttle_key, sizeof st->throttle_key, THROTTLE_HASH_BYTES);
     crypto_generichash_update(&h, &tag, 1);
     crypto_generichash_update(&h, (const unsigned char *)login, n);
-    crypto_generichash_final(&h, sj->key, THROTTLE_HASH_BYTES);
-    sj->len = THROTTLE_HASH_BYTES;
-    return AUTHD_OK;
+    crypto_generichash_final(&h, out, THROTTLE_HASH_BYTES);
 }
 
 static bool login_args_valid(int kind, const char *login)

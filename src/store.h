@@ -199,6 +199,17 @@ AUTHD_MUST_CHECK authd_code authd_store_login_begin(authd_store *st, int kind, c
     const authd_throttle_policy *p, int64_t now_ms, bool *found, authd_user *user, int *verdict,
     authd_throttle_state *state);
 
+#define AUTHD_LOGIN_HASH_BYTES 32
+
+/* authd_store_login_hash writes into out the keyed hash (BLAKE2b under the
+ * store's secret throttle key, made once per store) of a canonical login
+ * of kind kind: the key of that identifier's throttle counter when it
+ * names no user. The same login gives the same value across restarts, and
+ * without the key nobody can tell which login it is: a failed login's log
+ * line names what was tried by it. Thread-safe; never fails. */
+void authd_store_login_hash(
+    const authd_store *st, int kind, const char *login, uint8_t out[AUTHD_LOGIN_HASH_BYTES]);
+
 /* authd_store_login_unlock clears the throttle counter (and any lockout)
  * of what login names: the account when it names one, else the identifier.
  * This is the operator's unlock (`authd user unlock`) and the call a later

@@ -395,6 +395,22 @@ out:
     return rc;
 }
 
+bool authd_workpool_fair_would_admit(authd_workpool *p, const authd_workpool_owner *owner)
+{
+    uint8_t ckey[KEYLEN] = { 0 };
+    bool ok;
+
+    memcpy(ckey, &owner->conn_id, sizeof owner->conn_id);
+    pthread_mutex_lock(&p->mu);
+    uint32_t s = table_find(p, &p->src, owner->source.key);
+    uint32_t c = table_find(p, &p->conn, ckey);
+    ok = !p->stopping && p->count < p->cap
+        && !(s != NIL && p->per_source_max > 0 && p->src.slot[s].held >= p->per_source_max)
+        && !(c != NIL && p->per_conn_max > 0 && p->conn.slot[c].held >= p->per_conn_max);
+    pthread_mutex_unlock(&p->mu);
+    return ok;
+}
+
 size_t authd_workpool_pending(authd_workpool *p)
 {
     pthread_mutex_lock(&p->mu);

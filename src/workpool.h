@@ -16,6 +16,7 @@
 #ifndef AUTHD_WORKPOOL_H
 #define AUTHD_WORKPOOL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -57,6 +58,13 @@ AUTHD_MUST_CHECK authd_code authd_workpool_submit(authd_workpool *p, authd_work_
  * per_conn_max (logged, at most once a second). Never allocates. */
 AUTHD_MUST_CHECK authd_code authd_workpool_submit_fair(
     authd_workpool *p, const authd_workpool_owner *owner, authd_work_fn fn, void *arg);
+
+/* authd_workpool_fair_would_admit is true when authd_workpool_submit_fair
+ * for owner would queue a job now (pool running, queue not full, neither
+ * of owner's shares full). Nothing is queued or logged; the answer may be
+ * stale by the time the caller acts on it. For a caller that must answer
+ * a request it will not submit as it would answer one it would. */
+bool authd_workpool_fair_would_admit(authd_workpool *p, const authd_workpool_owner *owner);
 
 /* authd_workpool_shutdown runs every job already queued and joins the
  * threads; from then on submit answers AUTHD_UNAVAILABLE. The pool stays

@@ -16,6 +16,7 @@
  */
 #include "harness.h"
 
+#include <jansson.h>
 #include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -397,6 +398,90 @@ static void mtls_frontend_context_believed(void **state)
 }
 
 /*
+ * A front-end's end users cannot block each other through the front-end's
+ * own limit (red team: the gateway kill switch). 4 end-user addresses
+ * each fail 3 logins (their own limit, 3), emptying the gateway's
+ * per-caller bucket (12); a fifth address still logs in with the right
+ * password, and more end users may still fail. The gateway's exhausted
+ * bucket is logged as a warning that refused nothing.
+ */
+static void mtls_frontend_end_users_cannot_block_others(void **state)
+{
+    (void)state;
+    static char path[320];
+    static const char *const flags[]
+        = { "--source-login-failures", "3", "--caller-login-failures", "12", NULL };
+    it_server *s = start_policy("[gw.internal]\nallow = *\nfrontend = yes\n", path, flags);
+    struct cert gw;
+    make_cert(s->dir, "gw", "/CN=gw", "DNS:gw.internal", &gw);
+    authd_status st;
+    char name[32], ip[32];
+
+    authd_client *g = open_as(s, &gw);
+    it_register(g, "bob", "bob@example.com", PW, &st, NULL);
+    IT_EXPECT(&st, AUTHD_OK, NULL);
+    for (int a = 0; a < 5; a++) {
+        snprintf(ip, sizeof ip, "203.0.113.%d", 10 + a);
+        for (int i = 0; i < 3; i++) {
+            snprintf(name, sizeof name, "guess%d-%d", a, i);
+            assert_int_equal(login_ctx(g, name, WRONG, ip, &st), AUTHD_UNAUTHENTICATED);
+        }
+        /* each address's own limit still bites */
+        assert_int_equal(login_ctx(g, "bob", PW, ip, &st), AUTHD_RESOURCE_EXHAUSTED);
+        IT_EXPECT(&st, AUTHD_RESOURCE_EXHAUSTED, "RATE_LIMITED");
+    }
+    assert_int_equal(login_ctx(g, "bob", PW, "198.51.100.99", &st), AUTHD_OK);
+    assert_true(it_log_wait(s,
+        "\"limit\":\"caller_login_failures\",\"caller\":\"gw.internal\",\"refused\":false",
+        RELOAD_WAIT_MS));
+    authd_client_close(g);
+    it_finish(s);
+}
+
+/*
+ * The failure-line gate follows the end user a front-end names, not the
+ * front-end's address (red team): 20 failures of one end user fill its
+ * gate (burst 10), and another end user's failed login through the same
+ * connection is still written.
+ */
+static void mtls_log_gate_per_end_user(void **state)
+{
+    (void)state;
+    static char path[320];
+    static const char *const flags[] = { "--source-login-failures", "0", "--caller-login-failures",
+        "0", "--log-failure-rate", "1", "--log-failure-burst", "10", NULL };
+    it_server *s = start_policy("[gw.internal]\nallow = *\nfrontend = yes\n", path, flags);
+    struct cert gw;
+    make_cert(s->dir, "gw", "/CN=gw", "DNS:gw.internal", &gw);
+    authd_status st;
+    char name[32];
+
+    authd_client *g = open_as(s, &gw);
+    for (int i = 0; i < 20; i++) {
+        snprintf(name, sizeof name, "noise%d", i);
+        assert_int_equal(login_ctx(g, name, WRONG, "203.0.113.66", &st), AUTHD_UNAUTHENTICATED);
+    }
+    assert_int_equal(
+        login_ctx(g, "victim-account", WRONG, "198.51.100.5", &st), AUTHD_UNAUTHENTICATED);
+    if (!it_log_wait(s, "\"client_ip\":\"198.51.100.5\"", RELOAD_WAIT_MS))
+        fail_msg("another end user's failed login was held back by the first one's gate");
+    /* the noisy end user's own lines were held back (the gate works) */
+    json_t *lines = it_log_json(s);
+    size_t i, noisy = 0;
+    json_t *l;
+    json_array_foreach(lines, i, l)
+    {
+        const char *ip = json_string_value(json_object_get(l, "client_ip"));
+        if (ip != NULL && strcmp(ip, "203.0.113.66") == 0)
+            noisy++;
+    }
+    json_decref(lines);
+    assert_true(noisy >= 1 && noisy < 20);
+    authd_client_close(g);
+    it_finish(s);
+}
+
+/*
  * A front-end's user agent of the longest allowed size (256 bytes, the end
  * user's to choose) must not push the failed login's cause out of its
  * audit line: the per-call fields hold 320 bytes, and the cause went in
@@ -644,6 +729,8 @@ int main(void)
         cmocka_unit_test_teardown(mtls_policy_refuses_outside_caller, it_teardown),
         cmocka_unit_test_teardown(mtls_frontend_context_believed, it_teardown),
         cmocka_unit_test_teardown(mtls_long_user_agent_keeps_cause, it_teardown),
+        cmocka_unit_test_teardown(mtls_frontend_end_users_cannot_block_others, it_teardown),
+        cmocka_unit_test_teardown(mtls_log_gate_per_end_user, it_teardown),
         cmocka_unit_test_teardown(mtls_sighup_reloads_policy, it_teardown),
         cmocka_unit_test_teardown(mtls_crl_revokes_on_sighup, it_teardown),
         cmocka_unit_test_teardown(mtls_startup_checks, it_teardown),

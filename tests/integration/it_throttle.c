@@ -17,6 +17,7 @@
 #include "harness.h"
 
 #include <arpa/inet.h>
+#include <jansson.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -555,6 +556,257 @@ static void throttle_per_source_register_limit(void **state)
     it_finish(s);
 }
 
+/* ---- red team: in-flight bursts, the hashing-share oracle, login_hash ---- */
+
+/* Replies of async logins, by reason. */
+struct tally {
+    pthread_mutex_t mu;
+    int pending;
+    int invalid; /* INVALID_CREDENTIALS */
+    int overloaded;
+    int rate_limited;
+    int other;
+    char reason[64]; /* of the last reply */
+};
+
+static void tally_cb(void *arg, int code, const authd_status *st, ProtobufCMessage *resp)
+{
+    struct tally *t = arg;
+    pthread_mutex_lock(&t->mu);
+    if (code == AUTHD_UNAUTHENTICATED && strcmp(st->reason, "INVALID_CREDENTIALS") == 0)
+        t->invalid++;
+    else if (code == AUTHD_RESOURCE_EXHAUSTED && strcmp(st->reason, "OVERLOADED") == 0)
+        t->overloaded++;
+    else if (code == AUTHD_RESOURCE_EXHAUSTED && strcmp(st->reason, "RATE_LIMITED") == 0)
+        t->rate_limited++;
+    else
+        t->other++;
+    snprintf(t->reason, sizeof t->reason, "%s", st->reason);
+    t->pending--;
+    pthread_mutex_unlock(&t->mu);
+    if (resp != NULL)
+        protobuf_c_message_free_unpacked(resp, NULL);
+}
+
+static void tally_login(authd_client *c, struct tally *t, const char *login)
+{
+    Authd__V1__LoginRequest lr = AUTHD__V1__LOGIN_REQUEST__INIT;
+    lr.login = (char *)login;
+    lr.password = WRONG;
+    pthread_mutex_lock(&t->mu);
+    t->pending++;
+    pthread_mutex_unlock(&t->mu);
+    assert_int_equal(authd_client_login_async(c, &lr, tally_cb, t), 0);
+}
+
+static void tally_wait(struct tally *t)
+{
+    uint64_t end = it_mono_ms() + 60000;
+    pthread_mutex_lock(&t->mu);
+    while (t->pending > 0 && it_mono_ms() < end) {
+        pthread_mutex_unlock(&t->mu);
+        it_nap_ms(5);
+        pthread_mutex_lock(&t->mu);
+    }
+    int pending = t->pending;
+    pthread_mutex_unlock(&t->mu);
+    assert_int_equal(pending, 0);
+}
+
+/*
+ * A burst of logins in flight from one caller cannot pass its failure
+ * limit (red team: 4,182 failures against 600/min): the limit takes a
+ * token when an attempt starts, not when it has failed. 200 wrong logins
+ * at once from 4 connections of one source, limit 20: at most 20 (and
+ * what refills while the burst runs) get past it, and the rest are
+ * RATE_LIMITED. A success gives its token back: the right password right
+ * after a burst from another source is not refused by that source's limit.
+ */
+static void throttle_inflight_burst_within_caller_limit(void **state)
+{
+    (void)state;
+    if (defaults_only())
+        skip();
+    it_opts o
+        = { .extra = { "--caller-login-failures", "20", "--hash-workers", "1", "--argon2-ops", "1",
+                "--argon2-mem-kib", "4096", "--insecure-weak-params", "--log-failure-rate", "0" },
+              .cheap_argon2_off = true };
+    it_server *s = it_start(&o);
+    authd_client *c[4];
+    struct tally t = { .mu = PTHREAD_MUTEX_INITIALIZER };
+    char name[32];
+
+    for (int i = 0; i < 4; i++)
+        c[i] = it_client(s);
+    uint64_t t0 = it_mono_ms();
+    for (int i = 0; i < 200; i++) {
+        snprintf(name, sizeof name, "burst%d", i);
+        tally_login(c[i % 4], &t, name);
+    }
+    tally_wait(&t);
+    uint64_t secs = (it_mono_ms() - t0) / 1000 + 1;
+    int passed = t.invalid + t.overloaded;
+    fprintf(stderr,
+        "[ burst ] 200 logins: %d INVALID_CREDENTIALS, %d OVERLOADED, %d RATE_LIMITED, "
+        "%d other in ~%llu s\n",
+        t.invalid, t.overloaded, t.rate_limited, t.other, (unsigned long long)secs);
+    assert_int_equal(t.other, 0);
+    /* 20 a minute refill: one more per 3 s the burst took */
+    if (passed > 20 + (int)(secs / 3) + 1)
+        fail_msg("%d attempts passed a limit of 20", passed);
+    assert_true(t.rate_limited >= 200 - 20 - (int)(secs / 3) - 1);
+    /* a refused Login's line names what was tried too */
+    const char *rl[] = { "\"reason\":\"RATE_LIMITED\"", "\"login_hash\":\"", NULL };
+    assert_true(wait_lines(s, rl, 1) >= 1);
+    for (int i = 0; i < 4; i++)
+        authd_client_close(c[i]);
+    it_finish(s);
+}
+
+/*
+ * A full hashing share does not tell a throttled login from an allowed
+ * one (red team: username -> email linkage). After a failure on "alice"
+ * (one free attempt, then a 10-minute delay), a probe behind two slow
+ * logins that fill its connection's share (2) answers the same for
+ * alice's email (throttled: same account) and for a fresh email that
+ * names nobody (allowed, refused by the pool): OVERLOADED both. Each
+ * round uses fresh fillers and a fresh unknown email, and is only judged
+ * when the unknown email's probe found the share full (the fillers may
+ * have finished first on a busy machine).
+ */
+static void throttle_full_share_no_alias_oracle(void **state)
+{
+    (void)state;
+    if (defaults_only())
+        skip();
+    it_opts o
+        = { .extra = { "--hash-workers", "1", "--hash-queue-per-conn", "2", "--argon2-ops", "3",
+                "--argon2-mem-kib", "32768", "--insecure-weak-params", "--login-free-attempts", "1",
+                "--login-backoff-base-ms", "600000", "--log-failure-rate", "0" },
+              .cheap_argon2_off = true };
+    it_server *s = it_start(&o);
+    authd_client *c = it_client(s);
+    authd_status st;
+    char filler[32], nobody[64], ra[64] = "", rn[64] = "";
+
+    it_register(c, "alice", "alice@example.com", PW, &st, NULL);
+    IT_EXPECT(&st, AUTHD_OK, NULL);
+    it_login(c, "alice", WRONG, &st, NULL);
+    IT_EXPECT(&st, AUTHD_UNAUTHENTICATED, "INVALID_CREDENTIALS");
+    bool judged = false;
+    for (int round = 0; round < 4 && !judged; round++) {
+        for (int k = 0; k < 2; k++) {
+            const char *probe = k == 0 ? "alice@example.com" : nobody;
+            snprintf(nobody, sizeof nobody, "nobody%d@example.com", round);
+            authd_client *p = it_client(s);
+            struct tally t = { .mu = PTHREAD_MUTEX_INITIALIZER };
+            for (int f = 0; f < 2; f++) {
+                snprintf(filler, sizeof filler, "filler%d-%d-%d", round, k, f);
+                tally_login(p, &t, filler);
+            }
+            struct tally pt = { .mu = PTHREAD_MUTEX_INITIALIZER };
+            tally_login(p, &pt, probe);
+            tally_wait(&pt);
+            tally_wait(&t);
+            snprintf(k == 0 ? ra : rn, 64, "%s", pt.reason);
+            authd_client_close(p);
+        }
+        fprintf(
+            stderr, "[ oracle ] round %d: alice@example.com -> %s, nobody -> %s\n", round, ra, rn);
+        judged = strcmp(rn, "OVERLOADED") == 0;
+    }
+    if (!judged)
+        skip(); /* the fillers never filled the share: nothing was measured */
+    assert_string_equal(ra, rn);
+    /* With room in the share the throttled email gets the one failure reply. */
+    it_login(c, "alice@example.com", WRONG, &st, NULL);
+    IT_EXPECT(&st, AUTHD_UNAUTHENTICATED, "INVALID_CREDENTIALS");
+    assert_true(it_log_wait(s, "\"cause\":\"throttled\"", 10000));
+    authd_client_close(c);
+    it_finish(s);
+}
+
+/* login_hash_of returns (malloc'ed) the login_hash of the n-th (0-based)
+ * login_failure line of s's log, or NULL. */
+static char *login_hash_of(const it_server *s, size_t n)
+{
+    json_t *lines = it_log_json(s);
+    size_t i, seen = 0;
+    json_t *l;
+    char *out = NULL;
+    json_array_foreach(lines, i, l)
+    {
+        const char *a = json_string_value(json_object_get(l, "audit"));
+        if (a == NULL || strcmp(a, "login_failure") != 0)
+            continue;
+        if (seen++ == n) {
+            const char *h = json_string_value(json_object_get(l, "login_hash"));
+            out = h != NULL ? strdup(h) : NULL;
+            break;
+        }
+    }
+    json_decref(lines);
+    return out;
+}
+
+/*
+ * Build item 6: a failed login names what was tried as a keyed hash of
+ * the canonical login (login_hash): the same for two spellings of one
+ * username and across a restart, different for the username and the
+ * email of one account (different identifiers; user_id groups the
+ * account), never the login itself.
+ */
+static void throttle_failed_login_names_login_hash(void **state)
+{
+    (void)state;
+    static const char *const flags[] = { "--login-free-attempts", "20", NULL };
+    it_server *s = start_with(flags);
+    authd_client *c = it_client(s);
+    authd_status st;
+    const char *tried[] = { "alice", "ALICE", "alice@example.com", "nobody-at-all" };
+    char *h[4];
+
+    it_register(c, "alice", "alice@example.com", PW, &st, NULL);
+    IT_EXPECT(&st, AUTHD_OK, NULL);
+    for (int i = 0; i < 4; i++) {
+        it_login(c, tried[i], WRONG, &st, NULL);
+        IT_EXPECT(&st, AUTHD_UNAUTHENTICATED, "INVALID_CREDENTIALS");
+    }
+    authd_client_close(c);
+    const char *last[] = { "\"audit\":\"login_failure\"", NULL };
+    assert_int_equal(wait_lines(s, last, 4), 4);
+    for (int i = 0; i < 4; i++) {
+        h[i] = login_hash_of(s, (size_t)i);
+        if (h[i] == NULL)
+            fail_msg("the failed login of %s has no login_hash", tried[i]);
+        assert_int_equal(strlen(h[i]), 64);
+    }
+    assert_string_equal(h[0], h[1]);
+    assert_string_not_equal(h[0], h[2]);
+    assert_string_not_equal(h[0], h[3]);
+    assert_string_not_equal(h[2], h[3]);
+    char *log = it_read_file(s->log_path, NULL);
+    assert_non_null(log);
+    assert_null(strstr(log, "nobody-at-all"));
+    free(log);
+
+    /* The same login after a restart (same store): the same value. */
+    it_stop(s);
+    it_launch(s);
+    c = it_client(s);
+    it_login(c, "alice", WRONG, &st, NULL);
+    IT_EXPECT(&st, AUTHD_UNAUTHENTICATED, "INVALID_CREDENTIALS");
+    authd_client_close(c);
+    assert_int_equal(wait_lines(s, last, 1), 1);
+    char *again = login_hash_of(s, 0);
+    assert_non_null(again);
+    assert_string_equal(again, h[0]);
+    free(again);
+    for (int i = 0; i < 4; i++)
+        free(h[i]);
+    it_finish(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -563,6 +815,9 @@ int main(void)
         cmocka_unit_test_teardown(throttle_lockout_until_unlock, it_teardown),
         cmocka_unit_test_teardown(throttle_per_source_login_limit, it_teardown),
         cmocka_unit_test_teardown(throttle_per_source_register_limit, it_teardown),
+        cmocka_unit_test_teardown(throttle_inflight_burst_within_caller_limit, it_teardown),
+        cmocka_unit_test_teardown(throttle_full_share_no_alias_oracle, it_teardown),
+        cmocka_unit_test_teardown(throttle_failed_login_names_login_hash, it_teardown),
     };
     return cmocka_run_group_tests_name("integration.throttle", tests, NULL, NULL);
 }

@@ -65,6 +65,19 @@ static void check_and_charge(void **state)
         authd_ratelimit_charge(rl, "k", 1, 1, S(1));
     assert_false(authd_ratelimit_check(rl, "k", 1, 1, S(4) - 1));
     assert_true(authd_ratelimit_check(rl, "k", 1, 1, S(5)));
+    /* A negative charge refunds a token taken, never above burst. */
+    authd_ratelimit *r2 = make(1, 3, 64);
+    for (int i = 0; i < 3; i++)
+        assert_true(authd_ratelimit_take(r2, "k", 1, 1, S(1)));
+    assert_false(authd_ratelimit_check(r2, "k", 1, 1, S(1)));
+    authd_ratelimit_charge(r2, "k", 1, -1, S(1));
+    assert_true(authd_ratelimit_take(r2, "k", 1, 1, S(1)));
+    for (int i = 0; i < 10; i++)
+        authd_ratelimit_charge(r2, "k", 1, -1, S(1));
+    for (int i = 0; i < 3; i++)
+        assert_true(authd_ratelimit_take(r2, "k", 1, 1, S(1)));
+    assert_false(authd_ratelimit_take(r2, "k", 1, 1, S(1)));
+    authd_ratelimit_destroy(r2);
     authd_ratelimit_destroy(rl);
 }
 

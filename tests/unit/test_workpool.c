@@ -171,6 +171,44 @@ static void test_pool_per_source_share(void **state)
     authd_workpool_destroy(p);
 }
 
+/* authd_workpool_fair_would_admit answers what submit_fair would, for
+ * each share and the whole queue, without queueing anything. */
+static void test_pool_would_admit(void **state)
+{
+    (void)state;
+    struct gate g = GATE_INIT;
+    authd_workpool *p = NULL;
+    authd_workpool_options o
+        = { .threads = 1, .queue_max = 4, .per_source_max = 3, .per_conn_max = 2 };
+    assert_int_equal(authd_workpool_create(&o, &p), AUTHD_OK);
+
+    authd_workpool_owner a1 = owner(2, 1), a2 = owner(2, 2), a3 = owner(2, 3), b = owner(3, 9);
+    assert_true(authd_workpool_fair_would_admit(p, &a1));
+    assert_int_equal(authd_workpool_pending(p), 0);
+    assert_int_equal(authd_workpool_submit_fair(p, &a1, blocked_job, &g), AUTHD_OK);
+    assert_int_equal(authd_workpool_submit_fair(p, &a1, blocked_job, &g), AUTHD_OK);
+    /* connection 1 is full, connection 2 of the same source is not */
+    assert_false(authd_workpool_fair_would_admit(p, &a1));
+    assert_int_equal(authd_workpool_submit_fair(p, &a1, blocked_job, &g), AUTHD_RESOURCE_EXHAUSTED);
+    assert_true(authd_workpool_fair_would_admit(p, &a2));
+    assert_int_equal(authd_workpool_submit_fair(p, &a2, blocked_job, &g), AUTHD_OK);
+    /* source 2 is full (3), on a fresh connection too; source 3 is not */
+    assert_false(authd_workpool_fair_would_admit(p, &a3));
+    assert_true(authd_workpool_fair_would_admit(p, &b));
+    wait_for(&g.started, 1);
+    assert_int_equal(authd_workpool_submit_fair(p, &b, blocked_job, &g), AUTHD_OK);
+    assert_int_equal(authd_workpool_submit_fair(p, &b, blocked_job, &g), AUTHD_OK);
+    /* 1 running, 4 waiting: the queue is full for everyone */
+    authd_workpool_owner c = owner(4, 10);
+    assert_false(authd_workpool_fair_would_admit(p, &c));
+    assert_int_equal(authd_workpool_submit_fair(p, &c, blocked_job, &g), AUTHD_RESOURCE_EXHAUSTED);
+    gate_open(&g);
+    wait_for(&g.ran, 5);
+    authd_workpool_shutdown(p);
+    assert_false(authd_workpool_fair_would_admit(p, &c));
+    authd_workpool_destroy(p);
+}
+
 /* One connection holds at most per_conn_max jobs; another connection of the
  * same source still gets in. */
 static void test_pool_per_conn_share(void **state)
@@ -378,6 +416,7 @@ int main(void)
         cmocka_unit_test(test_pool_runs_all),
         cmocka_unit_test(test_pool_invalid_options),
         cmocka_unit_test(test_pool_per_source_share),
+        cmocka_unit_test(test_pool_would_admit),
         cmocka_unit_test(test_pool_per_conn_share),
         cmocka_unit_test(test_pool_round_robin),
         cmocka_unit_test(test_pool_owner_churn),
