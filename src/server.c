@@ -33,13 +33,15 @@
  * up to the frame), never to the length a peer announces. Deadlines,
  * checked by each loop's sweep every SWEEP_MS: output that makes no
  * progress for SEND_TIMEOUT_MS, a TLS handshake plus SP header exchange
- * longer than NEGO_TIMEOUT_MS, a started frame not complete within
+ * longer than handshake_timeout_ms, a started frame not complete within
  * frame_timeout_ms, and nothing in flight for idle_timeout_ms close the
  * connection. Per source (IPv4 address, IPv6 /64) at most
  * max_conns_per_source connections and max_hs_per_source unfinished
  * handshakes are open (counted by the listening loop in a fixed-size
- * table); at max_conns a newcomer closes the least recently active idle
- * connection of the loop it is dealt to (see conn_start). Every limit logs
+ * table); over max_handshakes in all, a newcomer closes the oldest
+ * unfinished handshake, and at max_conns the oldest unfinished handshake,
+ * else the least recently active idle connection, of the loop it is dealt
+ * to (see conn_start). Every limit logs
  * when it bites, at most once a second. Every accept or handshake error
  * ends only the connection it concerns.
  *
@@ -80,7 +82,6 @@
 #include "sp_frame.h"
 #include "sp_wire.h"
 
-#define NEGO_TIMEOUT_MS 10000
 #define SEND_TIMEOUT_MS 10000
 #define SWEEP_MS        250 /* how often each loop checks its deadlines */
 #define IDLE_FREE_MS    1000 /* idle this long: TLS record buffers are freed */
@@ -136,7 +137,8 @@ struct conn {
     bool ready; /* in lp->ready (loop only) */
     bool in_unflushed; /* counted in srv->unflushed */
     uint64_t frame_start; /* ns: the first byte of an incomplete frame came; 0 = none */
-    bool in_hs; /* counted as an unfinished handshake of its source */
+    bool in_hs; /* an unfinished handshake: counted for its source and in srv->nhs, on lp->hs */
+    struct conn *hs_prev, *hs_next; /* lp->hs */
     char peer[AUTHD_PEER_MAX];
     authd_source source; /* the peer's address as a limit key */
     uint64_t id; /* unique for the process's life */
@@ -185,6 +187,8 @@ struct loop {
     /* Loop only: its connections, least recently active first (moved to
      * the tail when bytes arrive), so the oldest idle one is near the head. */
     struct conn *conns, *conns_tail;
+    /* Loop only: its unfinished handshakes, oldest first (accept order). */
+    struct conn *hs, *hs_tail;
     struct handoff *inbox; /* under mu: accepted connections handed to this loop */
     uint64_t next_sweep;
     uint64_t accept_resume; /* ns; 0 = accepting */
@@ -230,6 +234,8 @@ struct authd_server {
     unsigned max_conns;
     unsigned max_per_source;
     unsigned max_hs_per_source;
+    unsigned max_hs; /* unfinished handshakes in all */
+    uint64_t hs_ns; /* the TLS + SP handshake deadline */
     uint64_t idle_ns; /* 0: never */
     uint64_t frame_ns;
     bool mtls;
@@ -241,6 +247,7 @@ struct authd_server {
     bool free_buffers_ok;
     struct loop *loops;
     atomic_uint nconns; /* connections counted against max_conns */
+    atomic_uint nhs; /* unfinished handshakes, counted against max_hs */
     atomic_uint nalloc; /* conn structs not yet freed */
     atomic_uint inflight; /* requests received whose reply is not yet in an output buffer */
     atomic_uint unflushed; /* connections with output not yet written */
@@ -249,7 +256,7 @@ struct authd_server {
     atomic_bool stopping;
     struct srctab src;
     /* Each limit logs when it bites, at most once a second. */
-    authd_lograte lr_source, lr_hs, lr_cap, lr_evict, lr_idle, lr_frame, lr_nego;
+    authd_lograte lr_source, lr_hs, lr_cap, lr_evict, lr_idle, lr_frame, lr_nego, lr_hscap;
     authd_ratelimit *hs_log; /* handshake-failure lines per source */
     atomic_uint_fast64_t hs_log_held; /* handshake-failure lines held back */
     char url[256];
@@ -454,12 +461,49 @@ static void src_release(authd_server *s, const authd_source *k, bool conn, bool 
     pthread_mutex_unlock(&t->mu);
 }
 
-/* hs_done: c finished its handshake (or closed before): its source may
- * start another. */
+/* hs_join: c starts its handshake, last on its loop's list of them. */
+static void hs_join(struct conn *c)
+{
+    struct loop *lp = c->lp;
+
+    c->in_hs = true;
+    atomic_fetch_add(&lp->srv->nhs, 1);
+    c->hs_next = NULL;
+    c->hs_prev = lp->hs_tail;
+    if (lp->hs_tail != NULL)
+        lp->hs_tail->hs_next = c;
+    else
+        lp->hs = c;
+    lp->hs_tail = c;
+}
+
+/* hs_leave: c is no longer an unfinished handshake (done, or closing):
+ * off its loop's list and the server's count. Its source's count is the
+ * caller's to release. */
+static void hs_leave(struct conn *c)
+{
+    struct loop *lp = c->lp;
+
+    if (!c->in_hs)
+        return;
+    c->in_hs = false;
+    atomic_fetch_sub(&lp->srv->nhs, 1);
+    if (c->hs_prev != NULL)
+        c->hs_prev->hs_next = c->hs_next;
+    else
+        lp->hs = c->hs_next;
+    if (c->hs_next != NULL)
+        c->hs_next->hs_prev = c->hs_prev;
+    else
+        lp->hs_tail = c->hs_prev;
+    c->hs_prev = c->hs_next = NULL;
+}
+
+/* hs_done: c finished its handshake: its source may start another. */
 static void hs_done(struct conn *c)
 {
     if (c->in_hs) {
-        c->in_hs = false;
+        hs_leave(c);
         src_release(c->lp->srv, &c->source, false, true);
     }
 }
@@ -587,8 +631,9 @@ static void conn_close(struct conn *c, authd_log_level lvl, const char *why)
     c->fd = -1;
     rbuf_release(c);
     obuf_release(c);
-    src_release(s, &c->source, true, c->in_hs);
-    c->in_hs = false;
+    bool hs = c->in_hs;
+    hs_leave(c);
+    src_release(s, &c->source, true, hs);
 
     struct loop *lp = c->lp;
     list_unlink(lp, c);
@@ -1291,10 +1336,23 @@ static void refuse(authd_server *s, int fd, const authd_source *src)
     src_release(s, src, true, true);
 }
 
+/* evict_hs closes lp's oldest unfinished handshake, logging why (at most
+ * once a second per lr). Returns false when lp has none. */
+static bool evict_hs(struct loop *lp, authd_lograte *lr, const char *why)
+{
+    struct conn *c = lp->hs;
+
+    if (c == NULL)
+        return false;
+    log_limit(lr, "connection_evicted", c->peer, &c->source, why);
+    conn_close(c, AUTHD_LOG_DEBUG, "handshake evicted for a newcomer");
+    return true;
+}
+
 /* evict_idle closes lp's least recently active connection with nothing in
  * flight and nothing to write (handshakes have our SP header queued, so
- * they are never chosen), looking at most EVICT_SCAN of the oldest.
- * Returns false when there is none. */
+ * they are never chosen: evict_hs goes first), looking at most EVICT_SCAN
+ * of the oldest. Returns false when there is none. */
 static bool evict_idle(struct loop *lp)
 {
     int n = 0;
@@ -1313,12 +1371,17 @@ static bool evict_idle(struct loop *lp)
 /*
  * conn_start (loop thread) starts serving an accepted connection, already
  * counted for its source by the listening loop. At --max-connections the
- * loop closes its oldest idle connection to make room; a loop with none
- * passes the newcomer on to the next loop, and after every loop has had a
- * look it is refused. Each loop decides only about its own connections,
- * so this needs no lock; with connections dealt round-robin the loops
- * hold equal shares, and "oldest idle on the loop it lands on" is close
- * to the oldest idle overall.
+ * loop closes its oldest unfinished handshake, else its oldest idle
+ * connection, to make room: connections that never finish a handshake
+ * (plain TCP, spread over sources) must not push out established
+ * clients. A loop with neither passes the newcomer on to the next loop,
+ * and after every loop has had a look it is refused. At --max-handshakes
+ * the newcomer closes the loop's oldest unfinished handshake, so squatters
+ * cannot fill --max-connections either. Each loop decides only about its
+ * own connections, so this needs no lock (the handshake count may pass
+ * its cap by at most one per loop that has none to close); with
+ * connections dealt round-robin the loops hold equal shares, and "oldest
+ * on the loop it lands on" is close to the oldest overall.
  */
 static void conn_start(struct loop *lp, int fd, const struct sockaddr_storage *sa, unsigned hops)
 {
@@ -1334,7 +1397,9 @@ static void conn_start(struct loop *lp, int fd, const struct sockaddr_storage *s
     unsigned n = atomic_fetch_add(&s->nconns, 1);
     if (n >= s->max_conns) {
         atomic_fetch_sub(&s->nconns, 1);
-        bool room = evict_idle(lp);
+        bool room = evict_hs(lp, &s->lr_evict,
+                        "max-connections reached: closed the oldest unfinished handshake")
+            || evict_idle(lp);
         if (room)
             n = atomic_fetch_add(&s->nconns, 1);
         if (!room || n >= s->max_conns) {
@@ -1353,6 +1418,9 @@ static void conn_start(struct loop *lp, int fd, const struct sockaddr_storage *s
             return;
         }
     }
+    if (atomic_load(&s->nhs) >= s->max_hs)
+        evict_hs(
+            lp, &s->lr_hscap, "max-handshakes reached: closed the oldest unfinished handshake");
     struct conn *c = calloc(1, sizeof *c);
     if (c == NULL) {
         atomic_fetch_sub(&s->nconns, 1);
@@ -1363,7 +1431,6 @@ static void conn_start(struct loop *lp, int fd, const struct sockaddr_storage *s
     c->fd = fd;
     sockaddr_str(sa, c->peer, sizeof c->peer);
     c->source = src;
-    c->in_hs = true;
     c->id = atomic_fetch_add(&s->next_conn_id, 1) + 1;
     pthread_mutex_init(&c->mu, NULL);
     atomic_init(&c->refs, 1);
@@ -1375,6 +1442,7 @@ static void conn_start(struct loop *lp, int fd, const struct sockaddr_storage *s
     setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
 
     list_append(lp, c);
+    hs_join(c);
     authd_logrec r;
     if (authd_log_begin(&r, AUTHD_LOG_DEBUG, "connection_accepted")) {
         authd_log_str(&r, "peer", c->peer);
@@ -1383,7 +1451,7 @@ static void conn_start(struct loop *lp, int fd, const struct sockaddr_storage *s
     }
     c->last_read = now_ns();
     c->tls_bufs = true;
-    c->nego_deadline = c->last_read + (uint64_t)NEGO_TIMEOUT_MS * 1000000u;
+    c->nego_deadline = c->last_read + s->hs_ns;
 
     /* Our SP header is the first output; it goes out once TLS is up. */
     uint8_t hdr[SP_HDR_LEN];
@@ -1979,6 +2047,12 @@ authd_code authd_server_start(
     s->max_per_source = o->max_conns_per_source > 0 ? o->max_conns_per_source : s->max_conns;
     s->max_hs_per_source
         = o->max_handshakes_per_source > 0 ? o->max_handshakes_per_source : s->max_per_source;
+    /* Default: a quarter of max_conns, but at least 16 (or max_conns) so
+     * that a small server's clients may dial a few connections at once. */
+    unsigned hs_floor = s->max_conns < 16 ? s->max_conns : 16;
+    s->max_hs = o->max_handshakes > 0 ? o->max_handshakes
+                                      : (s->max_conns / 4 > hs_floor ? s->max_conns / 4 : hs_floor);
+    s->hs_ns = (uint64_t)(o->handshake_timeout_ms > 0 ? o->handshake_timeout_ms : 10000) * 1000000u;
     s->idle_ns = (uint64_t)o->idle_timeout_ms * 1000000u;
     s->frame_ns = (uint64_t)(o->frame_timeout_ms > 0 ? o->frame_timeout_ms : 10000) * 1000000u;
     s->mtls = o->tls_client_ca != NULL;
