@@ -1173,11 +1173,58 @@ static void conn_read(struct conn *c)
         conn_flush(c);
 }
 
-/* caller_text copies an ASN1 string that is printable ASCII and fits, and
- * leaves out "" (no identity) for anything else: a name with control bytes
- * must not reach logs or the policy, and neither truncating nor replacing
- * bytes may make two certificates' names equal. */
-static void caller_text(char *out, size_t cap, const ASN1_STRING *a)
+static bool is_alpha(char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z');
+}
+
+static bool is_alnum(char ch)
+{
+    return is_alpha(ch) || (ch >= '0' && ch <= '9');
+}
+
+/* uri_name: t is a URI as RFC 3986 starts one: a scheme (a letter, then
+ * letters, digits, '+', '-', '.'), ':' and something after it. */
+static bool uri_name(const char *t)
+{
+    size_t i = 1;
+
+    if (!is_alpha(t[0]))
+        return false;
+    while (is_alnum(t[i]) || t[i] == '+' || t[i] == '-' || t[i] == '.')
+        i++;
+    return t[i] == ':' && t[i + 1] != '\0';
+}
+
+/* host_name: t is a host name: dot-separated labels of 1-63 letters,
+ * digits, '-' and '_', none starting or ending with '-' (no wildcard, no
+ * trailing dot). It has neither ':' nor '/', so no URI is one. */
+static bool host_name(const char *t)
+{
+    size_t len = 0;
+
+    for (const char *p = t;; p++) {
+        if (*p == '.' || *p == '\0') {
+            if (len == 0 || len > 63 || p[-1] == '-' || p[-len] == '-')
+                return false;
+            if (*p == '\0')
+                return true;
+            len = 0;
+        } else if (is_alnum(*p) || *p == '-' || *p == '_') {
+            len++;
+        } else {
+            return false;
+        }
+    }
+}
+
+/* caller_text copies an ASN1 string that is printable ASCII, fits and is a
+ * valid name of its kind (valid(), uri_name or host_name), and leaves out
+ * "" (no identity) for anything else: a name with control bytes must not
+ * reach logs or the policy, neither truncating nor replacing bytes may
+ * make two certificates' names equal, and a CN or DNS SAN that reads
+ * "spiffe://..." must not pass for that URI SAN's caller. */
+static void caller_text(char *out, size_t cap, const ASN1_STRING *a, bool (*valid)(const char *))
 {
     unsigned char *u = NULL;
     int n = ASN1_STRING_to_UTF8(&u, a);
@@ -1188,6 +1235,8 @@ static void caller_text(char *out, size_t cap, const ASN1_STRING *a)
     if (ok)
         memcpy(out, u, (size_t)n);
     out[ok ? n : 0] = '\0';
+    if (ok && !valid(out))
+        out[0] = '\0';
     OPENSSL_free(u);
 }
 
@@ -1199,8 +1248,10 @@ static void caller_text(char *out, size_t cap, const ASN1_STRING *a)
  * meshes, ACME-style issuers) make unique and check, while the CN is free
  * text that many CAs copy from the request; the CN stays the fallback for
  * simple internal CAs that issue CN-only client certificates. A chosen
- * name that is not printable ASCII or is too long gives no identity ("":
- * only the policy's "*" matches), never the next name down the list.
+ * name that is not printable ASCII, is too long or is not valid for its
+ * kind (a URI SAN must be a URI, a DNS SAN or CN a host name: see
+ * caller_text) gives no identity ("": only the policy's "*" matches),
+ * never the next name down the list.
  */
 static void take_caller(struct conn *c)
 {
@@ -1211,12 +1262,13 @@ static void take_caller(struct conn *c)
         return;
     GENERAL_NAMES *sans = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
     static const int kinds[] = { GEN_URI, GEN_DNS };
+    static bool (*const valid[])(const char *) = { uri_name, host_name };
     bool named = false; /* the first of these found names the caller, usable or not */
     for (size_t k = 0; sans != NULL && !named && k < sizeof kinds / sizeof kinds[0]; k++) {
         for (int j = 0; j < sk_GENERAL_NAME_num(sans); j++) {
             const GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, j);
             if (g->type == kinds[k]) {
-                caller_text(c->caller, sizeof c->caller, g->d.ia5);
+                caller_text(c->caller, sizeof c->caller, g->d.ia5, valid[k]);
                 named = true;
                 break;
             }
@@ -1226,8 +1278,8 @@ static void take_caller(struct conn *c)
     X509_NAME *name = X509_get_subject_name(x);
     int i = name != NULL ? X509_NAME_get_index_by_NID(name, NID_commonName, -1) : -1;
     if (!named && i >= 0)
-        caller_text(
-            c->caller, sizeof c->caller, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i)));
+        caller_text(c->caller, sizeof c->caller,
+            X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i)), host_name);
     authd_logrec r;
     if (authd_log_begin(&r, AUTHD_LOG_DEBUG, "tls_client")) {
         char subj[256];
