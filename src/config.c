@@ -96,6 +96,12 @@ static const struct opt opts[] = {
     { "max-handshakes-per-source", "AUTHD_MAX_HANDSHAKES_PER_SOURCE", INT,
         O(max_handshakes_per_source), "64", 1, 1000000,
         "unfinished TLS + SP handshakes per source; more connections are closed at once" },
+    { "max-handshakes", "AUTHD_MAX_HANDSHAKES", INT, O(max_handshakes), "0", 0, 1000000,
+        "unfinished TLS + SP handshakes in all; a newcomer over it closes the oldest one (0 = a "
+        "quarter of --max-connections, at least 16 or --max-connections)" },
+    { "handshake-timeout-ms", "AUTHD_HANDSHAKE_TIMEOUT_MS", INT, O(handshake_timeout_ms), "10000",
+        100, 600000,
+        "a connection must finish its TLS + SP handshake this long after it is accepted" },
     { "idle-timeout-ms", "AUTHD_IDLE_TIMEOUT_MS", INT, O(idle_timeout_ms), "120000", 0, 86400000,
         "close a connection with nothing in flight for this long (0 = never); keep it above "
         "the clients' own idle close (libauthd-client: 60000)" },

@@ -43,6 +43,8 @@ typedef struct authd_config {
     int64_t max_connections;
     int64_t max_conns_per_source;
     int64_t max_handshakes_per_source;
+    int64_t max_handshakes;
+    int64_t handshake_timeout_ms;
     int64_t idle_timeout_ms;
     int64_t frame_timeout_ms;
     int64_t map_size_mb;

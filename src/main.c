@@ -323,6 +323,8 @@ int main(int argc, char **argv)
         .max_connections = (unsigned)cfg.max_connections,
         .max_conns_per_source = (unsigned)cfg.max_conns_per_source,
         .max_handshakes_per_source = (unsigned)cfg.max_handshakes_per_source,
+        .max_handshakes = (unsigned)cfg.max_handshakes,
+        .handshake_timeout_ms = (unsigned)cfg.handshake_timeout_ms,
         .idle_timeout_ms = (unsigned)cfg.idle_timeout_ms,
         .frame_timeout_ms = (unsigned)cfg.frame_timeout_ms,
         .io_threads = (unsigned)cfg.io_threads,

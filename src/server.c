@@ -33,13 +33,15 @@
  * up to the frame), never to the length a peer announces. Deadlines,
  * checked by each loop's sweep every SWEEP_MS: output that makes no
  * progress for SEND_TIMEOUT_MS, a TLS handshake plus SP header exchange
- * longer than NEGO_TIMEOUT_MS, a started frame not complete within
+ * longer than handshake_timeout_ms, a started frame not complete within
  * frame_timeout_ms, and nothing in flight for idle_timeout_ms close the
  * connection. Per source (IPv4 address, IPv6 /64) at most
  * max_conns_per_source connections and max_hs_per_source unfinished
  * handshakes are open (counted by the listening loop in a fixed-size
- * table); at max_conns a newcomer closes the least recently active idle
- * connection of the loop it is dealt to (see conn_start). Every limit logs
+ * table); over max_handshakes in all, a newcomer closes the oldest
+ * unfinished handshake, and at max_conns the oldest unfinished handshake,
+ * else the least recently active idle connection, of the loop it is dealt
+ * to (see conn_start). Every limit logs
  * when it bites, at most once a second. Every accept or handshake error
  * ends only the connection it concerns.
  *
@@ -80,7 +82,6 @@
 #include "sp_frame.h"
 #include "sp_wire.h"
 
-#define NEGO_TIMEOUT_MS 10000
 #define SEND_TIMEOUT_MS 10000
 #define SWEEP_MS        250 /* how often each loop checks its deadlines */
 #define IDLE_FREE_MS    1000 /* idle this long: TLS record buffers are freed */
@@ -137,7 +138,8 @@ struct conn {
     bool ready; /* in lp->ready (loop only) */
     bool in_unflushed; /* counted in srv->unflushed */
     uint64_t frame_start; /* ns: the first byte of an incomplete frame came; 0 = none */
-    bool in_hs; /* counted as an unfinished handshake of its source */
+    bool in_hs; /* an unfinished handshake: counted for its source and in srv->nhs, on lp->hs */
+    struct conn *hs_prev, *hs_next; /* lp->hs */
     char peer[AUTHD_PEER_MAX];
     authd_source source; /* the peer's address as a limit key */
     uint64_t id; /* unique for the process's life */
@@ -186,6 +188,8 @@ struct loop {
     /* Loop only: its connections, least recently active first (moved to
      * the tail when bytes arrive), so the oldest idle one is near the head. */
     struct conn *conns, *conns_tail;
+    /* Loop only: its unfinished handshakes, oldest first (accept order). */
+    struct conn *hs, *hs_tail;
     struct handoff *inbox; /* under mu: accepted connections handed to this loop */
     uint64_t next_sweep;
     uint64_t accept_resume; /* ns; 0 = accepting */
@@ -241,6 +245,8 @@ struct authd_server {
     unsigned max_conns;
     unsigned max_per_source;
     unsigned max_hs_per_source;
+    unsigned max_hs; /* unfinished handshakes in all */
+    uint64_t hs_ns; /* the TLS + SP handshake deadline */
     uint64_t idle_ns; /* 0: never */
     uint64_t frame_ns;
     bool mtls;
@@ -252,6 +258,7 @@ struct authd_server {
     bool free_buffers_ok;
     struct loop *loops;
     atomic_uint nconns; /* connections counted against max_conns */
+    atomic_uint nhs; /* unfinished handshakes, counted against max_hs */
     atomic_uint nalloc; /* conn structs not yet freed */
     atomic_uint inflight; /* requests received whose reply is not yet in an output buffer */
     atomic_uint unflushed; /* connections with output not yet written */
@@ -260,7 +267,7 @@ struct authd_server {
     atomic_bool stopping;
     struct srctab src;
     /* Each limit logs when it bites, at most once a second. */
-    authd_lograte lr_source, lr_hs, lr_cap, lr_evict, lr_idle, lr_frame, lr_nego;
+    authd_lograte lr_source, lr_hs, lr_cap, lr_evict, lr_idle, lr_frame, lr_nego, lr_hscap;
     authd_ratelimit *hs_log; /* handshake-failure lines per source */
     atomic_uint_fast64_t hs_log_held; /* handshake-failure lines held back */
     char url[256];
@@ -465,12 +472,49 @@ static void src_release(authd_server *s, const authd_source *k, bool conn, bool 
     pthread_mutex_unlock(&t->mu);
 }
 
-/* hs_done: c finished its handshake (or closed before): its source may
- * start another. */
+/* hs_join: c starts its handshake, last on its loop's list of them. */
+static void hs_join(struct conn *c)
+{
+    struct loop *lp = c->lp;
+
+    c->in_hs = true;
+    atomic_fetch_add(&lp->srv->nhs, 1);
+    c->hs_next = NULL;
+    c->hs_prev = lp->hs_tail;
+    if (lp->hs_tail != NULL)
+        lp->hs_tail->hs_next = c;
+    else
+        lp->hs = c;
+    lp->hs_tail = c;
+}
+
+/* hs_leave: c is no longer an unfinished handshake (done, or closing):
+ * off its loop's list and the server's count. Its source's count is the
+ * caller's to release. */
+static void hs_leave(struct conn *c)
+{
+    struct loop *lp = c->lp;
+
+    if (!c->in_hs)
+        return;
+    c->in_hs = false;
+    atomic_fetch_sub(&lp->srv->nhs, 1);
+    if (c->hs_prev != NULL)
+        c->hs_prev->hs_next = c->hs_next;
+    else
+        lp->hs = c->hs_next;
+    if (c->hs_next != NULL)
+        c->hs_next->hs_prev = c->hs_prev;
+    else
+        lp->hs_tail = c->hs_prev;
+    c->hs_prev = c->hs_next = NULL;
+}
+
+/* hs_done: c finished its handshake: its source may start another. */
 static void hs_done(struct conn *c)
 {
     if (c->in_hs) {
-        c->in_hs = false;
+        hs_leave(c);
         src_release(c->lp->srv, &c->source, false, true);
     }
 }
@@ -606,8 +650,9 @@ static void conn_close(struct conn *c, authd_log_level lvl, const char *why)
     c->fd = -1;
     rbuf_release(c);
     obuf_release(c);
-    src_release(s, &c->source, true, c->in_hs);
-    c->in_hs = false;
+    bool hs = c->in_hs;
+    hs_leave(c);
+    src_release(s, &c->source, true, hs);
 
     struct loop *lp = c->lp;
     list_unlink(lp, c);
@@ -1195,11 +1240,58 @@ static void conn_read(struct conn *c)
     lp->reading = NULL; /* a closed c gave its loans back in conn_close */
 }
 
-/* caller_text copies an ASN1 string that is printable ASCII and fits, and
- * leaves out "" (no identity) for anything else: a name with control bytes
- * must not reach logs or the policy, and neither truncating nor replacing
- * bytes may make two certificates' names equal. */
-static void caller_text(char *out, size_t cap, const ASN1_STRING *a)
+static bool is_alpha(char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z');
+}
+
+static bool is_alnum(char ch)
+{
+    return is_alpha(ch) || (ch >= '0' && ch <= '9');
+}
+
+/* uri_name: t is a URI as RFC 3986 starts one: a scheme (a letter, then
+ * letters, digits, '+', '-', '.'), ':' and something after it. */
+static bool uri_name(const char *t)
+{
+    size_t i = 1;
+
+    if (!is_alpha(t[0]))
+        return false;
+    while (is_alnum(t[i]) || t[i] == '+' || t[i] == '-' || t[i] == '.')
+        i++;
+    return t[i] == ':' && t[i + 1] != '\0';
+}
+
+/* host_name: t is a host name: dot-separated labels of 1-63 letters,
+ * digits, '-' and '_', none starting or ending with '-' (no wildcard, no
+ * trailing dot). It has neither ':' nor '/', so no URI is one. */
+static bool host_name(const char *t)
+{
+    size_t len = 0;
+
+    for (const char *p = t;; p++) {
+        if (*p == '.' || *p == '\0') {
+            if (len == 0 || len > 63 || p[-1] == '-' || p[-len] == '-')
+                return false;
+            if (*p == '\0')
+                return true;
+            len = 0;
+        } else if (is_alnum(*p) || *p == '-' || *p == '_') {
+            len++;
+        } else {
+            return false;
+        }
+    }
+}
+
+/* caller_text copies an ASN1 string that is printable ASCII, fits and is a
+ * valid name of its kind (valid(), uri_name or host_name), and leaves out
+ * "" (no identity) for anything else: a name with control bytes must not
+ * reach logs or the policy, neither truncating nor replacing bytes may
+ * make two certificates' names equal, and a CN or DNS SAN that reads
+ * "spiffe://..." must not pass for that URI SAN's caller. */
+static void caller_text(char *out, size_t cap, const ASN1_STRING *a, bool (*valid)(const char *))
 {
     unsigned char *u = NULL;
     int n = ASN1_STRING_to_UTF8(&u, a);
@@ -1210,6 +1302,8 @@ static void caller_text(char *out, size_t cap, const ASN1_STRING *a)
     if (ok)
         memcpy(out, u, (size_t)n);
     out[ok ? n : 0] = '\0';
+    if (ok && !valid(out))
+        out[0] = '\0';
     OPENSSL_free(u);
 }
 
@@ -1221,8 +1315,10 @@ static void caller_text(char *out, size_t cap, const ASN1_STRING *a)
  * meshes, ACME-style issuers) make unique and check, while the CN is free
  * text that many CAs copy from the request; the CN stays the fallback for
  * simple internal CAs that issue CN-only client certificates. A chosen
- * name that is not printable ASCII or is too long gives no identity ("":
- * only the policy's "*" matches), never the next name down the list.
+ * name that is not printable ASCII, is too long or is not valid for its
+ * kind (a URI SAN must be a URI, a DNS SAN or CN a host name: see
+ * caller_text) gives no identity ("": only the policy's "*" matches),
+ * never the next name down the list.
  */
 static void take_caller(struct conn *c)
 {
@@ -1233,12 +1329,13 @@ static void take_caller(struct conn *c)
         return;
     GENERAL_NAMES *sans = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
     static const int kinds[] = { GEN_URI, GEN_DNS };
+    static bool (*const valid[])(const char *) = { uri_name, host_name };
     bool named = false; /* the first of these found names the caller, usable or not */
     for (size_t k = 0; sans != NULL && !named && k < sizeof kinds / sizeof kinds[0]; k++) {
         for (int j = 0; j < sk_GENERAL_NAME_num(sans); j++) {
             const GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, j);
             if (g->type == kinds[k]) {
-                caller_text(c->caller, sizeof c->caller, g->d.ia5);
+                caller_text(c->caller, sizeof c->caller, g->d.ia5, valid[k]);
                 named = true;
                 break;
             }
@@ -1248,8 +1345,8 @@ static void take_caller(struct conn *c)
     X509_NAME *name = X509_get_subject_name(x);
     int i = name != NULL ? X509_NAME_get_index_by_NID(name, NID_commonName, -1) : -1;
     if (!named && i >= 0)
-        caller_text(
-            c->caller, sizeof c->caller, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i)));
+        caller_text(c->caller, sizeof c->caller,
+            X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i)), host_name);
     authd_logrec r;
     if (authd_log_begin(&r, AUTHD_LOG_DEBUG, "tls_client")) {
         char subj[256];
@@ -1358,10 +1455,23 @@ static void refuse(authd_server *s, int fd, const authd_source *src)
     src_release(s, src, true, true);
 }
 
+/* evict_hs closes lp's oldest unfinished handshake, logging why (at most
+ * once a second per lr). Returns false when lp has none. */
+static bool evict_hs(struct loop *lp, authd_lograte *lr, const char *why)
+{
+    struct conn *c = lp->hs;
+
+    if (c == NULL)
+        return false;
+    log_limit(lr, "connection_evicted", c->peer, &c->source, why);
+    conn_close(c, AUTHD_LOG_DEBUG, "handshake evicted for a newcomer");
+    return true;
+}
+
 /* evict_idle closes lp's least recently active connection with nothing in
  * flight and nothing to write (handshakes have our SP header queued, so
- * they are never chosen), looking at most EVICT_SCAN of the oldest.
- * Returns false when there is none. */
+ * they are never chosen: evict_hs goes first), looking at most EVICT_SCAN
+ * of the oldest. Returns false when there is none. */
 static bool evict_idle(struct loop *lp)
 {
     int n = 0;
@@ -1380,12 +1490,17 @@ static bool evict_idle(struct loop *lp)
 /*
  * conn_start (loop thread) starts serving an accepted connection, already
  * counted for its source by the listening loop. At --max-connections the
- * loop closes its oldest idle connection to make room; a loop with none
- * passes the newcomer on to the next loop, and after every loop has had a
- * look it is refused. Each loop decides only about its own connections,
- * so this needs no lock; with connections dealt round-robin the loops
- * hold equal shares, and "oldest idle on the loop it lands on" is close
- * to the oldest idle overall.
+ * loop closes its oldest unfinished handshake, else its oldest idle
+ * connection, to make room: connections that never finish a handshake
+ * (plain TCP, spread over sources) must not push out established
+ * clients. A loop with neither passes the newcomer on to the next loop,
+ * and after every loop has had a look it is refused. At --max-handshakes
+ * the newcomer closes the loop's oldest unfinished handshake, so squatters
+ * cannot fill --max-connections either. Each loop decides only about its
+ * own connections, so this needs no lock (the handshake count may pass
+ * its cap by at most one per loop that has none to close); with
+ * connections dealt round-robin the loops hold equal shares, and "oldest
+ * on the loop it lands on" is close to the oldest overall.
  */
 static void conn_start(struct loop *lp, int fd, const struct sockaddr_storage *sa, unsigned hops)
 {
@@ -1401,7 +1516,9 @@ static void conn_start(struct loop *lp, int fd, const struct sockaddr_storage *s
     unsigned n = atomic_fetch_add(&s->nconns, 1);
     if (n >= s->max_conns) {
         atomic_fetch_sub(&s->nconns, 1);
-        bool room = evict_idle(lp);
+        bool room = evict_hs(lp, &s->lr_evict,
+                        "max-connections reached: closed the oldest unfinished handshake")
+            || evict_idle(lp);
         if (room)
             n = atomic_fetch_add(&s->nconns, 1);
         if (!room || n >= s->max_conns) {
@@ -1420,6 +1537,9 @@ static void conn_start(struct loop *lp, int fd, const struct sockaddr_storage *s
             return;
         }
     }
+    if (atomic_load(&s->nhs) >= s->max_hs)
+        evict_hs(
+            lp, &s->lr_hscap, "max-handshakes reached: closed the oldest unfinished handshake");
     struct conn *c = calloc(1, sizeof *c);
     if (c == NULL) {
         atomic_fetch_sub(&s->nconns, 1);
@@ -1430,7 +1550,6 @@ static void conn_start(struct loop *lp, int fd, const struct sockaddr_storage *s
     c->fd = fd;
     sockaddr_str(sa, c->peer, sizeof c->peer);
     c->source = src;
-    c->in_hs = true;
     c->id = atomic_fetch_add(&s->next_conn_id, 1) + 1;
     pthread_mutex_init(&c->mu, NULL);
     atomic_init(&c->refs, 1);
@@ -1442,6 +1561,7 @@ static void conn_start(struct loop *lp, int fd, const struct sockaddr_storage *s
     setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
 
     list_append(lp, c);
+    hs_join(c);
     authd_logrec r;
     if (authd_log_begin(&r, AUTHD_LOG_DEBUG, "connection_accepted")) {
         authd_log_str(&r, "peer", c->peer);
@@ -1450,7 +1570,7 @@ static void conn_start(struct loop *lp, int fd, const struct sockaddr_storage *s
     }
     c->last_read = now_ns();
     c->tls_bufs = true;
-    c->nego_deadline = c->last_read + (uint64_t)NEGO_TIMEOUT_MS * 1000000u;
+    c->nego_deadline = c->last_read + s->hs_ns;
 
     /* Our SP header is the first output; it goes out once TLS is up. */
     uint8_t hdr[SP_HDR_LEN];
@@ -2048,6 +2168,12 @@ authd_code authd_server_start(
     s->max_per_source = o->max_conns_per_source > 0 ? o->max_conns_per_source : s->max_conns;
     s->max_hs_per_source
         = o->max_handshakes_per_source > 0 ? o->max_handshakes_per_source : s->max_per_source;
+    /* Default: a quarter of max_conns, but at least 16 (or max_conns) so
+     * that a small server's clients may dial a few connections at once. */
+    unsigned hs_floor = s->max_conns < 16 ? s->max_conns : 16;
+    s->max_hs = o->max_handshakes > 0 ? o->max_handshakes
+                                      : (s->max_conns / 4 > hs_floor ? s->max_conns / 4 : hs_floor);
+    s->hs_ns = (uint64_t)(o->handshake_timeout_ms > 0 ? o->handshake_timeout_ms : 10000) * 1000000u;
     s->idle_ns = (uint64_t)o->idle_timeout_ms * 1000000u;
     s->frame_ns = (uint64_t)(o->frame_timeout_ms > 0 ? o->frame_timeout_ms : 10000) * 1000000u;
     s->mtls = o->tls_client_ca != NULL;

@@ -29,6 +29,9 @@ typedef struct authd_server_options {
     unsigned max_connections; /* open connections; at the cap the oldest idle one is closed */
     unsigned max_conns_per_source; /* open connections per source (IPv4 address, IPv6 /64) */
     unsigned max_handshakes_per_source; /* unfinished TLS + SP handshakes per source */
+    unsigned
+        max_handshakes; /* unfinished handshakes in all; 0 = max_connections / 4, at least 16 */
+    unsigned handshake_timeout_ms; /* TLS + SP handshake deadline; 0 = 10000 */
     unsigned idle_timeout_ms; /* nothing in flight, nothing to write: closed after this */
     unsigned frame_timeout_ms; /* a started frame must be complete within this */
     unsigned io_threads; /* event loops; 0 = one per CPU */

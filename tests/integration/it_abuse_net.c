@@ -748,6 +748,111 @@ static void abuse_cap_refuses_when_none_idle(void **state)
     (void)state;
 }
 
+/*
+ * squat: with 4 established idle clients open, SQUATTERS plain TCP
+ * connections that never start TLS (8 per source in 127.0.1.0/24, under
+ * --max-handshakes-per-source) arrive; then a new client. Red team: they
+ * were never evicted (our SP header waits in their output buffer), so each
+ * one over --max-connections closed an established idle client, until
+ * every one was gone and newcomers were refused. Now the oldest unfinished
+ * handshake goes first: the established clients and the newcomer are
+ * served, and the squatters over the handshake cap are closed.
+ */
+#define SQUATTERS 40
+static void squat(it_server *s, int min_closed)
+{
+    SSL_CTX *ctx = client_ctx(0, NULL, false);
+    tpeer legit[4], n;
+    int fds[SQUATTERS];
+
+    for (int i = 0; i < 4; i++) {
+        assert_true(tp_open(&legit[i], s, "127.0.0.2", ctx));
+        assert_true(tp_verify(&legit[i], 10 + (uint32_t)i));
+    }
+    for (int i = 0; i < SQUATTERS; i++) {
+        char src[32];
+        snprintf(src, sizeof src, "127.0.1.%d", 1 + i / 8);
+        fds[i] = tcp_from(s, src, WAIT_MS);
+    }
+    /* Accepted after every squatter (one loop, in order). */
+    if (!tp_open(&n, s, "127.0.0.3", ctx) || !tp_verify(&n, 99))
+        fail_msg("a new client was not served while handshake squatters churned");
+    for (int i = 0; i < 4; i++)
+        if (!tp_verify(&legit[i], 20 + (uint32_t)i))
+            fail_msg("established idle client %d was closed for a handshake squatter", i);
+    /* The squatters over the cap were closed (EOF), poll with a deadline. */
+    int closed = 0;
+    uint64_t end = it_mono_ms() + WAIT_MS;
+    while (closed < min_closed && it_mono_ms() < end) {
+        closed = 0;
+        for (int i = 0; i < SQUATTERS; i++) {
+            struct pollfd pf = { .fd = fds[i], .events = POLLIN };
+            char b;
+            if (poll(&pf, 1, 0) == 1 && recv(fds[i], &b, 1, MSG_DONTWAIT) <= 0)
+                closed++;
+        }
+        if (closed < min_closed)
+            it_nap_ms(20);
+    }
+    if (closed < min_closed)
+        fail_msg("%d of %d squatters closed, expected at least %d", closed, SQUATTERS, min_closed);
+    assert_true(log_wait(s, "closed the oldest unfinished handshake", 1, WAIT_MS));
+    for (int i = 0; i < SQUATTERS; i++)
+        close(fds[i]);
+    tp_close(&n);
+    for (int i = 0; i < 4; i++)
+        tp_close(&legit[i]);
+    SSL_CTX_free(ctx);
+}
+
+/* --max-connections 32 (default --max-handshakes: 16): the handshake cap
+ * closes the oldest squatter for each new one. */
+static void abuse_handshake_squatters_capped(void **state)
+{
+    it_opts o = { .extra
+        = { "--max-connections", "32", "--max-handshakes-per-source", "8", "--io-threads", "1" } };
+    it_server *s = it_start(&o);
+    squat(s, SQUATTERS - 16);
+    assert_true(log_wait(s, "max-handshakes reached", 1, WAIT_MS));
+    it_finish(s);
+    (void)state;
+}
+
+/* --max-handshakes as high as --max-connections: squatters fill the
+ * global cap, where the oldest unfinished handshake is closed before any
+ * idle established connection. */
+static void abuse_cap_closes_handshakes_first(void **state)
+{
+    it_opts o = { .extra = { "--max-connections", "32", "--max-handshakes", "32",
+                      "--max-handshakes-per-source", "8", "--io-threads", "1" } };
+    it_server *s = it_start(&o);
+    squat(s, SQUATTERS + 5 - 32);
+    assert_true(log_wait(s, "max-connections reached: closed the oldest unfinished", 1, WAIT_MS));
+    it_finish(s);
+    (void)state;
+}
+
+/* --handshake-timeout-ms: a connection that never starts TLS is closed
+ * after it, not after the default 10 s. */
+static void abuse_handshake_timeout_flag(void **state)
+{
+    it_opts o = { .extra = { "--handshake-timeout-ms", "300" } };
+    it_server *s = it_start(&o);
+    int fd = tcp_from(s, NULL, WAIT_MS);
+    uint64_t t0 = it_mono_ms();
+    char b;
+    struct pollfd pf = { .fd = fd, .events = POLLIN };
+
+    assert_int_equal(poll(&pf, 1, 8000), 1); /* the default would take 10 s */
+    assert_true(recv(fd, &b, 1, 0) <= 0);
+    assert_true(it_mono_ms() - t0 >= 200);
+    assert_true(log_wait(s, "\"event\":\"handshake_timeout\"", 1, WAIT_MS));
+    close(fd);
+    serves(s, "after a handshake timeout");
+    it_finish(s);
+    (void)state;
+}
+
 /* ---- 7. port ownership ------------------------------------------------------------------ */
 
 /* Finding 5: a second authd on the port of a running one fails with
@@ -1024,6 +1129,9 @@ int main(void)
         cmocka_unit_test_teardown(abuse_flood_while_verify_answers, teardown),
         cmocka_unit_test_teardown(abuse_evict_oldest_idle, teardown),
         cmocka_unit_test_teardown(abuse_cap_refuses_when_none_idle, teardown),
+        cmocka_unit_test_teardown(abuse_handshake_squatters_capped, teardown),
+        cmocka_unit_test_teardown(abuse_cap_closes_handshakes_first, teardown),
+        cmocka_unit_test_teardown(abuse_handshake_timeout_flag, teardown),
         cmocka_unit_test_teardown(abuse_second_authd_same_port, teardown),
         cmocka_unit_test_teardown(abuse_old_tls_refused, teardown),
         cmocka_unit_test_teardown(abuse_frame_limit_exact, teardown),

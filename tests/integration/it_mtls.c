@@ -323,6 +323,48 @@ static void mtls_policy_refuses_outside_caller(void **state)
     it_finish(s);
 }
 
+/*
+ * Identity kinds cannot collide (red team: a CN-only certificate with
+ * CN=spiffe://test/gateway, or a DNS SAN of that text, got the gateway's
+ * rights). A URI SAN must be a URI (scheme ":"), a DNS SAN or CN a host
+ * name; a name that is not valid for its kind is no identity (only [*]
+ * applies), and a host name cannot name a URI's caller or the reverse.
+ * Valid names of each kind still get their sections.
+ */
+static void mtls_identity_kinds_do_not_collide(void **state)
+{
+    (void)state;
+    static char path[320];
+    it_server *s = start_policy("[spiffe://test/gateway]\nallow = *\nfrontend = yes\n"
+                                "[gw.internal]\nallow = *\n[admin-web]\nallow = Register\n"
+                                "[*]\nallow = Verify\n",
+        path, NULL);
+    struct cert cn, dns, uri, admin, gw;
+    make_cert(s->dir, "cn", "/CN=spiffe:\\/\\/test\\/gateway", NULL, &cn);
+    make_cert(s->dir, "dns", "/CN=x", "DNS:spiffe://test/gateway", &dns);
+    make_cert(s->dir, "uri", "/CN=gw.internal", "URI:gw.internal", &uri);
+    make_cert(s->dir, "admin", "/CN=admin-web", NULL, &admin);
+    make_cert(s->dir, "gw", "/CN=x", "URI:spiffe://test/gateway", &gw);
+    authd_status st;
+
+    const struct cert *bad[] = { &cn, &dns, &uri };
+    static const char *const what[]
+        = { "CN spiffe://test/gateway", "DNS SAN spiffe://test/gateway", "URI SAN gw.internal" };
+    for (int i = 0; i < 3; i++) {
+        char user[32];
+        snprintf(user, sizeof user, "kind%d", i);
+        if (try_register(s, bad[i], user, &st) != AUTHD_PERMISSION_DENIED)
+            fail_msg("a certificate with %s: Register %s, not PERMISSION_DENIED", what[i],
+                authd_code_str(st.code));
+        IT_EXPECT(&st, AUTHD_PERMISSION_DENIED, "CALLER_NOT_ALLOWED");
+        /* [*] still applies: Verify gets past the policy to the token check. */
+        assert_int_equal(try_verify(s, bad[i], "not-a-token", &st), AUTHD_UNAUTHENTICATED);
+    }
+    assert_int_equal(try_register(s, &admin, "adminweb", &st), AUTHD_OK);
+    assert_int_equal(try_register(s, &gw, "gateway", &st), AUTHD_OK);
+    it_finish(s);
+}
+
 /* login_ctx logs in over c with a ClientContext (ip); returns the code. */
 static int login_ctx(
     authd_client *c, const char *login, const char *pw, const char *ip, authd_status *st)
@@ -727,6 +769,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(mtls_handshake_refusals, it_teardown),
         cmocka_unit_test_teardown(mtls_policy_refuses_outside_caller, it_teardown),
+        cmocka_unit_test_teardown(mtls_identity_kinds_do_not_collide, it_teardown),
         cmocka_unit_test_teardown(mtls_frontend_context_believed, it_teardown),
         cmocka_unit_test_teardown(mtls_long_user_agent_keeps_cause, it_teardown),
         cmocka_unit_test_teardown(mtls_frontend_end_users_cannot_block_others, it_teardown),
