@@ -10,6 +10,7 @@
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "ratelimit.h"
 
@@ -35,6 +36,20 @@ struct authd_ratelimit {
     struct shard shards[SHARDS];
 };
 
+/*
+ * slots_alloc maps n zeroed slots. Not calloc: once glibc's dynamic mmap
+ * threshold has risen (freeing one argon2 block raises it to 19 MiB), a
+ * table of ~100 KiB comes from the heap and calloc writes every byte of it,
+ * so a table sized for 65,536 keys would be resident from the start. An
+ * anonymous mapping costs memory only for the slots keys actually use.
+ */
+static struct slot *slots_alloc(size_t n)
+{
+    void *p = mmap(
+        NULL, n * sizeof(struct slot), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
 authd_code authd_ratelimit_create(const authd_ratelimit_options *o, authd_ratelimit **out)
 {
     authd_ratelimit *rl;
@@ -55,7 +70,7 @@ authd_code authd_ratelimit_create(const authd_ratelimit_options *o, authd_rateli
     atomic_init(&rl->evictions, 0);
     for (unsigned i = 0; i < SHARDS; i++) {
         pthread_mutex_init(&rl->shards[i].mu, NULL);
-        rl->shards[i].slots = calloc(rl->per_shard, sizeof(struct slot));
+        rl->shards[i].slots = slots_alloc(rl->per_shard);
         if (rl->shards[i].slots == NULL) {
             authd_ratelimit_destroy(rl);
             return AUTHD_RESOURCE_EXHAUSTED;
@@ -70,7 +85,8 @@ void authd_ratelimit_destroy(authd_ratelimit *rl)
     if (rl == NULL)
         return;
     for (unsigned i = 0; i < SHARDS; i++) {
-        free(rl->shards[i].slots);
+        if (rl->shards[i].slots != NULL)
+            munmap(rl->shards[i].slots, rl->per_shard * sizeof(struct slot));
         pthread_mutex_destroy(&rl->shards[i].mu);
     }
     free(rl);
