@@ -250,7 +250,50 @@ def sp_frame_seeds():
         write("fuzz_sp_frame", name, struct.pack(">HH", 256, 4242) + b)
 
 
+def record_seeds():
+    # fuzz_record.c: byte 0 even = session, odd = user; 16 bytes id; the value.
+    rid = bytes(range(16))
+    uid = bytes(range(100, 116))
+    hash_ = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$" + "A" * 43
+    def vint(num, v):
+        return varint(num << 3) + varint(v)
+    def user(name="alice", email="alice@example.com", h=hash_, status=1, roles=(), id_=rid,
+             schema=1, extra=b""):
+        b = vint(1, schema) + field(2, id_) + field(3, name) + field(4, email) + field(5, h)
+        b += vint(6, status) + b"".join(field(7, r) for r in roles)
+        return b + vint(8, 1700000000) + vint(9, 1700000001) + vint(10, 1700000002) + extra
+    def session(uid_=uid, exp=1700000900, revoked=0, schema=1, extra=b""):
+        b = vint(1, schema) + field(2, uid_) + vint(3, 1700000000) + vint(4, exp)
+        return b + (vint(5, revoked) if revoked is not None else b"") + vint(6, 0) + extra
+    seeds = {
+        "session": (0, session()),
+        "session-revoked": (0, session(revoked=1)),
+        "session-revoked-overlong": (0, session(revoked=None) + b"\x28\x81\x80\x00"),
+        "session-bool-past-64-bits": (0, session(revoked=None) + b"\x28" + b"\x80" * 9 + b"\x02"),
+        "session-short-uid": (0, session(uid_=uid[:15])),
+        "session-schema-2": (0, session(schema=2)),
+        "session-unknown-field": (0, session(extra=field(15, "x"))),
+        "session-negative-exp": (0, session(exp=(1 << 64) - 5)),
+        "user": (1, user()),
+        "user-roles": (1, user(roles=("admin", "ops", ""))),
+        "user-disabled": (1, user(status=2)),
+        "user-status-0": (1, user(status=0)),
+        "user-status-wide": (1, user(status=(1 << 32) + 1)),
+        "user-other-id": (1, user(id_=uid)),
+        "user-nul-in-name": (1, user(name="ali\0ce")),
+        "user-name-33": (1, user(name="a" * 33)),
+        "user-17-roles": (1, user(roles=tuple("r%d" % i for i in range(17)))),
+        "user-role-65": (1, user(roles=("r" * 65,))),
+        "user-dup-name": (1, user(extra=field(3, "bob"))),
+        "user-name-wrong-type": (1, user(extra=vint(3, 5))),
+        "user-truncated": (1, user()[:-3]),
+    }
+    for name, (kind, b) in seeds.items():
+        write("fuzz_record", name, bytes([kind]) + rid + b)
+
+
 if __name__ == "__main__":
+    record_seeds()
     sp_frame_seeds()
     token_seeds()
     validate_seeds()

@@ -23,6 +23,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "arena.h"
 #include "authd/v1/auth.pb-c.h"
 #include "call.h"
 #include "log.h"
@@ -300,10 +301,13 @@ void authd_dispatch(authd_service *svc, authd_request *req)
         reply_direct(req, AUTHD_UNIMPLEMENTED, "UNKNOWN_METHOD", "unknown method");
         return;
     }
-    if ((call = calloc(1, sizeof *call)) == NULL) {
+    if ((call = req->arena != NULL ? authd_arena_alloc(req->arena, sizeof *call)
+                                   : malloc(sizeof *call))
+        == NULL) {
         reply_direct(req, AUTHD_RESOURCE_EXHAUSTED, "OVERLOADED", "server is overloaded");
         return;
     }
+    memset(call, 0, sizeof *call);
     call->svc = svc;
     call->req = req;
     call->method = md;
@@ -312,7 +316,11 @@ void authd_dispatch(authd_service *svc, authd_request *req)
             "request is malformed or a string field is not valid UTF-8 without NUL", NULL);
         return;
     }
-    call->input = protobuf_c_message_unpack(md->input, NULL, req->body_len, req->body);
+    ProtobufCAllocator al;
+    if (req->arena != NULL)
+        al = authd_arena_allocator(req->arena);
+    call->input = protobuf_c_message_unpack(
+        md->input, req->arena != NULL ? &al : NULL, req->body_len, req->body);
     if (call->input == NULL) {
         authd_call_finish(call, AUTHD_INVALID_ARGUMENT, "BAD_REQUEST",
             "request body does not parse as the method's request message", NULL);
@@ -388,11 +396,17 @@ void authd_call_finish(authd_call *call, authd_code code, const char *reason, co
     }
 
     authd_reply rep = { code, message, reason, body, body_len };
+    ProtobufCAllocator al;
+    if (req->arena != NULL)
+        al = authd_arena_allocator(req->arena);
     if (call->input != NULL) {
         wipe_strings(call->input);
-        protobuf_c_message_free_unpacked(call->input, NULL);
+        protobuf_c_message_free_unpacked(call->input, req->arena != NULL ? &al : NULL);
     }
-    free(call);
+    if (req->arena != NULL)
+        authd_arena_free(req->arena, call);
+    else
+        free(call);
     req->done(req, &rep);
     if (body != NULL) {
         sodium_memzero(body, body_len); /* may hold an access token */

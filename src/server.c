@@ -59,7 +59,9 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <stdalign.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,6 +77,7 @@
 #include <openssl/x509v3.h>
 #include <sodium.h>
 
+#include "arena.h"
 #include "authd/v1/envelope.pb-c.h"
 #include "log.h"
 #include "ratelimit.h"
@@ -136,7 +139,7 @@ struct conn {
     struct conn *pend_next; /* lp->pend */
     struct conn *ready_next; /* lp->ready */
     bool ready; /* in lp->ready (loop only) */
-    bool in_unflushed; /* counted in srv->unflushed */
+    bool in_unflushed; /* counted in lp->unflushed */
     uint64_t frame_start; /* ns: the first byte of an incomplete frame came; 0 = none */
     bool in_hs; /* an unfinished handshake: counted for its source and in srv->nhs, on lp->hs */
     struct conn *hs_prev, *hs_next; /* lp->hs */
@@ -178,7 +181,9 @@ struct srctab {
 };
 
 struct loop {
-    authd_server *srv;
+    /* Each loop on cache lines of its own: now and the counters are written
+     * every iteration, and the neighbour's first fields read as often. */
+    alignas(64) authd_server *srv;
     pthread_t thread;
     int ep;
     int efd; /* eventfd: posted replies, stop, drain */
@@ -213,17 +218,40 @@ struct loop {
      * out_since, whose deadlines are seconds long: read once per
      * iteration instead of several times per request. */
     uint64_t now;
+    /* Counted by the loop alone (loop_add), read by authd_server_drain:
+     * requests received whose reply is not yet in an output buffer, and
+     * connections with output not yet written. Per loop, so no two loops
+     * write one cache line per request. */
+    atomic_uint inflight, unflushed;
+    /* Loop only: freed requests kept for reuse (at most RREQ_FREE_MAX). */
+    struct rreq *free_rreqs;
+    unsigned n_free_rreqs;
 };
 
+/* loop_add changes a counter only its loop writes: a plain load and
+ * store, atomic only so that drain may read it from another thread. */
+static inline void loop_add(atomic_uint *a, int d)
+{
+    atomic_store_explicit(
+        a, atomic_load_explicit(a, memory_order_relaxed) + (unsigned)d, memory_order_relaxed);
+}
+
 /* One request between receipt and reply. The envelope is unpacked from
- * the receive buffer (protobuf-c copies what it keeps), so only the
- * backtrace is copied here. */
+ * the receive buffer into the request's own arena (protobuf-c copies what
+ * it keeps), and dispatch puts its call and the unpacked input there too:
+ * a request that fits costs one allocation, none when a loop reuses a
+ * freed one. Only the backtrace is copied by hand. */
+#define RREQ_ARENA    2048
+#define RREQ_FREE_MAX 64 /* kept per loop for reuse */
 struct rreq {
     authd_request req;
     struct conn *c;
     Authd__V1__RequestEnvelope *env;
+    struct rreq *next_free; /* in its loop's free list */
     size_t bt_len;
     uint8_t bt[4 * SP_MAX_HOPS];
+    authd_arena arena;
+    alignas(max_align_t) unsigned char mem[RREQ_ARENA];
 };
 
 struct authd_server {
@@ -260,8 +288,6 @@ struct authd_server {
     atomic_uint nconns; /* connections counted against max_conns */
     atomic_uint nhs; /* unfinished handshakes, counted against max_hs */
     atomic_uint nalloc; /* conn structs not yet freed */
-    atomic_uint inflight; /* requests received whose reply is not yet in an output buffer */
-    atomic_uint unflushed; /* connections with output not yet written */
     atomic_uint_fast64_t next_conn_id;
     atomic_bool draining;
     atomic_bool stopping;
@@ -525,7 +551,7 @@ static void unflushed_done(struct conn *c)
 {
     if (c->in_unflushed) {
         c->in_unflushed = false;
-        atomic_fetch_sub(&c->lp->srv->unflushed, 1);
+        loop_add(&c->lp->unflushed, -1);
     }
 }
 
@@ -641,7 +667,7 @@ static void conn_close(struct conn *c, authd_log_level lvl, const char *why)
     c->closed = true;
     pthread_mutex_unlock(&c->mu);
     unflushed_done(c);
-    atomic_fetch_sub(&s->inflight, c->inflight);
+    loop_add(&c->lp->inflight, -(int)c->inflight);
     c->inflight = 0;
     if (c->ssl != NULL)
         SSL_free(c->ssl); /* no close_notify: the peer is gone or misbehaving */
@@ -734,7 +760,7 @@ static void out_added(struct conn *c, size_t n)
         c->out_since = c->lp->now;
         if (c->state == ST_OPEN && !c->in_unflushed) {
             c->in_unflushed = true;
-            atomic_fetch_add(&c->lp->srv->unflushed, 1);
+            loop_add(&c->lp->unflushed, 1);
         }
     }
     c->olen += n;
@@ -841,14 +867,46 @@ static void conn_flush(struct conn *c)
 
 /* ---- requests -------------------------------------------------------------- */
 
+/* rreq_free frees q's envelope, wipes what the arena handed out (the
+ * request's strings: passwords, tokens), and keeps q for reuse when it is
+ * freed on its connection's loop, else frees it. */
 static void rreq_free(struct rreq *q)
 {
+    struct loop *lp = q->c->lp;
+
     if (q->env != NULL) {
+        ProtobufCAllocator al = authd_arena_allocator(&q->arena);
         if (q->env->body.data != NULL)
             wipe(q->env->body.data, q->env->body.len);
-        authd__v1__request_envelope__free_unpacked(q->env, NULL);
+        authd__v1__request_envelope__free_unpacked(q->env, &al);
+    }
+    wipe(q->mem, q->arena.used);
+    if (tl_loop == lp && lp->n_free_rreqs < RREQ_FREE_MAX) {
+        q->next_free = lp->free_rreqs;
+        lp->free_rreqs = q;
+        lp->n_free_rreqs++;
+        return;
     }
     free(q);
+}
+
+/* rreq_new (loop thread) takes a request from the loop's free list or
+ * allocates one, with every field but the arena's memory zeroed. */
+static struct rreq *rreq_new(struct loop *lp)
+{
+    struct rreq *q = lp->free_rreqs;
+
+    if (q != NULL) {
+        lp->free_rreqs = q->next_free;
+        lp->n_free_rreqs--;
+    } else if ((q = malloc(sizeof *q)) == NULL) {
+        return NULL;
+    }
+    memset(q, 0, offsetof(struct rreq, mem));
+    q->arena.buf = q->mem;
+    q->arena.cap = sizeof q->mem;
+    q->req.arena = &q->arena;
+    return q;
 }
 
 static void loop_wake(struct loop *lp)
@@ -869,7 +927,6 @@ static void request_done(authd_request *req, const authd_reply *rep)
 {
     struct rreq *q = req->transport;
     struct conn *c = q->c;
-    authd_server *s = c->lp->srv;
     Authd__V1__ReplyEnvelope env = AUTHD__V1__REPLY_ENVELOPE__INIT;
 
     env.code = (Authd__V1__Code)rep->code;
@@ -884,7 +941,7 @@ static void request_done(authd_request *req, const authd_reply *rep)
     if (tl_loop == c->lp) {
         if (!c->closed) {
             c->inflight--;
-            atomic_fetch_sub(&s->inflight, 1);
+            loop_add(&c->lp->inflight, -1);
             if (out_reserve(c, flen)) {
                 uint8_t *p = c->obuf + c->olen;
                 sp_put64(p, q->bt_len + elen);
@@ -959,7 +1016,6 @@ static void request_done(authd_request *req, const authd_reply *rep)
  * output buffers and write them. */
 static void take_posted(struct loop *lp)
 {
-    authd_server *s = lp->srv;
     uint64_t junk;
     ssize_t r = read(lp->efd, &junk, sizeof junk);
     (void)r;
@@ -982,7 +1038,7 @@ static void take_posted(struct loop *lp)
         pthread_mutex_unlock(&c->mu);
         if (!c->closed) {
             c->inflight -= n;
-            atomic_fetch_sub(&s->inflight, n);
+            loop_add(&lp->inflight, -(int)n);
         }
         while (f != NULL) {
             struct frame *next = f->next;
@@ -1027,7 +1083,7 @@ static bool on_frame(struct conn *c, const sp_frame *f)
         out_added(c, 8 + len);
         return true;
     }
-    if ((q = calloc(1, sizeof *q)) == NULL)
+    if ((q = rreq_new(c->lp)) == NULL)
         return false;
     memcpy(q->bt, f->bt, f->bt_len);
     q->c = c;
@@ -1042,9 +1098,10 @@ static bool on_frame(struct conn *c, const sp_frame *f)
     q->req.conn_id = c->id;
     atomic_fetch_add(&c->refs, 1);
     c->inflight++;
-    atomic_fetch_add(&s->inflight, 1);
+    loop_add(&c->lp->inflight, 1);
 
-    q->env = authd__v1__request_envelope__unpack(NULL, f->body_len, f->body);
+    ProtobufCAllocator al = authd_arena_allocator(&q->arena);
+    q->env = authd__v1__request_envelope__unpack(&al, f->body_len, f->body);
     if (q->env == NULL) {
         authd_logrec r;
         if (authd_log_source_allow(&c->source)
@@ -1813,6 +1870,8 @@ static void *loop_main(void *arg)
     struct epoll_event evs[MAX_EVENTS];
 
     tl_loop = lp;
+    if (!s->echo)
+        authd_service_thread_start(s->svc);
     lp->now = now_ns();
     lp->next_sweep = lp->now + (uint64_t)SWEEP_MS * 1000000u;
     while (!atomic_load(&s->stopping)) {
@@ -1846,6 +1905,13 @@ static void *loop_main(void *arg)
         conn_close(lp->conns, AUTHD_LOG_DEBUG, "server closing");
     run_ready(lp); /* only drops references now */
     loop_bury(lp);
+    while (lp->free_rreqs != NULL) {
+        struct rreq *q = lp->free_rreqs;
+        lp->free_rreqs = q->next_free;
+        free(q);
+    }
+    if (!s->echo)
+        authd_service_thread_stop(s->svc);
     return NULL;
 }
 
@@ -2213,8 +2279,9 @@ authd_code authd_server_start(
     if (nloops > MAX_LOOPS)
         nloops = MAX_LOOPS;
     rc = AUTHD_INTERNAL;
-    if ((s->loops = calloc(nloops, sizeof *s->loops)) == NULL)
+    if ((s->loops = aligned_alloc(alignof(struct loop), nloops * sizeof *s->loops)) == NULL)
         goto out;
+    memset(s->loops, 0, nloops * sizeof *s->loops);
     s->nloops = nloops;
     for (unsigned i = 0; i < s->nloops; i++) {
         struct loop *lp = &s->loops[i];
@@ -2273,12 +2340,17 @@ unsigned authd_server_drain(authd_server *s, int grace_ms)
             shutdown(s->loops[i].lfd, SHUT_RDWR);
     }
     uint64_t deadline = now_ns() + (uint64_t)grace_ms * 1000000u;
-    unsigned left;
     struct timespec ts = { 0, 2 * 1000000 };
-    while (((left = atomic_load(&s->inflight)) > 0 || atomic_load(&s->unflushed) > 0)
-        && now_ns() < deadline)
+    for (;;) {
+        unsigned left = 0, unflushed = 0;
+        for (unsigned i = 0; i < s->nloops; i++) {
+            left += atomic_load(&s->loops[i].inflight);
+            unflushed += atomic_load(&s->loops[i].unflushed);
+        }
+        if ((left == 0 && unflushed == 0) || now_ns() >= deadline)
+            return left;
         nanosleep(&ts, NULL);
-    return left;
+    }
 }
 
 void authd_server_close(authd_server *s)

@@ -813,8 +813,7 @@ void authd_handle_verify(authd_service *svc, authd_call *call)
     const char *tok = in->access_token;
     int64_t now = now_s(svc);
     authd_claims c;
-    authd_session s;
-    authd_user u;
+    authd_verify_view v;
 
     authd_token_result tr = authd_token_verify(svc->o.tokens, tok, strlen(tok), now, &c);
     if (tr != AUTHD_TOKEN_OK) {
@@ -823,9 +822,9 @@ void authd_handle_verify(authd_service *svc, authd_call *call)
     }
     memcpy(call->user_id, c.sub, sizeof c.sub);
     call->has_user = true;
-    authd_code rc = authd_store_verify_lookup(svc->o.store, c.sid, &s, &u);
+    authd_code rc = authd_store_verify_lookup(svc->o.store, c.sid, &v);
     if (rc == AUTHD_NOT_FOUND
-        || (rc == AUTHD_OK && (s.revoked || sodium_memcmp(s.user_id, c.sub, sizeof c.sub) != 0))) {
+        || (rc == AUTHD_OK && (v.revoked || sodium_memcmp(v.user_id, c.sub, sizeof c.sub) != 0))) {
         token_failed(call, tok, "verify_failure", "REVOKED", "session has been revoked");
         return;
     }
@@ -833,11 +832,11 @@ void authd_handle_verify(authd_service *svc, authd_call *call)
         fail_store(call, rc);
         return;
     }
-    if (s.expires_at <= now) {
+    if (v.expires_at <= now) {
         token_failed(call, tok, "verify_failure", "EXPIRED", "token has expired");
         return;
     }
-    if (u.status != AUTHD_USER_ACTIVE) {
+    if (v.status != AUTHD_USER_ACTIVE) {
         token_failed(call, tok, "verify_failure", "USER_DISABLED", "user is disabled");
         return;
     }
@@ -845,13 +844,13 @@ void authd_handle_verify(authd_service *svc, authd_call *call)
     Authd__V1__VerifyResponse resp = AUTHD__V1__VERIFY_RESPONSE__INIT;
     char uidhex[AUTHD_ID_HEX + 1], sidhex[AUTHD_ID_HEX + 1];
     char *roles[AUTHD_ROLES_MAX];
-    to_hex(u.id, sizeof u.id, uidhex);
-    to_hex(s.id, sizeof s.id, sidhex);
-    for (uint32_t i = 0; i < u.n_roles && i < AUTHD_ROLES_MAX; i++)
-        roles[i] = u.roles[i];
+    to_hex(v.user_id, sizeof v.user_id, uidhex);
+    to_hex(c.sid, sizeof c.sid, sidhex);
+    for (uint32_t i = 0; i < v.n_roles; i++)
+        roles[i] = v.roles[i];
     resp.user_id = uidhex;
-    resp.username = u.username;
-    resp.n_roles = u.n_roles;
+    resp.username = v.username;
+    resp.n_roles = v.n_roles;
     resp.roles = roles;
     resp.session_id = sidhex;
     resp.expires_at = c.exp;
@@ -1028,6 +1027,23 @@ uint64_t authd_service_fail_floor_ns(const authd_service *svc)
 authd_policy_slot *authd_service_policy(const authd_service *svc)
 {
     return svc->o.policy;
+}
+
+void authd_service_thread_start(authd_service *svc)
+{
+    authd_logrec r;
+
+    if (svc != NULL && authd_store_reader_pin(svc->o.store) != AUTHD_OK
+        && authd_log_begin(&r, AUTHD_LOG_WARN, "reader_pin")) {
+        authd_log_str(&r, "msg", "a loop has no read transaction of its own: it shares the pool");
+        authd_log_end(&r);
+    }
+}
+
+void authd_service_thread_stop(authd_service *svc)
+{
+    if (svc != NULL)
+        authd_store_reader_unpin(svc->o.store);
 }
 
 void authd_service_maintain(authd_service *svc)

@@ -63,6 +63,10 @@ struct authd_request {
     uint64_t start_ns; /* CLOCK_MONOTONIC at receipt, for latency */
     authd_done_fn done;
     void *transport; /* the transport's own per-request state */
+    /* Memory the transport lends for the request's own allocations (the
+     * call, the unpacked input), or NULL: valid until done() is called.
+     * What does not fit falls back to malloc (arena.h). */
+    struct authd_arena *arena;
 };
 
 typedef struct authd_service authd_service;
@@ -129,6 +133,15 @@ authd_policy_slot *authd_service_policy(const authd_service *svc);
  * the caller policy numbers them (the proto's), into names (cap entries);
  * returns how many. The strings are static. */
 size_t authd_method_names(const char **names, size_t cap);
+
+/* authd_service_thread_start / _stop bracket the life of a thread that
+ * runs handlers inline (an event loop): they give it and take back its own
+ * read transaction (authd_store_reader_pin), so Verify renews it without
+ * a lock shared by every loop. Start may fail (no reader free, then the
+ * thread uses the pool as any other); stop must run on the same thread
+ * before authd_service_destroy. */
+void authd_service_thread_start(authd_service *svc);
+void authd_service_thread_stop(authd_service *svc);
 
 /* authd_service_maintain does periodic upkeep (purging expired sessions).
  * Call it every minute or so from any thread. */

@@ -36,6 +36,7 @@
  * ends (LMDB 0.9.24: values live only until txn end or the next write).
  */
 #include "store.h"
+#include "store_codec.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -50,7 +51,9 @@
 #include <sodium.h>
 
 #include "authd/store/v1/records.pb-c.h"
+#include "arena.h"
 #include "log.h"
+#include "pbwire.h"
 
 #define SCHEMA_VERSION      1u
 #define DEFAULT_MAP_SIZE    ((size_t)4 << 30)
@@ -146,44 +149,6 @@ static authd_code lmdb_code(int rc, const char *op)
     }
 }
 
-/* ---- decode arena ------------------------------------------------------- */
-
-struct arena {
-    unsigned char *buf;
-    size_t cap;
-    size_t used;
-};
-
-/* arena_alloc hands out max-aligned slices of the caller's buffer and
- * falls back to malloc once it is used up, so protobuf-c never fails for
- * want of arena space (an oversized record is then rejected by the bounds
- * checks, not by a crash). */
-static void *arena_alloc(void *data, size_t size)
-{
-    struct arena *a = data;
-    size_t align = alignof(max_align_t);
-    size_t off = (a->used + align - 1) & ~(align - 1);
-
-    if (off <= a->cap && size <= a->cap - off) {
-        a->used = off + size;
-        return a->buf + off;
-    }
-    return malloc(size);
-}
-
-/* arena_free ignores slices of the arena (they go with the stack frame)
- * and frees what arena_alloc had to malloc. */
-static void arena_free(void *data, void *p)
-{
-    struct arena *a = data;
-    uintptr_t u = (uintptr_t)p;
-    uintptr_t b = (uintptr_t)a->buf;
-
-    if (p == NULL || (u >= b && u < b + a->cap))
-        return;
-    free(p);
-}
-
 /* ---- records ------------------------------------------------------------ */
 
 static bool status_valid(uint32_t status)
@@ -268,8 +233,8 @@ static authd_code user_decode(
     const void *data, size_t len, const uint8_t id[AUTHD_ID_BYTES], authd_user *out)
 {
     alignas(max_align_t) unsigned char mem[ARENA_BYTES];
-    struct arena a = { mem, sizeof mem, 0 };
-    ProtobufCAllocator alloc = { arena_alloc, arena_free, &a };
+    authd_arena a = { mem, sizeof mem, 0 };
+    ProtobufCAllocator alloc = authd_arena_allocator(&a);
     Authd__Store__V1__UserRecord *rec = NULL;
     authd_user u;
     authd_code code = AUTHD_DATA_LOSS;
@@ -342,8 +307,8 @@ static authd_code session_decode(
     const void *data, size_t len, const uint8_t id[AUTHD_ID_BYTES], authd_session *out)
 {
     alignas(max_align_t) unsigned char mem[512];
-    struct arena a = { mem, sizeof mem, 0 };
-    ProtobufCAllocator alloc = { arena_alloc, arena_free, &a };
+    authd_arena a = { mem, sizeof mem, 0 };
+    ProtobufCAllocator alloc = authd_arena_allocator(&a);
     Authd__Store__V1__SessionRecord *rec = NULL;
     authd_session s;
     authd_code code = AUTHD_DATA_LOSS;
@@ -376,6 +341,153 @@ out:
     return code;
 }
 
+/* ---- Verify's lean reading of the two records ------------------------------
+ *
+ * Verify needs five fields of two records. Unpacking them whole with
+ * protobuf-c (every string copied, then validated, then copied again into
+ * authd_user) was a tenth of a Verify's instructions, so Verify reads the
+ * stored bytes directly with pbwire.h. The rules are the full decoders'
+ * (session_decode, user_decode + user_valid), kept at least as strict:
+ * every known field must have its wire type, every string its bounds and
+ * no NUL. Whatever the lean reader accepts, the full decoder accepts with
+ * the same values (fuzz/fuzz_record.c checks exactly that); the converse
+ * may fail only for encodings the store never writes (an embedded NUL, an
+ * overlong varint). */
+
+/* str_ok: a stored string field of at most max bytes without NUL (the
+ * full decoder's strnlen bound; an embedded NUL is refused outright). */
+static bool str_ok(const pbw_field *f, size_t min, size_t max)
+{
+    return f->type == PBW_LEN && f->len >= min && f->len <= max
+        && (f->len == 0 || memchr(f->data, 0, f->len) == NULL);
+}
+
+authd_code authd_record_session_view(const void *data, size_t len, authd_verify_view *out)
+{
+    const uint8_t *p = data, *end = p + len;
+    bool have_uid = false;
+    uint64_t schema = 0;
+    pbw_field f;
+
+    out->expires_at = 0;
+    out->revoked = false;
+    while (p < end) {
+        if (!pbw_next(&p, end, &f))
+            return AUTHD_DATA_LOSS;
+        switch (f.num) {
+        case 1:
+            if (f.type != PBW_VARINT)
+                return AUTHD_DATA_LOSS;
+            schema = f.v;
+            break;
+        case 2:
+            if (f.type != PBW_LEN)
+                return AUTHD_DATA_LOSS;
+            have_uid = f.len == AUTHD_ID_BYTES;
+            if (have_uid)
+                memcpy(out->user_id, f.data, AUTHD_ID_BYTES);
+            break;
+        case 3:
+        case 6:
+            if (f.type != PBW_VARINT)
+                return AUTHD_DATA_LOSS;
+            break;
+        case 4:
+            if (f.type != PBW_VARINT)
+                return AUTHD_DATA_LOSS;
+            out->expires_at = (int64_t)f.v;
+            break;
+        case 5:
+            if (f.type != PBW_VARINT)
+                return AUTHD_DATA_LOSS;
+            out->revoked = f.v != 0;
+            break;
+        default: /* unknown fields are skipped, as protobuf-c does */
+            break;
+        }
+    }
+    return schema == SCHEMA_VERSION && have_uid ? AUTHD_OK : AUTHD_DATA_LOSS;
+}
+
+authd_code authd_record_user_view(
+    const void *data, size_t len, const uint8_t id[AUTHD_ID_BYTES], authd_verify_view *out)
+{
+    const uint8_t *p = data, *end = p + len;
+    bool have_id = false, have_name = false, have_email = false, have_hash = false;
+    uint64_t schema = 0, status = 0;
+    uint32_t n_roles = 0;
+    pbw_field f;
+
+    while (p < end) {
+        if (!pbw_next(&p, end, &f))
+            return AUTHD_DATA_LOSS;
+        switch (f.num) {
+        case 1:
+        case 6:
+            if (f.type != PBW_VARINT)
+                return AUTHD_DATA_LOSS;
+            if (f.num == 1)
+                schema = f.v;
+            else
+                status = f.v;
+            break;
+        case 2:
+            if (f.type != PBW_LEN)
+                return AUTHD_DATA_LOSS;
+            have_id = f.len == AUTHD_ID_BYTES && memcmp(f.data, id, AUTHD_ID_BYTES) == 0;
+            break;
+        case 3:
+            if (!(have_name = str_ok(&f, 1, AUTHD_USERNAME_MAX)))
+                return AUTHD_DATA_LOSS;
+            memcpy(out->username, f.data, f.len);
+            out->username[f.len] = '\0';
+            break;
+        case 4:
+            if (!(have_email = str_ok(&f, 1, AUTHD_EMAIL_MAX)))
+                return AUTHD_DATA_LOSS;
+            break;
+        case 5:
+            if (!(have_hash = str_ok(&f, 1, AUTHD_HASH_MAX - 1)))
+                return AUTHD_DATA_LOSS;
+            break;
+        case 7:
+            if (n_roles == AUTHD_ROLES_MAX || !str_ok(&f, 0, AUTHD_ROLE_MAX))
+                return AUTHD_DATA_LOSS;
+            memcpy(out->roles[n_roles], f.data, f.len);
+            out->roles[n_roles][f.len] = '\0';
+            n_roles++;
+            break;
+        case 8:
+        case 9:
+        case 10:
+            if (f.type != PBW_VARINT)
+                return AUTHD_DATA_LOSS;
+            break;
+        default:
+            break;
+        }
+    }
+    /* The full decoder takes the low 32 bits of status (a uint32 field). */
+    if (schema != SCHEMA_VERSION || !have_id || !have_name || !have_email || !have_hash
+        || status > UINT32_MAX || !status_valid((uint32_t)status))
+        return AUTHD_DATA_LOSS;
+    out->status = (uint32_t)status;
+    out->n_roles = n_roles;
+    return AUTHD_OK;
+}
+
+authd_code authd_record_user_decode(
+    const void *data, size_t len, const uint8_t id[AUTHD_ID_BYTES], authd_user *out)
+{
+    return user_decode(data, len, id, out);
+}
+
+authd_code authd_record_session_decode(
+    const void *data, size_t len, const uint8_t id[AUTHD_ID_BYTES], authd_session *out)
+{
+    return session_decode(data, len, id, out);
+}
+
 /* expiry_key builds the sessions_by_expiry key: expires_at with the sign
  * bit flipped, big-endian (so memcmp order is numeric order), then the
  * session id. */
@@ -402,9 +514,31 @@ static int64_t expiry_key_time(const uint8_t key[EXPIRY_KEY_BYTES])
 
 /* ---- transactions ------------------------------------------------------- */
 
-/* reader_get takes a read transaction from the pool, renewing it to the
- * latest snapshot, or begins a new one while fewer than max_readers exist.
- * When all max_readers are in use it waits: LMDB would otherwise answer
+/* A thread's own read transaction (authd_store_reader_pin): taken from
+ * the pool once and kept, reset, between uses, so the thread renews it
+ * without the pool's lock. Every event loop runs Verify; through the pool
+ * they all took and released one mutex twice per Verify, and that cache
+ * line moving between cores cost more than the lookups. */
+static _Thread_local struct {
+    authd_store *st; /* the store the transaction belongs to, or NULL */
+    MDB_txn *txn;
+    bool busy; /* renewed and in use */
+} tl_reader;
+
+/* pool_release forgets a live handle that is gone (aborted): one more may
+ * be opened. */
+static void pool_release(authd_store *st)
+{
+    pthread_mutex_lock(&st->mu);
+    st->n_open--;
+    pthread_cond_signal(&st->cv);
+    pthread_mutex_unlock(&st->mu);
+}
+
+/* reader_get takes the thread's pinned read transaction when it has one
+ * for st, else one from the pool, renewing it to the latest snapshot, or
+ * begins a new one while fewer than max_readers exist. When all
+ * max_readers are in use it waits: LMDB would otherwise answer
  * MDB_READERS_FULL, and a Verify that waits a microsecond beats one that
  * fails. */
 static authd_code reader_get(authd_store *st, MDB_txn **out)
@@ -413,6 +547,19 @@ static authd_code reader_get(authd_store *st, MDB_txn **out)
     bool fresh = false;
     int rc;
 
+    if (tl_reader.st == st && !tl_reader.busy) {
+        rc = mdb_txn_renew(tl_reader.txn);
+        if (rc != MDB_SUCCESS) {
+            mdb_txn_abort(tl_reader.txn);
+            tl_reader.st = NULL;
+            tl_reader.txn = NULL;
+            pool_release(st);
+            return lmdb_code(rc, "read_txn_renew");
+        }
+        tl_reader.busy = true;
+        *out = tl_reader.txn;
+        return AUTHD_OK;
+    }
     pthread_mutex_lock(&st->mu);
     while (st->n_idle == 0 && st->n_open >= st->max_readers)
         pthread_cond_wait(&st->cv, &st->mu);
@@ -431,18 +578,16 @@ static authd_code reader_get(authd_store *st, MDB_txn **out)
     if (rc != MDB_SUCCESS) {
         if (!fresh)
             mdb_txn_abort(txn);
-        pthread_mutex_lock(&st->mu);
-        st->n_open--;
-        pthread_cond_signal(&st->cv);
-        pthread_mutex_unlock(&st->mu);
+        pool_release(st);
         return lmdb_code(rc, fresh ? "read_txn_begin" : "read_txn_renew");
     }
     *out = txn;
     return AUTHD_OK;
 }
 
-/* reader_put returns a read transaction to the pool. A transaction that
- * saw an internal LMDB error is aborted instead of reused. */
+/* reader_put returns a read transaction to the pool, or resets the
+ * thread's pinned one. A transaction that saw an internal LMDB error is
+ * aborted instead of reused (a pinned one is then unpinned). */
 static void reader_put(authd_store *st, MDB_txn *txn, authd_code code)
 {
     bool keep = code != AUTHD_INTERNAL;
@@ -451,6 +596,15 @@ static void reader_put(authd_store *st, MDB_txn *txn, authd_code code)
         mdb_txn_reset(txn);
     else
         mdb_txn_abort(txn);
+    if (txn == tl_reader.txn && tl_reader.st == st) {
+        tl_reader.busy = false;
+        if (!keep) {
+            tl_reader.st = NULL;
+            tl_reader.txn = NULL;
+            pool_release(st);
+        }
+        return;
+    }
     pthread_mutex_lock(&st->mu);
     if (keep)
         st->idle[st->n_idle++] = txn;
@@ -458,6 +612,33 @@ static void reader_put(authd_store *st, MDB_txn *txn, authd_code code)
         st->n_open--;
     pthread_cond_signal(&st->cv);
     pthread_mutex_unlock(&st->mu);
+}
+
+authd_code authd_store_reader_pin(authd_store *st)
+{
+    MDB_txn *txn = NULL;
+    authd_code code;
+
+    if (st == NULL || tl_reader.st != NULL)
+        return AUTHD_FAILED_PRECONDITION;
+    code = reader_get(st, &txn);
+    if (code != AUTHD_OK)
+        return code;
+    mdb_txn_reset(txn);
+    tl_reader.st = st;
+    tl_reader.txn = txn;
+    tl_reader.busy = false;
+    return AUTHD_OK;
+}
+
+void authd_store_reader_unpin(authd_store *st)
+{
+    if (st == NULL || tl_reader.st != st || tl_reader.busy)
+        return;
+    mdb_txn_abort(tl_reader.txn);
+    tl_reader.st = NULL;
+    tl_reader.txn = NULL;
+    pool_release(st);
 }
 
 static authd_code writer_begin(authd_store *st, MDB_txn **txn)
@@ -1011,8 +1192,8 @@ static authd_code throttle_decode(
     const void *data, size_t len, const subject *sj, throttle_rec *out)
 {
     alignas(max_align_t) unsigned char mem[256];
-    struct arena a = { mem, sizeof mem, 0 };
-    ProtobufCAllocator alloc = { arena_alloc, arena_free, &a };
+    authd_arena a = { mem, sizeof mem, 0 };
+    ProtobufCAllocator alloc = authd_arena_allocator(&a);
     Authd__Store__V1__ThrottleRecord *rec
         = authd__store__v1__throttle_record__unpack(&alloc, len, data);
     authd_code code = AUTHD_DATA_LOSS;
@@ -1267,30 +1448,41 @@ out:
  * Verify never pairs a session with a user state from another moment. It
  * takes a pooled read transaction and decodes through stack arenas: no
  * mdb_txn_begin, no malloc, no write. */
-authd_code authd_store_verify_lookup(authd_store *st, const uint8_t session_id[AUTHD_ID_BYTES],
-    authd_session *session, authd_user *user)
+authd_code authd_store_verify_lookup(
+    authd_store *st, const uint8_t session_id[AUTHD_ID_BYTES], authd_verify_view *out)
 {
     MDB_txn *txn = NULL;
-    authd_session s;
-    authd_user u;
+    MDB_val k = { .mv_size = AUTHD_ID_BYTES, .mv_data = (void *)session_id };
+    MDB_val v;
     authd_code code;
+    int rc;
 
-    if (st == NULL || session_id == NULL || session == NULL || user == NULL)
+    if (st == NULL || session_id == NULL || out == NULL)
         return AUTHD_INVALID_ARGUMENT;
     code = reader_get(st, &txn);
     if (code != AUTHD_OK)
+        return code;
+    rc = mdb_get(txn, st->sessions, &k, &v);
+    if (rc != MDB_SUCCESS) {
+        code = lmdb_code(rc, "get_session");
         goto out;
-    code = get_session(st, txn, session_id, &s);
+    }
+    code = authd_record_session_view(v.mv_data, v.mv_size, out);
+    if (code != AUTHD_OK) {
+        log_data_loss("session_view", "record out of bounds", session_id, AUTHD_ID_BYTES);
+        goto out;
+    }
+    k.mv_data = out->user_id;
+    rc = mdb_get(txn, st->users, &k, &v);
+    if (rc != MDB_SUCCESS) {
+        code = lmdb_code(rc, "get_user");
+        goto out;
+    }
+    code = authd_record_user_view(v.mv_data, v.mv_size, out->user_id, out);
     if (code != AUTHD_OK)
-        goto out;
-    code = get_user(st, txn, s.user_id, &u);
-    if (code != AUTHD_OK)
-        goto out;
-    *session = s;
-    *user = u;
+        log_data_loss("user_view", "record out of bounds", out->user_id, AUTHD_ID_BYTES);
 out:
-    if (txn != NULL)
-        reader_put(st, txn, code);
+    reader_put(st, txn, code);
     return code;
 }
 

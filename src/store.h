@@ -253,12 +253,36 @@ AUTHD_MUST_CHECK authd_code authd_store_session_get(
 AUTHD_MUST_CHECK authd_code authd_store_session_revoke(
     authd_store *st, const uint8_t id[AUTHD_ID_BYTES], int64_t now);
 
-/* authd_store_verify_lookup is Verify's read: in ONE reused read transaction
- * it copies the session and then its user. NOT_FOUND if either is missing.
- * This is the hot path: no write, no allocation, read transactions come
- * from a pool (mdb_txn_reset / mdb_txn_renew, env opened MDB_NOTLS). */
-AUTHD_MUST_CHECK authd_code authd_store_verify_lookup(authd_store *st,
-    const uint8_t session_id[AUTHD_ID_BYTES], authd_session *session, authd_user *user);
+/* What Verify answers from: a session and its user, read in one snapshot.
+ * roles[0..n_roles) hold NUL-terminated strings; the rest is not set. */
+typedef struct authd_verify_view {
+    uint8_t user_id[AUTHD_ID_BYTES]; /* the session's user */
+    int64_t expires_at;
+    bool revoked;
+    uint32_t status; /* enum authd_user_status */
+    char username[AUTHD_USERNAME_MAX + 1];
+    uint32_t n_roles;
+    char roles[AUTHD_ROLES_MAX][AUTHD_ROLE_MAX + 1];
+} authd_verify_view;
+
+/* authd_store_verify_lookup is Verify's read: in ONE read transaction it
+ * reads the session and then its user into *out. NOT_FOUND if either is
+ * missing; DATA_LOSS (logged) if either record is damaged. This is the hot
+ * path: no write, no allocation, and only the fields Verify answers are
+ * read out of the records (store_codec.h). The read transaction is the
+ * thread's pinned one (authd_store_reader_pin) or one from the pool
+ * (mdb_txn_reset / mdb_txn_renew, env opened MDB_NOTLS). */
+AUTHD_MUST_CHECK authd_code authd_store_verify_lookup(
+    authd_store *st, const uint8_t session_id[AUTHD_ID_BYTES], authd_verify_view *out);
+
+/* authd_store_reader_pin gives the calling thread a read transaction of
+ * its own, taken from the pool (it counts against max_readers), so the
+ * thread's reads skip the pool's lock: for the event loops, which all run
+ * Verify. FAILED_PRECONDITION if the thread already has one (for any
+ * store). authd_store_reader_unpin gives it back; every pin must be undone
+ * before authd_store_close, on the same thread. */
+AUTHD_MUST_CHECK authd_code authd_store_reader_pin(authd_store *st);
+void authd_store_reader_unpin(authd_store *st);
 
 /* authd_store_purge_expired deletes at most max sessions whose expires_at is
  * <= now (revoked or not), oldest first, in one write transaction, and sets

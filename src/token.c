@@ -443,81 +443,76 @@ out:
     return rc;
 }
 
-/* b64url_value maps the base64url alphabet to 0..63 and everything else
- * to 0xff. */
+/* b64url_value maps the base64url alphabet to 0x40 | 0..63 and every other
+ * byte to 0 (the array's zero initialisation): bit 0x40 marks a valid
+ * character, so four characters are checked with one AND. */
+#define B64V(v) (0x40 | (v))
 static const uint8_t b64url_value[256] = {
-    ['A'] = 0,
-    ['B'] = 1,
-    ['C'] = 2,
-    ['D'] = 3,
-    ['E'] = 4,
-    ['F'] = 5,
-    ['G'] = 6,
-    ['H'] = 7,
-    ['I'] = 8,
-    ['J'] = 9,
-    ['K'] = 10,
-    ['L'] = 11,
-    ['M'] = 12,
-    ['N'] = 13,
-    ['O'] = 14,
-    ['P'] = 15,
-    ['Q'] = 16,
-    ['R'] = 17,
-    ['S'] = 18,
-    ['T'] = 19,
-    ['U'] = 20,
-    ['V'] = 21,
-    ['W'] = 22,
-    ['X'] = 23,
-    ['Y'] = 24,
-    ['Z'] = 25,
-    ['a'] = 26,
-    ['b'] = 27,
-    ['c'] = 28,
-    ['d'] = 29,
-    ['e'] = 30,
-    ['f'] = 31,
-    ['g'] = 32,
-    ['h'] = 33,
-    ['i'] = 34,
-    ['j'] = 35,
-    ['k'] = 36,
-    ['l'] = 37,
-    ['m'] = 38,
-    ['n'] = 39,
-    ['o'] = 40,
-    ['p'] = 41,
-    ['q'] = 42,
-    ['r'] = 43,
-    ['s'] = 44,
-    ['t'] = 45,
-    ['u'] = 46,
-    ['v'] = 47,
-    ['w'] = 48,
-    ['x'] = 49,
-    ['y'] = 50,
-    ['z'] = 51,
-    ['0'] = 52,
-    ['1'] = 53,
-    ['2'] = 54,
-    ['3'] = 55,
-    ['4'] = 56,
-    ['5'] = 57,
-    ['6'] = 58,
-    ['7'] = 59,
-    ['8'] = 60,
-    ['9'] = 61,
-    ['-'] = 62,
-    ['_'] = 63,
+    ['A'] = B64V(0),
+    ['B'] = B64V(1),
+    ['C'] = B64V(2),
+    ['D'] = B64V(3),
+    ['E'] = B64V(4),
+    ['F'] = B64V(5),
+    ['G'] = B64V(6),
+    ['H'] = B64V(7),
+    ['I'] = B64V(8),
+    ['J'] = B64V(9),
+    ['K'] = B64V(10),
+    ['L'] = B64V(11),
+    ['M'] = B64V(12),
+    ['N'] = B64V(13),
+    ['O'] = B64V(14),
+    ['P'] = B64V(15),
+    ['Q'] = B64V(16),
+    ['R'] = B64V(17),
+    ['S'] = B64V(18),
+    ['T'] = B64V(19),
+    ['U'] = B64V(20),
+    ['V'] = B64V(21),
+    ['W'] = B64V(22),
+    ['X'] = B64V(23),
+    ['Y'] = B64V(24),
+    ['Z'] = B64V(25),
+    ['a'] = B64V(26),
+    ['b'] = B64V(27),
+    ['c'] = B64V(28),
+    ['d'] = B64V(29),
+    ['e'] = B64V(30),
+    ['f'] = B64V(31),
+    ['g'] = B64V(32),
+    ['h'] = B64V(33),
+    ['i'] = B64V(34),
+    ['j'] = B64V(35),
+    ['k'] = B64V(36),
+    ['l'] = B64V(37),
+    ['m'] = B64V(38),
+    ['n'] = B64V(39),
+    ['o'] = B64V(40),
+    ['p'] = B64V(41),
+    ['q'] = B64V(42),
+    ['r'] = B64V(43),
+    ['s'] = B64V(44),
+    ['t'] = B64V(45),
+    ['u'] = B64V(46),
+    ['v'] = B64V(47),
+    ['w'] = B64V(48),
+    ['x'] = B64V(49),
+    ['y'] = B64V(50),
+    ['z'] = B64V(51),
+    ['0'] = B64V(52),
+    ['1'] = B64V(53),
+    ['2'] = B64V(54),
+    ['3'] = B64V(55),
+    ['4'] = B64V(56),
+    ['5'] = B64V(57),
+    ['6'] = B64V(58),
+    ['7'] = B64V(59),
+    ['8'] = B64V(60),
+    ['9'] = B64V(61),
+    ['-'] = B64V(62),
+    ['_'] = B64V(63),
 };
-
-/* b64_valid: the table above is zero-initialised, so 'A' and unlisted
- * bytes both read 0; this tells them apart. */
-static inline bool b64_valid(unsigned char ch, uint8_t v)
-{
-    return v != 0 || ch == 'A';
-}
 
 /*
  * b64_part decodes one base64url segment into bin[*used..cap), strictly:
@@ -544,26 +539,29 @@ static int b64_part(const char *s, size_t n, uint8_t *bin, size_t cap, size_t *u
     for (size_t i = 0; i < full; i += 4) {
         uint8_t a = b64url_value[in[i]], b = b64url_value[in[i + 1]];
         uint8_t c = b64url_value[in[i + 2]], d = b64url_value[in[i + 3]];
-        if (!b64_valid(in[i], a) || !b64_valid(in[i + 1], b) || !b64_valid(in[i + 2], c)
-            || !b64_valid(in[i + 3], d))
+        if ((a & b & c & d & 0x40) == 0)
             return -1;
-        uint32_t v = (uint32_t)a << 18 | (uint32_t)b << 12 | (uint32_t)c << 6 | d;
+        uint32_t v = (uint32_t)(a & 63) << 18 | (uint32_t)(b & 63) << 12 | (uint32_t)(c & 63) << 6
+            | (d & 63);
         out[o++] = (uint8_t)(v >> 16);
         out[o++] = (uint8_t)(v >> 8);
         out[o++] = (uint8_t)v;
     }
     if (rem >= 2) {
         uint8_t a = b64url_value[in[full]], b = b64url_value[in[full + 1]];
-        if (!b64_valid(in[full], a) || !b64_valid(in[full + 1], b))
+        if ((a & b & 0x40) == 0)
             return -1;
+        a &= 63;
+        b &= 63;
         if (rem == 2) {
             if ((b & 0x0f) != 0) /* non-canonical trailing bits */
                 return -1;
             out[o++] = (uint8_t)(a << 2 | b >> 4);
         } else {
             uint8_t c = b64url_value[in[full + 2]];
-            if (!b64_valid(in[full + 2], c) || (c & 0x03) != 0)
+            if ((c & 0x40) == 0 || (c & 0x03) != 0)
                 return -1;
+            c &= 63;
             out[o++] = (uint8_t)(a << 2 | b >> 4);
             out[o++] = (uint8_t)(b << 4 | c >> 2);
         }

@@ -141,6 +141,20 @@ static void make_session(authd_session *s, uint32_t n, const uint8_t uid[AUTHD_I
     s->expires_at = expires;
 }
 
+/* view_is: Verify's view holds exactly what the session and user say. */
+static void view_is(const authd_verify_view *v, const authd_session *s, const authd_user *u)
+{
+    assert_memory_equal(v->user_id, s->user_id, AUTHD_ID_BYTES);
+    assert_int_equal(v->expires_at, s->expires_at);
+    assert_int_equal(v->revoked, s->revoked);
+    assert_memory_equal(v->user_id, u->id, AUTHD_ID_BYTES);
+    assert_int_equal(v->status, u->status);
+    assert_string_equal(v->username, u->username);
+    assert_int_equal(v->n_roles, u->n_roles);
+    for (uint32_t i = 0; i < u->n_roles; i++)
+        assert_string_equal(v->roles[i], u->roles[i]);
+}
+
 static void create_ok(authd_store *st, const authd_user *u)
 {
     const char *conflict = NULL;
@@ -440,6 +454,7 @@ static void test_user_create_batch(void **state)
 static void test_not_found(void **state)
 {
     fx *f = *state;
+    authd_verify_view view;
     authd_user u, got, pattern;
     authd_session s, sgot, spattern;
     uint8_t nobody[AUTHD_ID_BYTES];
@@ -467,9 +482,7 @@ static void test_not_found(void **state)
 
     make_session(&s, 1, u.id, 100, 200);
     assert_int_equal(authd_store_session_get(f->st, s.id, &sgot), AUTHD_NOT_FOUND);
-    assert_int_equal(authd_store_verify_lookup(f->st, s.id, &sgot, &got), AUTHD_NOT_FOUND);
-    assert_memory_equal(&got, &pattern, sizeof got);
-    assert_memory_equal(&sgot, &spattern, sizeof sgot);
+    assert_int_equal(authd_store_verify_lookup(f->st, s.id, &view), AUTHD_NOT_FOUND);
     assert_int_equal(authd_store_session_revoke(f->st, s.id, 150), AUTHD_NOT_FOUND);
     assert_int_equal(
         authd_store_user_set_status(f->st, nobody, AUTHD_USER_DISABLED, 5), AUTHD_NOT_FOUND);
@@ -560,6 +573,7 @@ static void test_create_race_one_winner(void **state)
 static void test_login_commit(void **state)
 {
     fx *f = *state;
+    authd_verify_view view;
     authd_user u, other, got;
     authd_session s, s2, sgot;
 
@@ -577,11 +591,9 @@ static void test_login_commit(void **state)
     assert_memory_equal(&got, &u, sizeof u);
 
     /* verify_lookup returns the session and its user. */
-    memset(&sgot, 0, sizeof sgot);
-    memset(&got, 0, sizeof got);
-    assert_int_equal(authd_store_verify_lookup(f->st, s.id, &sgot, &got), AUTHD_OK);
-    assert_memory_equal(&sgot, &s, sizeof s);
-    assert_memory_equal(&got, &u, sizeof u);
+    memset(&view, 0xab, sizeof view);
+    assert_int_equal(authd_store_verify_lookup(f->st, s.id, &view), AUTHD_OK);
+    view_is(&view, &s, &u);
 
     /* Rehash: hash replaced, updated_at = now, password_changed_at kept. */
     make_session(&s2, 2, u.id, 2000, 5600);
@@ -643,7 +655,8 @@ static void test_login_commit_disabled(void **state)
 static void test_session_revoke_idempotent(void **state)
 {
     fx *f = *state;
-    authd_user u, got;
+    authd_verify_view view;
+    authd_user u;
     authd_session s, sgot;
 
     make_user(&u, 1, "alice", "alice@example.com");
@@ -658,10 +671,9 @@ static void test_session_revoke_idempotent(void **state)
     assert_int_equal(sgot.expires_at, 4600);
 
     assert_int_equal(authd_store_session_revoke(f->st, s.id, 2500), AUTHD_OK);
-    assert_int_equal(authd_store_verify_lookup(f->st, s.id, &sgot, &got), AUTHD_OK);
-    assert_true(sgot.revoked);
-    assert_int_equal(sgot.revoked_at, 1500);
-    assert_memory_equal(got.id, u.id, AUTHD_ID_BYTES);
+    assert_int_equal(authd_store_verify_lookup(f->st, s.id, &view), AUTHD_OK);
+    assert_true(view.revoked);
+    assert_memory_equal(view.user_id, u.id, AUTHD_ID_BYTES);
     assert_counts(f->st, 1, 1);
 }
 
@@ -722,6 +734,7 @@ static void test_purge_expired(void **state)
 static void test_reopen_persists(void **state)
 {
     fx *f = *state;
+    authd_verify_view view;
     authd_user u, u2, got;
     authd_session s, s2, sgot;
 
@@ -745,8 +758,10 @@ static void test_reopen_persists(void **state)
     assert_int_equal(got.updated_at, 1000);
     assert_int_equal(authd_store_user_find_by_email(f->st, "bob@example.com", &got), AUTHD_OK);
     assert_int_equal(got.status, AUTHD_USER_DISABLED);
-    assert_int_equal(authd_store_verify_lookup(f->st, s.id, &sgot, &got), AUTHD_OK);
-    assert_true(sgot.revoked);
+    assert_int_equal(authd_store_verify_lookup(f->st, s.id, &view), AUTHD_OK);
+    assert_true(view.revoked);
+    assert_int_equal(view.status, AUTHD_USER_ACTIVE);
+    assert_int_equal(authd_store_session_get(f->st, s.id, &sgot), AUTHD_OK);
     assert_int_equal(sgot.revoked_at, 1200);
     assert_int_equal(authd_store_session_get(f->st, s2.id, &sgot), AUTHD_OK);
     assert_false(sgot.revoked);
@@ -790,11 +805,11 @@ static void conc_fail(struct conc *c, authd_code code)
 
 static void *conc_reader(void *p)
 {
+    authd_verify_view view;
     struct conc_arg *a = p;
     struct conc *c = a->c;
-    authd_session s;
     authd_user u;
-    uint8_t sid[AUTHD_ID_BYTES];
+    uint8_t sid[AUTHD_ID_BYTES], uid[AUTHD_ID_BYTES];
     char name[32];
     size_t nu, ns;
     authd_code code;
@@ -803,14 +818,14 @@ static void *conc_reader(void *p)
     for (int i = 0; i < READ_ITERS; i++) {
         uint32_t n = (uint32_t)(i + a->tid) % N_BASE;
         make_id(sid, 's', n);
-        code = authd_store_verify_lookup(c->st, sid, &s, &u);
+        code = authd_store_verify_lookup(c->st, sid, &view);
         if (code != AUTHD_OK) {
             conc_fail(c, code);
             continue;
         }
         snprintf(name, sizeof name, "base%u", n);
-        if (memcmp(s.id, sid, sizeof sid) != 0 || memcmp(u.id, s.user_id, sizeof sid) != 0
-            || strcmp(u.username, name) != 0)
+        make_id(uid, 'u', n);
+        if (memcmp(view.user_id, uid, sizeof uid) != 0 || strcmp(view.username, name) != 0)
             conc_fail(c, AUTHD_UNKNOWN);
         if (i % 64 == 0) {
             if (authd_store_count(c->st, &nu, &ns) != AUTHD_OK || nu < N_BASE || ns < N_BASE)
@@ -849,6 +864,7 @@ static void *conc_writer(void *p)
 static void test_verify_lookup_concurrent(void **state)
 {
     fx *f = *state;
+    authd_verify_view view;
     static struct conc c;
     struct conc_arg args[N_READERS + 1];
     pthread_t th[N_READERS + 1];
@@ -887,9 +903,81 @@ static void test_verify_lookup_concurrent(void **state)
     assert_int_equal(atomic_load(&c.writes), WRITE_ITERS);
     assert_counts(f->st, N_BASE + WRITE_ITERS, N_BASE + WRITE_ITERS);
     make_id(sid, 's', 1000 + WRITE_ITERS - 1);
-    assert_int_equal(authd_store_verify_lookup(f->st, sid, &s, &u), AUTHD_OK);
-    assert_true(s.revoked);
+    assert_int_equal(authd_store_verify_lookup(f->st, sid, &view), AUTHD_OK);
+    assert_true(view.revoked);
+    assert_int_equal(authd_store_session_get(f->st, sid, &s), AUTHD_OK);
+    assert_int_equal(authd_store_user_get(f->st, s.user_id, &u), AUTHD_OK);
     assert_string_equal(u.password_hash, HASH_B);
+}
+
+/* A pinned reader (what every event loop holds) sees each write made
+ * after it was pinned, counts against max_readers while pinned, and gives
+ * its slot back when unpinned or when its transaction fails. */
+struct pin_arg {
+    authd_store *st;
+    const uint8_t *sid;
+    authd_code code;
+};
+
+static void *pin_other_thread(void *p)
+{
+    struct pin_arg *a = p;
+    authd_verify_view view;
+
+    a->code = authd_store_verify_lookup(a->st, a->sid, &view);
+    return NULL;
+}
+
+static void test_reader_pin(void **state)
+{
+    fx *f = *state;
+    authd_verify_view view;
+    authd_user u;
+    authd_session s;
+    pthread_t t;
+
+    authd_store_close(f->st);
+    assert_int_equal(fx_open(f, 64 * MiB, 2), AUTHD_OK);
+    make_user(&u, 1, "alice", "alice@example.com");
+    create_ok(f->st, &u);
+    make_session(&s, 1, u.id, 10, 1000);
+
+    assert_int_equal(authd_store_reader_pin(f->st), AUTHD_OK);
+    assert_int_equal(authd_store_reader_pin(f->st), AUTHD_FAILED_PRECONDITION);
+    /* Written after the pin: the pinned transaction is renewed per read. */
+    assert_int_equal(authd_store_verify_lookup(f->st, s.id, &view), AUTHD_NOT_FOUND);
+    assert_int_equal(authd_store_login_commit(f->st, u.id, NULL, &s, 10), AUTHD_OK);
+    assert_int_equal(authd_store_verify_lookup(f->st, s.id, &view), AUTHD_OK);
+    view_is(&view, &s, &u);
+    assert_int_equal(authd_store_session_revoke(f->st, s.id, 20), AUTHD_OK);
+    assert_int_equal(authd_store_verify_lookup(f->st, s.id, &view), AUTHD_OK);
+    assert_true(view.revoked);
+    /* Other reads on this thread (through the pool or the pin) still work. */
+    assert_int_equal(authd_store_user_get(f->st, u.id, &u), AUTHD_OK);
+
+    /* One of two slots is pinned here: another thread reads with the other. */
+    struct pin_arg a = { f->st, s.id, AUTHD_UNKNOWN };
+    assert_int_equal(pthread_create(&t, NULL, pin_other_thread, &a), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(a.code, AUTHD_OK);
+
+    /* Pin and unpin many times over: slots come back (else the pool of 2
+     * would run dry and the reads below would wait for ever). */
+    authd_store_reader_unpin(f->st);
+    for (int i = 0; i < 50; i++) {
+        assert_int_equal(authd_store_reader_pin(f->st), AUTHD_OK);
+        assert_int_equal(authd_store_verify_lookup(f->st, s.id, &view), AUTHD_OK);
+        authd_store_reader_unpin(f->st);
+    }
+    authd_store_reader_unpin(f->st); /* not pinned: nothing happens */
+    assert_int_equal(authd_store_reader_pin(f->st), AUTHD_OK);
+    for (int i = 0; i < 2; i++) {
+        a.code = AUTHD_UNKNOWN;
+        assert_int_equal(pthread_create(&t, NULL, pin_other_thread, &a), 0);
+        assert_int_equal(pthread_join(t, NULL), 0);
+        assert_int_equal(a.code, AUTHD_OK);
+    }
+    authd_store_reader_unpin(f->st);
 }
 
 /* ---- failure modes ---------------------------------------------------------- */
@@ -1054,9 +1142,10 @@ static size_t corrupt_user(int v, const authd_user *u, uint8_t *buf, size_t cap)
 static void test_corrupt_records_are_data_loss(void **state)
 {
     fx *f = *state;
+    authd_verify_view view;
     static uint8_t buf[32768];
     authd_user u[N_CORRUPT + 1], got;
-    authd_session s[N_CORRUPT + 1], sgot;
+    authd_session s[N_CORRUPT + 1];
     char name[32], mail[64];
     size_t len;
 
@@ -1083,20 +1172,23 @@ static void test_corrupt_records_are_data_loss(void **state)
         assert_int_equal(
             authd_store_user_find_by_username(f->st, u[v].username, &got), AUTHD_DATA_LOSS);
         assert_int_equal(authd_store_user_find_by_email(f->st, u[v].email, &got), AUTHD_DATA_LOSS);
-        assert_int_equal(authd_store_verify_lookup(f->st, s[v].id, &sgot, &got), AUTHD_DATA_LOSS);
+        assert_int_equal(authd_store_verify_lookup(f->st, s[v].id, &view), AUTHD_DATA_LOSS);
         assert_int_equal(
             authd_store_login_commit(f->st, u[v].id, NULL, &s[v], 10), AUTHD_DATA_LOSS);
         assert_int_equal(
             authd_store_user_set_status(f->st, u[v].id, AUTHD_USER_DISABLED, 1), AUTHD_DATA_LOSS);
     }
     /* The untouched user still reads fine. */
-    assert_int_equal(authd_store_verify_lookup(f->st, s[N_CORRUPT].id, &sgot, &got), AUTHD_OK);
+    assert_int_equal(authd_store_verify_lookup(f->st, s[N_CORRUPT].id, &view), AUTHD_OK);
+    view_is(&view, &s[N_CORRUPT], &u[N_CORRUPT]);
+    assert_int_equal(authd_store_user_get(f->st, u[N_CORRUPT].id, &got), AUTHD_OK);
     assert_memory_equal(&got, &u[N_CORRUPT], sizeof got);
 }
 
 static void test_corrupt_sessions_and_indexes(void **state)
 {
     fx *f = *state;
+    authd_verify_view view;
     Authd__Store__V1__SessionRecord rec = AUTHD__STORE__V1__SESSION_RECORD__INIT;
     uint8_t buf[128];
     uint8_t garbage[24];
@@ -1137,10 +1229,10 @@ static void test_corrupt_sessions_and_indexes(void **state)
 
     for (int i = 0; i < 3; i++) {
         assert_int_equal(authd_store_session_get(f->st, s[i].id, &sgot), AUTHD_DATA_LOSS);
-        assert_int_equal(authd_store_verify_lookup(f->st, s[i].id, &sgot, &got), AUTHD_DATA_LOSS);
+        assert_int_equal(authd_store_verify_lookup(f->st, s[i].id, &view), AUTHD_DATA_LOSS);
         assert_int_equal(authd_store_session_revoke(f->st, s[i].id, 20), AUTHD_DATA_LOSS);
     }
-    assert_int_equal(authd_store_verify_lookup(f->st, s[3].id, &sgot, &got), AUTHD_OK);
+    assert_int_equal(authd_store_verify_lookup(f->st, s[3].id, &view), AUTHD_OK);
     assert_int_equal(authd_store_user_find_by_username(f->st, "bob", &got), AUTHD_DATA_LOSS);
     assert_int_equal(authd_store_user_find_by_email(f->st, "bob@example.com", &got), AUTHD_OK);
     assert_int_equal(
@@ -1158,7 +1250,8 @@ static void test_corrupt_sessions_and_indexes(void **state)
 static void test_verify_lookup_user_gone(void **state)
 {
     fx *f = *state;
-    authd_user u, got, pattern;
+    authd_verify_view view;
+    authd_user u;
     authd_session s, sgot;
 
     make_user(&u, 1, "alice", "alice@example.com");
@@ -1170,11 +1263,8 @@ static void test_verify_lookup_user_gone(void **state)
     raw_put(f->dir, "users", u.id, AUTHD_ID_BYTES, NULL, 0);
     assert_int_equal(fx_open(f, 64 * MiB, 0), AUTHD_OK);
 
-    memset(&pattern, 0xab, sizeof pattern);
-    got = pattern;
     assert_int_equal(authd_store_session_get(f->st, s.id, &sgot), AUTHD_OK);
-    assert_int_equal(authd_store_verify_lookup(f->st, s.id, &sgot, &got), AUTHD_NOT_FOUND);
-    assert_memory_equal(&got, &pattern, sizeof got);
+    assert_int_equal(authd_store_verify_lookup(f->st, s.id, &view), AUTHD_NOT_FOUND);
 }
 
 /* ---- login throttle ------------------------------------------------------------ */
@@ -1468,6 +1558,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_corrupt_records_are_data_loss, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_sessions_and_indexes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_verify_lookup_user_gone, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reader_pin, setup, teardown),
         cmocka_unit_test_setup_teardown(test_throttle_schedule, setup, teardown),
         cmocka_unit_test_setup_teardown(test_throttle_aliases_count_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_throttle_unknown_identifiers, setup, teardown),
