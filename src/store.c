@@ -1864,7 +1864,7 @@ authd_code authd_store_refresh_exchange(authd_store *st, const authd_refresh_req
         oc = AUTHD_REFRESH_ROTATED;
     } else if (rq->generation + 1 == f.generation && f.has_parent
         && sodium_memcmp(rq->token_hash, f.parent_hash, sizeof f.parent_hash) == 0
-        && rq->now_ms - f.parent_used_at_ms <= rq->policy.grace_ms) {
+        && rq->now_ms - f.parent_used_at_ms < rq->policy.grace_ms) {
         oc = AUTHD_REFRESH_REPLAYED; /* the same child again: nothing to write */
     } else if (rq->generation < f.generation
         && (rq->generation + 1 != f.generation

@@ -208,9 +208,9 @@ enum authd_refresh_outcome {
  * child becomes the newest), the session's end moves to min(opened +
  * max_ttl, now + idle_ttl) (its expiry index with it) and the new access
  * expiry is min(now + token_ttl, that end); the immediate parent (hash
- * match) within grace_ms of its exchange -> REPLAYED; the immediate
- * parent later, or any older generation -> REUSED (the session is
- * revoked, and only it); anything else -> UNKNOWN.
+ * match) less than grace_ms after its exchange -> REPLAYED (never with
+ * grace_ms 0); the immediate parent later, or any older generation ->
+ * REUSED (the session is revoked, and only it); anything else -> UNKNOWN.
  * On AUTHD_OK *outcome is set, and for ROTATED and REPLAYED *session,
  * *user and *fam are copies (after the change); for REUSED *session is.
  * Errors: INVALID_ARGUMENT, RESOURCE_EXHAUSTED (map full: nothing
