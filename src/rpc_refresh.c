@@ -339,7 +339,12 @@ void authd_handle_refresh(authd_service *svc, authd_call *call)
             "refresh token is invalid");
         return;
     }
-    if ((rc = authd_workpool_submit(authd_rpc_write_pool(svc), refresh_work, job)) != AUTHD_OK) {
+    /* Charged to the caller's source and connection, as Login's store step
+     * is: one source's flood of refreshes cannot fill the write queue that
+     * everyone's Logins and Logouts share. */
+    authd_workpool_owner w = { call->req->source, call->req->conn_id };
+    if ((rc = authd_workpool_submit_fair(authd_rpc_write_pool(svc), &w, refresh_work, job))
+        != AUTHD_OK) {
         job_free(job);
         authd_rpc_fail_busy(call, rc);
     }

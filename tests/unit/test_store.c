@@ -1557,7 +1557,7 @@ static void test_refresh_family_lifecycle(void **state)
     assert_int_equal(authd_store_refresh_get(f->st, s2.id, &fam), AUTHD_NOT_FOUND);
 }
 
-/* Expiry: idle end and absolute end; a disabled user. */
+/* Expiry: idle end and absolute end; a disabled user, a deleted one. */
 static void test_refresh_family_expiry_and_user(void **state)
 {
     fx *f = *state;
@@ -1589,6 +1589,14 @@ static void test_refresh_family_expiry_and_user(void **state)
     assert_int_equal(authd_store_login_commit(f->st, s2.user_id, NULL, &s3, 1000), AUTHD_OK);
     rq = fam_req(&s3, 1, 0x41, 0x42, 1001000);
     assert_int_equal(fam_exchange(f, &rq, NULL), AUTHD_REFRESH_UNKNOWN);
+    /* A deleted user (the record gone, planted with raw LMDB while the
+     * store is closed): its sessions' tokens are refused the same way. */
+    authd_store_close(f->st);
+    f->st = NULL;
+    raw_put(f->dir, "users", s2.user_id, AUTHD_ID_BYTES, NULL, 0);
+    assert_int_equal(fx_open(f, 64 * MiB, 0), AUTHD_OK);
+    rq = fam_req(&s2, 1, 0x41, 0x42, 1001000);
+    assert_int_equal(fam_exchange(f, &rq, NULL), AUTHD_REFRESH_USER_DISABLED);
 }
 
 #define FAM_RACERS 16
