@@ -1,10 +1,11 @@
 /*
-** authctl.c — the authd command-line client: register, login, verify and
-** logout over libauthd-client.
+** authctl.c — the authd command-line client: register, login, verify,
+** logout and refresh over libauthd-client.
 **
 ** Secrets never come from argv (which any local user can read in /proc):
 ** passwords are typed on the terminal with echo off or read as one line of
-** stdin (--password-stdin); tokens come from $AUTHD_TOKEN or stdin. They
+** stdin (--password-stdin); tokens come from $AUTHD_TOKEN /
+** $AUTHD_REFRESH_TOKEN, stdin, or (refresh tokens) a 0600 file. They
 ** are read with read(2), not stdio, so no copy lingers in a stdio buffer,
 ** and every buffer that held one is wiped before exit.
 */
@@ -42,6 +43,7 @@ static const char main_usage[]
       "  login      open a session; prints the access token on stdout\n"
       "  verify     check an access token; prints whose it is\n"
       "  logout     revoke the session of an access token\n"
+      "  refresh    exchange a refresh token for a new access + refresh token\n"
       "  help [COMMAND]   this text, or a command's\n"
       "\n"
       "Options (before the command; environment fallback in brackets):\n"
@@ -76,7 +78,9 @@ static const char main_usage[]
       "  authctl register --username alice --email alice@example.com\n"
       "  TOKEN=$(authctl login --login alice --password-stdin < pw.txt)\n"
       "  printf '%s\\n' \"$TOKEN\" | authctl verify\n"
-      "  AUTHD_TOKEN=$TOKEN authctl logout\n";
+      "  AUTHD_TOKEN=$TOKEN authctl logout\n"
+      "  TOKEN=$(authctl login --login alice --refresh-file ~/.authd-refresh < pw.txt)\n"
+      "  TOKEN=$(authctl refresh --refresh-file ~/.authd-refresh)\n";
 
 static const char register_usage[]
     = "usage: authctl [OPTIONS] register --username USER --email EMAIL "
@@ -93,13 +97,16 @@ static const char register_usage[]
 
 static const char login_usage[]
     = "usage: authctl [OPTIONS] login --login USERNAME_OR_EMAIL "
-      "[--password-stdin]\n"
+      "[--password-stdin] [--refresh-file FILE]\n"
       "\n"
       "Opens a session. Without --password-stdin the password is asked on\n"
       "the terminal (echo off); with it, it is the first line of stdin.\n"
       "Prints the access token alone on stdout, so TOKEN=$(authctl login ...)\n"
       "works, and on stderr:\n"
-      "  session_id=... user_id=... expires_at=UNIX (ISO-8601 UTC)\n"
+      "  session_id=... user_id=... expires_at=UNIX (ISO-8601 UTC) "
+      "refresh_expires_at=UNIX\n"
+      "With --refresh-file FILE the refresh token is written to FILE (mode\n"
+      "0600, replaced whole) for `authctl refresh`; without it, it is not shown.\n"
       "Every failure is UNAUTHENTICATED.\n";
 
 static const char verify_usage[]
@@ -109,6 +116,18 @@ static const char verify_usage[]
       "of stdin (--token-stdin: always stdin). Prints on stdout:\n"
       "  user_id=... username=... roles=a,b session_id=... expires_at=UNIX\n"
       "Fails with UNAUTHENTICATED (reason e.g. EXPIRED).\n";
+
+static const char refresh_usage[]
+    = "usage: authctl [OPTIONS] refresh [--refresh-file FILE] [--token-stdin]\n"
+      "\n"
+      "Exchanges a refresh token for a new access token and a new refresh\n"
+      "token; the one sent is used up. The refresh token comes from\n"
+      "AUTHD_REFRESH_TOKEN if set, else FILE's first line, else the first\n"
+      "line of stdin (--token-stdin: always stdin). Prints the access token\n"
+      "on stdout; the new refresh token replaces FILE (mode 0600) when\n"
+      "--refresh-file is given, else it is the second line of stdout.\n"
+      "Fails with UNAUTHENTICATED (reason e.g. REFRESH_TOKEN_REUSED,\n"
+      "SESSION_EXPIRED).\n";
 
 static const char logout_usage[]
     = "usage: authctl [OPTIONS] logout [--token-stdin]\n"
@@ -432,21 +451,27 @@ out:
 ** Surrounding blanks are dropped (pasted tokens). Returns 0 or an exit
 ** status.
 */
-static int read_token(bool from_stdin, char *buf, size_t cap)
+/* read_named_token reads a token from the environment variable env_name
+ * if set (and not from_stdin), else from the terminal or the first line
+ * of stdin; what names it in prompts and errors. */
+static int read_named_token(
+    const char *env_name, const char *what, bool from_stdin, char *buf, size_t cap)
 {
-    const char *env = getenv("AUTHD_TOKEN");
+    const char *env = getenv(env_name);
+    char prompt[64];
     size_t start = 0, len;
     long n;
 
     if (!from_stdin && env != NULL && env[0] != '\0') {
         if (strlen(env) >= cap) {
-            fprintf(stderr, "authctl: AUTHD_TOKEN is too long\n");
+            fprintf(stderr, "authctl: %s is too long\n", env_name);
             return EXIT_USAGE;
         }
         memcpy(buf, env, strlen(env) + 1);
         n = (long)strlen(env);
     } else if (isatty(STDIN_FILENO)) {
-        n = prompt_secret("Access token: ", buf, cap);
+        snprintf(prompt, sizeof(prompt), "%c%s: ", what[0] - 'a' + 'A', what + 1);
+        n = prompt_secret(prompt, buf, cap);
     } else {
         n = read_line(STDIN_FILENO, buf, cap);
         if (n == -2) {
@@ -469,9 +494,59 @@ static int read_token(bool from_stdin, char *buf, size_t cap)
     memmove(buf, buf + start, len - start);
     buf[len - start] = '\0';
     if (buf[0] == '\0') {
-        fprintf(stderr,
-            "authctl: no access token: set AUTHD_TOKEN or give it as the "
-            "first line of stdin\n");
+        fprintf(stderr, "authctl: no %s: set %s or give it as the first line of stdin\n", what,
+            env_name);
+        return EXIT_USAGE;
+    }
+    return 0;
+}
+
+static int read_token(bool from_stdin, char *buf, size_t cap)
+{
+    return read_named_token("AUTHD_TOKEN", "access token", from_stdin, buf, cap);
+}
+
+/* read_token_file reads the first line of a token file into buf. */
+static int read_token_file(const char *path, char *buf, size_t cap)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    long n;
+
+    if (fd < 0) {
+        fprintf(stderr, "authctl: %s: %s\n", path, strerror(errno));
+        return EXIT_USAGE;
+    }
+    n = read_line(fd, buf, cap);
+    close(fd);
+    if (n <= 0) {
+        fprintf(stderr, "authctl: %s: no token on its first line\n", path);
+        buf[0] = '\0';
+        return EXIT_USAGE;
+    }
+    return 0;
+}
+
+/* write_token_file replaces path with token + "\n", mode 0600, through a
+ * new file renamed over it, so a crash leaves the old token or the new
+ * one, never half of one. */
+static int write_token_file(const char *path, const char *token)
+{
+    char tmp[4096];
+    size_t len = strlen(token);
+    int fd;
+
+    if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp)) {
+        fprintf(stderr, "authctl: %s: path too long\n", path);
+        return EXIT_USAGE;
+    }
+    (void)unlink(tmp);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0 || write(fd, token, len) != (ssize_t)len || write(fd, "\n", 1) != 1 || fsync(fd) != 0
+        || close(fd) != 0 || rename(tmp, path) != 0) {
+        fprintf(stderr, "authctl: writing %s: %s\n", path, strerror(errno));
+        if (fd >= 0) {
+            (void)unlink(tmp);
+        }
         return EXIT_USAGE;
     }
     return 0;
@@ -557,6 +632,7 @@ static int cmd_login(const authd_client_options *o, int argc, char **argv)
     Authd__V1__LoginResponse *resp = NULL;
     authd_status st;
     const char *login = NULL;
+    const char *refresh_file = NULL;
     char password[MAX_PASSWORD + 1];
     char when[32];
     bool pw_stdin = false;
@@ -565,6 +641,9 @@ static int cmd_login(const authd_client_options *o, int argc, char **argv)
     password[0] = '\0';
     for (int i = 1; i < argc; i++) {
         int m = opt_value(argc, argv, &i, "--login", &login);
+        if (m == 0) {
+            m = opt_value(argc, argv, &i, "--refresh-file", &refresh_file);
+        }
         if (m == 0) {
             if (strcmp(argv[i], "--password-stdin") == 0) {
                 pw_stdin = true;
@@ -594,6 +673,10 @@ static int cmd_login(const authd_client_options *o, int argc, char **argv)
         rc = report(&st);
         goto out;
     }
+    if (refresh_file != NULL && resp->refresh_token != NULL && resp->refresh_token[0] != '\0'
+        && (rc = write_token_file(refresh_file, resp->refresh_token)) != 0) {
+        goto out;
+    }
     put_safe(stdout, resp->access_token);
     fputc('\n', stdout);
     iso_utc(resp->expires_at, when, sizeof(when));
@@ -601,7 +684,8 @@ static int cmd_login(const authd_client_options *o, int argc, char **argv)
     put_safe(stderr, resp->session_id);
     fprintf(stderr, " user_id=");
     put_safe(stderr, resp->user != NULL ? resp->user->id : "");
-    fprintf(stderr, " expires_at=%lld (%s)\n", (long long)resp->expires_at, when);
+    fprintf(stderr, " expires_at=%lld (%s) refresh_expires_at=%lld\n", (long long)resp->expires_at,
+        when, (long long)resp->refresh_expires_at);
     rc = EXIT_OK;
 out:
     authd_client_close(c);
@@ -610,7 +694,87 @@ out:
         if (resp->access_token != NULL) {
             wipe(resp->access_token, strlen(resp->access_token));
         }
+        if (resp->refresh_token != NULL) {
+            wipe(resp->refresh_token, strlen(resp->refresh_token));
+        }
         authd__v1__login_response__free_unpacked(resp, NULL);
+    }
+    return rc;
+}
+
+static int cmd_refresh(const authd_client_options *o, int argc, char **argv)
+{
+    authd_client *c = NULL;
+    Authd__V1__RefreshRequest req = AUTHD__V1__REFRESH_REQUEST__INIT;
+    Authd__V1__RefreshResponse *resp = NULL;
+    authd_status st;
+    const char *refresh_file = NULL;
+    char token[MAX_TOKEN + 1];
+    char when[32];
+    bool from_stdin = false;
+    int rc;
+
+    token[0] = '\0';
+    for (int i = 1; i < argc; i++) {
+        int m = opt_value(argc, argv, &i, "--refresh-file", &refresh_file);
+        if (m == 0 && strcmp(argv[i], "--token-stdin") == 0) {
+            from_stdin = true;
+            continue;
+        }
+        if (m == 0) {
+            rc = usage_error("refresh ", "refresh: unknown argument %s", argv[i]);
+            goto out;
+        }
+        if (m < 0) {
+            rc = usage_error("refresh ", "refresh: %s needs a value", argv[i]);
+            goto out;
+        }
+    }
+    /* From AUTHD_REFRESH_TOKEN, else the file, else stdin. */
+    const char *env = getenv("AUTHD_REFRESH_TOKEN");
+    if (refresh_file != NULL && !from_stdin && (env == NULL || env[0] == '\0')) {
+        rc = read_token_file(refresh_file, token, sizeof(token));
+    } else {
+        rc = read_named_token(
+            "AUTHD_REFRESH_TOKEN", "refresh token", from_stdin, token, sizeof(token));
+    }
+    if (rc != 0) {
+        goto out;
+    }
+    req.refresh_token = token;
+    if ((rc = open_client(o, &c)) != 0) {
+        goto out;
+    }
+    if ((rc = authd_client_refresh(c, &req, &resp, &st)) != AUTHD_OK) {
+        rc = report(&st);
+        goto out;
+    }
+    if (refresh_file != NULL && (rc = write_token_file(refresh_file, resp->refresh_token)) != 0) {
+        goto out;
+    }
+    put_safe(stdout, resp->access_token);
+    fputc('\n', stdout);
+    if (refresh_file == NULL) {
+        put_safe(stdout, resp->refresh_token);
+        fputc('\n', stdout);
+    }
+    iso_utc(resp->expires_at, when, sizeof(when));
+    fprintf(stderr, "session_id=");
+    put_safe(stderr, resp->session_id);
+    fprintf(stderr, " expires_at=%lld (%s) refresh_expires_at=%lld\n", (long long)resp->expires_at,
+        when, (long long)resp->refresh_expires_at);
+    rc = EXIT_OK;
+out:
+    authd_client_close(c);
+    wipe(token, sizeof(token));
+    if (resp != NULL) {
+        if (resp->access_token != NULL) {
+            wipe(resp->access_token, strlen(resp->access_token));
+        }
+        if (resp->refresh_token != NULL) {
+            wipe(resp->refresh_token, strlen(resp->refresh_token));
+        }
+        authd__v1__refresh_response__free_unpacked(resp, NULL);
     }
     return rc;
 }
@@ -716,6 +880,7 @@ static const struct command {
     { "login", cmd_login, login_usage },
     { "verify", cmd_verify, verify_usage },
     { "logout", cmd_logout, logout_usage },
+    { "refresh", cmd_refresh, refresh_usage },
     { NULL, NULL, NULL },
 };
 

@@ -10,8 +10,9 @@
 # Each round: start authd (TLS on 127.0.0.1, a port of its choosing, a temp
 # data dir, cheap argon2) -> authd-durload check (the journal against the
 # restarted server and a dump of the store) -> authd-durload load (Register,
-# Login, Logout from 4 threads, every acknowledged operation fsynced to the
-# journal before it counts) -> kill -9 authd after a random 0.3..3 s ->
+# Login + Refresh, Logout from 4 threads, every acknowledged operation
+# fsynced to the journal before it counts) -> kill -9 authd after a random
+# 0.3..3 s ->
 # authd-fsck (index consistency walk) and mdb_stat/mdb_dump on the data dir.
 # A last restart is checked, then authd is stopped with SIGTERM (exit 0).
 #
@@ -20,7 +21,9 @@
 #       its email with the acknowledged id, and a sample logs in with its
 #       password; every acknowledged Login's token still verifies (same
 #       session, same user) until it expires; every acknowledged Logout's
-#       token verifies REVOKED;
+#       token verifies REVOKED; the refresh token of every acknowledged
+#       Refresh (every other Login is refreshed once) is still the live one:
+#       it refreshes OK (unless a later Refresh was in flight at the kill);
 #   (b) every Register in flight at the kill (or refused) is all there (by
 #       username and email, same id, and Login works both ways) or absent
 #       from both indexes; what a check once saw stays so;
@@ -193,12 +196,22 @@ printf 'R? dfake-1 dfake-1@durability.example.com AAAAAAAAAAAAAAAAAAAAAA\nR dfak
     "$(printf '%032d' 0)" >>"$work/journal.bad"
 tok=$(grep -m1 '^L ' "$journal" | cut -d' ' -f5)
 printf 'L dfake-1 %s %d %s\n' "$(printf '%032d' 1)" $(($(date +%s) + 600)) "${tok%?}" >>"$work/journal.bad"
+# A Refresh authd never acknowledged: the last refresh token of a session
+# never logged out, with its last character changed.
+fline=$(awk '$1 == "O" || $1 == "O?" { out[$2] = 1 } $1 == "F" { f[$2] = $3 }
+    END { for (sid in f) if (!(sid in out)) { print sid, f[sid]; exit } }' "$journal")
+[ -n "$fline" ] || die "negative control: no refreshed live session in the journal"
+fsid=${fline%% *}
+ftok=${fline#* }
+case ${ftok: -1} in A) flast=B ;; *) flast=A ;; esac
+printf 'F %s %s\n' "$fsid" "${ftok%?}$flast" >>"$work/journal.bad"
 if "$dl" check --url "$url" --ca "$ca" --journal "$work/journal.bad" --dump "$work/dump" \
     --login-sample 0 >/dev/null 2>"$work/neg.err"; then
     die "negative control: a forged acknowledged Register passed the check"
 fi
 grep -q "acknowledged Register of dfake-1" "$work/neg.err" || die "negative control: wrong failure: $(head -n 3 "$work/neg.err")"
 grep -q "acknowledged Login session 0*1 " "$work/neg.err" || die "negative control: a forged Login passed: $(head -n 3 "$work/neg.err")"
+grep -q "acknowledged Refresh of session $fsid lost" "$work/neg.err" || die "negative control: a forged Refresh passed: $(head -n 3 "$work/neg.err")"
 stop_authd
 check_store "$data" "$work/dump"
 final=$(grep -o 'store_users=[0-9]* store_sessions=[0-9]*' "$work/check.out")
@@ -237,7 +250,7 @@ ok=1
     echo "durability: PASS seed=$seed kills=$kills seconds=$((t_end - t_start))"
     echo "durability: acknowledged registers=$sum_reg logins=$sum_login logouts=$sum_logout (in flight at a kill, outcome unknown: $sum_unknown)"
     echo "durability: checks passed=$checks_ok/$kills store checks clean (mdb_stat, mdb_dump, authd-fsck)=$stat_ok final $final"
-    echo "durability: negative controls failed as they must: forged Register and Login acks, missing index entry"
+    echo "durability: negative controls failed as they must: forged Register, Login and Refresh acks, missing index entry"
     echo "durability: MAP_FULL (--map-size-mb 1): $fill_line"
     grep '^fill: \(first\|Logout\|Login\)' "$work/fill.out" | sed 's/^/durability: MAP_FULL /'
     echo "durability: MAP_FULL after restart: $(cat "$work/fullcheck.out")"

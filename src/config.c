@@ -58,6 +58,15 @@ static const struct opt opts[] = {
     { "audience", "AUTHD_AUDIENCE", STR, O(audience), "authd", 0, 0, "token 'aud' claim" },
     { "token-ttl", "AUTHD_TOKEN_TTL", INT, O(token_ttl), "900", 1, 86400 * 366,
         "access token lifetime, seconds (at most 43200 = 12 h without --insecure-weak-params)" },
+    { "session-idle-ttl", "AUTHD_SESSION_IDLE_TTL", INT, O(session_idle_ttl), "604800", 1,
+        86400 * 366,
+        "a session (and its refresh token) ends this many seconds after login or its last "
+        "Refresh" },
+    { "session-max-ttl", "AUTHD_SESSION_MAX_TTL", INT, O(session_max_ttl), "2592000", 1,
+        86400 * 366, "a session ends this many seconds after login, however often refreshed" },
+    { "refresh-grace-ms", "AUTHD_REFRESH_GRACE_MS", INT, O(refresh_grace_ms), "10000", 0, 300000,
+        "a used refresh token may be sent again this long after its Refresh and gets the same "
+        "new pair back (a lost reply); later, or an older token, revokes the session" },
     { "clock-leeway", "AUTHD_CLOCK_LEEWAY", INT, O(clock_leeway), "30", 0, 600,
         "clock skew allowed on exp/nbf, seconds" },
     { "argon2-ops", "AUTHD_ARGON2_OPS", INT, O(argon2_ops), "2", 1, 100,
@@ -289,7 +298,7 @@ void authd_config_usage(FILE *out)
     fprintf(out,
         "usage: authd [OPTIONS]\n"
         "       authd user unlock LOGIN [--data-dir DIR] [--map-size-mb N]\n\n"
-        "authd: authentication service (Register, Login, Logout, Verify over nng/TLS).\n"
+        "authd: authentication service (Register, Login, Logout, Verify, Refresh over nng/TLS).\n"
         "Every option can also be set with the environment variable shown;\n"
         "options override the environment, which overrides the defaults.\n\n");
     for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++) {

@@ -28,6 +28,9 @@ typedef struct authd_config {
     const char *issuer;
     const char *audience;
     int64_t token_ttl;
+    int64_t session_idle_ttl;
+    int64_t session_max_ttl;
+    int64_t refresh_grace_ms;
     int64_t clock_leeway;
     int64_t argon2_ops;
     int64_t argon2_mem_kib;

@@ -28,6 +28,7 @@
 #include "call.h"
 #include "log.h"
 #include "policy.h"
+#include "rpc_refresh.h"
 #include "validate.h"
 
 #define METHOD_PREFIX "/authd.v1.Auth/"
@@ -44,6 +45,7 @@ static const struct route routes[] = {
     { "Login", authd_handle_login, 0 },
     { "Logout", authd_handle_logout, 0 },
     { "Verify", authd_handle_verify, 0 },
+    { "Refresh", authd_handle_refresh, 0 },
 };
 
 uint64_t authd_monotonic_ns(void)

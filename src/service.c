@@ -1,5 +1,6 @@
 /*
- * service.c — the handlers of authd.v1.Auth: Register, Login, Logout, Verify.
+ * service.c — the handlers of authd.v1.Auth: Register, Login, Logout, Verify
+ * (Refresh: rpc_refresh.c), and what the handler files share (rpc_common.h).
  *
  * Each handler validates its input on the calling thread, then either
  * answers at once (Verify, every validation failure) or hands the slow part
@@ -40,6 +41,8 @@
 
 #include "authd/v1/auth.pb-c.h"
 #include "call.h"
+#include "rpc_common.h"
+#include "rpc_refresh.h"
 #include "log.h"
 #include "ratelimit.h"
 #include "strength.h"
@@ -68,18 +71,6 @@ struct authd_service {
 
 static const char *const lim_names[LIM_N] = { "source_login_failures", "caller_login_failures",
     "source_registrations", "caller_registrations" };
-
-/* Who a call is for: the end user as a trusted front-end describes them
- * (ClientContext), else nobody but the caller itself. */
-struct who {
-    bool trusted; /* ip/user_agent came from a trusted front-end's context */
-    bool has_source; /* source is the end user's address */
-    authd_source source;
-    authd_source caller; /* the calling service's key: its mTLS identity hashed, else its address */
-    const char *caller_id; /* that identity (points into the request), NULL when keyed by address */
-    char ip[CLIENT_IP_MAX + 1];
-    char user_agent[USER_AGENT_MAX + 1];
-};
 
 static int64_t now_s(const authd_service *svc)
 {
@@ -166,7 +157,7 @@ static bool printable_ua(const char *s, size_t len)
  * failures cannot hold back the lines of the others behind that front-end.
  */
 static authd_code read_client(
-    authd_call *call, const Authd__V1__ClientContext *cc, struct who *w, authd_error *err)
+    authd_call *call, const Authd__V1__ClientContext *cc, authd_who *w, authd_error *err)
 {
     const authd_request *req = call->req;
     authd_source src;
@@ -215,7 +206,7 @@ static authd_code read_client(
 
 /* log_who adds the end user's context to an audit line (escaped by the
  * log writer); nothing when no trusted front-end gave one. */
-static void log_who(authd_call *call, const struct who *w)
+static void log_who(authd_call *call, const authd_who *w)
 {
     if (w == NULL || !w->trusted)
         return;
@@ -264,7 +255,7 @@ static void bitten(authd_service *svc, int lim, const authd_source *key, const c
  * front-end's bucket would block every login through it. Without one the
  * caller's limit refuses: authd cannot tell the caller's end users apart.
  */
-static bool over_limit(authd_service *svc, int source_lim, int caller_lim, const struct who *w)
+static bool over_limit(authd_service *svc, int source_lim, int caller_lim, const authd_who *w)
 {
     uint64_t now = authd_monotonic_ns();
     authd_ratelimit *ls = w->has_source ? svc->lim[source_lim] : NULL;
@@ -286,7 +277,7 @@ static bool over_limit(authd_service *svc, int source_lim, int caller_lim, const
 
 /* refund_attempt gives back the tokens over_limit took for a Login that
  * succeeded: only failures count against the login limits. */
-static void refund_attempt(authd_service *svc, const struct who *w)
+static void refund_attempt(authd_service *svc, const authd_who *w)
 {
     uint64_t now = authd_monotonic_ns();
     const size_t kl = sizeof w->source.key;
@@ -327,7 +318,7 @@ static void user_view(Authd__V1__User *pu, const authd_user *u, char idhex[AUTHD
 struct register_job {
     authd_call *call;
     authd_user user;
-    struct who who;
+    authd_who who;
 };
 
 static void register_commit_work(void *arg);
@@ -511,8 +502,7 @@ static void log_login_hash(authd_call *call)
  * login_hash, the keyed hash of the canonical login (the unknown-login
  * throttle counter's key, authd_store_login_hash): attempts on one
  * identifier can be grouped without the log holding it. */
-static void login_failed(
-    authd_call *call, const authd_user *u, const char *why, const struct who *w)
+static void login_failed(authd_call *call, const authd_user *u, const char *why, const authd_who *w)
 {
     authd_service *svc = call->svc;
 
@@ -537,7 +527,7 @@ static void login_failed(
 /* A login on its way through the three steps (begin, hash, commit). */
 struct login_job {
     authd_call *call;
-    struct who who;
+    authd_who who;
     bool found; /* the login names a user: u holds it */
     authd_user u;
     bool rehash;
@@ -658,17 +648,32 @@ static void login_commit_work(void *arg)
     authd_service *svc = call->svc;
     authd_user u = job->u;
     authd_session s;
+    authd_refresh_family fam;
     bool rehash = job->rehash;
     char token[AUTHD_TOKEN_MAX];
+    char refresh[AUTHD_REFRESH_TOKEN_MAX];
+    uint8_t secret[AUTHD_REFRESH_SECRET_BYTES];
+    const authd_session_policy *sp = &svc->o.sessions;
     authd_code rc;
 
     int64_t now = now_s(svc);
     memset(&s, 0, sizeof s);
+    memset(&fam, 0, sizeof fam);
     randombytes_buf(s.id, sizeof s.id);
     memcpy(s.user_id, u.id, sizeof u.id);
     s.created_at = now;
-    s.expires_at = now + svc->o.token_ttl;
-    rc = authd_store_login_commit(svc->o.store, u.id, rehash ? job->new_hash : NULL, &s, now);
+    /* The session lives idle_ttl unless refreshed, never past max_ttl; the
+     * access token never outlives it. */
+    s.expires_at = now + (sp->idle_ttl < sp->max_ttl ? sp->idle_ttl : sp->max_ttl);
+    randombytes_buf(secret, sizeof secret);
+    fam.generation = 1;
+    authd_refresh_token_make(svc->o.store, s.id, fam.generation, secret, refresh, fam.token_hash);
+    sodium_memzero(secret, sizeof secret);
+    fam.issued_at = now;
+    fam.access_expires_at
+        = now + svc->o.token_ttl < s.expires_at ? now + svc->o.token_ttl : s.expires_at;
+    rc = authd_store_login_commit_family(
+        svc->o.store, u.id, rehash ? job->new_hash : NULL, &s, &fam, now);
     if (rc == AUTHD_FAILED_PRECONDITION || rc == AUTHD_NOT_FOUND) {
         login_refused(job, "user_disabled");
         job = NULL;
@@ -683,7 +688,7 @@ static void login_commit_work(void *arg)
     memcpy(c.sub, u.id, sizeof c.sub);
     memcpy(c.sid, s.id, sizeof c.sid);
     c.iat = c.nbf = now;
-    c.exp = s.expires_at;
+    c.exp = fam.access_expires_at;
     if (authd_token_issue(svc->o.tokens, &c, token, sizeof token) != AUTHD_OK) {
         authd_call_finish(call, AUTHD_INTERNAL, "INTERNAL", "", NULL);
         goto out;
@@ -709,12 +714,15 @@ static void login_commit_work(void *arg)
     resp.expires_at = c.exp;
     resp.session_id = sidhex;
     resp.user = &pu;
+    resp.refresh_token = refresh;
+    resp.refresh_expires_at = s.expires_at;
     authd_call_finish(call, AUTHD_OK, "", "", &resp.base);
 out:
     if (job != NULL)
         login_job_free(job);
     sodium_memzero(u.password_hash, sizeof u.password_hash);
     sodium_memzero(token, sizeof token);
+    sodium_memzero(refresh, sizeof refresh);
 }
 
 void authd_handle_login(authd_service *svc, authd_call *call)
@@ -970,6 +978,17 @@ authd_code authd_service_create(const authd_service_options *o, authd_service **
         free(svc);
         return AUTHD_INVALID_ARGUMENT;
     }
+    if (svc->o.sessions.idle_ttl == 0) {
+        svc->o.sessions.idle_ttl = AUTHD_SESSION_IDLE_TTL_DEFAULT;
+        svc->o.sessions.max_ttl = AUTHD_SESSION_MAX_TTL_DEFAULT;
+        svc->o.sessions.grace_ms = AUTHD_REFRESH_GRACE_MS_DEFAULT;
+    }
+    svc->o.sessions.token_ttl = o->token_ttl;
+    if (svc->o.sessions.idle_ttl < 1 || svc->o.sessions.max_ttl < 1
+        || svc->o.sessions.grace_ms < 0) {
+        free(svc);
+        return AUTHD_INVALID_ARGUMENT;
+    }
     const uint32_t per_min[LIM_N]
         = { o->limits.source_login_failures, o->limits.caller_login_failures,
               o->limits.source_registrations, o->limits.caller_registrations };
@@ -1080,4 +1099,78 @@ void authd_service_maintain(authd_service *svc)
             authd_log_end(&r);
         }
     }
+}
+
+/* ---- shared with the handler files (rpc_common.h) ------------------------------ */
+
+authd_code authd_rpc_read_client(
+    authd_call *call, const Authd__V1__ClientContext *cc, authd_who *w, authd_error *err)
+{
+    return read_client(call, cc, w, err);
+}
+
+void authd_rpc_log_who(authd_call *call, const authd_who *w)
+{
+    log_who(call, w);
+}
+
+bool authd_rpc_over_credential_limit(authd_service *svc, const authd_who *w)
+{
+    return over_limit(svc, LIM_SOURCE_LOGIN, LIM_CALLER_LOGIN, w);
+}
+
+void authd_rpc_refund_credential_limit(authd_service *svc, const authd_who *w)
+{
+    refund_attempt(svc, w);
+}
+
+authd_store *authd_rpc_store(const authd_service *svc)
+{
+    return svc->o.store;
+}
+
+authd_tokens *authd_rpc_tokens(const authd_service *svc)
+{
+    return svc->o.tokens;
+}
+
+authd_workpool *authd_rpc_write_pool(const authd_service *svc)
+{
+    return svc->o.write_pool;
+}
+
+const authd_session_policy *authd_rpc_session_policy(const authd_service *svc)
+{
+    return &svc->o.sessions;
+}
+
+int64_t authd_rpc_now_ms(const authd_service *svc)
+{
+    return now_ms(svc);
+}
+
+void authd_rpc_fail_store(authd_call *call, authd_code rc)
+{
+    fail_store(call, rc);
+}
+
+void authd_rpc_fail_busy(authd_call *call, authd_code rc)
+{
+    fail_busy(call, rc);
+}
+
+void authd_rpc_fail_rate_limited(authd_call *call, const char *what)
+{
+    fail_rate_limited(call, what);
+}
+
+void authd_rpc_hex(const uint8_t *b, size_t n, char *out)
+{
+    to_hex(b, n, out);
+}
+
+void authd_rpc_user_view(Authd__V1__User *pu, const authd_user *u, char idhex[AUTHD_ID_HEX + 1],
+    char *roles[AUTHD_ROLES_MAX])
+{
+    user_view(pu, u, idhex, roles);
 }

@@ -8,8 +8,8 @@
  *
  * Verify completes synchronously on the caller's thread (it only reads);
  * Register and Login hash (or check) the password on the hashing pool and
- * write the user or session on the write pool; Logout runs on the write
- * pool. Each completes from the pool it ends on.
+ * write the user or session on the write pool; Logout and Refresh run on
+ * the write pool. Each completes from the pool it ends on.
  */
 #ifndef AUTHD_SERVICE_H
 #define AUTHD_SERVICE_H
@@ -94,6 +94,9 @@ typedef struct authd_service_options {
     authd_timer *timer; /* borrowed: parks failed Logins until the floor; NULL = no floor */
     uint64_t fail_floor_ns; /* failed-Login floor from receipt; 0 = measure (with a timer) */
     int64_t token_ttl; /* seconds */
+    /* Session lifetimes and the refresh grace window; idle_ttl == 0 = the
+     * defaults below. Its token_ttl is ignored (token_ttl above is used). */
+    authd_session_policy sessions;
     unsigned password_min_bits; /* strength of new passwords (0 = the default, strength.h) */
     int64_t (*clock)(void); /* Unix seconds; NULL = time(NULL). For tests. */
     authd_throttle_policy throttle; /* login schedule; all zero = the defaults below */
@@ -109,6 +112,12 @@ typedef struct authd_service_options {
         .free_attempts = 5, .base_delay_ms = 1000, .max_delay_ms = 900000,                         \
         .lockout = AUTHD_LOCKOUT_MAX, .reset_after_ms = 86400000                                   \
     }
+
+/* The default session lifetimes: 7 days idle, 30 days in all, and 10 s
+ * in which a refresh token's immediate parent may be replayed. */
+#define AUTHD_SESSION_IDLE_TTL_DEFAULT (7 * 86400)
+#define AUTHD_SESSION_MAX_TTL_DEFAULT  (30 * 86400)
+#define AUTHD_REFRESH_GRACE_MS_DEFAULT 10000
 
 /* authd_service_create makes the service; it computes the dummy hash that
  * unknown-user logins verify against, so it takes one hash time, and with a

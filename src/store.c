@@ -1,7 +1,7 @@
 /*
  * store.c — users and sessions in LMDB (see store.h for the contract).
  *
- * One environment, seven named databases:
+ * One environment, eight named databases:
  *
  *   users               16-byte user id             -> UserRecord (protobuf)
  *   users_by_username   canonical username          -> 16-byte user id
@@ -10,15 +10,21 @@
  *   sessions_by_expiry  8-byte expiry || session id -> empty (for purge)
  *   meta                "schema"                    -> 4-byte big-endian version
  *                       "throttle_key"              -> 32 random bytes
+ *                       "refresh_key"               -> 32 random bytes
  *   login_throttle      16-byte user id, or 32-byte -> ThrottleRecord (protobuf)
  *                       keyed hash of an identifier
  *                       that names no user
+ *   refresh_families    16-byte session id          -> RefreshRecord (protobuf)
  *
  * login_throttle was added without a schema bump: it is created when
  * absent, and a store without it simply has no counters yet. Its two key
  * lengths cannot collide. The keyed hash is BLAKE2b under throttle_key,
  * which is made once per store (not per process), so an unknown
  * identifier's counter survives a restart exactly as an account's does.
+ *
+ * refresh_families (and refresh_key) came the same way, without a schema
+ * bump: a session without a family cannot be refreshed. A family lives
+ * and dies with its session: purge deletes both.
  *
  * The expiry in sessions_by_expiry is expires_at with its sign bit flipped,
  * big-endian, so that byte order is numeric order for every int64 (negative
@@ -58,7 +64,7 @@
 #define SCHEMA_VERSION      1u
 #define DEFAULT_MAP_SIZE    ((size_t)4 << 30)
 #define DEFAULT_MAX_READERS 126u
-#define MAX_DBS             8u /* seven in use, one spare for a later schema */
+#define MAX_DBS             10u /* eight in use, two spare for a later schema */
 
 #define EXPIRY_KEY_BYTES (8 + AUTHD_ID_BYTES)
 
@@ -67,6 +73,7 @@
 #define USER_PACK_MAX     2048
 #define SESSION_PACK_MAX  96
 #define THROTTLE_PACK_MAX 64
+#define REFRESH_PACK_MAX  192 /* 3 x 32-48 bytes + 5 varints */
 
 #define THROTTLE_KEY_BYTES  32 /* the secret of the keyed hash */
 #define THROTTLE_HASH_BYTES AUTHD_LOGIN_HASH_BYTES /* a key of an identifier that names no user */
@@ -84,7 +91,9 @@ struct authd_store {
     MDB_dbi by_expiry;
     MDB_dbi meta;
     MDB_dbi throttle;
+    MDB_dbi refresh;
     uint8_t throttle_key[THROTTLE_KEY_BYTES];
+    uint8_t refresh_key[THROTTLE_KEY_BYTES];
 
     /* The read-transaction pool. idle[0..n_idle) are reset handles;
      * n_open counts every live handle (idle or in use) and never exceeds
@@ -720,6 +729,130 @@ static authd_code put_session(authd_store *st, MDB_txn *txn, const authd_session
     return lmdb_code(mdb_put(txn, st->by_expiry, &ik, &iv, 0), "put_session_expiry");
 }
 
+/* ---- refresh families: records ------------------------------------------------ */
+
+/* family_pack encodes f as a schema-1 RefreshRecord. */
+static authd_code family_pack(const authd_refresh_family *f, uint8_t *buf, size_t cap, size_t *len)
+{
+    Authd__Store__V1__RefreshRecord rec = AUTHD__STORE__V1__REFRESH_RECORD__INIT;
+
+    rec.schema_version = SCHEMA_VERSION;
+    rec.generation = f->generation;
+    rec.token_hash.data = (uint8_t *)f->token_hash;
+    rec.token_hash.len = sizeof f->token_hash;
+    if (f->has_parent) {
+        rec.parent_hash.data = (uint8_t *)f->parent_hash;
+        rec.parent_hash.len = sizeof f->parent_hash;
+    }
+    rec.parent_used_at_ms = f->parent_used_at_ms;
+    if (f->has_box) {
+        rec.child_box.data = (uint8_t *)f->child_box;
+        rec.child_box.len = sizeof f->child_box;
+    }
+    rec.issued_at = f->issued_at;
+    rec.access_expires_at = f->access_expires_at;
+    if (authd__store__v1__refresh_record__get_packed_size(&rec) > cap)
+        return AUTHD_INTERNAL;
+    *len = authd__store__v1__refresh_record__pack(&rec, buf);
+    return AUTHD_OK;
+}
+
+/* family_decode is user_decode for refresh families: every bytes field
+ * must have its exact size (or be empty where empty is allowed). */
+static authd_code family_decode(
+    const void *data, size_t len, const uint8_t id[AUTHD_ID_BYTES], authd_refresh_family *out)
+{
+    alignas(max_align_t) unsigned char mem[1024];
+    authd_arena a = { mem, sizeof mem, 0 };
+    ProtobufCAllocator alloc = authd_arena_allocator(&a);
+    Authd__Store__V1__RefreshRecord *rec
+        = authd__store__v1__refresh_record__unpack(&alloc, len, data);
+    authd_refresh_family f;
+    authd_code code = AUTHD_DATA_LOSS;
+
+    memset(&f, 0, sizeof f);
+    if (rec == NULL || rec->schema_version != SCHEMA_VERSION || rec->generation == 0
+        || rec->token_hash.len != sizeof f.token_hash
+        || (rec->parent_hash.len != 0 && rec->parent_hash.len != sizeof f.parent_hash)
+        || (rec->child_box.len != 0 && rec->child_box.len != sizeof f.child_box))
+        goto out;
+    f.generation = rec->generation;
+    memcpy(f.token_hash, rec->token_hash.data, sizeof f.token_hash);
+    f.has_parent = rec->parent_hash.len != 0;
+    if (f.has_parent)
+        memcpy(f.parent_hash, rec->parent_hash.data, sizeof f.parent_hash);
+    f.parent_used_at_ms = rec->parent_used_at_ms;
+    f.has_box = rec->child_box.len != 0;
+    if (f.has_box)
+        memcpy(f.child_box, rec->child_box.data, sizeof f.child_box);
+    f.issued_at = rec->issued_at;
+    f.access_expires_at = rec->access_expires_at;
+    *out = f;
+    code = AUTHD_OK;
+out:
+    if (rec != NULL)
+        authd__store__v1__refresh_record__free_unpacked(rec, &alloc);
+    if (code != AUTHD_OK)
+        log_data_loss("family_decode", "record does not decode", id, AUTHD_ID_BYTES);
+    sodium_memzero(&f, sizeof f);
+    return code;
+}
+
+/* get_family reads the refresh family of session id inside txn. */
+static authd_code get_family(
+    authd_store *st, MDB_txn *txn, const uint8_t id[AUTHD_ID_BYTES], authd_refresh_family *out)
+{
+    MDB_val k = { .mv_size = AUTHD_ID_BYTES, .mv_data = (void *)id };
+    MDB_val v;
+    int rc = mdb_get(txn, st->refresh, &k, &v);
+
+    if (rc != MDB_SUCCESS)
+        return lmdb_code(rc, "get_family");
+    return family_decode(v.mv_data, v.mv_size, id, out);
+}
+
+/* put_family writes the family of session id; a new one must not exist. */
+static authd_code put_family(authd_store *st, MDB_txn *txn, const uint8_t id[AUTHD_ID_BYTES],
+    const authd_refresh_family *f, bool is_new)
+{
+    uint8_t buf[REFRESH_PACK_MAX];
+    size_t len = 0;
+    authd_code code = family_pack(f, buf, sizeof buf, &len);
+    MDB_val k = { .mv_size = AUTHD_ID_BYTES, .mv_data = (void *)id };
+    MDB_val v = { .mv_size = len, .mv_data = buf };
+
+    if (code == AUTHD_OK)
+        code = lmdb_code(
+            mdb_put(txn, st->refresh, &k, &v, is_new ? MDB_NOOVERWRITE : 0), "put_family");
+    sodium_memzero(buf, sizeof buf);
+    return code;
+}
+
+/* move_session_expiry rewrites session s with a new end, moving its
+ * expiry index entry with it (purge finds sessions through the index). */
+static authd_code move_session_expiry(
+    authd_store *st, MDB_txn *txn, authd_session *s, int64_t expires_at)
+{
+    uint8_t ek[EXPIRY_KEY_BYTES];
+    MDB_val ik = { .mv_size = sizeof ek, .mv_data = ek };
+    MDB_val iv = { .mv_size = 0, .mv_data = NULL };
+    authd_code code;
+    int rc;
+
+    if (expires_at == s->expires_at)
+        return put_session(st, txn, s, false);
+    expiry_key(ek, s->expires_at, s->id);
+    rc = mdb_del(txn, st->by_expiry, &ik, NULL);
+    if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
+        return lmdb_code(rc, "del_session_expiry");
+    s->expires_at = expires_at;
+    code = put_session(st, txn, s, false);
+    if (code != AUTHD_OK)
+        return code;
+    expiry_key(ek, s->expires_at, s->id);
+    return lmdb_code(mdb_put(txn, st->by_expiry, &ik, &iv, 0), "put_session_expiry");
+}
+
 /* ---- open / close ------------------------------------------------------- */
 
 static void store_free(authd_store *st)
@@ -736,6 +869,7 @@ static void store_free(authd_store *st)
     }
     free(st->idle);
     sodium_memzero(st->throttle_key, sizeof st->throttle_key);
+    sodium_memzero(st->refresh_key, sizeof st->refresh_key);
     free(st);
 }
 
@@ -779,29 +913,30 @@ static authd_code check_schema(authd_store *st, MDB_txn *txn)
     return AUTHD_OK;
 }
 
-/* load_throttle_key reads the store's secret for keyed identifier hashes,
+/* load_secret reads one of the store's secrets (the throttle key of keyed
+ * identifier hashes, the refresh key of refresh-token MACs) from meta,
  * making it on first open. Every process that opens the store (authd, the
  * unlock command) gets the same one. */
-static authd_code load_throttle_key(authd_store *st, MDB_txn *txn)
+static authd_code load_secret(
+    authd_store *st, MDB_txn *txn, const char *name, uint8_t key[THROTTLE_KEY_BYTES])
 {
-    static const char name[] = "throttle_key";
-    MDB_val k = { .mv_size = sizeof name - 1, .mv_data = (void *)name };
+    MDB_val k = { .mv_size = strlen(name), .mv_data = (void *)name };
     MDB_val v;
     int rc = mdb_get(txn, st->meta, &k, &v);
 
     if (rc == MDB_NOTFOUND) {
-        randombytes_buf(st->throttle_key, sizeof st->throttle_key);
-        v.mv_size = sizeof st->throttle_key;
-        v.mv_data = st->throttle_key;
-        return lmdb_code(mdb_put(txn, st->meta, &k, &v, MDB_NOOVERWRITE), "put_throttle_key");
+        randombytes_buf(key, THROTTLE_KEY_BYTES);
+        v.mv_size = THROTTLE_KEY_BYTES;
+        v.mv_data = key;
+        return lmdb_code(mdb_put(txn, st->meta, &k, &v, MDB_NOOVERWRITE), "put_secret");
     }
     if (rc != MDB_SUCCESS)
-        return lmdb_code(rc, "get_throttle_key");
-    if (v.mv_size != sizeof st->throttle_key) {
-        log_data_loss("open", "meta throttle_key has the wrong size", NULL, 0);
+        return lmdb_code(rc, "get_secret");
+    if (v.mv_size != THROTTLE_KEY_BYTES) {
+        log_data_loss("open", "meta secret has the wrong size", name, strlen(name));
         return AUTHD_DATA_LOSS;
     }
-    memcpy(st->throttle_key, v.mv_data, sizeof st->throttle_key);
+    memcpy(key, v.mv_data, THROTTLE_KEY_BYTES);
     return AUTHD_OK;
 }
 
@@ -819,6 +954,7 @@ authd_code authd_store_open(const authd_store_options *opts, authd_store **out)
         "sessions_by_expiry",
         "meta",
         "login_throttle",
+        "refresh_families",
     };
     authd_store *st = NULL;
     MDB_txn *txn = NULL;
@@ -882,7 +1018,7 @@ authd_code authd_store_open(const authd_store_options *opts, authd_store **out)
     op = "dbi_open";
     {
         MDB_dbi *slots[] = { &st->users, &st->by_username, &st->by_email, &st->sessions,
-            &st->by_expiry, &st->meta, &st->throttle };
+            &st->by_expiry, &st->meta, &st->throttle, &st->refresh };
         for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
             if ((rc = mdb_dbi_open(txn, names[i], MDB_CREATE, slots[i])) != MDB_SUCCESS)
                 goto leave;
@@ -892,7 +1028,10 @@ authd_code authd_store_open(const authd_store_options *opts, authd_store **out)
     code = check_schema(st, txn);
     if (code != AUTHD_OK)
         goto leave;
-    code = load_throttle_key(st, txn);
+    code = load_secret(st, txn, "throttle_key", st->throttle_key);
+    if (code != AUTHD_OK)
+        goto leave;
+    code = load_secret(st, txn, "refresh_key", st->refresh_key);
     if (code != AUTHD_OK)
         goto leave;
     code = writer_commit(&txn);
@@ -1351,6 +1490,15 @@ static bool login_args_valid(int kind, const char *login)
 authd_code authd_store_login_commit(authd_store *st, const uint8_t user_id[AUTHD_ID_BYTES],
     const char *new_hash, const authd_session *s, int64_t now)
 {
+    return authd_store_login_commit_family(st, user_id, new_hash, s, NULL, now);
+}
+
+/* authd_store_login_commit_family: the session and its first refresh
+ * family go in together, so no session exists whose family is missing
+ * for want of a second commit. */
+authd_code authd_store_login_commit_family(authd_store *st, const uint8_t user_id[AUTHD_ID_BYTES],
+    const char *new_hash, const authd_session *s, const authd_refresh_family *fam, int64_t now)
+{
     MDB_txn *txn = NULL;
     authd_user u;
     authd_code code;
@@ -1384,6 +1532,11 @@ authd_code authd_store_login_commit(authd_store *st, const uint8_t user_id[AUTHD
     code = put_session(st, txn, s, true);
     if (code != AUTHD_OK)
         goto out;
+    if (fam != NULL) {
+        code = put_family(st, txn, s->id, fam, true);
+        if (code != AUTHD_OK)
+            goto out;
+    }
     code = throttle_clear(st, txn, user_id, AUTHD_ID_BYTES);
     if (code != AUTHD_OK)
         goto out;
@@ -1534,6 +1687,11 @@ authd_code authd_store_purge_expired(authd_store *st, int64_t now, size_t max, s
         rc = mdb_del(txn, st->sessions, &k, NULL);
         if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) {
             code = lmdb_code(rc, "purge_del_session");
+            goto out;
+        }
+        rc = mdb_del(txn, st->refresh, &k, NULL);
+        if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) {
+            code = lmdb_code(rc, "purge_del_family");
             goto out;
         }
         k.mv_size = sizeof key;
@@ -1803,4 +1961,161 @@ out:
     if (txn != NULL)
         mdb_txn_abort(txn);
     return code;
+}
+
+/* ---- refresh families: operations -------------------------------------------- */
+
+static bool session_policy_valid(const authd_session_policy *p)
+{
+    return p->idle_ttl >= 1 && p->max_ttl >= 1 && p->token_ttl >= 1 && p->grace_ms >= 0;
+}
+
+/* authd_store_refresh_exchange: see store.h. Everything the decision
+ * reads (session, user, family) and everything it writes share one write
+ * transaction: LMDB has one writer at a time, so a second exchange of the
+ * same token starts only after the first has committed and sees the
+ * family already moved on. Outcomes that change nothing abort (no
+ * fsync). */
+authd_code authd_store_refresh_exchange(authd_store *st, const authd_refresh_request *rq,
+    int *outcome, authd_session *session, authd_user *user, authd_refresh_family *fam)
+{
+    MDB_txn *txn = NULL;
+    authd_session s;
+    authd_user u;
+    authd_refresh_family f;
+    int64_t now = 0, end;
+    int oc = AUTHD_REFRESH_UNKNOWN;
+    authd_code code;
+
+    memset(&u, 0, sizeof u);
+    memset(&f, 0, sizeof f);
+    if (st == NULL || rq == NULL || outcome == NULL || session == NULL || user == NULL
+        || fam == NULL || rq->generation == 0 || !session_policy_valid(&rq->policy))
+        return AUTHD_INVALID_ARGUMENT;
+    now = rq->now_ms / 1000;
+    code = writer_begin(st, &txn);
+    if (code != AUTHD_OK)
+        goto out;
+    code = get_session(st, txn, rq->session_id, &s);
+    if (code == AUTHD_NOT_FOUND) {
+        code = AUTHD_OK;
+        goto decided; /* UNKNOWN */
+    }
+    if (code != AUTHD_OK)
+        goto out;
+    if (s.revoked) {
+        oc = AUTHD_REFRESH_REVOKED;
+        goto decided;
+    }
+    if (s.expires_at <= now) {
+        oc = AUTHD_REFRESH_EXPIRED;
+        goto decided;
+    }
+    code = get_user(st, txn, s.user_id, &u);
+    if (code == AUTHD_NOT_FOUND || (code == AUTHD_OK && u.status != AUTHD_USER_ACTIVE)) {
+        code = AUTHD_OK;
+        oc = AUTHD_REFRESH_USER_DISABLED;
+        goto decided;
+    }
+    if (code != AUTHD_OK)
+        goto out;
+    code = get_family(st, txn, rq->session_id, &f);
+    if (code == AUTHD_NOT_FOUND) {
+        code = AUTHD_OK;
+        goto decided; /* UNKNOWN: a session from before refresh tokens */
+    }
+    if (code != AUTHD_OK)
+        goto out;
+
+    if (rq->generation == f.generation
+        && sodium_memcmp(rq->token_hash, f.token_hash, sizeof f.token_hash) == 0) {
+        /* The newest token: rotate. */
+        end = s.created_at + rq->policy.max_ttl;
+        if (now + rq->policy.idle_ttl < end)
+            end = now + rq->policy.idle_ttl;
+        memcpy(f.parent_hash, f.token_hash, sizeof f.parent_hash);
+        f.has_parent = true;
+        f.parent_used_at_ms = rq->now_ms;
+        f.generation++;
+        memcpy(f.token_hash, rq->new_hash, sizeof f.token_hash);
+        memcpy(f.child_box, rq->new_box, sizeof f.child_box);
+        f.has_box = true;
+        f.issued_at = now;
+        f.access_expires_at = now + rq->policy.token_ttl < end ? now + rq->policy.token_ttl : end;
+        if (f.generation == 0) { /* 2^32 rotations: end the session rather than wrap */
+            oc = AUTHD_REFRESH_EXPIRED;
+            goto decided;
+        }
+        code = move_session_expiry(st, txn, &s, end);
+        if (code == AUTHD_OK)
+            code = put_family(st, txn, rq->session_id, &f, false);
+        if (code == AUTHD_OK)
+            code = writer_commit(&txn);
+        if (code != AUTHD_OK)
+            goto out;
+        oc = AUTHD_REFRESH_ROTATED;
+    } else if (rq->generation + 1 == f.generation && f.has_parent
+        && sodium_memcmp(rq->token_hash, f.parent_hash, sizeof f.parent_hash) == 0
+        && rq->now_ms - f.parent_used_at_ms < rq->policy.grace_ms) {
+        oc = AUTHD_REFRESH_REPLAYED; /* the same child again: nothing to write */
+    } else if (rq->generation < f.generation
+        && (rq->generation + 1 != f.generation
+            || (f.has_parent
+                && sodium_memcmp(rq->token_hash, f.parent_hash, sizeof f.parent_hash) == 0))) {
+        /* A used-up token of this family: someone else holds a copy. */
+        s.revoked = true;
+        s.revoked_at = now;
+        code = put_session(st, txn, &s, false);
+        if (code == AUTHD_OK)
+            code = writer_commit(&txn);
+        if (code != AUTHD_OK)
+            goto out;
+        oc = AUTHD_REFRESH_REUSED;
+    }
+    /* else UNKNOWN: a generation not issued yet, or a hash that matches nothing. */
+
+decided:
+    *outcome = oc;
+    if (oc == AUTHD_REFRESH_ROTATED || oc == AUTHD_REFRESH_REPLAYED) {
+        *session = s;
+        *user = u;
+        *fam = f;
+    } else if (oc == AUTHD_REFRESH_REUSED) {
+        *session = s;
+    }
+out:
+    if (txn != NULL)
+        mdb_txn_abort(txn);
+    sodium_memzero(u.password_hash, sizeof u.password_hash);
+    sodium_memzero(&f, sizeof f);
+    return code;
+}
+
+authd_code authd_store_refresh_get(
+    authd_store *st, const uint8_t id[AUTHD_ID_BYTES], authd_refresh_family *out)
+{
+    MDB_txn *txn = NULL;
+    authd_refresh_family f;
+    authd_code code;
+
+    if (st == NULL || id == NULL || out == NULL)
+        return AUTHD_INVALID_ARGUMENT;
+    code = reader_get(st, &txn);
+    if (code != AUTHD_OK)
+        return code;
+    code = get_family(st, txn, id, &f);
+    reader_put(st, txn, code);
+    if (code == AUTHD_OK)
+        *out = f;
+    sodium_memzero(&f, sizeof f);
+    return code;
+}
+
+/* authd_store_refresh_tag: see store.h. refresh_key is written once, at
+ * open, so this reads it without a transaction or lock. */
+void authd_store_refresh_tag(
+    const authd_store *st, const uint8_t *msg, size_t len, uint8_t out[AUTHD_REFRESH_TAG_BYTES])
+{
+    crypto_generichash(
+        out, AUTHD_REFRESH_TAG_BYTES, msg, len, st->refresh_key, sizeof st->refresh_key);
 }

@@ -132,6 +132,107 @@ AUTHD_MUST_CHECK authd_code authd_store_login_commit(authd_store *st,
     const uint8_t user_id[AUTHD_ID_BYTES], const char *new_hash, const authd_session *s,
     int64_t now);
 
+/* ---- refresh families ------------------------------------------------------
+ *
+ * A session carries one refresh family: the newest refresh token and its
+ * immediate parent, kept only as hashes (the store never sees a token).
+ * What a token looks like, how it is hashed and how a child is encrypted
+ * is the caller's business (rpc_refresh.c); the store keeps the bytes and
+ * decides, in one write transaction, what a presented token means. */
+
+#define AUTHD_REFRESH_HASH_BYTES 32
+#define AUTHD_REFRESH_BOX_BYTES  48 /* a 32-byte secret + a 16-byte MAC */
+#define AUTHD_REFRESH_TAG_BYTES  16
+
+typedef struct authd_refresh_family {
+    uint32_t generation; /* of the newest token; the first is 1 */
+    uint8_t token_hash[AUTHD_REFRESH_HASH_BYTES]; /* of the newest token */
+    bool has_parent; /* false at generation 1 */
+    uint8_t parent_hash[AUTHD_REFRESH_HASH_BYTES];
+    int64_t parent_used_at_ms; /* Unix ms the parent was exchanged */
+    bool has_box; /* false at generation 1 */
+    uint8_t
+        child_box[AUTHD_REFRESH_BOX_BYTES]; /* the newest token's secret, sealed by the parent */
+    int64_t issued_at; /* Unix s: iat of the newest pair */
+    int64_t access_expires_at; /* exp of the newest pair's access token */
+} authd_refresh_family;
+
+/* Session lifetimes, seconds (grace in ms). A session ends idle_ttl after
+ * it was opened or last refreshed, and never later than max_ttl after it
+ * was opened; an access token never outlives its session. */
+typedef struct authd_session_policy {
+    int64_t idle_ttl; /* >= 1 */
+    int64_t max_ttl; /* >= 1 */
+    int64_t token_ttl; /* >= 1: access token lifetime */
+    int64_t grace_ms; /* >= 0: how long the immediate parent may be replayed */
+} authd_session_policy;
+
+/* authd_store_login_commit_family is authd_store_login_commit that also
+ * stores fam (when not NULL) as the new session's refresh family, in the
+ * same write transaction. */
+AUTHD_MUST_CHECK authd_code authd_store_login_commit_family(authd_store *st,
+    const uint8_t user_id[AUTHD_ID_BYTES], const char *new_hash, const authd_session *s,
+    const authd_refresh_family *fam, int64_t now);
+
+/* A presented refresh token, as the caller parsed it, and the child the
+ * store is to record if the token is the newest of its family. */
+typedef struct authd_refresh_request {
+    uint8_t session_id[AUTHD_ID_BYTES];
+    uint32_t generation; /* as the token claims (its MAC already checked by the caller) */
+    uint8_t token_hash[AUTHD_REFRESH_HASH_BYTES];
+    uint8_t new_hash[AUTHD_REFRESH_HASH_BYTES]; /* of the child */
+    uint8_t new_box[AUTHD_REFRESH_BOX_BYTES]; /* the child's secret sealed by the presented token */
+    int64_t now_ms; /* Unix ms */
+    authd_session_policy policy;
+} authd_refresh_request;
+
+enum authd_refresh_outcome {
+    AUTHD_REFRESH_ROTATED = 1, /* committed: *fam is the new family (generation + 1) */
+    AUTHD_REFRESH_REPLAYED = 2, /* the parent within the grace window: nothing written; *fam is
+                                   the current family, whose child_box holds the child */
+    AUTHD_REFRESH_REUSED = 3, /* an older token: the session is now revoked (committed) */
+    AUTHD_REFRESH_UNKNOWN = 4, /* no such session, family or token: nothing written */
+    AUTHD_REFRESH_REVOKED = 5, /* the session was revoked before: nothing written */
+    AUTHD_REFRESH_EXPIRED = 6, /* the session is past its idle or absolute end */
+    AUTHD_REFRESH_USER_DISABLED = 7, /* the user is disabled or gone */
+};
+
+/* authd_store_refresh_exchange checks the presented token against its
+ * session's family and acts on it in ONE write transaction, so of N
+ * concurrent exchanges of one token exactly one rotates and the rest see
+ * its result (REPLAYED within the grace window, else REUSED). In order:
+ * no session -> UNKNOWN; revoked -> REVOKED; expired -> EXPIRED; user
+ * missing or not active -> USER_DISABLED; no family -> UNKNOWN; then the
+ * token: the newest (generation and hash match) -> ROTATED: the family
+ * moves one generation on (the presented hash becomes the parent, rq's
+ * child becomes the newest), the session's end moves to min(opened +
+ * max_ttl, now + idle_ttl) (its expiry index with it) and the new access
+ * expiry is min(now + token_ttl, that end); the immediate parent (hash
+ * match) less than grace_ms after its exchange -> REPLAYED (never with
+ * grace_ms 0); the immediate parent later, or any older generation ->
+ * REUSED (the session is revoked, and only it); anything else -> UNKNOWN.
+ * On AUTHD_OK *outcome is set, and for ROTATED and REPLAYED *session,
+ * *user and *fam are copies (after the change); for REUSED *session is.
+ * Errors: INVALID_ARGUMENT, RESOURCE_EXHAUSTED (map full: nothing
+ * written), DATA_LOSS, INTERNAL. */
+AUTHD_MUST_CHECK authd_code authd_store_refresh_exchange(authd_store *st,
+    const authd_refresh_request *rq, int *outcome, authd_session *session, authd_user *user,
+    authd_refresh_family *fam);
+
+/* authd_store_refresh_get copies the family of session id (for tests and
+ * tools). NOT_FOUND when the session has none. */
+AUTHD_MUST_CHECK authd_code authd_store_refresh_get(
+    authd_store *st, const uint8_t id[AUTHD_ID_BYTES], authd_refresh_family *out);
+
+/* authd_store_refresh_tag writes a MAC (keyed BLAKE2b under the store's
+ * refresh key, made once per store like the throttle key) of msg into
+ * out: refresh tokens carry it so that a token authd never issued is
+ * told apart from a used-up one without a lookup, and so that nobody
+ * without the key can make a token that revokes someone's session.
+ * Thread-safe; never fails. */
+void authd_store_refresh_tag(
+    const authd_store *st, const uint8_t *msg, size_t len, uint8_t out[AUTHD_REFRESH_TAG_BYTES]);
+
 /* ---- login throttling ----------------------------------------------------
  *
  * Every login attempt is counted against one throttle subject before its

@@ -8,7 +8,8 @@
  *
  *   wait   poll authd's --url-file, then call Verify with a junk token until
  *          authd answers UNAUTHENTICATED; print the URL.
- *   load   Register, Login and Logout from --threads threads until SIGTERM
+ *   load   Register, Login (every other one followed by a Refresh) and
+ *          Logout from --threads threads until SIGTERM
  *          (or --seconds): the load that scripts/durability.sh kills authd
  *          under.
  *   fill   Register until authd answers RESOURCE_EXHAUSTED/STORE_FULL, then
@@ -32,6 +33,11 @@
  *   O <sid>                           authd answered OK (fsynced first)
  *   R! <username> present <id>|absent what check found for an R? without R
  *   O! <sid> valid|revoked            what check found for an O? without O
+ *   F? <sid>                          a Refresh of that session is about to be sent
+ *   F <sid> <refresh-token>           authd answered OK with this new refresh
+ *                                     token (fsynced first); check refreshes it
+ *                                     (it must still be the live one) and
+ *                                     journals the next F
  *   C <n>                             check number n passed up to here
  *
  * An acknowledged record is written and fdatasync'd BEFORE the operation
@@ -339,6 +345,8 @@ struct session {
     int64_t exp;
     enum logout_state logout;
     enum resolved resolved;
+    char *refresh; /* the refresh token of the last acknowledged Refresh, or NULL */
+    bool refresh_pending; /* a Refresh went out after it and was not acknowledged */
 };
 
 struct journal {
@@ -450,6 +458,12 @@ static void journal_read(const char *path, struct journal *j)
             s->logout = LO_ACKED;
         } else if (strcmp(f[0], "O!") == 0 && n == 3 && (s = jr_session(j, f[1])) != NULL) {
             s->resolved = strcmp(f[2], "revoked") == 0 ? RES_REVOKED : RES_VALID;
+        } else if (strcmp(f[0], "F?") == 0 && n == 2 && (s = jr_session(j, f[1])) != NULL) {
+            s->refresh_pending = true;
+        } else if (strcmp(f[0], "F") == 0 && n == 3 && (s = jr_session(j, f[1])) != NULL) {
+            free(s->refresh);
+            s->refresh = xstrdup(f[2]);
+            s->refresh_pending = false;
         } else if (strcmp(f[0], "C") == 0 && n == 2) {
             j->last_check_line = j->lines;
             j->checks++;
@@ -524,6 +538,22 @@ static int do_verify(
         if (user != NULL)
             snprintf(user, cap, "%s", resp->username ? resp->username : "");
         authd__v1__verify_response__free_unpacked(resp, NULL);
+    }
+    return rc;
+}
+
+/* do_refresh sends one Refresh; on OK copies the new refresh token. */
+static int do_refresh(authd_client *c, const char *rt, char *out, size_t cap, authd_status *st)
+{
+    Authd__V1__RefreshRequest req = AUTHD__V1__REFRESH_REQUEST__INIT;
+    Authd__V1__RefreshResponse *resp = NULL;
+    int rc;
+
+    req.refresh_token = (char *)rt;
+    rc = authd_client_refresh(c, &req, &resp, st);
+    if (rc == AUTHD_OK) {
+        snprintf(out, cap, "%s", resp->refresh_token ? resp->refresh_token : "");
+        authd__v1__refresh_response__free_unpacked(resp, NULL);
     }
     return rc;
 }
@@ -630,6 +660,7 @@ static struct {
     atomic_ulong reg_ok, reg_refused, reg_unknown;
     atomic_ulong login_ok, login_failed, login_unknown;
     atomic_ulong logout_ok, logout_failed, logout_unknown;
+    atomic_ulong refresh_ok;
     atomic_ulong store_full;
 } cnt;
 
@@ -726,6 +757,17 @@ static int op_login(authd_client *c, authd_status *st)
             resp->access_token);
         atomic_fetch_add(&cnt.login_ok, 1);
         pool_add_session(resp->session_id, resp->access_token);
+        /* Every other session is refreshed once: check then proves the
+         * rotation survived (the new refresh token is the live one). */
+        if ((rnd() & 1) && resp->refresh_token != NULL && resp->refresh_token[0] != '\0') {
+            char next[256];
+            authd_status fst;
+            jput(false, "F? %s", resp->session_id);
+            if (do_refresh(c, resp->refresh_token, next, sizeof next, &fst) == AUTHD_OK) {
+                jput(true, "F %s %s", resp->session_id, next);
+                atomic_fetch_add(&cnt.refresh_ok, 1);
+            }
+        }
         authd__v1__login_response__free_unpacked(resp, NULL);
     } else if (transport_failure(st)) {
         atomic_fetch_add(&cnt.login_unknown, 1);
@@ -812,12 +854,12 @@ static void print_counts(const char *mode)
 {
     printf("%s: registered=%lu register_refused=%lu register_unknown=%lu logins=%lu "
            "login_failed=%lu login_unknown=%lu logouts=%lu logout_failed=%lu "
-           "logout_unknown=%lu store_full=%lu\n",
+           "logout_unknown=%lu refreshes=%lu store_full=%lu\n",
         mode, atomic_load(&cnt.reg_ok), atomic_load(&cnt.reg_refused),
         atomic_load(&cnt.reg_unknown), atomic_load(&cnt.login_ok), atomic_load(&cnt.login_failed),
         atomic_load(&cnt.login_unknown), atomic_load(&cnt.logout_ok),
         atomic_load(&cnt.logout_failed), atomic_load(&cnt.logout_unknown),
-        atomic_load(&cnt.store_full));
+        atomic_load(&cnt.refresh_ok), atomic_load(&cnt.store_full));
     fflush(stdout);
 }
 
@@ -1023,7 +1065,8 @@ static int mode_check(void)
     int64_t now = (int64_t)time(NULL);
     unsigned long users_acked = 0, users_ok = 0, inflight = 0, present = 0, absent = 0, refused = 0,
                   logins = 0, logins_inconclusive = 0, live_ok = 0, revoked_ok = 0,
-                  unknown_valid = 0, unknown_revoked = 0, expired = 0;
+                  unknown_valid = 0, unknown_revoked = 0, expired = 0, refresh_ok = 0,
+                  refresh_skipped = 0;
     size_t n_old = 0;
 
     if (O.url == NULL || O.dump == NULL)
@@ -1145,6 +1188,25 @@ static int mode_check(void)
             else
                 fail("acknowledged Login session %s (%s) lost: Verify says %s [%s] sid=%s user=%s",
                     s->sid, s->user, authd_code_str(rc), st.reason, sid, user);
+            if (!valid || s->refresh == NULL)
+                break;
+            /* The last acknowledged Refresh's token must be the live one.
+             * Skipped when a later Refresh was in flight at the kill: if it
+             * committed, that token is used up and would (rightly) revoke. */
+            if (s->refresh_pending) {
+                refresh_skipped++;
+                break;
+            }
+            char next[256];
+            jput(false, "F? %s", s->sid);
+            rc = do_refresh(c, s->refresh, next, sizeof next, &st);
+            if (rc == AUTHD_OK) {
+                jput(true, "F %s %s", s->sid, next);
+                refresh_ok++;
+            } else if (!is_store_full(rc, &st) || !O.store_full_ok) {
+                fail("acknowledged Refresh of session %s lost: Refresh says %s [%s]", s->sid,
+                    authd_code_str(rc), st.reason);
+            }
             break;
         case LO_INTENT:
             if (!valid && !revoked) {
@@ -1171,10 +1233,10 @@ static int mode_check(void)
            "register_in_flight=%lu register_refused=%lu unacked_present=%lu unacked_absent=%lu "
            "logins_ok=%lu logins_store_full=%lu sessions_live_ok=%lu logouts_revoked_ok=%lu "
            "logout_in_flight_valid=%lu logout_in_flight_revoked=%lu sessions_expired=%lu "
-           "failures=%lu\n",
+           "refreshes_ok=%lu refreshes_in_flight_skipped=%lu failures=%lu\n",
         d.n_users, d.n_sessions, users_acked, users_ok, inflight, refused, present, absent, logins,
         logins_inconclusive, live_ok, revoked_ok, unknown_valid, unknown_revoked, expired,
-        failures);
+        refresh_ok, refresh_skipped, failures);
     return failures == 0 ? 0 : 1;
 }
 

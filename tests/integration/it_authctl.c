@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define PASSWORD "dave's cli password"
 
@@ -160,11 +161,86 @@ static void authctl_register_login_verify_logout(void **state)
     (void)state;
 }
 
+/* login --refresh-file writes the refresh token to a 0600 file (never to
+ * stdout or argv); refresh reads it, prints the new access token and
+ * replaces the file; the used-up token then fails (from the environment)
+ * and revokes the session. */
+static void authctl_refresh(void **state)
+{
+    it_opts o = { .extra = { "--refresh-grace-ms", "0" } };
+    it_server *s = it_start(&o);
+    it_proc p;
+    char file[400], old[256], env_rt[300], token[4096];
+    struct stat sb;
+
+    const char *reg[] = { "register", "--username", "rita", "--email", "rita@example.com",
+        "--password-stdin", NULL };
+    ctl(s, IT_CA, reg, NULL, PASSWORD "\n", &p);
+    expect_exit(&p, 0, "register");
+    it_proc_free(&p);
+
+    snprintf(file, sizeof file, "%s/refresh", s->dir);
+    const char *login[]
+        = { "login", "--login", "rita", "--password-stdin", "--refresh-file", file, NULL };
+    ctl(s, IT_CA, login, NULL, PASSWORD "\n", &p);
+    expect_exit(&p, 0, "login --refresh-file");
+    assert_int_equal(strcspn(p.out, "\n") + 1, strlen(p.out)); /* the access token alone */
+    it_proc_free(&p);
+    assert_int_equal(stat(file, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0600);
+    size_t len = 0;
+    char *rt = it_read_file(file, &len);
+    assert_non_null(rt);
+    assert_int_equal(len, 93); /* 92 characters + newline */
+    rt[92] = '\0';
+    snprintf(old, sizeof old, "%s", rt);
+    free(rt);
+
+    const char *refresh[] = { "refresh", "--refresh-file", file, NULL };
+    ctl(s, IT_CA, refresh, NULL, NULL, &p);
+    expect_exit(&p, 0, "refresh");
+    size_t tl = strcspn(p.out, "\n");
+    assert_true(tl > 0 && tl < sizeof token && p.out[tl + 1] == '\0');
+    memcpy(token, p.out, tl);
+    token[tl] = '\0';
+    assert_non_null(strstr(p.err, "refresh_expires_at="));
+    it_proc_free(&p);
+    rt = it_read_file(file, &len);
+    assert_non_null(rt);
+    assert_int_equal(len, 93);
+    assert_memory_not_equal(rt, old, 92);
+    free(rt);
+
+    char env_tok[4200];
+    snprintf(env_tok, sizeof env_tok, "AUTHD_TOKEN=%s", token);
+    const char *env_v[] = { env_tok, NULL };
+    const char *verify[] = { "verify", NULL };
+    ctl(s, IT_CA, verify, env_v, NULL, &p);
+    expect_exit(&p, 0, "verify the refreshed token");
+    it_proc_free(&p);
+
+    /* The used-up token, from the environment: refused, session revoked. */
+    snprintf(env_rt, sizeof env_rt, "AUTHD_REFRESH_TOKEN=%s", old);
+    const char *env[] = { env_rt, NULL };
+    const char *again[] = { "refresh", NULL };
+    ctl(s, IT_CA, again, env, NULL, &p);
+    expect_exit(&p, 1, "refresh with a used token");
+    assert_non_null(strstr(p.err, "[REFRESH_TOKEN_REUSED]"));
+    it_proc_free(&p);
+    ctl(s, IT_CA, verify, env_v, NULL, &p);
+    expect_exit(&p, 1, "verify after reuse");
+    assert_non_null(strstr(p.err, "[REVOKED]"));
+    it_proc_free(&p);
+    it_finish(s);
+    (void)state;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(authctl_help_exits_zero, it_teardown),
         cmocka_unit_test_teardown(authctl_register_login_verify_logout, it_teardown),
+        cmocka_unit_test_teardown(authctl_refresh, it_teardown),
     };
     return cmocka_run_group_tests_name("integration.authctl", tests, NULL, NULL);
 }

@@ -1537,6 +1537,223 @@ static void test_throttle_bad_arguments(void **state)
         AUTHD_INVALID_ARGUMENT);
 }
 
+/* ---- refresh families ------------------------------------------------------- */
+
+/* fam_login opens session n of a new user with family gen 1, token hash
+ * filled with tag; session created at 1000 s (Unix), ending at 1000 + 100. */
+static void fam_login(fx *f, uint32_t n, authd_session *s, uint8_t tag)
+{
+    authd_user u;
+    authd_refresh_family fam;
+    char name[32], mail[64];
+
+    snprintf(name, sizeof name, "fam%u", n);
+    snprintf(mail, sizeof mail, "fam%u@example.com", n);
+    make_user(&u, 500 + n, name, mail);
+    create_ok(f->st, &u);
+    make_session(s, 500 + n, u.id, 1000, 1100);
+    memset(&fam, 0, sizeof fam);
+    fam.generation = 1;
+    memset(fam.token_hash, tag, sizeof fam.token_hash);
+    fam.issued_at = 1000;
+    fam.access_expires_at = 1010;
+    assert_int_equal(authd_store_login_commit_family(f->st, u.id, NULL, s, &fam, 1000), AUTHD_OK);
+}
+
+static authd_refresh_request fam_req(
+    const authd_session *s, uint32_t gen, uint8_t tag, uint8_t child, int64_t now_ms)
+{
+    authd_refresh_request rq;
+
+    memset(&rq, 0, sizeof rq);
+    memcpy(rq.session_id, s->id, AUTHD_ID_BYTES);
+    rq.generation = gen;
+    memset(rq.token_hash, tag, sizeof rq.token_hash);
+    memset(rq.new_hash, child, sizeof rq.new_hash);
+    memset(rq.new_box, child, sizeof rq.new_box);
+    rq.now_ms = now_ms;
+    rq.policy.idle_ttl = 100;
+    rq.policy.max_ttl = 150;
+    rq.policy.token_ttl = 10;
+    rq.policy.grace_ms = 5000;
+    return rq;
+}
+
+static int fam_exchange(fx *f, const authd_refresh_request *rq, authd_refresh_family *fam)
+{
+    authd_session s;
+    authd_user u;
+    authd_refresh_family tmp;
+    int oc = 0;
+
+    assert_int_equal(
+        authd_store_refresh_exchange(f->st, rq, &oc, &s, &u, fam ? fam : &tmp), AUTHD_OK);
+    return oc;
+}
+
+/* Rotation, grace replay, reuse after grace and of older generations,
+ * unknown tokens; the session's end and its expiry index move on rotation. */
+static void test_refresh_family_lifecycle(void **state)
+{
+    fx *f = *state;
+    authd_session s, s2, got;
+    authd_refresh_family fam;
+    authd_refresh_request rq;
+    size_t purged = 0;
+
+    fam_login(f, 1, &s, 0x11);
+    fam_login(f, 2, &s2, 0x22);
+    /* Unknown: wrong hash at the right generation, a future generation. */
+    rq = fam_req(&s, 1, 0x99, 0x12, 1001000);
+    assert_int_equal(fam_exchange(f, &rq, NULL), AUTHD_REFRESH_UNKNOWN);
+    rq = fam_req(&s, 7, 0x11, 0x12, 1001000);
+    assert_int_equal(fam_exchange(f, &rq, NULL), AUTHD_REFRESH_UNKNOWN);
+    /* Rotate at t = 1050 s: the end moves to min(1000 + 150, 1050 + 100). */
+    rq = fam_req(&s, 1, 0x11, 0x12, 1050000);
+    assert_int_equal(fam_exchange(f, &rq, &fam), AUTHD_REFRESH_ROTATED);
+    assert_int_equal(fam.generation, 2);
+    assert_int_equal(fam.issued_at, 1050);
+    assert_int_equal(fam.access_expires_at, 1060);
+    assert_int_equal(authd_store_session_get(f->st, s.id, &got), AUTHD_OK);
+    assert_int_equal(got.expires_at, 1150);
+    assert_false(got.revoked);
+    /* The parent again, within grace: the same child, nothing written. */
+    rq = fam_req(&s, 1, 0x11, 0x13, 1054999);
+    assert_int_equal(fam_exchange(f, &rq, &fam), AUTHD_REFRESH_REPLAYED);
+    assert_int_equal(fam.generation, 2);
+    assert_int_equal(fam.token_hash[0], 0x12);
+    assert_int_equal(fam.child_box[0], 0x12);
+    assert_int_equal(authd_store_refresh_get(f->st, s.id, &fam), AUTHD_OK);
+    assert_int_equal(fam.generation, 2);
+    /* The child rotates once more; the grandparent then revokes. */
+    rq = fam_req(&s, 2, 0x12, 0x14, 1055000);
+    assert_int_equal(fam_exchange(f, &rq, NULL), AUTHD_REFRESH_ROTATED);
+    rq = fam_req(&s, 1, 0x11, 0x15, 1055001);
+    assert_int_equal(fam_exchange(f, &rq, NULL), AUTHD_REFRESH_REUSED);
+    assert_int_equal(authd_store_session_get(f->st, s.id, &got), AUTHD_OK);
+    assert_true(got.revoked);
+    rq = fam_req(&s, 3, 0x14, 0x16, 1055002);
+    assert_int_equal(fam_exchange(f, &rq, NULL), AUTHD_REFRESH_REVOKED);
+    /* The other session: the parent after grace revokes it too. */
+    rq = fam_req(&s2, 1, 0x22, 0x23, 1001000);
+    assert_int_equal(fam_exchange(f, &rq, NULL), AUTHD_REFRESH_ROTATED);
+    rq = fam_req(&s2, 1, 0x22, 0x24, 1006000);
+    assert_int_equal(fam_exchange(f, &rq, NULL), AUTHD_REFRESH_REUSED);
+    /* Absolute end: no rotation at or after 1150 (s2 ends at 1101). */
+    /* Purge at 1200 takes both sessions and both families. */
+    assert_int_equal(authd_store_purge_expired(f->st, 1200, 100, &purged), AUTHD_OK);
+    assert_int_equal(purged, 2);
+    assert_int_equal(authd_store_refresh_get(f->st, s.id, &fam), AUTHD_NOT_FOUND);
+    assert_int_equal(authd_store_refresh_get(f->st, s2.id, &fam), AUTHD_NOT_FOUND);
+}
+
+/* Expiry: idle end and absolute end; a disabled user, a deleted one. */
+static void test_refresh_family_expiry_and_user(void **state)
+{
+    fx *f = *state;
+    authd_session s, s2;
+    authd_refresh_request rq;
+    authd_refresh_family fam;
+
+    fam_login(f, 3, &s, 0x31);
+    rq = fam_req(&s, 1, 0x31, 0x32, 1100000); /* the session ends at 1100 */
+    assert_int_equal(fam_exchange(f, &rq, NULL), AUTHD_REFRESH_EXPIRED);
+    rq = fam_req(&s, 1, 0x31, 0x32, 1099000);
+    assert_int_equal(fam_exchange(f, &rq, &fam), AUTHD_REFRESH_ROTATED);
+    rq = fam_req(&s, 2, 0x32, 0x33, 1149000); /* capped at 1000 + 150 */
+    assert_int_equal(fam_exchange(f, &rq, &fam), AUTHD_REFRESH_ROTATED);
+    assert_int_equal(fam.access_expires_at, 1150);
+    rq = fam_req(&s, 3, 0x33, 0x34, 1150000);
+    assert_int_equal(fam_exchange(f, &rq, NULL), AUTHD_REFRESH_EXPIRED);
+
+    fam_login(f, 4, &s2, 0x41);
+    assert_int_equal(
+        authd_store_user_set_status(f->st, s2.user_id, AUTHD_USER_DISABLED, 1001), AUTHD_OK);
+    rq = fam_req(&s2, 1, 0x41, 0x42, 1001000);
+    assert_int_equal(fam_exchange(f, &rq, NULL), AUTHD_REFRESH_USER_DISABLED);
+    /* A session without a family (opened by authd_store_login_commit). */
+    authd_session s3;
+    make_session(&s3, 600, s2.user_id, 1000, 1100);
+    assert_int_equal(
+        authd_store_user_set_status(f->st, s2.user_id, AUTHD_USER_ACTIVE, 1001), AUTHD_OK);
+    assert_int_equal(authd_store_login_commit(f->st, s2.user_id, NULL, &s3, 1000), AUTHD_OK);
+    rq = fam_req(&s3, 1, 0x41, 0x42, 1001000);
+    assert_int_equal(fam_exchange(f, &rq, NULL), AUTHD_REFRESH_UNKNOWN);
+    /* A deleted user (the record gone, planted with raw LMDB while the
+     * store is closed): its sessions' tokens are refused the same way. */
+    authd_store_close(f->st);
+    f->st = NULL;
+    raw_put(f->dir, "users", s2.user_id, AUTHD_ID_BYTES, NULL, 0);
+    assert_int_equal(fx_open(f, 64 * MiB, 0), AUTHD_OK);
+    rq = fam_req(&s2, 1, 0x41, 0x42, 1001000);
+    assert_int_equal(fam_exchange(f, &rq, NULL), AUTHD_REFRESH_USER_DISABLED);
+}
+
+#define FAM_RACERS 16
+
+struct fam_race {
+    authd_store *st;
+    authd_refresh_request rq;
+    pthread_barrier_t *bar;
+    int outcome;
+    authd_code rc;
+};
+
+static void *fam_racer(void *p)
+{
+    struct fam_race *r = p;
+    authd_session s;
+    authd_user u;
+    authd_refresh_family fam;
+
+    pthread_barrier_wait(r->bar);
+    r->rc = authd_store_refresh_exchange(r->st, &r->rq, &r->outcome, &s, &u, &fam);
+    return NULL;
+}
+
+/* FAM_RACERS threads exchange one token at once, each with its own
+ * child, straight on the store (no write pool in front): exactly one
+ * rotates; with no grace window every other one finds a used token. */
+static void test_refresh_family_race(void **state)
+{
+    fx *f = *state;
+    static struct fam_race r[FAM_RACERS];
+    pthread_t th[FAM_RACERS];
+    pthread_barrier_t bar;
+    authd_session s;
+    authd_refresh_family fam;
+    int rotated = 0, reused = 0, revoked = 0;
+
+    fam_login(f, 5, &s, 0x51);
+    assert_int_equal(pthread_barrier_init(&bar, NULL, FAM_RACERS), 0);
+    for (int i = 0; i < FAM_RACERS; i++) {
+        r[i].st = f->st;
+        r[i].rq = fam_req(&s, 1, 0x51, (uint8_t)(0x60 + i), 1001000);
+        r[i].rq.policy.grace_ms = 0;
+        r[i].bar = &bar;
+        assert_int_equal(pthread_create(&th[i], NULL, fam_racer, &r[i]), 0);
+    }
+    for (int i = 0; i < FAM_RACERS; i++)
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+    pthread_barrier_destroy(&bar);
+    uint8_t winner = 0;
+    for (int i = 0; i < FAM_RACERS; i++) {
+        assert_int_equal(r[i].rc, AUTHD_OK);
+        if (r[i].outcome == AUTHD_REFRESH_ROTATED) {
+            rotated++;
+            winner = (uint8_t)(0x60 + i);
+        }
+        reused += r[i].outcome == AUTHD_REFRESH_REUSED;
+        revoked += r[i].outcome == AUTHD_REFRESH_REVOKED;
+    }
+    assert_int_equal(rotated, 1);
+    assert_true(reused >= 1);
+    assert_int_equal(rotated + reused + revoked, FAM_RACERS);
+    assert_int_equal(authd_store_refresh_get(f->st, s.id, &fam), AUTHD_OK);
+    assert_int_equal(fam.generation, 2);
+    assert_int_equal(fam.token_hash[0], winner);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1566,6 +1783,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_throttle_quiet_reset_and_purge, setup, teardown),
         cmocka_unit_test_setup_teardown(test_throttle_parallel_attempts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_throttle_bad_arguments, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refresh_family_lifecycle, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refresh_family_expiry_and_user, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refresh_family_race, setup, teardown),
     };
 
     /* The store logs every damaged record it meets; the tests make many. */
