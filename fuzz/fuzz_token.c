@@ -49,7 +49,7 @@ static char our_header[128];
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    authd_tokens_options o = { (const uint8_t *)KEY, strlen(KEY), ISS, AUD, LEEWAY };
+    authd_tokens_options o = { (const uint8_t *)KEY, strlen(KEY), ISS, AUD, LEEWAY, 0 };
 
     (void)argc;
     (void)argv;
