@@ -43,6 +43,7 @@ static const struct route routes[] = {
     { "Login", authd_handle_login, 0 },
     { "Logout", authd_handle_logout, 0 },
     { "Verify", authd_handle_verify, 0 },
+    { "GetJwks", authd_handle_get_jwks, 0 },
 };
 
 uint64_t authd_monotonic_ns(void)

@@ -111,8 +111,10 @@ authd_code authd_keydir_read(
         return AUTHD_FAILED_PRECONDITION;
     }
     rc = authd_keyfile_read("key state file", path, buf, sizeof buf - 1, &len, err, errlen);
-    if (rc == AUTHD_NOT_FOUND)
+    if (rc == AUTHD_NOT_FOUND) {
+        err[0] = '\0';
         return AUTHD_OK;
+    }
     if (rc != AUTHD_OK)
         return rc;
     buf[len] = '\0';
@@ -264,7 +266,7 @@ authd_code authd_keydir_write(const char *dir, const authd_keydir *kd, char *err
     int n, fd;
 
     n = snprintf(text, sizeof text,
-        STATE_MAGIC "\n# kid alg state created_at activated_at retired_at — written by `authd "
+        STATE_MAGIC "\n# kid alg state created_at activated_at retired_at: written by `authd "
                     "keys`; do not edit while it runs\n");
     pos = (size_t)n;
     for (size_t i = 0; i < kd->n; i++) {

@@ -1030,6 +1030,16 @@ authd_policy_slot *authd_service_policy(const authd_service *svc)
     return svc->o.policy;
 }
 
+authd_tokens *authd_service_tokens(const authd_service *svc)
+{
+    return svc->o.tokens;
+}
+
+int64_t authd_service_now(const authd_service *svc)
+{
+    return now_s(svc);
+}
+
 void authd_service_maintain(authd_service *svc)
 {
     size_t total = 0, n = 0;

@@ -125,6 +125,11 @@ void authd_dispatch(authd_service *svc, authd_request *req);
 /* authd_service_policy is the caller policy slot (NULL: none). */
 authd_policy_slot *authd_service_policy(const authd_service *svc);
 
+/* authd_service_tokens is the token signer/verifier (borrowed); authd_service_now the service's
+ * clock (Unix seconds). For the handlers that live in files of their own. */
+authd_tokens *authd_service_tokens(const authd_service *svc);
+int64_t authd_service_now(const authd_service *svc);
+
 /* authd_method_names writes the service's method short names, in the order
  * the caller policy numbers them (the proto's), into names (cap entries);
  * returns how many. The strings are static. */
