@@ -245,26 +245,39 @@ authd_code authd_tokens_set_keys(
         active += sp->state == AUTHD_KEY_ACTIVE;
         if (sp->material != NULL)
             crypto_hash_sha256(id, sp->material, sp->material_len);
-        if (sp->kid != NULL && (k = key_by_kid(t, sp->kid, strlen(sp->kid))) != NULL) {
-            if (k->alg != alg || sp->material == NULL
-                || sodium_memcmp(k->material_id, id, sizeof id) != 0) {
-                snprintf(err, errlen,
-                    "key %s: was loaded as another %s key; a kid never changes its key", sp->kid,
-                    k->alg->name);
+        /* Without a kid, the material names it: load it to learn which. */
+        if (sp->kid == NULL) {
+            if ((rc = key_load(alg, sp->material, sp->material_len, &k)) != AUTHD_OK) {
+                snprintf(err, errlen, "key: not a valid %s key", alg->name);
                 goto out;
             }
-        } else {
+            rc = AUTHD_INVALID_ARGUMENT;
+            authd_key *old = key_by_kid(t, k->kid, strlen(k->kid));
+            if (old != NULL) {
+                key_free(k);
+                k = old;
+            } else {
+                fresh[nfresh++] = k;
+            }
+        } else if ((k = key_by_kid(t, sp->kid, strlen(sp->kid))) == NULL) {
             if ((rc = key_load(alg, sp->material, sp->material_len, &k)) != AUTHD_OK) {
-                snprintf(
-                    err, errlen, "key %s: not a valid %s key", sp->kid ? sp->kid : "?", alg->name);
+                snprintf(err, errlen, "key %s: not a valid %s key", sp->kid, alg->name);
                 goto out;
             }
             rc = AUTHD_INVALID_ARGUMENT;
             fresh[nfresh++] = k;
-            if (sp->kid != NULL && strcmp(sp->kid, k->kid) != 0) {
+            if (strcmp(sp->kid, k->kid) != 0) {
                 snprintf(err, errlen, "key %s: its material derives kid %s", sp->kid, k->kid);
                 goto out;
             }
+        }
+        /* A kid loaded before keeps its algorithm and its key for life. */
+        if (k->alg != alg || sp->material == NULL
+            || sodium_memcmp(k->material_id, id, sizeof id) != 0) {
+            snprintf(err, errlen,
+                "key %s: was loaded as another %s key; a kid never changes its key", k->kid,
+                k->alg->name);
+            goto out;
         }
         for (size_t j = 0; j < i; j++)
             if (found[j] == k || strcmp(found[j]->kid, k->kid) == 0) {
@@ -308,7 +321,9 @@ authd_code authd_tokens_set_keys(
         atomic_store(&found[i]->retired_at, specs[i].retired_at);
         atomic_store(&found[i]->state, (int)specs[i].state);
     }
-    atomic_store(&act->retired_at, 0);
+    /* retired_at is left as it was: a reader that still sees this key
+     * RETIRED must not pair that with a cleared time (it would refuse a
+     * good token); it means nothing once ACTIVE. */
     atomic_store(&act->state, AUTHD_KEY_ACTIVE);
     atomic_store(&t->active, act);
     rc = AUTHD_OK;

@@ -453,12 +453,63 @@ static void keys_dir_permissions(void **state)
     it_free(k.s);
 }
 
+/* Moving a --signing-key deployment to a key set: the same secret
+ * imported (`authd keys add hs256 --from FILE`) keeps its kid, so tokens
+ * issued before the switch verify after it, and the next key can be
+ * rotated in as usual. */
+static void keys_import_signing_key(void **state)
+{
+    (void)state;
+    struct kserver k;
+    char tok[TOK_MAX], err[1024];
+    authd_status st;
+
+    k.s = it_start(NULL);
+    k.ttl = "600";
+    snprintf(k.kdir, sizeof k.kdir, "%s/keys", k.s->dir);
+    authd_client *c = it_client(k.s);
+    login(c, "mig-alice", tok);
+    assert_true(strstr(tok, ".") != NULL);
+    authd_client_close(c);
+    it_stop(k.s);
+
+    /* keys_cmd has no --from: run it by hand. */
+    const char *argv[]
+        = { AUTHD_BIN, "keys", "add", "hs256", "--from", k.s->key_path, "--key-dir", k.kdir, NULL };
+    it_proc p;
+    it_run(argv, NULL, NULL, &p);
+    if (p.status != 0)
+        fail_msg("add --from: %s", p.err);
+    p.out[strcspn(p.out, "\n")] = '\0';
+    assert_string_equal(p.out, k.s->kid); /* the kid authd always gave this key */
+    it_proc_free(&p);
+    /* The first key of an empty set: active at once. */
+    if (keys_cmd(&k, "activate", k.s->kid, NULL, NULL, 0, err, sizeof err) != 0)
+        fail_msg("activate: %s", err);
+
+    size_t e = 0;
+    while (k.s->opts.extra[e] != NULL)
+        e++;
+    k.s->opts.extra[e++] = "--key-dir";
+    k.s->opts.extra[e++] = k.kdir;
+    k.s->opts.extra[e] = NULL;
+    it_launch(k.s);
+    c = it_client(k.s);
+    assert_int_equal(verify(c, tok, &st), 0); /* issued under --signing-key */
+    char again[TOK_MAX];
+    login(c, "mig-alice", again);
+    assert_int_equal(strncmp(again, tok, strcspn(tok, ".")), 0); /* same header, same kid */
+    authd_client_close(c);
+    it_finish(k.s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(keys_es256_pyjwt, it_teardown),
         cmocka_unit_test_teardown(keys_alg_confusion, it_teardown),
         cmocka_unit_test_teardown(keys_dir_permissions, it_teardown),
+        cmocka_unit_test_teardown(keys_import_signing_key, it_teardown),
         cmocka_unit_test_teardown(keys_rotation, it_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
