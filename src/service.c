@@ -1030,16 +1030,6 @@ authd_policy_slot *authd_service_policy(const authd_service *svc)
     return svc->o.policy;
 }
 
-authd_tokens *authd_service_tokens(const authd_service *svc)
-{
-    return svc->o.tokens;
-}
-
-int64_t authd_service_now(const authd_service *svc)
-{
-    return now_s(svc);
-}
-
 void authd_service_maintain(authd_service *svc)
 {
     size_t total = 0, n = 0;
@@ -1074,4 +1064,15 @@ void authd_service_maintain(authd_service *svc)
             authd_log_end(&r);
         }
     }
+}
+
+/* The accessors for handlers in files of their own (rpc_jwks.c). */
+authd_tokens *authd_service_tokens(const authd_service *svc)
+{
+    return svc->o.tokens;
+}
+
+int64_t authd_service_now(const authd_service *svc)
+{
+    return now_s(svc);
 }
