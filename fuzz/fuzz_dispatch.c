@@ -232,7 +232,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     static const uint8_t key[32] = "fuzz-dispatch-signing-key-012345";
     authd_store_options so = { .map_size = 256u << 20 };
-    authd_tokens_options to = { key, sizeof key, "https://authd.example", "authd-internal", 30 };
+    authd_tokens_options to = { key, sizeof key, "https://authd.example", "authd-internal", 30, 0 };
     authd_workpool_options ho = { .threads = 1, .queue_max = 16 };
     authd_workpool_options wo = { .threads = 1, .queue_max = 64 };
     authd_service_options svo

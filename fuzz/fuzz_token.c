@@ -20,6 +20,11 @@
  *    the last dot must equal the decoded signature; and every token signed
  *    here with another key must fail as BAD_SIGNATURE (or MALFORMED).
  *
+ * 3. The key set also holds a published ES256 key. No token naming its kid
+ *    ever gets past the signature: the harness cannot make an ECDSA
+ *    signature, and an HS256 MAC (by our key, which mode 2 can put under
+ *    any header) must not pass for it — the algorithm comes from the key.
+ *
  * Input layout: byte 0 picks the mode, byte 1 moves the clock around the
  * seeds' iat/nbf/exp, the rest is the mode's data:
  *   0  a raw token;
@@ -28,6 +33,7 @@
  *   3  74 bytes of claims (sub, sid, iat, nbf, exp) for authd_token_issue,
  *      whose token must verify as the clock says and round-trip the claims.
  */
+#define _GNU_SOURCE /* memmem */
 #include <sodium.h>
 #include <stdbool.h>
 #include <string.h>
@@ -44,16 +50,33 @@
 #define HEADER_MAX 256 /* token.c: decoded headers above this are refused */
 #define PART_MAX   (AUTHD_TOKEN_MAX + 2) /* JSON bytes worth signing */
 
+/* The published ES256 key (fixed, so runs are reproducible). */
+static const char es_pem[] = "-----BEGIN PRIVATE KEY-----\n"
+                             "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgxeCFsn27eiMmRD7i\n"
+                             "251XGxMtMMmdf4lI1CSkkf7QDTehRANCAATJPpNo6QPkvyb3T3H4ROQ4JDe6sW7T\n"
+                             "glCIkxu3a8lHjd8fNClRPQz7ajZN3n+69FrFeQxlZnbYLm9aqhB9gbT9\n"
+                             "-----END PRIVATE KEY-----\n";
+
 static authd_tokens *toks;
 static char our_header[128];
+static char es_kid[AUTHD_KID_MAX + 1];
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    authd_tokens_options o = { (const uint8_t *)KEY, strlen(KEY), ISS, AUD, LEEWAY };
+    authd_tokens_options o = { (const uint8_t *)KEY, strlen(KEY), ISS, AUD, LEEWAY, 0 };
 
     (void)argc;
     (void)argv;
+    char err[160];
+
     if (sodium_init() < 0 || authd_tokens_create(&o, &toks) != AUTHD_OK)
+        abort();
+    authd_key_spec set[] = {
+        { "HS256", NULL, (const uint8_t *)KEY, strlen(KEY), AUTHD_KEY_ACTIVE, 0 },
+        { "ES256", NULL, (const uint8_t *)es_pem, sizeof es_pem - 1, AUTHD_KEY_PUBLISHED, 0 },
+    };
+    if (authd_tokens_set_keys(toks, set, 2, err, sizeof err) != AUTHD_OK
+        || authd_token_key_check("ES256", set[1].material, set[1].material_len, es_kid) != AUTHD_OK)
         abort();
     snprintf(our_header, sizeof our_header, "{\"alg\":\"HS256\",\"typ\":\"at+jwt\",\"kid\":\"%s\"}",
         authd_tokens_kid(toks));
@@ -136,6 +159,17 @@ static void check_signed(const char *tok, size_t n, authd_token_result r)
         if (tok[i] == '.')
             dot = tok + i;
     FUZZ_CHECK(dot != NULL, "accepted a token without a dot");
+    static uint8_t hdr[AUTHD_TOKEN_MAX];
+    size_t hdr_len = 0, first = 0;
+    while (first < n && tok[first] != '.')
+        first++;
+    FUZZ_CHECK(sodium_base642bin(hdr, sizeof hdr - 1, tok, first, NULL, &hdr_len, NULL,
+                   sodium_base64_VARIANT_URLSAFE_NO_PADDING)
+            == 0,
+        "%s for a token whose header is not base64url", rname(r));
+    hdr[hdr_len] = '\0';
+    FUZZ_CHECK(memmem(hdr, hdr_len, es_kid, strlen(es_kid)) == NULL,
+        "%s for a token naming the ES256 key", rname(r));
     hmac_with(KEY, want, tok, (size_t)(dot - tok));
     FUZZ_CHECK(sodium_base642bin(got, sizeof got, dot + 1, n - (size_t)(dot + 1 - tok), NULL,
                    &got_len, NULL, sodium_base64_VARIANT_URLSAFE_NO_PADDING)

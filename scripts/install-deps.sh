@@ -22,6 +22,9 @@ want=("${build[@]}")
 [ "${1:-}" = "--runtime" ] && want=("${runtime[@]}")
 # crash tests (scripts/durability.sh): mdb_stat, mdb_dump, mdb_load
 [ "${1:-}" = "--runtime" ] || want+=(lmdb-utils)
+# ES256 tokens checked by an independent JWS implementation against the
+# JWKS (tests/integration/it_keys.c): PyJWT, with python3-cryptography
+[ "${1:-}" = "--runtime" ] || want+=(python3-jwt python3-cryptography)
 
 missing=()
 # libFuzzer harnesses (scripts/fuzz.sh): clang, and libFuzzer's runtime,

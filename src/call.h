@@ -64,5 +64,6 @@ void authd_handle_register(authd_service *svc, authd_call *call);
 void authd_handle_login(authd_service *svc, authd_call *call);
 void authd_handle_logout(authd_service *svc, authd_call *call);
 void authd_handle_verify(authd_service *svc, authd_call *call);
+void authd_handle_get_jwks(authd_service *svc, authd_call *call); /* rpc_jwks.c */
 
 #endif

@@ -48,6 +48,12 @@ static const struct opt opts[] = {
         " in a directory only they can write" },
     { "create-signing-key", "AUTHD_CREATE_SIGNING_KEY", BOOL, O(create_signing_key), "0", 0, 0,
         "create the signing key (64 random bytes, 0600) if the file is absent (development)" },
+    { "key-dir", "AUTHD_KEY_DIR", STR, O(key_dir), "", 0, 0,
+        "directory of a rotating key set (HS256/ES256, managed by `authd keys`); when set it "
+        "replaces --signing-key; reloaded on SIGHUP and every minute" },
+    { "key-publish-min-s", "AUTHD_KEY_PUBLISH_MIN_S", INT, O(key_publish_min_s), "900", 0, 604800,
+        "`authd keys activate` refuses an ES256 key published (in the JWKS) for less than this "
+        "many seconds, so verifiers' JWKS caches have it before it signs (--force overrides)" },
     { "insecure-plaintext", "AUTHD_INSECURE_PLAINTEXT", BOOL, O(insecure_plaintext), "0", 0, 0,
         "allow a plaintext tcp:// listen URL (local development only)" },
     { "insecure-weak-params", "AUTHD_INSECURE_WEAK_PARAMS", BOOL, O(insecure_weak_params), "0", 0,
@@ -297,8 +303,9 @@ void authd_config_usage(FILE *out)
 {
     fprintf(out,
         "usage: authd [OPTIONS]\n"
-        "       authd user unlock LOGIN [--data-dir DIR] [--map-size-mb N]\n\n"
-        "authd: authentication service (Register, Login, Logout, Verify, Refresh over nng/TLS).\n"
+        "       authd user unlock LOGIN [--data-dir DIR] [--map-size-mb N]\n"
+        "       authd keys list|add|activate|retire ... --key-dir DIR (authd keys --help)\n\n"
+        "authd: authentication service (Register, Login, Logout, Verify, Refresh, GetJwks over nng/TLS).\n"
         "Every option can also be set with the environment variable shown;\n"
         "options override the environment, which overrides the defaults.\n\n");
     for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++) {

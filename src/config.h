@@ -23,6 +23,8 @@ typedef struct authd_config {
     const char *caller_policy;
     const char *signing_key;
     bool create_signing_key;
+    const char *key_dir;
+    int64_t key_publish_min_s;
     bool insecure_plaintext;
     bool insecure_weak_params;
     const char *issuer;

@@ -46,6 +46,7 @@ static const struct route routes[] = {
     { "Logout", authd_handle_logout, 0 },
     { "Verify", authd_handle_verify, 0 },
     { "Refresh", authd_handle_refresh, 0 },
+    { "GetJwks", authd_handle_get_jwks, 0 },
 };
 
 uint64_t authd_monotonic_ns(void)

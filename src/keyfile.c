@@ -46,33 +46,33 @@ static bool trusted_uid(uid_t uid)
 
 /* check_dirs walks from dir (an absolute, symlink-free path) up to /, and
  * returns 0, or -1 with err filled, by the rules in the file comment. */
-static int check_dirs(const char *path, const char *dir, char *err, size_t errlen)
+static int check_dirs(const char *what, const char *path, const char *dir, char *err, size_t errlen)
 {
     char buf[PATH_MAX];
     bool first = true;
 
     if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf) {
-        snprintf(err, errlen, "signing key %s: path too long", path);
+        snprintf(err, errlen, "%s %s: path too long", what, path);
         return -1;
     }
     for (;;) {
         struct stat st;
         if (stat(buf, &st) != 0) {
-            snprintf(err, errlen, "signing key %s: cannot check directory %s: %s", path, buf,
+            snprintf(err, errlen, "%s %s: cannot check directory %s: %s", what, path, buf,
                 strerror(errno));
             return -1;
         }
         if (!trusted_uid(st.st_uid)) {
             snprintf(err, errlen,
-                "signing key %s: directory %s is owned by uid %u, not by uid %u (authd) or root",
-                path, buf, (unsigned)st.st_uid, (unsigned)geteuid());
+                "%s %s: directory %s is owned by uid %u, not by uid %u (authd) or root", what, path,
+                buf, (unsigned)st.st_uid, (unsigned)geteuid());
             return -1;
         }
         if ((st.st_mode & 022) != 0 && (first || (st.st_mode & S_ISVTX) == 0)) {
             snprintf(err, errlen,
-                "signing key %s: directory %s (mode %04o) is writable by group or others; "
+                "%s %s: directory %s (mode %04o) is writable by group or others; "
                 "run chmod go-w %s",
-                path, buf, (unsigned)(st.st_mode & 07777), buf);
+                what, path, buf, (unsigned)(st.st_mode & 07777), buf);
             return -1;
         }
         if (strcmp(buf, "/") == 0)
@@ -125,7 +125,7 @@ static authd_code create_key(const char *path, char *err, size_t errlen)
             err, errlen, "signing key %s: cannot create: directory: %s", path, strerror(errno));
         return AUTHD_FAILED_PRECONDITION;
     }
-    if (check_dirs(path, dir, err, errlen) != 0)
+    if (check_dirs("signing key", path, dir, err, errlen) != 0)
         return AUTHD_FAILED_PRECONDITION;
     fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) {
@@ -150,14 +150,79 @@ out:
     return rc;
 }
 
+/* read_open checks the file open on fd and its directories by the rules
+ * in the file comment, then reads up to cap bytes of it into buf. */
+static authd_code read_open(const char *what, const char *path, int fd, uint8_t *buf, size_t cap,
+    size_t *len, char *err, size_t errlen)
+{
+    struct stat st;
+    char dir[PATH_MAX];
+    size_t n = 0;
+
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "%s %s: not a regular file", what, path);
+        return AUTHD_FAILED_PRECONDITION;
+    }
+    if (!trusted_uid(st.st_uid)) {
+        snprintf(err, errlen,
+            "%s %s: owned by uid %u, not by uid %u (the user authd runs as) or root; "
+            "another account could replace it",
+            what, path, (unsigned)st.st_uid, (unsigned)geteuid());
+        return AUTHD_FAILED_PRECONDITION;
+    }
+    if ((st.st_mode & 077) != 0) {
+        snprintf(err, errlen, "%s %s: mode %04o lets group or others access it; run chmod 600 %s",
+            what, path, (unsigned)(st.st_mode & 07777), path);
+        return AUTHD_FAILED_PRECONDITION;
+    }
+    if (opened_dir(fd, path, dir) != 0) {
+        snprintf(
+            err, errlen, "%s %s: cannot resolve its directory: %s", what, path, strerror(errno));
+        return AUTHD_FAILED_PRECONDITION;
+    }
+    if (check_dirs(what, path, dir, err, errlen) != 0)
+        return AUTHD_FAILED_PRECONDITION;
+    for (;;) {
+        ssize_t r = read(fd, buf + n, cap - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            snprintf(err, errlen, "%s %s: cannot read: %s", what, path, strerror(errno));
+            return AUTHD_FAILED_PRECONDITION;
+        }
+        if (r == 0 || (n += (size_t)r) == cap)
+            break;
+    }
+    *len = n;
+    return AUTHD_OK;
+}
+
+authd_code authd_keyfile_read(const char *what, const char *path, uint8_t *buf, size_t cap,
+    size_t *len, char *err, size_t errlen)
+{
+    authd_code rc;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+
+    if (fd < 0) {
+        snprintf(err, errlen, "%s %s: cannot open: %s%s", what, path, strerror(errno),
+            errno == ELOOP ? " (a symlink is not followed)" : "");
+        return errno == ENOENT ? AUTHD_NOT_FOUND : AUTHD_FAILED_PRECONDITION;
+    }
+    rc = read_open(what, path, fd, buf, cap, len, err, errlen);
+    if (rc == AUTHD_OK && *len == cap) {
+        snprintf(err, errlen, "%s %s: %zu bytes or more; too long", what, path, cap);
+        rc = AUTHD_FAILED_PRECONDITION;
+    }
+    close(fd);
+    return rc;
+}
+
 authd_code authd_keyfile_load(const char *path, bool create, uint8_t *key, size_t *len,
     bool *created, char *err, size_t errlen)
 {
-    struct stat st;
     uint8_t buf[AUTHD_SIGNING_KEY_MAX + 1];
-    char dir[PATH_MAX];
     authd_code rc = AUTHD_FAILED_PRECONDITION;
-    ssize_t n = 0;
+    size_t n = 0;
     int fd = -1;
 
     *created = false;
@@ -189,52 +254,21 @@ authd_code authd_keyfile_load(const char *path, bool create, uint8_t *key, size_
             errno == ELOOP ? " (a symlink is not followed)" : "");
         return rc;
     }
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        snprintf(err, errlen, "signing key %s: not a regular file", path);
+    /* One byte more than a key may hold, so that "too long" is seen. */
+    if ((rc = read_open("signing key", path, fd, buf, sizeof buf, &n, err, errlen)) != AUTHD_OK)
         goto out;
-    }
-    if (!trusted_uid(st.st_uid)) {
-        snprintf(err, errlen,
-            "signing key %s: owned by uid %u, not by uid %u (the user authd runs as) or root; "
-            "another account could replace it",
-            path, (unsigned)st.st_uid, (unsigned)geteuid());
-        goto out;
-    }
-    if ((st.st_mode & 077) != 0) {
-        snprintf(err, errlen,
-            "signing key %s: mode %04o lets group or others access it; run chmod 600 %s", path,
-            (unsigned)(st.st_mode & 07777), path);
-        goto out;
-    }
-    if (opened_dir(fd, path, dir) != 0) {
-        snprintf(
-            err, errlen, "signing key %s: cannot resolve its directory: %s", path, strerror(errno));
-        goto out;
-    }
-    if (check_dirs(path, dir, err, errlen) != 0)
-        goto out;
-    for (;;) {
-        ssize_t r = read(fd, buf + n, sizeof buf - (size_t)n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            snprintf(err, errlen, "signing key %s: cannot read: %s", path, strerror(errno));
-            goto out;
-        }
-        if (r == 0 || (size_t)(n += r) == sizeof buf)
-            break;
-    }
-    if ((size_t)n < AUTHD_SIGNING_KEY_MIN) {
-        snprintf(err, errlen, "signing key %s: holds %zd bytes; at least %d random bytes needed",
+    rc = AUTHD_FAILED_PRECONDITION;
+    if (n < AUTHD_SIGNING_KEY_MIN) {
+        snprintf(err, errlen, "signing key %s: holds %zu bytes; at least %d random bytes needed",
             path, n, AUTHD_SIGNING_KEY_MIN);
         goto out;
     }
-    if ((size_t)n > AUTHD_SIGNING_KEY_MAX) {
+    if (n > AUTHD_SIGNING_KEY_MAX) {
         snprintf(err, errlen, "signing key %s: longer than %d bytes", path, AUTHD_SIGNING_KEY_MAX);
         goto out;
     }
-    memcpy(key, buf, (size_t)n);
-    *len = (size_t)n;
+    memcpy(key, buf, n);
+    *len = n;
     rc = AUTHD_OK;
 out:
     sodium_memzero(buf, sizeof buf);

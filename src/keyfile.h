@@ -28,4 +28,12 @@
 AUTHD_MUST_CHECK authd_code authd_keyfile_load(const char *path, bool create, uint8_t *key,
     size_t *len, bool *created, char *err, size_t errlen);
 
+/* authd_keyfile_read reads the whole file at path (fewer than cap bytes) into buf and sets *len,
+ * after the same checks as authd_keyfile_load (regular file, no symlink, owner, mode 0600 or
+ * stricter, the directories above); what names the file in err ("key", "key state file").
+ * AUTHD_NOT_FOUND when it does not exist; AUTHD_FAILED_PRECONDITION otherwise, with err filled.
+ * The caller wipes buf if it holds a secret. */
+AUTHD_MUST_CHECK authd_code authd_keyfile_read(const char *what, const char *path, uint8_t *buf,
+    size_t cap, size_t *len, char *err, size_t errlen);
+
 #endif

@@ -1,7 +1,8 @@
 /*
  * main.c — authd: configuration, start-up in dependency order, the
- * maintenance loop, reloads on SIGHUP (caller policy, TLS files) and a
- * clean shutdown on SIGINT/SIGTERM.
+ * maintenance loop, reloads on SIGHUP (caller policy, TLS files, key set;
+ * the key set also every minute) and a clean shutdown on SIGINT/SIGTERM; `authd user ...` and
+ * `authd keys ...` run operator commands instead.
  *
  * Start: store -> tokens -> pools + timer -> service -> server. Stop in
  * reverse, after draining: requests in flight finish (up to
@@ -21,7 +22,9 @@
 
 #include "config.h"
 #include "dirlock.h"
+#include "keydir.h"
 #include "keyfile.h"
+#include "keys_cmd.h"
 #include "log.h"
 #include "policy.h"
 #include "server.h"
@@ -69,6 +72,37 @@ static authd_code load_policy(const char *path, authd_policy **out, char *err, s
     size_t n = authd_method_names(methods, AUTHD_POLICY_METHODS_MAX);
 
     return authd_policy_load(path, methods, n, out, err, errlen);
+}
+
+/*
+ * reload_keys puts the key set of --key-dir in force when keys.state has
+ * changed since the last load (SIGHUP and every maintenance tick: the
+ * `authd keys` commands only write files). A set that fails to load keeps
+ * the one in force and logs why.
+ */
+static void reload_keys(const authd_config *cfg, authd_tokens *tokens, uint8_t digest[32])
+{
+    char err[512];
+    bool changed = false;
+    authd_logrec r;
+
+    if (cfg->key_dir == NULL)
+        return;
+    if (authd_keydir_load(tokens, cfg->key_dir, digest, &changed, err, sizeof err) != AUTHD_OK) {
+        if (authd_log_begin(&r, AUTHD_LOG_ERROR, "reload_failed")) {
+            authd_log_str(&r, "key_dir", cfg->key_dir);
+            authd_log_str(&r, "error", err);
+            authd_log_str(&r, "kept", "the key set in force");
+            authd_log_end(&r);
+        }
+        return;
+    }
+    if (changed && authd_log_begin(&r, AUTHD_LOG_INFO, "keys_loaded")) {
+        authd_log_str(&r, "key_dir", cfg->key_dir);
+        authd_log_str(&r, "kid", authd_tokens_kid(tokens));
+        authd_log_str(&r, "alg", authd_tokens_alg(tokens));
+        authd_log_end(&r);
+    }
 }
 
 /*
@@ -131,6 +165,7 @@ int main(int argc, char **argv)
     int dirlock = -1;
     uint8_t key[AUTHD_SIGNING_KEY_MAX];
     size_t key_len = 0;
+    uint8_t keys_digest[32] = { 0 }; /* of the key set's state file in force */
     bool created = false;
     char err[512];
     int status = 1;
@@ -139,6 +174,8 @@ int main(int argc, char **argv)
     /* `authd user ...`: local operator commands on the store, not a server. */
     if (argc >= 2 && strcmp(argv[1], "user") == 0)
         return authd_user_command(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "keys") == 0)
+        return authd_keys_command(argc - 1, argv + 1);
     /* A SIGHUP (reload) during start-up must not kill authd: it waits,
      * pending, for the signal loop below. */
     sigemptyset(&sigs);
@@ -187,9 +224,11 @@ int main(int argc, char **argv)
         goto out;
     }
 
-    if (authd_keyfile_load(
-            cfg.signing_key, cfg.create_signing_key, key, &key_len, &created, err, sizeof err)
-        != AUTHD_OK) {
+    /* --key-dir replaces --signing-key (which has a default path). */
+    if (cfg.key_dir == NULL
+        && authd_keyfile_load(
+               cfg.signing_key, cfg.create_signing_key, key, &key_len, &created, err, sizeof err)
+            != AUTHD_OK) {
         fatal("startup_failed", err);
         goto out;
     }
@@ -212,11 +251,12 @@ int main(int argc, char **argv)
         goto out;
     }
 
-    authd_tokens_options to = { .key = key,
-        .key_len = key_len,
+    authd_tokens_options to = { .key = cfg.key_dir == NULL ? key : NULL,
+        .key_len = cfg.key_dir == NULL ? key_len : 0,
         .issuer = cfg.issuer,
         .audience = cfg.audience,
-        .leeway = cfg.clock_leeway };
+        .leeway = cfg.clock_leeway,
+        .max_ttl = cfg.token_ttl };
     if (authd_tokens_create(&to, &tokens) != AUTHD_OK) {
         fatal("startup_failed",
             "invalid token settings: issuer/audience must be 1-128 "
@@ -224,6 +264,11 @@ int main(int argc, char **argv)
         goto out;
     }
     sodium_memzero(key, sizeof key);
+    if (cfg.key_dir != NULL
+        && authd_keydir_load(tokens, cfg.key_dir, keys_digest, NULL, err, sizeof err) != AUTHD_OK) {
+        fatal("startup_failed", err);
+        goto out;
+    }
 
     /* Signals are taken synchronously by the main thread (sigtimedwait), so
      * block them before any thread (ours or nng's) exists. Until here a
@@ -354,6 +399,9 @@ int main(int argc, char **argv)
         authd_log_str(&r, "url", authd_server_url(srv));
         authd_log_str(&r, "version", AUTHD_VERSION);
         authd_log_str(&r, "kid", authd_tokens_kid(tokens));
+        authd_log_str(&r, "alg", authd_tokens_alg(tokens));
+        if (cfg.key_dir != NULL)
+            authd_log_str(&r, "key_dir", cfg.key_dir);
         authd_log_bool(&r, "mtls", cfg.tls_client_ca != NULL);
         if (cfg.caller_policy != NULL) {
             authd_log_str(&r, "caller_policy", cfg.caller_policy);
@@ -376,10 +424,14 @@ int main(int argc, char **argv)
         int sig = sigtimedwait(&sigs, NULL, &ts);
         if (sig == SIGINT || sig == SIGTERM)
             break;
-        if (sig == SIGHUP)
+        if (sig == SIGHUP) {
             reload(&cfg, policy, srv);
-        if (sig < 0 && errno == EAGAIN)
+            reload_keys(&cfg, tokens, keys_digest);
+        }
+        if (sig < 0 && errno == EAGAIN) {
+            reload_keys(&cfg, tokens, keys_digest);
             authd_service_maintain(svc);
+        }
         if (policy != NULL)
             (void)authd_policy_slot_reap(policy);
     }

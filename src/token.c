@@ -1,56 +1,60 @@
 /*
  * token.c — issuing and verifying authd's access tokens (JWS compact,
- * HS256, "typ":"at+jwt"): HMAC-SHA256 over OpenSSL's SHA-256 (which uses
- * the CPU's SHA extensions; libsodium's portable C SHA-256 was a quarter
- * of a Verify's instructions under callgrind), libsodium for constant-time
- * compares, hex and encoding, jansson for JSON. See token.h for the
- * contract and why not libjwt.
+ * "typ":"at+jwt"): the JWS code (strict base64url, the header fence,
+ * claims and time checks) and the key set, in one place. The algorithms
+ * live behind the seam of token_alg.h (alg_hs256.c, alg_es256.c);
+ * libsodium for constant-time compares, hex and encoding, jansson for
+ * JSON. See token.h for the contract and why not libjwt.
  *
- * The MAC uses OpenSSL's low-level SHA256_* calls, deprecated in 3.0 in
- * favour of EVP but present throughout 3.x: with them the keyed midstates
- * are plain structs copied on the stack. Through EVP, each MAC cost three
- * allocations (a context and two provider copies) and the provider
- * dispatch: 1.5 us against 0.5 us here, a fifth of what a Verify at 1,000
- * connections costs the server beyond the echo (docs/benchmarks.md). Both
- * use the same SHA-NI block function.
+ * The key set. Keys are loaded (parsed, keyed) once and then never change
+ * but for their state words; they are kept on one list, newest first, for
+ * the object's life, and freed only by authd_tokens_destroy. A reload
+ * (authd_tokens_set_keys) adds keys it has not seen to the head of the list
+ * (a release store: a reader that finds a key sees it whole) and stores
+ * each key's new state; the active key is one more atomic pointer. So the
+ * readers, on every event loop, take no lock and no epoch: a Verify reads
+ * at most a few pointers and state words more than with one fixed key. The
+ * price is that a key dropped from the set stays in memory (a few hundred
+ * bytes, its secret included) until exit, and a process loads at most
+ * AUTHD_KEYS_LIFE_MAX distinct keys; restart authd after that many
+ * rotations (about 8 months of daily ones).
  */
-#define OPENSSL_SUPPRESS_DEPRECATED /* SHA256_Init/Update/Final: see above */
 #include "token.h"
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <jansson.h>
-#include <openssl/sha.h>
 #include <sodium.h>
 
-#define B64_VARIANT   sodium_base64_VARIANT_URLSAFE_NO_PADDING
-#define MAC_LEN       32 /* HMAC-SHA256 */
-#define SHA256_BLOCK  64
-#define NAME_LEN_MAX  128 /* issuer, audience */
-#define TIME_MAX      ((int64_t)1 << 40) /* iat/nbf/exp upper bound */
-#define LEEWAY_MAX    86400 /* a day of skew is already a config error */
-#define HEADER_MAX    256 /* decoded header bytes worth parsing; ours is 56 */
-#define HEADER_B64MAX 128 /* our own header segment (74 chars) + NUL */
-#define CLAIMS_MAX    640 /* our claims JSON; 128-byte iss and aud need < 480 */
-#define BIN_MAX       (AUTHD_TOKEN_MAX / 4 * 3) /* all three parts, decoded */
-#define ID_HEX_LEN    32 /* sub, sid, jti */
+#include "token_alg.h"
+
+#define B64_VARIANT  sodium_base64_VARIANT_URLSAFE_NO_PADDING
+#define NAME_LEN_MAX 128 /* issuer, audience */
+#define TIME_MAX     ((int64_t)1 << 40) /* iat/nbf/exp upper bound */
+#define LEEWAY_MAX   86400 /* a day of skew is already a config error */
+#define MAX_TTL_DEF  43200 /* 12 h: the ceiling of --token-ttl */
+#define HEADER_MAX   256 /* decoded header bytes worth parsing; ours is at most 71 */
+#define CLAIMS_MAX   640 /* our claims JSON; 128-byte iss and aud need < 480 */
+#define BIN_MAX      (AUTHD_TOKEN_MAX / 4 * 3) /* all three parts, decoded */
+#define ID_HEX_LEN   32 /* sub, sid, jti */
+
+static const authd_token_alg *const algs[] = { &authd_alg_hs256, &authd_alg_es256 };
 
 struct authd_tokens {
-    /* HMAC-SHA256 (RFC 2104) already keyed: SHA-256 states that have
-     * absorbed key^ipad and key^opad. Key-equivalent; never written after
-     * create (each MAC works on a copy, wiped after), wiped by destroy. */
-    SHA256_CTX ipad, opad;
-    char kid[AUTHD_KID_MAX + 1];
-    char header[HEADER_B64MAX]; /* base64url of our exact header JSON */
-    size_t header_len;
+    _Atomic(authd_key *) keys; /* every key loaded, newest first; see the file comment */
+    _Atomic(authd_key *) active; /* the one that signs; NULL: none yet */
+    pthread_mutex_t mu; /* set_keys */
+    size_t loaded; /* keys on the list (mu) */
     char iss[NAME_LEN_MAX + 1];
     size_t iss_len;
     char aud[NAME_LEN_MAX + 1];
     size_t aud_len;
     int64_t leeway;
+    int64_t max_ttl;
 };
 
 /* name_ok: issuer and audience are written into the claims JSON verbatim,
@@ -80,127 +84,343 @@ static bool time_ok(int64_t v)
     return v >= 0 && v <= TIME_MAX;
 }
 
-/* hmac_key absorbs the padded key into the inner and outer states (a key
- * longer than a block is hashed first, as RFC 2104 says). */
-static void hmac_key(authd_tokens *t, const uint8_t *key, size_t key_len)
+static const authd_token_alg *alg_named(const char *name)
 {
-    uint8_t k[SHA256_BLOCK] = { 0 }, pad[SHA256_BLOCK];
-
-    if (key_len > SHA256_BLOCK)
-        crypto_hash_sha256(k, key, key_len);
-    else
-        memcpy(k, key, key_len);
-    for (int i = 0; i < SHA256_BLOCK; i++)
-        pad[i] = k[i] ^ 0x36;
-    SHA256_Init(&t->ipad);
-    SHA256_Update(&t->ipad, pad, sizeof pad);
-    for (int i = 0; i < SHA256_BLOCK; i++)
-        pad[i] = k[i] ^ 0x5c;
-    SHA256_Init(&t->opad);
-    SHA256_Update(&t->opad, pad, sizeof pad);
-    sodium_memzero(k, sizeof k);
-    sodium_memzero(pad, sizeof pad);
+    for (size_t i = 0; name != NULL && i < sizeof algs / sizeof algs[0]; i++)
+        if (strcmp(algs[i]->name, name) == 0)
+            return algs[i];
+    return NULL;
 }
 
-/* hmac computes HMAC-SHA256(key, p[0..n)) from the keyed states. Safe to
- * call from many threads at once: the keyed states are only copied. The
- * low-level SHA-256 calls cannot fail (they only return 1) and allocate
- * nothing. */
-static void hmac(const authd_tokens *t, const void *p, size_t n, uint8_t out[MAC_LEN])
+/* key_free unloads (wipes) and frees one key. Accepts NULL. */
+static void key_free(authd_key *k)
 {
-    SHA256_CTX c = t->ipad;
-    uint8_t inner[MAC_LEN];
-
-    SHA256_Update(&c, p, n);
-    SHA256_Final(inner, &c);
-    c = t->opad;
-    SHA256_Update(&c, inner, sizeof inner);
-    SHA256_Final(out, &c);
-    sodium_memzero(&c, sizeof c);
-    sodium_memzero(inner, sizeof inner);
+    if (k == NULL)
+        return;
+    k->alg->unload(k);
+    sodium_memzero(k, sizeof *k);
+    free(k);
 }
 
-/* authd_tokens_create keys the HMAC once (so each verify saves the two
- * compression rounds of key setup and never touches the raw key again),
- * derives the kid and encodes our own header segment, which verify
- * compares byte for byte before falling back to parsing. The raw key is
- * not kept. */
+/* key_load parses material as a key of alg, derives its kid and encodes
+ * its header segment, which verify compares byte for byte before falling
+ * back to parsing. The caller frees *out with key_free. */
+static authd_code key_load(
+    const authd_token_alg *alg, const uint8_t *material, size_t len, authd_key **out)
+{
+    authd_key *k = calloc(1, sizeof *k);
+    char hdr[96];
+    int n;
+
+    if (k == NULL)
+        return AUTHD_RESOURCE_EXHAUSTED;
+    if (material == NULL || alg->load(k, material, len) != 0) {
+        sodium_memzero(k, sizeof *k);
+        free(k);
+        return AUTHD_INVALID_ARGUMENT;
+    }
+    k->alg = alg;
+    crypto_hash_sha256(k->material_id, material, len);
+    n = snprintf(
+        hdr, sizeof hdr, "{\"alg\":\"%s\",\"typ\":\"at+jwt\",\"kid\":\"%s\"}", alg->name, k->kid);
+    if (n < 0 || (size_t)n >= sizeof hdr
+        || sodium_base64_ENCODED_LEN((size_t)n, B64_VARIANT) > sizeof k->header) {
+        key_free(k);
+        return AUTHD_INTERNAL;
+    }
+    sodium_bin2base64(k->header, sizeof k->header, (const uint8_t *)hdr, (size_t)n, B64_VARIANT);
+    k->header_len = strlen(k->header);
+    *out = k;
+    return AUTHD_OK;
+}
+
+/* authd_tokens_create copies the settings; with a key, the set is that key
+ * alone (the --signing-key deployment, as before key sets). */
 authd_code authd_tokens_create(const authd_tokens_options *opts, authd_tokens **out)
 {
     authd_tokens *t = NULL;
-    uint8_t digest[crypto_hash_sha256_BYTES];
-    char hdr[96];
-    int n;
+    char err[160];
     authd_code rc;
 
     if (opts == NULL || out == NULL)
         return AUTHD_INVALID_ARGUMENT;
     if (sodium_init() < 0)
         return AUTHD_INTERNAL;
-    if (opts->key == NULL || opts->key_len < AUTHD_SIGNING_KEY_MIN
-        || opts->key_len > AUTHD_SIGNING_KEY_MAX || !name_ok(opts->issuer)
-        || !name_ok(opts->audience) || opts->leeway < 0 || opts->leeway > LEEWAY_MAX)
+    if ((opts->key == NULL && opts->key_len != 0)
+        || (opts->key != NULL
+            && (opts->key_len < AUTHD_SIGNING_KEY_MIN || opts->key_len > AUTHD_SIGNING_KEY_MAX))
+        || !name_ok(opts->issuer) || !name_ok(opts->audience) || opts->leeway < 0
+        || opts->leeway > LEEWAY_MAX || opts->max_ttl < 0 || opts->max_ttl > TIME_MAX)
         return AUTHD_INVALID_ARGUMENT;
 
-    if ((t = calloc(1, sizeof *t)) == NULL) {
-        rc = AUTHD_RESOURCE_EXHAUSTED;
-        goto out;
-    }
-    hmac_key(t, opts->key, opts->key_len);
-    if (crypto_hash_sha256(digest, opts->key, opts->key_len) != 0) {
-        rc = AUTHD_INTERNAL;
-        goto out;
-    }
-    sodium_bin2hex(t->kid, sizeof t->kid, digest, 8);
-
-    n = snprintf(hdr, sizeof hdr, "{\"alg\":\"HS256\",\"typ\":\"at+jwt\",\"kid\":\"%s\"}", t->kid);
-    if (n < 0 || (size_t)n >= sizeof hdr
-        || sodium_base64_ENCODED_LEN((size_t)n, B64_VARIANT) > sizeof t->header) {
-        rc = AUTHD_INTERNAL;
-        goto out;
-    }
-    sodium_bin2base64(t->header, sizeof t->header, (const uint8_t *)hdr, (size_t)n, B64_VARIANT);
-    t->header_len = strlen(t->header);
-
+    if ((t = calloc(1, sizeof *t)) == NULL)
+        return AUTHD_RESOURCE_EXHAUSTED;
+    pthread_mutex_init(&t->mu, NULL);
     t->iss_len = strlen(opts->issuer);
     memcpy(t->iss, opts->issuer, t->iss_len + 1);
     t->aud_len = strlen(opts->audience);
     memcpy(t->aud, opts->audience, t->aud_len + 1);
     t->leeway = opts->leeway;
-
+    t->max_ttl = opts->max_ttl > 0 ? opts->max_ttl : MAX_TTL_DEF;
+    if (opts->key != NULL) {
+        authd_key_spec one = { .alg = "HS256",
+            .material = opts->key,
+            .material_len = opts->key_len,
+            .state = AUTHD_KEY_ACTIVE };
+        if ((rc = authd_tokens_set_keys(t, &one, 1, err, sizeof err)) != AUTHD_OK)
+            goto out;
+    }
     *out = t;
     t = NULL;
     rc = AUTHD_OK;
 out:
-    sodium_memzero(digest, sizeof digest);
     authd_tokens_destroy(t);
     return rc;
 }
 
-/* authd_tokens_destroy wipes the keyed states with the rest. */
+/* authd_tokens_destroy wipes and frees every key ever loaded. */
 void authd_tokens_destroy(authd_tokens *t)
 {
     if (t == NULL)
         return;
+    authd_key *k = atomic_load(&t->keys);
+    while (k != NULL) {
+        authd_key *next = k->next;
+        key_free(k);
+        k = next;
+    }
+    pthread_mutex_destroy(&t->mu);
     sodium_memzero(t, sizeof *t);
     free(t);
 }
 
+static authd_key *key_by_kid(const authd_tokens *t, const char *kid, size_t len)
+{
+    for (authd_key *k = atomic_load_explicit(&((authd_tokens *)t)->keys, memory_order_acquire);
+         k != NULL; k = k->next)
+        if (strlen(k->kid) == len && memcmp(k->kid, kid, len) == 0)
+            return k;
+    return NULL;
+}
+
+/*
+ * authd_tokens_set_keys loads what is new first, and only when every spec
+ * checks out changes anything visible: new keys go on the list, then the
+ * states are stored (keys that leave the set first, the new active key
+ * last), then the active pointer. A Verify racing the reload sees each key
+ * in its old or its new state; a token signed by the old active key is
+ * good in both, because that key is retired, not gone.
+ */
+authd_code authd_tokens_set_keys(
+    authd_tokens *t, const authd_key_spec *specs, size_t n, char *err, size_t errlen)
+{
+    authd_key *fresh[AUTHD_KEYS_MAX] = { NULL };
+    authd_key *found[AUTHD_KEYS_MAX] = { NULL };
+    size_t nfresh = 0, active = 0;
+    authd_code rc = AUTHD_INVALID_ARGUMENT;
+
+    if (t == NULL || (specs == NULL && n > 0))
+        return AUTHD_INVALID_ARGUMENT;
+    if (n > AUTHD_KEYS_MAX) {
+        snprintf(err, errlen, "%zu keys: at most %d in a key set", n, AUTHD_KEYS_MAX);
+        return AUTHD_INVALID_ARGUMENT;
+    }
+    pthread_mutex_lock(&t->mu);
+    for (size_t i = 0; i < n; i++) {
+        const authd_key_spec *sp = &specs[i];
+        const authd_token_alg *alg = alg_named(sp->alg);
+        authd_key *k = NULL;
+        uint8_t id[32];
+
+        if (alg == NULL) {
+            snprintf(err, errlen, "key %s: unknown algorithm %s", sp->kid ? sp->kid : "?",
+                sp->alg ? sp->alg : "(none)");
+            goto out;
+        }
+        if (sp->state < AUTHD_KEY_PUBLISHED || sp->state > AUTHD_KEY_RETIRED
+            || (sp->state == AUTHD_KEY_RETIRED && !time_ok(sp->retired_at))) {
+            snprintf(err, errlen, "key %s: bad state", sp->kid ? sp->kid : "?");
+            goto out;
+        }
+        active += sp->state == AUTHD_KEY_ACTIVE;
+        if (sp->material != NULL)
+            crypto_hash_sha256(id, sp->material, sp->material_len);
+        /* Without a kid, the material names it: load it to learn which. */
+        if (sp->kid == NULL) {
+            if ((rc = key_load(alg, sp->material, sp->material_len, &k)) != AUTHD_OK) {
+                snprintf(err, errlen, "key: not a valid %s key", alg->name);
+                goto out;
+            }
+            rc = AUTHD_INVALID_ARGUMENT;
+            authd_key *old = key_by_kid(t, k->kid, strlen(k->kid));
+            if (old != NULL) {
+                key_free(k);
+                k = old;
+            } else {
+                fresh[nfresh++] = k;
+            }
+        } else if ((k = key_by_kid(t, sp->kid, strlen(sp->kid))) == NULL) {
+            if ((rc = key_load(alg, sp->material, sp->material_len, &k)) != AUTHD_OK) {
+                snprintf(err, errlen, "key %s: not a valid %s key", sp->kid, alg->name);
+                goto out;
+            }
+            rc = AUTHD_INVALID_ARGUMENT;
+            fresh[nfresh++] = k;
+            if (strcmp(sp->kid, k->kid) != 0) {
+                snprintf(err, errlen, "key %s: its material derives kid %s", sp->kid, k->kid);
+                goto out;
+            }
+        }
+        /* A kid loaded before keeps its algorithm and its key for life. */
+        if (k->alg != alg || sp->material == NULL
+            || sodium_memcmp(k->material_id, id, sizeof id) != 0) {
+            snprintf(err, errlen,
+                "key %s: was loaded as another %s key; a kid never changes its key", k->kid,
+                k->alg->name);
+            goto out;
+        }
+        for (size_t j = 0; j < i; j++)
+            if (found[j] == k || strcmp(found[j]->kid, k->kid) == 0) {
+                snprintf(err, errlen, "key %s: listed twice", k->kid);
+                goto out;
+            }
+        found[i] = k;
+    }
+    if (active != 1) {
+        snprintf(err, errlen, "%zu active keys: exactly one must be active", active);
+        goto out;
+    }
+    if (t->loaded + nfresh > AUTHD_KEYS_LIFE_MAX) {
+        snprintf(err, errlen, "this process has loaded %zu keys, the most it will; restart authd",
+            t->loaded);
+        rc = AUTHD_RESOURCE_EXHAUSTED;
+        goto out;
+    }
+
+    /* Commit. New keys start GONE, so they verify nothing before their
+     * state is stored below. */
+    for (size_t i = 0; i < nfresh; i++) {
+        fresh[i]->next = atomic_load_explicit(&t->keys, memory_order_relaxed);
+        atomic_store_explicit(&t->keys, fresh[i], memory_order_release);
+        fresh[i] = NULL;
+        t->loaded++;
+    }
+    for (authd_key *k = atomic_load(&t->keys); k != NULL; k = k->next) {
+        bool in = false;
+        for (size_t i = 0; i < n && !in; i++)
+            in = found[i] == k;
+        if (!in)
+            atomic_store(&k->state, AUTHD_KEY_GONE);
+    }
+    authd_key *act = NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (specs[i].state == AUTHD_KEY_ACTIVE) {
+            act = found[i];
+            continue;
+        }
+        atomic_store(&found[i]->retired_at, specs[i].retired_at);
+        atomic_store(&found[i]->state, (int)specs[i].state);
+    }
+    /* retired_at is left as it was: a reader that still sees this key
+     * RETIRED must not pair that with a cleared time (it would refuse a
+     * good token); it means nothing once ACTIVE. */
+    atomic_store(&act->state, AUTHD_KEY_ACTIVE);
+    atomic_store(&t->active, act);
+    rc = AUTHD_OK;
+out:
+    pthread_mutex_unlock(&t->mu);
+    for (size_t i = 0; i < nfresh; i++)
+        key_free(fresh[i]);
+    return rc;
+}
+
 const char *authd_tokens_kid(const authd_tokens *t)
 {
-    return t->kid;
+    const authd_key *k = atomic_load(&((authd_tokens *)t)->active);
+    return k != NULL ? k->kid : "";
+}
+
+const char *authd_tokens_alg(const authd_tokens *t)
+{
+    const authd_key *k = atomic_load(&((authd_tokens *)t)->active);
+    return k != NULL ? k->alg->name : "";
+}
+
+/* key_usable: k may verify a token at now (token.h: the key set). */
+static bool key_usable(const authd_tokens *t, const authd_key *k, int64_t now)
+{
+    int st = atomic_load_explicit(&((authd_key *)k)->state, memory_order_acquire);
+
+    if (st == AUTHD_KEY_PUBLISHED || st == AUTHD_KEY_ACTIVE)
+        return true;
+    if (st != AUTHD_KEY_RETIRED)
+        return false;
+    int64_t at = atomic_load_explicit(&((authd_key *)k)->retired_at, memory_order_relaxed);
+    return now < at + t->max_ttl + t->leeway;
+}
+
+authd_code authd_tokens_jwks(const authd_tokens *t, int64_t now, char *out, size_t cap)
+{
+    size_t pos = 0, n = 0;
+    int w;
+
+    if (t == NULL || out == NULL || cap < 12)
+        return AUTHD_INVALID_ARGUMENT;
+    memcpy(out, "{\"keys\":[", 9);
+    pos = 9;
+    for (const authd_key *k = atomic_load(&((authd_tokens *)t)->keys); k != NULL; k = k->next) {
+        if (!k->alg->public_jwk || !key_usable(t, k, now))
+            continue;
+        w = snprintf(out + pos, cap - pos, "%s%s", n++ > 0 ? "," : "", k->u.es.jwk);
+        if (w < 0 || (size_t)w >= cap - pos)
+            return AUTHD_INVALID_ARGUMENT;
+        pos += (size_t)w;
+    }
+    if (cap - pos < 3)
+        return AUTHD_INVALID_ARGUMENT;
+    memcpy(out + pos, "]}", 3);
+    return AUTHD_OK;
+}
+
+authd_code authd_token_key_check(
+    const char *alg, const uint8_t *material, size_t len, char kid[AUTHD_KID_MAX + 1])
+{
+    const authd_token_alg *a = alg_named(alg);
+    authd_key *k = NULL;
+    authd_code rc;
+
+    if (a == NULL)
+        return AUTHD_INVALID_ARGUMENT;
+    if ((rc = key_load(a, material, len, &k)) != AUTHD_OK)
+        return rc;
+    memcpy(kid, k->kid, sizeof k->kid);
+    key_free(k);
+    return AUTHD_OK;
+}
+
+authd_code authd_token_key_generate(
+    const char *alg, uint8_t *out, size_t cap, size_t *len, char kid[AUTHD_KID_MAX + 1])
+{
+    const authd_token_alg *a = alg_named(alg);
+
+    if (a == NULL || sodium_init() < 0)
+        return AUTHD_INVALID_ARGUMENT;
+    if (a->generate(out, cap, len) != 0)
+        return AUTHD_INTERNAL;
+    return authd_token_key_check(alg, out, *len, kid);
 }
 
 /* authd_token_issue builds the token in a stack buffer and copies it out
  * only when it fits, so a short buffer is left untouched. The buffer and
- * MAC are wiped: a finished token is a bearer credential. */
+ * signature are wiped: a finished token is a bearer credential. */
 authd_code authd_token_issue(
     const authd_tokens *t, const authd_claims *c, char *out, size_t out_size)
 {
     char claims[CLAIMS_MAX];
     char buf[AUTHD_TOKEN_MAX + 1];
     char sub[ID_HEX_LEN + 1], sid[ID_HEX_LEN + 1];
-    uint8_t mac[MAC_LEN];
+    uint8_t sig[AUTHD_SIG_MAX];
+    const authd_key *k;
     size_t pos;
     int n;
     authd_code rc;
@@ -209,6 +429,8 @@ authd_code authd_token_issue(
         return AUTHD_INVALID_ARGUMENT;
     if (!time_ok(c->iat) || !time_ok(c->nbf) || !time_ok(c->exp))
         return AUTHD_INVALID_ARGUMENT;
+    if ((k = atomic_load_explicit(&((authd_tokens *)t)->active, memory_order_acquire)) == NULL)
+        return AUTHD_FAILED_PRECONDITION;
 
     sodium_bin2hex(sub, sizeof sub, c->sub, sizeof c->sub);
     sodium_bin2hex(sid, sizeof sid, c->sid, sizeof c->sid);
@@ -217,12 +439,12 @@ authd_code authd_token_issue(
         "\"iat\":%lld,\"nbf\":%lld,\"exp\":%lld}",
         t->iss, t->aud, sub, sid, sid, (long long)c->iat, (long long)c->nbf, (long long)c->exp);
 
-    memcpy(buf, t->header, t->header_len);
-    pos = t->header_len;
+    memcpy(buf, k->header, k->header_len);
+    pos = k->header_len;
     buf[pos++] = '.';
     if (n < 0 || (size_t)n >= sizeof claims
         || sodium_base64_ENCODED_LEN((size_t)n, B64_VARIANT) + 1
-                + sodium_base64_ENCODED_LEN(MAC_LEN, B64_VARIANT)
+                + sodium_base64_ENCODED_LEN(AUTHD_SIG_MAX, B64_VARIANT)
             > sizeof buf - pos) {
         rc = AUTHD_INTERNAL; /* cannot happen with validated iss/aud */
         goto out;
@@ -230,9 +452,12 @@ authd_code authd_token_issue(
     sodium_bin2base64(buf + pos, sizeof buf - pos, (const uint8_t *)claims, (size_t)n, B64_VARIANT);
     pos += strlen(buf + pos);
 
-    hmac(t, buf, pos, mac);
+    if (k->alg->sign(k, buf, pos, sig) != 0) {
+        rc = AUTHD_INTERNAL;
+        goto out;
+    }
     buf[pos++] = '.';
-    sodium_bin2base64(buf + pos, sizeof buf - pos, mac, sizeof mac, B64_VARIANT);
+    sodium_bin2base64(buf + pos, sizeof buf - pos, sig, k->alg->sig_len, B64_VARIANT);
     pos += strlen(buf + pos);
 
     if (pos + 1 > out_size) {
@@ -242,7 +467,7 @@ authd_code authd_token_issue(
     memcpy(out, buf, pos + 1);
     rc = AUTHD_OK;
 out:
-    sodium_memzero(mac, sizeof mac);
+    sodium_memzero(sig, sizeof sig);
     sodium_memzero(buf, sizeof buf);
     return rc;
 }
@@ -254,18 +479,22 @@ static bool str_is(const json_t *v, const char *s, size_t n)
         && memcmp(json_string_value(v), s, n) == 0;
 }
 
-/* check_header: the slow path for a header that is not byte-equal to ours
- * (other member order, whitespace, escapes). This JSON comes from anyone,
- * before the MAC is checked, so it is fenced before jansson sees it: small,
- * one '{' and no '[' (nothing nests, so jansson's recursive descent stays
- * one level deep). Then it must be an object of exactly alg, typ and kid:
- * jku, x5u, jwk, x5c, x5t, crit, zip, b64 and anything else are refused by
- * that count, and duplicates by JSON_REJECT_DUPLICATES. Returns 0 if ok. */
-static int check_header(const authd_tokens *t, const uint8_t *json, size_t len)
+/* check_header: the slow path for a header that is not byte-equal to one
+ * of our keys' (other member order, whitespace, escapes). This JSON comes
+ * from anyone, before the signature is checked, so it is fenced before
+ * jansson sees it: small, one '{' and no '[' (nothing nests, so jansson's
+ * recursive descent stays one level deep). Then it must be an object of
+ * exactly alg, typ and kid: jku, x5u, jwk, x5c, x5t, crit, zip, b64 and
+ * anything else are refused by that count, and duplicates by
+ * JSON_REJECT_DUPLICATES. kid must name a key of the set, and alg must be
+ * that key's algorithm, exactly: the key, never the token, says how the
+ * signature is checked. Returns the key, or NULL. */
+static const authd_key *check_header(const authd_tokens *t, const uint8_t *json, size_t len)
 {
     const uint8_t *brace;
+    const json_t *kid;
+    const authd_key *k = NULL;
     json_t *o = NULL;
-    int rc = -1;
 
     if (len > HEADER_MAX || memchr(json, '[', len) != NULL
         || (brace = memchr(json, '{', len)) == NULL
@@ -273,14 +502,14 @@ static int check_header(const authd_tokens *t, const uint8_t *json, size_t len)
         goto out;
     o = json_loadb((const char *)json, len, JSON_REJECT_DUPLICATES, NULL);
     if (!json_is_object(o) || json_object_size(o) != 3
-        || !str_is(json_object_get(o, "alg"), "HS256", 5)
         || !str_is(json_object_get(o, "typ"), "at+jwt", 6)
-        || !str_is(json_object_get(o, "kid"), t->kid, strlen(t->kid)))
-        goto out;
-    rc = 0;
+        || !json_is_string(kid = json_object_get(o, "kid"))
+        || (k = key_by_kid(t, json_string_value(kid), json_string_length(kid))) == NULL
+        || !str_is(json_object_get(o, "alg"), k->alg->name, strlen(k->alg->name)))
+        k = NULL;
 out:
     json_decref(o);
-    return rc;
+    return k;
 }
 
 static int nibble(char ch)
@@ -572,22 +801,38 @@ static int b64_part(const char *s, size_t n, uint8_t *bin, size_t cap, size_t *u
     return 0;
 }
 
+/* key_by_header finds the key whose own header segment the token's is,
+ * byte for byte: the active key first (nearly every token), then the
+ * others. NULL: not one of ours verbatim (check_header then decides). */
+static const authd_key *key_by_header(const authd_tokens *t, const char *h, size_t n)
+{
+    const authd_key *a = atomic_load_explicit(&((authd_tokens *)t)->active, memory_order_acquire);
+
+    if (a != NULL && n == a->header_len && memcmp(h, a->header, n) == 0)
+        return a;
+    for (const authd_key *k
+         = atomic_load_explicit(&((authd_tokens *)t)->keys, memory_order_acquire);
+         k != NULL; k = k->next)
+        if (k != a && n == k->header_len && memcmp(h, k->header, n) == 0)
+            return k;
+    return NULL;
+}
+
 /* authd_token_verify: Verify's hot path. Everything decodes into one stack
- * buffer; the MAC is computed from the pre-keyed state over the token's
- * own bytes; jansson is reached before the MAC only for a header that is
- * not byte-equal to ours, and then only behind check_header's fence. The
- * claims are parsed only after the MAC has matched. */
+ * buffer; the signature is checked by the key's own algorithm over the
+ * token's own bytes; jansson is reached before the signature only for a
+ * header that is not byte-equal to one of our keys', and then only behind
+ * check_header's fence. The claims are parsed only after the signature has
+ * matched. */
 authd_token_result authd_token_verify(
     const authd_tokens *t, const char *token, size_t len, int64_t now, authd_claims *out)
 {
     uint8_t bin[BIN_MAX];
-    uint8_t mac[MAC_LEN];
     const char *dot1, *dot2;
     const uint8_t *hdr, *body, *sig;
     size_t hdr_len, body_len, sig_len, used = 0, hdr_b64, signed_len;
+    const authd_key *k;
     authd_claims c;
-    authd_token_result r;
-    bool keyed = false;
 
     /* Size and shape: three parts, two dots, header and claims non-empty
      * (an empty signature is a bad signature, reported after the header). */
@@ -595,59 +840,38 @@ authd_token_result authd_token_verify(
         || (dot1 = memchr(token, '.', len)) == NULL
         || (dot2 = memchr(dot1 + 1, '.', len - (size_t)(dot1 + 1 - token))) == NULL
         || memchr(dot2 + 1, '.', len - (size_t)(dot2 + 1 - token)) != NULL || dot1 == token
-        || dot2 == dot1 + 1) {
-        r = AUTHD_TOKEN_MALFORMED;
-        goto out;
-    }
+        || dot2 == dot1 + 1)
+        return AUTHD_TOKEN_MALFORMED;
     hdr_b64 = (size_t)(dot1 - token);
     signed_len = (size_t)(dot2 - token);
-    /* Header: our own bytes (then there is nothing to decode), or something
-     * that decodes and parses to the same. */
-    bool ours = hdr_b64 == t->header_len && memcmp(token, t->header, hdr_b64) == 0;
+    /* Header: one of our keys' own bytes (then there is nothing to decode),
+     * or something that decodes and parses to a key of the set. */
+    k = key_by_header(t, token, hdr_b64);
+    bool ours = k != NULL;
     if ((!ours && b64_part(token, hdr_b64, bin, sizeof bin, &used, &hdr, &hdr_len) != 0)
         || b64_part(dot1 + 1, signed_len - hdr_b64 - 1, bin, sizeof bin, &used, &body, &body_len)
             != 0
         || b64_part(dot2 + 1, len - signed_len - 1, bin, sizeof bin, &used, &sig, &sig_len) != 0
-        || (!ours && check_header(t, hdr, hdr_len) != 0)) {
-        r = AUTHD_TOKEN_MALFORMED;
-        goto out;
-    }
+        || (!ours && (k = check_header(t, hdr, hdr_len)) == NULL) || !key_usable(t, k, now))
+        return AUTHD_TOKEN_MALFORMED;
 
-    /* Signature: exactly 32 bytes, compared in constant time. */
-    if (sig_len != MAC_LEN) {
-        r = AUTHD_TOKEN_BAD_SIGNATURE;
-        goto out;
-    }
-    keyed = true;
-    hmac(t, token, signed_len, mac);
-    if (crypto_verify_32(mac, sig) != 0) {
-        r = AUTHD_TOKEN_BAD_SIGNATURE;
-        goto out;
-    }
+    /* Signature: exactly the key's algorithm's length, checked by it. */
+    if (sig_len != k->alg->sig_len || !k->alg->verify(k, token, signed_len, sig))
+        return AUTHD_TOKEN_BAD_SIGNATURE;
 
-    if (check_claims(t, body, body_len, &c) != 0) {
-        r = AUTHD_TOKEN_INVALID_CLAIMS;
-        goto out;
-    }
+    if (check_claims(t, body, body_len, &c) != 0)
+        return AUTHD_TOKEN_INVALID_CLAIMS;
 
     /* Time. exp, nbf <= 2^40 and leeway <= a day, so nothing overflows
      * whatever now is. */
-    if (now >= c.exp + t->leeway) {
-        r = AUTHD_TOKEN_EXPIRED;
-        goto out;
-    }
-    if (c.nbf - t->leeway > now) {
-        r = AUTHD_TOKEN_NOT_YET_VALID;
-        goto out;
-    }
+    if (now >= c.exp + t->leeway)
+        return AUTHD_TOKEN_EXPIRED;
+    if (c.nbf - t->leeway > now)
+        return AUTHD_TOKEN_NOT_YET_VALID;
 
     if (out != NULL)
         *out = c;
-    r = AUTHD_TOKEN_OK;
-out:
-    if (keyed) /* the MAC is a valid signature for whatever the caller sent */
-        sodium_memzero(mac, sizeof mac);
-    return r;
+    return AUTHD_TOKEN_OK;
 }
 
 const char *authd_token_result_reason(authd_token_result r)

@@ -76,7 +76,7 @@ static const char *rname(authd_token_result r)
 
 static authd_tokens_options opts_for(const char *key, int64_t leeway)
 {
-    authd_tokens_options o = { (const uint8_t *)key, strlen(key), ISS, AUD, leeway };
+    authd_tokens_options o = { (const uint8_t *)key, strlen(key), ISS, AUD, leeway, 0 };
     return o;
 }
 
@@ -792,19 +792,19 @@ static void test_create_rejects(void **state)
         const char *name;
         authd_tokens_options o;
     } cases[] = {
-        { "31-byte key", { (const uint8_t *)key31, 31, ISS, AUD, 0 } },
-        { "1025-byte key", { (const uint8_t *)key1025, 1025, ISS, AUD, 0 } },
-        { "NULL key", { NULL, 32, ISS, AUD, 0 } },
-        { "issuer with a quote", { (const uint8_t *)KEY, 32, "https://a\"b", AUD, 0 } },
-        { "issuer with a backslash", { (const uint8_t *)KEY, 32, "a\\b", AUD, 0 } },
-        { "issuer with a newline", { (const uint8_t *)KEY, 32, "a\nb", AUD, 0 } },
-        { "issuer non-ASCII", { (const uint8_t *)KEY, 32, "caf\xc3\xa9", AUD, 0 } },
-        { "issuer empty", { (const uint8_t *)KEY, 32, "", AUD, 0 } },
-        { "issuer NULL", { (const uint8_t *)KEY, 32, NULL, AUD, 0 } },
-        { "audience 129 bytes", { (const uint8_t *)KEY, 32, ISS, long_name, 0 } },
-        { "audience with DEL", { (const uint8_t *)KEY, 32, ISS, "a\x7f", 0 } },
-        { "negative leeway", { (const uint8_t *)KEY, 32, ISS, AUD, -1 } },
-        { "leeway over a day", { (const uint8_t *)KEY, 32, ISS, AUD, 86401 } },
+        { "31-byte key", { (const uint8_t *)key31, 31, ISS, AUD, 0, 0 } },
+        { "1025-byte key", { (const uint8_t *)key1025, 1025, ISS, AUD, 0, 0 } },
+        { "NULL key", { NULL, 32, ISS, AUD, 0, 0 } },
+        { "issuer with a quote", { (const uint8_t *)KEY, 32, "https://a\"b", AUD, 0, 0 } },
+        { "issuer with a backslash", { (const uint8_t *)KEY, 32, "a\\b", AUD, 0, 0 } },
+        { "issuer with a newline", { (const uint8_t *)KEY, 32, "a\nb", AUD, 0, 0 } },
+        { "issuer non-ASCII", { (const uint8_t *)KEY, 32, "caf\xc3\xa9", AUD, 0, 0 } },
+        { "issuer empty", { (const uint8_t *)KEY, 32, "", AUD, 0, 0 } },
+        { "issuer NULL", { (const uint8_t *)KEY, 32, NULL, AUD, 0, 0 } },
+        { "audience 129 bytes", { (const uint8_t *)KEY, 32, ISS, long_name, 0, 0 } },
+        { "audience with DEL", { (const uint8_t *)KEY, 32, ISS, "a\x7f", 0, 0 } },
+        { "negative leeway", { (const uint8_t *)KEY, 32, ISS, AUD, -1, 0 } },
+        { "leeway over a day", { (const uint8_t *)KEY, 32, ISS, AUD, 86401, 0 } },
     };
 
     memset(key1025, 'k', 1025);
