@@ -305,7 +305,8 @@ void authd_config_usage(FILE *out)
         "usage: authd [OPTIONS]\n"
         "       authd user unlock LOGIN [--data-dir DIR] [--map-size-mb N]\n"
         "       authd keys list|add|activate|retire ... --key-dir DIR (authd keys --help)\n\n"
-        "authd: authentication service (Register, Login, Logout, Verify, Refresh, GetJwks over nng/TLS).\n"
+        "authd: authentication service (Register, Login, Logout, Verify, Refresh, GetJwks over "
+        "nng/TLS).\n"
         "Every option can also be set with the environment variable shown;\n"
         "options override the environment, which overrides the defaults.\n\n");
     for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++) {
