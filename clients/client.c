@@ -892,6 +892,22 @@ static void wake(authd_client *c)
 /* ---- the connection: reads and writes (ssl_mtx held) --------------------------------- */
 
 /*
+** tls_err_reset empties this thread's OpenSSL error queue before an SSL
+** call, as SSL_get_error needs. ERR_clear_error walks all 16 slots of the
+** queue every time (about 800 instructions, two calls per request), while
+** the queue is almost always empty already: io_fail and ssl_reason clear
+** it after every failure. So look first (ERR_peek_error is cheap) and
+** clear only what an earlier failure, or an application callback sharing
+** this thread, left behind.
+*/
+static void tls_err_reset(void)
+{
+    if (ERR_peek_error() != 0) {
+        ERR_clear_error();
+    }
+}
+
+/*
 ** io_fail records in c->io_err why an SSL call r failed, or returns 0 with
 ** *want set when it only has to wait for the socket.
 */
@@ -954,7 +970,7 @@ static ssize_t conn_write(authd_client *c, const uint8_t *p, size_t n, uint32_t 
         snprintf(c->io_err, sizeof(c->io_err), "%s", strerror(errno));
         return -1;
     }
-    ERR_clear_error();
+    tls_err_reset();
     errno = 0;
     r = SSL_write(c->ssl, p, (int)n);
     return r > 0 ? r : io_fail(c, (int)r, want);
@@ -983,7 +999,7 @@ static ssize_t conn_read(authd_client *c, uint8_t *p, size_t n, uint32_t *want)
             c->io_err, sizeof(c->io_err), "%s", r == 0 ? "closed by the server" : strerror(errno));
         return -1;
     }
-    ERR_clear_error();
+    tls_err_reset();
     errno = 0;
     r = SSL_read(c->ssl, p, (int)n);
     return r > 0 ? r : io_fail(c, (int)r, want);
@@ -1161,7 +1177,7 @@ static int dial_step(authd_client *c, uint32_t ready, uint32_t *want, char *err,
             break;
         }
         case DP_TLS:
-            ERR_clear_error();
+            tls_err_reset();
             errno = 0;
             r = SSL_connect(c->ssl);
             if (r == 1) {

@@ -17,9 +17,11 @@
 #                    shape of bench.sh's conns section: each reply's callback
 #                    sends the next request)
 #   --seconds S      the measured window (default 10)
-#   --settle S       seconds between starting authbench and zeroing the
-#                    counters: handshakes and the setup (register, logins) are
-#                    left out (default 20)
+#   --settle S       seconds between the end of authbench's setup (every
+#                    connection open, users registered and logged in: its
+#                    "authbench: verify, ..." line) and zeroing the counters,
+#                    so that handshakes, setup and the first requests are
+#                    left out (default 5)
 #   --build DIR      a Release build tree (default ./build-bench, as bench.sh
 #                    makes it)
 #   --authbench BIN  another authbench binary (e.g. a baseline build)
@@ -33,7 +35,7 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-wl=verify conns=100 rate= secs=10 settle=20 bdir=$root/build-bench bench_bin= out=
+wl=verify conns=100 rate= secs=10 settle=5 bdir=$root/build-bench bench_bin= out=
 while [ $# -gt 0 ]; do
     case $1 in
     --workload) wl=${2:?}; shift 2 ;;
@@ -84,13 +86,23 @@ load=(--connections "$conns" --inflight "$conns")
 [ -n "$rate" ] && load+=(--rate "$rate")
 valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.out" --dump-instr=no \
     "$bench_bin" --url "$(cat "$work/url")" --ca "$work/tls/ca.crt" \
-    --workload "$wl" "${load[@]}" --warmup 1 --duration $((settle + secs + 5)) \
+    --workload "$wl" "${load[@]}" --warmup 1 --duration 3600 \
     --timeout-ms 30000 --no-progress >"$out/authbench.txt" 2>&1 &
 bpid=$!
+# The setup under valgrind takes a while, longer on a busy machine: wait for
+# its end (up to 10 minutes), then settle.
+for _ in $(seq 6000); do
+    grep -q "^authbench: $wl, " "$out/authbench.txt" && break
+    kill -0 "$bpid" 2>/dev/null || break
+    sleep 0.1
+done
+grep -q "^authbench: $wl, " "$out/authbench.txt" ||
+    { echo "callgrind-client.sh: authbench's setup did not finish ($out/authbench.txt)" >&2; exit 1; }
 sleep "$settle"
 callgrind_control -z "$bpid" >/dev/null 2>&1
 sleep "$secs"
 callgrind_control -d "$bpid" >/dev/null 2>&1
+kill -INT "$bpid"
 wait "$bpid" || true
 bpid=
 grep '^bench=' "$out/authbench.txt" || true
