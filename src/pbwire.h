@@ -86,4 +86,29 @@ static inline bool pbw_next(const uint8_t **p, const uint8_t *end, pbw_field *f)
     }
 }
 
+/* ---- writing ------------------------------------------------------------ */
+
+/* pbw_varint_len is the size of v as a varint (1..10 bytes). */
+static inline size_t pbw_varint_len(uint64_t v)
+{
+    size_t n = 1;
+
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+/* pbw_put_varint writes v at p and returns the byte after it. */
+static inline uint8_t *pbw_put_varint(uint8_t *p, uint64_t v)
+{
+    while (v >= 0x80) {
+        *p++ = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    *p++ = (uint8_t)v;
+    return p;
+}
+
 #endif

@@ -79,6 +79,7 @@
 
 #include "arena.h"
 #include "authd/v1/envelope.pb-c.h"
+#include "env_wire.h"
 #include "log.h"
 #include "ratelimit.h"
 #include "server.h"
@@ -927,15 +928,17 @@ static void request_done(authd_request *req, const authd_reply *rep)
 {
     struct rreq *q = req->transport;
     struct conn *c = q->c;
-    Authd__V1__ReplyEnvelope env = AUTHD__V1__REPLY_ENVELOPE__INIT;
+    authd_reply_env env = { 0 };
 
-    env.code = (Authd__V1__Code)rep->code;
-    env.message = (char *)(rep->message != NULL ? rep->message : "");
-    env.reason = (char *)(rep->reason != NULL ? rep->reason : "");
+    env.code = (int32_t)rep->code;
+    env.message = rep->message;
+    env.message_len = rep->message != NULL ? strlen(rep->message) : 0;
+    env.reason = rep->reason;
+    env.reason_len = rep->reason != NULL ? strlen(rep->reason) : 0;
     env.request_id = req->request_id;
-    env.body.data = (uint8_t *)rep->body;
-    env.body.len = rep->body_len;
-    size_t elen = authd__v1__reply_envelope__get_packed_size(&env);
+    env.body = rep->body;
+    env.body_len = rep->body_len;
+    size_t elen = authd_reply_env_len(&env);
     size_t flen = 8 + q->bt_len + elen;
 
     if (tl_loop == c->lp) {
@@ -946,7 +949,7 @@ static void request_done(authd_request *req, const authd_reply *rep)
                 uint8_t *p = c->obuf + c->olen;
                 sp_put64(p, q->bt_len + elen);
                 memcpy(p + 8, q->bt, q->bt_len);
-                authd__v1__reply_envelope__pack(&env, p + 8 + q->bt_len);
+                authd_reply_env_put(p + 8 + q->bt_len, &env);
                 out_added(c, flen);
             } else { /* a lost reply would leave its caller waiting */
                 conn_close(c, AUTHD_LOG_WARN, "out of memory");
@@ -963,7 +966,7 @@ static void request_done(authd_request *req, const authd_reply *rep)
         f->len = flen;
         sp_put64(f->data, q->bt_len + elen);
         memcpy(f->data + 8, q->bt, q->bt_len);
-        authd__v1__reply_envelope__pack(&env, f->data + 8 + q->bt_len);
+        authd_reply_env_put(f->data + 8 + q->bt_len, &env);
     }
     rreq_free(q);
 
