@@ -18,10 +18,12 @@
 #                    sends the next request)
 #   --seconds S      the measured window (default 10)
 #   --settle S       seconds between the end of authbench's setup (every
-#                    connection open, users registered and logged in: its
-#                    "authbench: verify, ..." line) and zeroing the counters,
-#                    so that handshakes, setup and the first requests are
-#                    left out (default 5)
+#                    connection open, users registered and logged in, every
+#                    op's first call started: its first progress tick) and
+#                    zeroing the counters, so that handshakes, setup and the
+#                    first requests are left out (default 5; at 1,000
+#                    connections use 60: redials of connections idle-closed
+#                    during the slow setup finish after that tick)
 #   --build DIR      a Release build tree (default ./build-bench, as bench.sh
 #                    makes it)
 #   --authbench BIN  another authbench binary (e.g. a baseline build)
@@ -85,18 +87,21 @@ for _ in $(seq 600); do [ -s "$work/url" ] && break; sleep 0.1; done
 load=(--connections "$conns" --inflight "$conns")
 [ -n "$rate" ] && load+=(--rate "$rate")
 valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.out" --dump-instr=no \
+    --max-threads=$((conns + 100)) \
     "$bench_bin" --url "$(cat "$work/url")" --ca "$work/tls/ca.crt" \
     --workload "$wl" "${load[@]}" --warmup 1 --duration 3600 \
-    --timeout-ms 30000 --no-progress >"$out/authbench.txt" 2>&1 &
+    --timeout-ms 30000 --progress >"$out/authbench.txt" 2>&1 &
 bpid=$!
-# The setup under valgrind takes a while, longer on a busy machine: wait for
-# its end (up to 10 minutes), then settle.
-for _ in $(seq 6000); do
-    grep -q "^authbench: $wl, " "$out/authbench.txt" && break
+# The setup under valgrind takes a while (at 1,000 connections minutes: the
+# connections opened first are idle-closed and redialed by the first calls),
+# longer on a busy machine. The first progress tick comes once every op has
+# started its first call: wait for it (up to 20 minutes), then settle.
+for _ in $(seq 12000); do
+    grep -q '\[warm-up\|\[measure' "$out/authbench.txt" && break
     kill -0 "$bpid" 2>/dev/null || break
     sleep 0.1
 done
-grep -q "^authbench: $wl, " "$out/authbench.txt" ||
+grep -q '\[warm-up\|\[measure' "$out/authbench.txt" ||
     { echo "callgrind-client.sh: authbench's setup did not finish ($out/authbench.txt)" >&2; exit 1; }
 sleep "$settle"
 callgrind_control -z "$bpid" >/dev/null 2>&1
