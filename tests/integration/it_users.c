@@ -174,6 +174,17 @@ static void users_first_admin_lifecycle(void **state)
     it_login_token(c, "root", "a brand new passphrase 2026", tok3, sizeof tok3, NULL);
     assert_false(verify_has(c, tok3, "admin")); /* a new user: no roles */
 
+    /* The store's tables agree (authd-fsck, read-only, while authd runs):
+     * the per-user session index included, after disable, delete and
+     * the new Register's login. */
+    const char *fsck[] = { AUTHD_FSCK_BIN, "--data-dir", s->data_dir, NULL };
+    it_run(fsck, NULL, NULL, &p);
+    if (p.status != 0)
+        fprintf(stderr, "authd-fsck: %s", p.err);
+    assert_int_equal(p.status, 0);
+    assert_non_null(strstr(p.err, "users=2 sessions=1 problems=0"));
+    it_proc_free(&p);
+
     authd_client_close(c);
     it_finish(s);
     (void)state;
