@@ -2316,6 +2316,63 @@ static void test_user_list(void **state)
         authd_store_user_list(f->st, NULL, longp, out, 2, &n, &more), AUTHD_INVALID_ARGUMENT);
 }
 
+/* Two admins, each removed at the same moment by its own thread (role
+ * removal or disable, alternately): the rule is checked inside each
+ * writer's transaction, so exactly one change commits and one admin is
+ * left, every round. */
+struct admin_race {
+    authd_store *st;
+    const uint8_t *id;
+    bool disable;
+    pthread_barrier_t *bar;
+    authd_code rc;
+};
+
+static void *admin_racer(void *p)
+{
+    struct admin_race *r = p;
+
+    pthread_barrier_wait(r->bar);
+    if (r->disable)
+        r->rc = authd_store_user_set_status(r->st, r->id, AUTHD_USER_DISABLED, 10);
+    else
+        r->rc = authd_store_user_set_roles(r->st, r->id, NULL, 0, 10);
+    return NULL;
+}
+
+static void test_last_admin_race(void **state)
+{
+    fx *f = *state;
+    authd_user a, b;
+    pthread_barrier_t bar;
+
+    make_user(&a, 1, "alice", "alice@example.com");
+    make_user(&b, 2, "bob", "bob@example.com");
+    create_ok(f->st, &a);
+    create_ok(f->st, &b);
+    assert_int_equal(pthread_barrier_init(&bar, NULL, 2), 0);
+    for (int round = 0; round < 40; round++) {
+        struct admin_race r[2] = {
+            { f->st, a.id, round % 2 == 1, &bar, AUTHD_INTERNAL },
+            { f->st, b.id, round % 4 >= 2, &bar, AUTHD_INTERNAL },
+        };
+        pthread_t t[2];
+        set_roles_ok(f->st, a.id, 1, 1, "admin");
+        set_roles_ok(f->st, b.id, 1, 1, "admin");
+        assert_int_equal(authd_store_user_set_status(f->st, a.id, AUTHD_USER_ACTIVE, 1), AUTHD_OK);
+        assert_int_equal(authd_store_user_set_status(f->st, b.id, AUTHD_USER_ACTIVE, 1), AUTHD_OK);
+        assert_int_equal(admins(f->st), 2);
+        for (int i = 0; i < 2; i++)
+            assert_int_equal(pthread_create(&t[i], NULL, admin_racer, &r[i]), 0);
+        for (int i = 0; i < 2; i++)
+            assert_int_equal(pthread_join(t[i], NULL), 0);
+        assert_true((r[0].rc == AUTHD_OK && r[1].rc == AUTHD_FAILED_PRECONDITION)
+            || (r[1].rc == AUTHD_OK && r[0].rc == AUTHD_FAILED_PRECONDITION));
+        assert_int_equal(admins(f->st), 1);
+    }
+    pthread_barrier_destroy(&bar);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2350,6 +2407,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_refresh_family_race, setup, teardown),
         cmocka_unit_test_setup_teardown(test_set_roles, setup, teardown),
         cmocka_unit_test_setup_teardown(test_last_admin_rule, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_last_admin_race, setup, teardown),
         cmocka_unit_test_setup_teardown(test_disable_revokes_sessions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_revoke_sessions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_user_delete, setup, teardown),
