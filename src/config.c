@@ -303,7 +303,8 @@ void authd_config_usage(FILE *out)
 {
     fprintf(out,
         "usage: authd [OPTIONS]\n"
-        "       authd user unlock LOGIN [--data-dir DIR] [--map-size-mb N]\n"
+        "       authd user add|roles|disable|enable|delete|list|unlock ... --data-dir DIR (authd "
+        "user --help)\n"
         "       authd keys list|add|activate|retire ... --key-dir DIR (authd keys --help)\n\n"
         "authd: authentication service (Register, Login, Logout, Verify, Refresh, GetJwks over "
         "nng/TLS).\n"

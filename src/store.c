@@ -1,7 +1,7 @@
 /*
  * store.c — users and sessions in LMDB (see store.h for the contract).
  *
- * One environment, eight named databases:
+ * One environment, nine named databases:
  *
  *   users               16-byte user id             -> UserRecord (protobuf)
  *   users_by_username   canonical username          -> 16-byte user id
@@ -15,6 +15,7 @@
  *                       keyed hash of an identifier
  *                       that names no user
  *   refresh_families    16-byte session id          -> RefreshRecord (protobuf)
+ *   sessions_by_user    user id || session id       -> empty (a user's sessions)
  *
  * login_throttle was added without a schema bump: it is created when
  * absent, and a store without it simply has no counters yet. Its two key
@@ -25,6 +26,18 @@
  * refresh_families (and refresh_key) came the same way, without a schema
  * bump: a session without a family cannot be refreshed. A family lives
  * and dies with its session: purge deletes both.
+ *
+ * sessions_by_user came without a schema bump too. Every writer that
+ * creates a session adds its entry in the same transaction, and every
+ * writer that deletes one (purge, user delete) removes it. A store made
+ * before the table existed gets it at open: when the table is absent, or
+ * holds a different number of entries than sessions (an older authd
+ * wrote sessions after the table was made), open rebuilds it from the
+ * sessions table inside its one write transaction, O(sessions), once.
+ * Safety never rests on the index alone: Verify and Refresh read the
+ * user's record too, so a session the index missed still dies with its
+ * user's disable or delete; the index is what lets those calls revoke
+ * and remove sessions without scanning every session.
  *
  * The expiry in sessions_by_expiry is expires_at with its sign bit flipped,
  * big-endian, so that byte order is numeric order for every int64 (negative
@@ -60,13 +73,15 @@
 #include "arena.h"
 #include "log.h"
 #include "pbwire.h"
+#include "validate.h"
 
 #define SCHEMA_VERSION      1u
 #define DEFAULT_MAP_SIZE    ((size_t)4 << 30)
 #define DEFAULT_MAX_READERS 126u
-#define MAX_DBS             10u /* eight in use, two spare for a later schema */
+#define MAX_DBS             10u /* nine in use, one spare for a later schema */
 
-#define EXPIRY_KEY_BYTES (8 + AUTHD_ID_BYTES)
+#define EXPIRY_KEY_BYTES   (8 + AUTHD_ID_BYTES)
+#define USER_SESSION_BYTES (2 * AUTHD_ID_BYTES) /* sessions_by_user: user id || session id */
 
 /* Largest packed records: every field at its bound, int64s as 10-byte
  * varints. A user is about 1.6 KiB, a session under 64 bytes. */
@@ -92,6 +107,7 @@ struct authd_store {
     MDB_dbi meta;
     MDB_dbi throttle;
     MDB_dbi refresh;
+    MDB_dbi by_user;
     uint8_t throttle_key[THROTTLE_KEY_BYTES];
     uint8_t refresh_key[THROTTLE_KEY_BYTES];
 
@@ -706,8 +722,42 @@ static authd_code put_user(authd_store *st, MDB_txn *txn, const authd_user *u)
     return lmdb_code(mdb_put(txn, st->users, &k, &v, 0), "put_user");
 }
 
-/* put_session writes session s and, when is_new, its expiry index entry;
- * a new session must not already exist. */
+/* user_session_key builds the sessions_by_user key: user id, then session
+ * id, so one user's sessions are one contiguous range. */
+static void user_session_key(uint8_t key[USER_SESSION_BYTES], const uint8_t uid[AUTHD_ID_BYTES],
+    const uint8_t sid[AUTHD_ID_BYTES])
+{
+    memcpy(key, uid, AUTHD_ID_BYTES);
+    memcpy(key + AUTHD_ID_BYTES, sid, AUTHD_ID_BYTES);
+}
+
+static authd_code user_session_put(authd_store *st, MDB_txn *txn, const uint8_t uid[AUTHD_ID_BYTES],
+    const uint8_t sid[AUTHD_ID_BYTES])
+{
+    uint8_t key[USER_SESSION_BYTES];
+    MDB_val k = { .mv_size = sizeof key, .mv_data = key };
+    MDB_val v = { .mv_size = 0, .mv_data = NULL };
+
+    user_session_key(key, uid, sid);
+    return lmdb_code(mdb_put(txn, st->by_user, &k, &v, 0), "put_session_user");
+}
+
+/* user_session_del removes a sessions_by_user entry; an absent one is
+ * AUTHD_OK (a store whose index was rebuilt may lack it). */
+static authd_code user_session_del(authd_store *st, MDB_txn *txn, const uint8_t uid[AUTHD_ID_BYTES],
+    const uint8_t sid[AUTHD_ID_BYTES])
+{
+    uint8_t key[USER_SESSION_BYTES];
+    MDB_val k = { .mv_size = sizeof key, .mv_data = key };
+    int rc;
+
+    user_session_key(key, uid, sid);
+    rc = mdb_del(txn, st->by_user, &k, NULL);
+    return rc == MDB_NOTFOUND ? AUTHD_OK : lmdb_code(rc, "del_session_user");
+}
+
+/* put_session writes session s and, when is_new, its expiry and per-user
+ * index entries; a new session must not already exist. */
 static authd_code put_session(authd_store *st, MDB_txn *txn, const authd_session *s, bool is_new)
 {
     uint8_t buf[SESSION_PACK_MAX];
@@ -726,7 +776,10 @@ static authd_code put_session(authd_store *st, MDB_txn *txn, const authd_session
     if (code != AUTHD_OK || !is_new)
         return code;
     expiry_key(ek, s->expires_at, s->id);
-    return lmdb_code(mdb_put(txn, st->by_expiry, &ik, &iv, 0), "put_session_expiry");
+    code = lmdb_code(mdb_put(txn, st->by_expiry, &ik, &iv, 0), "put_session_expiry");
+    if (code != AUTHD_OK)
+        return code;
+    return user_session_put(st, txn, s->user_id, s->id);
 }
 
 /* ---- refresh families: records ------------------------------------------------ */
@@ -940,6 +993,80 @@ static authd_code load_secret(
     return AUTHD_OK;
 }
 
+/* rebuild_user_sessions fills the (empty) sessions_by_user table from the
+ * sessions table inside txn: one entry per session whose record names its
+ * user. A record that does not decode is skipped (authd-fsck reports it). */
+static authd_code rebuild_user_sessions(authd_store *st, MDB_txn *txn, size_t *added)
+{
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    authd_verify_view sv;
+    authd_code code;
+    int rc;
+
+    *added = 0;
+    code = lmdb_code(mdb_cursor_open(txn, st->sessions, &cur), "rebuild_cursor");
+    if (code != AUTHD_OK)
+        return code;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == MDB_SUCCESS;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != AUTHD_ID_BYTES
+            || authd_record_session_view(v.mv_data, v.mv_size, &sv) != AUTHD_OK)
+            continue;
+        code = user_session_put(st, txn, sv.user_id, k.mv_data);
+        if (code != AUTHD_OK)
+            goto out;
+        (*added)++;
+    }
+    if (rc != MDB_NOTFOUND)
+        code = lmdb_code(rc, "rebuild_scan");
+out:
+    mdb_cursor_close(cur);
+    return code;
+}
+
+/* open_user_sessions opens sessions_by_user, making it (and filling it
+ * from the sessions table) when the store predates it, and rebuilding it
+ * when its entry count differs from the sessions table's: an older authd
+ * that ran on the store after the table was made wrote or purged sessions
+ * without it. Counting is two mdb_stat calls, so an ordinary open costs
+ * nothing more; a rebuild is logged. */
+static authd_code open_user_sessions(authd_store *st, MDB_txn *txn)
+{
+    MDB_stat ss, su;
+    authd_logrec r;
+    const char *why = NULL;
+    size_t added = 0;
+    authd_code code;
+    int rc = mdb_dbi_open(txn, "sessions_by_user", 0, &st->by_user);
+
+    if (rc == MDB_NOTFOUND) {
+        why = "new_table";
+        rc = mdb_dbi_open(txn, "sessions_by_user", MDB_CREATE, &st->by_user);
+    }
+    if (rc != MDB_SUCCESS)
+        return lmdb_code(rc, "dbi_open");
+    if (why == NULL) {
+        if ((rc = mdb_stat(txn, st->sessions, &ss)) != MDB_SUCCESS
+            || (rc = mdb_stat(txn, st->by_user, &su)) != MDB_SUCCESS)
+            return lmdb_code(rc, "stat_sessions");
+        if (ss.ms_entries == su.ms_entries)
+            return AUTHD_OK;
+        why = "count_mismatch";
+        if ((rc = mdb_drop(txn, st->by_user, 0)) != MDB_SUCCESS)
+            return lmdb_code(rc, "drop_session_user");
+    }
+    code = rebuild_user_sessions(st, txn, &added);
+    if (code == AUTHD_OK && added > 0
+        && authd_log_begin(&r, AUTHD_LOG_WARN, "store_index_rebuilt")) {
+        authd_log_str(&r, "index", "sessions_by_user");
+        authd_log_str(&r, "why", why);
+        authd_log_u64(&r, "entries", added);
+        authd_log_end(&r);
+    }
+    return code;
+}
+
 /* authd_store_open creates the directory (0700, one level) when absent,
  * opens the environment MDB_NOTLS (so pooled read transactions can move
  * between threads), clears reader slots left by dead processes, and
@@ -1028,6 +1155,9 @@ authd_code authd_store_open(const authd_store_options *opts, authd_store **out)
     code = check_schema(st, txn);
     if (code != AUTHD_OK)
         goto leave;
+    code = open_user_sessions(st, txn);
+    if (code != AUTHD_OK)
+        goto leave;
     code = load_secret(st, txn, "throttle_key", st->throttle_key);
     if (code != AUTHD_OK)
         goto leave;
@@ -1057,6 +1187,11 @@ void authd_store_close(authd_store *st)
 }
 
 /* ---- users -------------------------------------------------------------- */
+
+static authd_code check_last_admin(
+    authd_store *st, MDB_txn *txn, const authd_user *before, bool stays_admin);
+static authd_code revoke_user_sessions(authd_store *st, MDB_txn *txn,
+    const uint8_t uid[AUTHD_ID_BYTES], const uint8_t *except, int64_t now, size_t *revoked);
 
 /* insert_user puts the two index entries and then the record of u, each
  * MDB_NOOVERWRITE, inside txn; the first that exists names the conflict in
@@ -1261,7 +1396,10 @@ authd_code authd_store_user_find_by_email(authd_store *st, const char *email, au
 }
 
 /* authd_store_user_set_status is a read-modify-write of the user record
- * inside one write transaction, so it cannot lose a concurrent update. */
+ * inside one write transaction, so it cannot lose a concurrent update; a
+ * disable checks the last-admin rule and revokes the user's sessions in
+ * that same transaction (the helpers are in the administration part
+ * below). */
 authd_code authd_store_user_set_status(
     authd_store *st, const uint8_t id[AUTHD_ID_BYTES], uint32_t status, int64_t now)
 {
@@ -1277,6 +1415,14 @@ authd_code authd_store_user_set_status(
     code = get_user(st, txn, id, &u);
     if (code != AUTHD_OK)
         goto out;
+    if (status == AUTHD_USER_DISABLED) {
+        code = check_last_admin(st, txn, &u, false);
+        if (code != AUTHD_OK)
+            goto out;
+        code = revoke_user_sessions(st, txn, id, NULL, now, NULL);
+        if (code != AUTHD_OK)
+            goto out;
+    }
     u.status = status;
     u.updated_at = now;
     code = put_user(st, txn, &u);
@@ -1286,6 +1432,7 @@ authd_code authd_store_user_set_status(
 out:
     if (txn != NULL)
         mdb_txn_abort(txn);
+    sodium_memzero(u.password_hash, sizeof u.password_hash);
     return code;
 }
 
@@ -1684,6 +1831,22 @@ authd_code authd_store_purge_expired(authd_store *st, int64_t now, size_t max, s
             break;
         k.mv_size = AUTHD_ID_BYTES;
         k.mv_data = key + 8;
+        /* The session's user names its sessions_by_user entry. A record
+         * that does not decode is purged all the same; its index entry (if
+         * any) is left, and the readers of the index skip a missing
+         * session. */
+        rc = mdb_get(txn, st->sessions, &k, &v);
+        if (rc == MDB_SUCCESS) {
+            authd_verify_view sv;
+            if (authd_record_session_view(v.mv_data, v.mv_size, &sv) == AUTHD_OK) {
+                code = user_session_del(st, txn, sv.user_id, key + 8);
+                if (code != AUTHD_OK)
+                    goto out;
+            }
+        } else if (rc != MDB_NOTFOUND) {
+            code = lmdb_code(rc, "purge_get_session");
+            goto out;
+        }
         rc = mdb_del(txn, st->sessions, &k, NULL);
         if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) {
             code = lmdb_code(rc, "purge_del_session");
@@ -2118,4 +2281,494 @@ void authd_store_refresh_tag(
 {
     crypto_generichash(
         out, AUTHD_REFRESH_TAG_BYTES, msg, len, st->refresh_key, sizeof st->refresh_key);
+}
+
+/* ---- administration ------------------------------------------------------ */
+
+static bool has_role(const char (*roles)[AUTHD_ROLE_MAX + 1], uint32_t n, const char *role)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (strcmp(roles[i], role) == 0)
+            return true;
+    return false;
+}
+
+/* another_active_admin scans users inside txn for an ACTIVE user other
+ * than id that holds AUTHD_ROLE_ADMIN, stopping at the first. It reads
+ * with Verify's lean reader (no allocation, no copy of the hash); a record
+ * that does not decode counts as no admin, so damage can only make the
+ * rule stricter. Cost: see store.h. */
+static authd_code another_active_admin(
+    authd_store *st, MDB_txn *txn, const uint8_t id[AUTHD_ID_BYTES], bool *found)
+{
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    authd_verify_view uv;
+    authd_code code;
+    int rc;
+
+    *found = false;
+    code = lmdb_code(mdb_cursor_open(txn, st->users, &cur), "admin_cursor");
+    if (code != AUTHD_OK)
+        return code;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == MDB_SUCCESS;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != AUTHD_ID_BYTES || memcmp(k.mv_data, id, AUTHD_ID_BYTES) == 0)
+            continue;
+        if (authd_record_user_view(v.mv_data, v.mv_size, k.mv_data, &uv) != AUTHD_OK)
+            continue;
+        if (uv.status == AUTHD_USER_ACTIVE
+            && has_role(
+                (const char(*)[AUTHD_ROLE_MAX + 1]) uv.roles, uv.n_roles, AUTHD_ROLE_ADMIN)) {
+            *found = true;
+            break;
+        }
+    }
+    if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
+        code = lmdb_code(rc, "admin_scan");
+    mdb_cursor_close(cur);
+    return code;
+}
+
+/* check_last_admin is the last-admin rule for a change to user `before`
+ * after which it is an active admin exactly when stays_admin: refused
+ * (FAILED_PRECONDITION) when before is an active admin, stops being one,
+ * and no other active admin exists in txn's snapshot. Because it runs in
+ * the writer's transaction, two admins cannot demote each other at once
+ * and leave none: the second sees the first's change. */
+static authd_code check_last_admin(
+    authd_store *st, MDB_txn *txn, const authd_user *before, bool stays_admin)
+{
+    bool other = false;
+    authd_code code;
+
+    if (stays_admin || before->status != AUTHD_USER_ACTIVE
+        || !has_role(
+            (const char(*)[AUTHD_ROLE_MAX + 1]) before->roles, before->n_roles, AUTHD_ROLE_ADMIN))
+        return AUTHD_OK;
+    code = another_active_admin(st, txn, before->id, &other);
+    if (code != AUTHD_OK)
+        return code;
+    return other ? AUTHD_OK : AUTHD_FAILED_PRECONDITION;
+}
+
+/* user_sessions_next finds, inside txn, the first sessions_by_user entry
+ * of uid after session id `after` (NULL: the first of all), copying its
+ * session id into sid. NOT_FOUND when there is none. Every step seeks
+ * afresh from a copied key, so the caller may write (even delete the
+ * entry) between steps without a cursor going stale. */
+static authd_code user_sessions_next(authd_store *st, MDB_txn *txn,
+    const uint8_t uid[AUTHD_ID_BYTES], const uint8_t *after, uint8_t sid[AUTHD_ID_BYTES])
+{
+    uint8_t key[USER_SESSION_BYTES];
+    MDB_cursor *cur = NULL;
+    MDB_val k = { .mv_size = sizeof key, .mv_data = key };
+    MDB_val v;
+    authd_code code;
+    int rc;
+
+    memcpy(key, uid, AUTHD_ID_BYTES);
+    if (after != NULL)
+        memcpy(key + AUTHD_ID_BYTES, after, AUTHD_ID_BYTES);
+    else
+        memset(key + AUTHD_ID_BYTES, 0, AUTHD_ID_BYTES);
+    code = lmdb_code(mdb_cursor_open(txn, st->by_user, &cur), "user_sessions_cursor");
+    if (code != AUTHD_OK)
+        return code;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    if (rc == MDB_SUCCESS && after != NULL && k.mv_size == sizeof key
+        && memcmp(k.mv_data, key, sizeof key) == 0)
+        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    if (rc == MDB_SUCCESS
+        && (k.mv_size != USER_SESSION_BYTES || memcmp(k.mv_data, uid, AUTHD_ID_BYTES) != 0))
+        rc = MDB_NOTFOUND; /* past this user's range */
+    if (rc == MDB_SUCCESS)
+        memcpy(sid, (const uint8_t *)k.mv_data + AUTHD_ID_BYTES, AUTHD_ID_BYTES);
+    mdb_cursor_close(cur);
+    return lmdb_code(rc, "user_sessions_scan");
+}
+
+/* revoke_user_sessions revokes inside txn every live session of uid but
+ * except, through sessions_by_user; an index entry whose session is gone
+ * is dropped on the way. *revoked (when not NULL) counts the revokes. */
+static authd_code revoke_user_sessions(authd_store *st, MDB_txn *txn,
+    const uint8_t uid[AUTHD_ID_BYTES], const uint8_t *except, int64_t now, size_t *revoked)
+{
+    uint8_t sid[AUTHD_ID_BYTES];
+    const uint8_t *after = NULL;
+    authd_session s;
+    size_t n = 0;
+    authd_code code;
+
+    for (;;) {
+        code = user_sessions_next(st, txn, uid, after, sid);
+        if (code == AUTHD_NOT_FOUND)
+            break;
+        if (code != AUTHD_OK)
+            return code;
+        after = sid;
+        code = get_session(st, txn, sid, &s);
+        if (code == AUTHD_NOT_FOUND) {
+            code = user_session_del(st, txn, uid, sid);
+            if (code != AUTHD_OK)
+                return code;
+            continue;
+        }
+        if (code != AUTHD_OK)
+            return code;
+        if (s.revoked || s.expires_at <= now
+            || (except != NULL && memcmp(sid, except, AUTHD_ID_BYTES) == 0))
+            continue;
+        s.revoked = true;
+        s.revoked_at = now;
+        code = put_session(st, txn, &s, false);
+        if (code != AUTHD_OK)
+            return code;
+        n++;
+    }
+    if (revoked != NULL)
+        *revoked = n;
+    return AUTHD_OK;
+}
+
+authd_code authd_store_user_set_roles(authd_store *st, const uint8_t id[AUTHD_ID_BYTES],
+    const char *const *roles, size_t n_roles, int64_t now)
+{
+    MDB_txn *txn = NULL;
+    authd_user u;
+    bool admin_after = false;
+    authd_code code;
+
+    memset(&u, 0, sizeof u);
+    if (st == NULL || id == NULL || authd_validate_roles(roles, n_roles, NULL) != AUTHD_OK)
+        return AUTHD_INVALID_ARGUMENT;
+    for (size_t i = 0; i < n_roles; i++)
+        admin_after = admin_after || strcmp(roles[i], AUTHD_ROLE_ADMIN) == 0;
+    code = writer_begin(st, &txn);
+    if (code != AUTHD_OK)
+        goto out;
+    code = get_user(st, txn, id, &u);
+    if (code != AUTHD_OK)
+        goto out;
+    code = check_last_admin(st, txn, &u, admin_after);
+    if (code != AUTHD_OK)
+        goto out;
+    memset(u.roles, 0, sizeof u.roles);
+    for (size_t i = 0; i < n_roles; i++)
+        memcpy(u.roles[i], roles[i], strlen(roles[i]) + 1);
+    u.n_roles = (uint32_t)n_roles;
+    u.updated_at = now;
+    code = put_user(st, txn, &u);
+    if (code != AUTHD_OK)
+        goto out;
+    code = writer_commit(&txn);
+out:
+    if (txn != NULL)
+        mdb_txn_abort(txn);
+    sodium_memzero(u.password_hash, sizeof u.password_hash);
+    return code;
+}
+
+authd_code authd_store_user_revoke_sessions(authd_store *st, const uint8_t user_id[AUTHD_ID_BYTES],
+    const uint8_t *except, int64_t now, size_t *revoked)
+{
+    MDB_txn *txn = NULL;
+    authd_user u;
+    size_t n = 0;
+    authd_code code;
+
+    memset(&u, 0, sizeof u);
+    if (st == NULL || user_id == NULL)
+        return AUTHD_INVALID_ARGUMENT;
+    code = writer_begin(st, &txn);
+    if (code != AUTHD_OK)
+        goto out;
+    code = get_user(st, txn, user_id, &u);
+    if (code != AUTHD_OK)
+        goto out;
+    code = revoke_user_sessions(st, txn, user_id, except, now, &n);
+    if (code != AUTHD_OK)
+        goto out;
+    if (n > 0) { /* nothing revoked: nothing to commit (no fsync) */
+        code = writer_commit(&txn);
+        if (code != AUTHD_OK)
+            goto out;
+    }
+    if (revoked != NULL)
+        *revoked = n;
+out:
+    if (txn != NULL)
+        mdb_txn_abort(txn);
+    sodium_memzero(u.password_hash, sizeof u.password_hash);
+    return code;
+}
+
+/* del_index_entry deletes name from a username/email index when it points
+ * at id; an entry pointing elsewhere is left alone (it is another user's),
+ * an absent one is fine. */
+static authd_code del_index_entry(
+    MDB_txn *txn, MDB_dbi dbi, const char *name, const uint8_t id[AUTHD_ID_BYTES])
+{
+    MDB_val k = { .mv_size = strlen(name), .mv_data = (void *)name };
+    MDB_val v;
+    int rc = mdb_get(txn, dbi, &k, &v);
+
+    if (rc == MDB_NOTFOUND)
+        return AUTHD_OK;
+    if (rc != MDB_SUCCESS)
+        return lmdb_code(rc, "get_index");
+    if (v.mv_size != AUTHD_ID_BYTES || memcmp(v.mv_data, id, AUTHD_ID_BYTES) != 0)
+        return AUTHD_OK;
+    return lmdb_code(mdb_del(txn, dbi, &k, NULL), "del_index");
+}
+
+/* authd_store_user_delete: see store.h. Sessions are found through
+ * sessions_by_user and deleted whole (record, expiry entry, family, index
+ * entry), so no session outlives its user: authd-fsck requires every
+ * session's user to exist. */
+authd_code authd_store_user_delete(
+    authd_store *st, const uint8_t id[AUTHD_ID_BYTES], size_t *sessions)
+{
+    MDB_txn *txn = NULL;
+    authd_user u;
+    authd_session s;
+    uint8_t sid[AUTHD_ID_BYTES], ek[EXPIRY_KEY_BYTES];
+    size_t n = 0;
+    authd_code code;
+    int rc;
+
+    memset(&u, 0, sizeof u);
+    if (st == NULL || id == NULL)
+        return AUTHD_INVALID_ARGUMENT;
+    code = writer_begin(st, &txn);
+    if (code != AUTHD_OK)
+        goto out;
+    code = get_user(st, txn, id, &u);
+    if (code != AUTHD_OK)
+        goto out;
+    code = check_last_admin(st, txn, &u, false);
+    if (code != AUTHD_OK)
+        goto out;
+    /* Always from the first entry: each pass deletes the one it found. */
+    while ((code = user_sessions_next(st, txn, id, NULL, sid)) == AUTHD_OK) {
+        MDB_val k = { .mv_size = AUTHD_ID_BYTES, .mv_data = sid };
+        /* A session record that does not decode goes too (a damaged
+         * record must not keep its user alive); only its expiry entry,
+         * whose key it holds, is left for purge, which skips it. */
+        code = get_session(st, txn, sid, &s);
+        if (code != AUTHD_OK && code != AUTHD_NOT_FOUND && code != AUTHD_DATA_LOSS)
+            goto out;
+        if (code != AUTHD_NOT_FOUND) {
+            MDB_val ik = { .mv_size = sizeof ek, .mv_data = ek };
+            rc = MDB_SUCCESS;
+            if (code == AUTHD_OK) {
+                expiry_key(ek, s.expires_at, sid);
+                rc = mdb_del(txn, st->by_expiry, &ik, NULL);
+            }
+            if (rc == MDB_SUCCESS || rc == MDB_NOTFOUND)
+                rc = mdb_del(txn, st->sessions, &k, NULL);
+            if (rc == MDB_SUCCESS || rc == MDB_NOTFOUND)
+                rc = mdb_del(txn, st->refresh, &k, NULL);
+            if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) {
+                code = lmdb_code(rc, "delete_user_session");
+                goto out;
+            }
+            n++;
+        }
+        code = user_session_del(st, txn, id, sid);
+        if (code != AUTHD_OK)
+            goto out;
+    }
+    if (code != AUTHD_NOT_FOUND)
+        goto out;
+    code = throttle_clear(st, txn, id, AUTHD_ID_BYTES);
+    if (code == AUTHD_OK)
+        code = del_index_entry(txn, st->by_username, u.username, id);
+    if (code == AUTHD_OK)
+        code = del_index_entry(txn, st->by_email, u.email, id);
+    if (code == AUTHD_OK) {
+        MDB_val k = { .mv_size = AUTHD_ID_BYTES, .mv_data = (void *)id };
+        code = lmdb_code(mdb_del(txn, st->users, &k, NULL), "del_user");
+    }
+    if (code != AUTHD_OK)
+        goto out;
+    code = writer_commit(&txn);
+    if (code == AUTHD_OK && sessions != NULL)
+        *sessions = n;
+out:
+    if (txn != NULL)
+        mdb_txn_abort(txn);
+    sodium_memzero(u.password_hash, sizeof u.password_hash);
+    return code;
+}
+
+/* authd_store_user_list walks users_by_username from max(prefix, after)
+ * in one read transaction; every name found is resolved to its record
+ * (the index value must be a stored user carrying that name, as for
+ * find_in_txn). One entry past the page is peeked at to answer *more. */
+authd_code authd_store_user_list(authd_store *st, const char *prefix, const char *after,
+    authd_user *out, size_t cap, size_t *n, bool *more)
+{
+    MDB_txn *txn = NULL;
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    char name[AUTHD_USERNAME_MAX + 1];
+    size_t plen, alen, got = 0;
+    bool skip_equal = false;
+    authd_code code;
+    int rc;
+
+    if (prefix == NULL)
+        prefix = "";
+    if (after == NULL)
+        after = "";
+    plen = strnlen(prefix, AUTHD_USERNAME_MAX + 1);
+    alen = strnlen(after, AUTHD_USERNAME_MAX + 1);
+    if (st == NULL || out == NULL || n == NULL || more == NULL || cap == 0
+        || cap > AUTHD_USER_LIST_MAX || plen > AUTHD_USERNAME_MAX || alen > AUTHD_USERNAME_MAX)
+        return AUTHD_INVALID_ARGUMENT;
+    code = reader_get(st, &txn);
+    if (code != AUTHD_OK)
+        return code;
+    code = lmdb_code(mdb_cursor_open(txn, st->by_username, &cur), "list_cursor");
+    if (code != AUTHD_OK)
+        goto out;
+    /* Start at whichever of prefix and after sorts later. */
+    if (alen > 0 && strcmp(after, prefix) >= 0) {
+        k.mv_size = alen;
+        k.mv_data = (void *)after;
+        skip_equal = true;
+    } else {
+        k.mv_size = plen;
+        k.mv_data = (void *)prefix;
+    }
+    if (k.mv_size == 0)
+        rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    else
+        rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    if (rc == MDB_SUCCESS && skip_equal && k.mv_size == alen && memcmp(k.mv_data, after, alen) == 0)
+        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    *more = false;
+    for (; rc == MDB_SUCCESS; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0)
+            break; /* past the prefix's range */
+        if (got == cap) {
+            *more = true;
+            break;
+        }
+        if (k.mv_size == 0 || k.mv_size > AUTHD_USERNAME_MAX) {
+            log_data_loss("list_users", "index key out of bounds", k.mv_data, k.mv_size);
+            code = AUTHD_DATA_LOSS;
+            goto out;
+        }
+        memcpy(name, k.mv_data, k.mv_size);
+        name[k.mv_size] = '\0';
+        /* find_in_txn re-reads the index entry the cursor stands on:
+         * reads do not move the cursor, so the walk continues from here. */
+        code = find_in_txn(st, txn, false, name, &out[got]);
+        if (code == AUTHD_NOT_FOUND)
+            code = AUTHD_DATA_LOSS;
+        if (code != AUTHD_OK)
+            goto out;
+        sodium_memzero(out[got].password_hash, sizeof out[got].password_hash);
+        got++;
+    }
+    if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) {
+        code = lmdb_code(rc, "list_scan");
+        goto out;
+    }
+    *n = got;
+    code = AUTHD_OK;
+out:
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    if (code != AUTHD_OK) {
+        for (size_t i = 0; i < got; i++)
+            sodium_memzero(out[i].password_hash, sizeof out[i].password_hash);
+    }
+    reader_put(st, txn, code);
+    return code;
+}
+
+authd_code authd_store_user_sessions(authd_store *st, const uint8_t user_id[AUTHD_ID_BYTES],
+    authd_session *out, size_t cap, size_t *n, size_t *total)
+{
+    MDB_txn *txn = NULL;
+    authd_user u;
+    uint8_t sid[AUTHD_ID_BYTES];
+    const uint8_t *after = NULL;
+    authd_session s;
+    size_t got = 0, all = 0;
+    authd_code code;
+
+    memset(&u, 0, sizeof u);
+    if (st == NULL || user_id == NULL || (out == NULL && cap > 0) || n == NULL || total == NULL)
+        return AUTHD_INVALID_ARGUMENT;
+    code = reader_get(st, &txn);
+    if (code != AUTHD_OK)
+        return code;
+    code = get_user(st, txn, user_id, &u);
+    if (code != AUTHD_OK)
+        goto out;
+    for (;;) {
+        code = user_sessions_next(st, txn, user_id, after, sid);
+        if (code == AUTHD_NOT_FOUND)
+            break;
+        if (code != AUTHD_OK)
+            goto out;
+        after = sid;
+        code = get_session(st, txn, sid, &s);
+        if (code == AUTHD_NOT_FOUND)
+            continue; /* a stale index entry: the session is gone */
+        if (code != AUTHD_OK)
+            goto out;
+        if (got < cap)
+            out[got++] = s;
+        all++;
+    }
+    *n = got;
+    *total = all;
+    code = AUTHD_OK;
+out:
+    reader_put(st, txn, code);
+    sodium_memzero(u.password_hash, sizeof u.password_hash);
+    return code;
+}
+
+authd_code authd_store_admin_count(authd_store *st, size_t *admins)
+{
+    MDB_txn *txn = NULL;
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    authd_verify_view uv;
+    size_t count = 0;
+    authd_code code;
+    int rc;
+
+    if (st == NULL || admins == NULL)
+        return AUTHD_INVALID_ARGUMENT;
+    code = reader_get(st, &txn);
+    if (code != AUTHD_OK)
+        return code;
+    code = lmdb_code(mdb_cursor_open(txn, st->users, &cur), "admin_cursor");
+    if (code != AUTHD_OK)
+        goto out;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == MDB_SUCCESS;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size == AUTHD_ID_BYTES
+            && authd_record_user_view(v.mv_data, v.mv_size, k.mv_data, &uv) == AUTHD_OK
+            && uv.status == AUTHD_USER_ACTIVE
+            && has_role((const char(*)[AUTHD_ROLE_MAX + 1]) uv.roles, uv.n_roles, AUTHD_ROLE_ADMIN))
+            count++;
+    }
+    if (rc != MDB_NOTFOUND) {
+        code = lmdb_code(rc, "admin_scan");
+        goto out;
+    }
+    *admins = count;
+out:
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    reader_put(st, txn, code);
+    return code;
 }

@@ -22,6 +22,7 @@ extern const size_t authd_common_passwords_count;
 #define R_EMAIL    "INVALID_EMAIL"
 #define R_PASSWORD "INVALID_PASSWORD"
 #define R_WEAK     "WEAK_PASSWORD"
+#define R_ROLE     "INVALID_ROLE"
 
 /* Worst case: every code point takes four bytes. Checked before the UTF-8
  * scan so an enormous input costs nothing. */
@@ -128,6 +129,46 @@ authd_code authd_validate_username(
     }
     buf[len] = '\0';
     memcpy(out, buf, len + 1);
+    return AUTHD_OK;
+}
+
+/* The role rule is narrow on purpose: roles travel in tokens' claims,
+ * logs and the admin CLI's comma-separated lists, so no comma, space,
+ * quote or upper case (which would invite "Admin" != "admin" confusion),
+ * and ':' '.' for namespaces ("billing:read"). */
+authd_code authd_validate_role(const char *in, size_t len, authd_error *err)
+{
+    static const char rule[] = "role: must be 1 to 64 characters from a-z 0-9 _ . : - and start "
+                               "with a letter or digit";
+
+    if (in == NULL || len < 1 || len > AUTHD_ROLE_MAX)
+        return fail(err, R_ROLE, rule);
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)in[i];
+        if (is_lower_alnum(c))
+            continue;
+        if (i == 0 || (c != '_' && c != '.' && c != ':' && c != '-'))
+            return fail(err, R_ROLE, rule);
+    }
+    return AUTHD_OK;
+}
+
+authd_code authd_validate_roles(const char *const *roles, size_t n, authd_error *err)
+{
+    authd_code rc;
+
+    if (n > AUTHD_ROLES_MAX)
+        return fail(err, R_ROLE, "roles: at most 16 roles per user");
+    for (size_t i = 0; i < n; i++) {
+        if (roles == NULL || roles[i] == NULL)
+            return fail(err, R_ROLE, "roles: a role is missing");
+        size_t len = strnlen(roles[i], AUTHD_ROLE_MAX + 1);
+        if ((rc = authd_validate_role(roles[i], len, err)) != AUTHD_OK)
+            return rc;
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(roles[i], roles[j]) == 0)
+                return fail(err, R_ROLE, "roles: a role is listed twice");
+    }
     return AUTHD_OK;
 }
 

@@ -55,6 +55,19 @@ AUTHD_MUST_CHECK authd_code authd_validate_email(
  * strength estimate (strength.h), which is not, is the second step. */
 AUTHD_MUST_CHECK authd_code authd_validate_password(const char *pw, size_t len, authd_error *err);
 
+/* authd_validate_role checks a role name: 1..64 (AUTHD_ROLE_MAX) characters
+ * from [a-z0-9_.:-], starting with a letter or digit. Role names are
+ * compared as bytes (Verify's required roles, the last-admin rule), so
+ * they are not case-folded: an upper-case letter is refused, not lowered,
+ * and "Admin" can never pass for "admin". reason "INVALID_ROLE". */
+AUTHD_MUST_CHECK authd_code authd_validate_role(const char *in, size_t len, authd_error *err);
+
+/* authd_validate_roles checks a whole set of roles as a user would hold
+ * it: at most AUTHD_ROLES_MAX names, each valid (authd_validate_role),
+ * no two equal. reason "INVALID_ROLE". */
+AUTHD_MUST_CHECK authd_code authd_validate_roles(
+    const char *const *roles, size_t n, authd_error *err);
+
 /* authd_password_is_common is true when pw is in the common list
  * (ASCII-case-insensitive). Exposed for tests. */
 bool authd_password_is_common(const char *pw, size_t len);

@@ -13,7 +13,10 @@
  *     indexes and the users table have the same number of entries;
  *   - every sessions record decodes, its user exists, and its entry in
  *     sessions_by_expiry (expiry || id) exists;
- *   - every sessions_by_expiry entry names a session with that expiry.
+ *   - every sessions_by_expiry entry names a session with that expiry;
+ *   - every session has its sessions_by_user entry (user id || session
+ *     id) and every such entry names a session of that user (a store no
+ *     authd with the table has opened yet has none: open builds it).
  * A user half-written (in one index and not the other, or an index entry
  * without its record) and a session without its expiry entry are exactly
  * what a torn write would leave behind, which is why scripts/durability.sh
@@ -56,16 +59,18 @@ static const char usage[] = "usage: authd-fsck --data-dir DIR [--dump FILE] [--q
                             "\n"
                             "Checks an authd LMDB store read-only: every record decodes, the\n"
                             "username and email indexes and the users table agree entry for\n"
-                            "entry, every session has its user and its expiry-index entry.\n"
+                            "entry, every session has its user, its expiry-index entry and\n"
+                            "its per-user index entry.\n"
                             "Exit status: 0 clean, 1 problems found (listed on stderr),\n"
                             "2 usage error or the store cannot be opened.\n";
 
 struct fsck {
     MDB_txn *txn;
-    MDB_dbi users, by_username, by_email, sessions, by_expiry, meta;
+    MDB_dbi users, by_username, by_email, sessions, by_expiry, meta, by_user;
+    bool have_by_user;
     FILE *dump;
     unsigned long problems;
-    size_t n_users, n_usernames, n_emails, n_sessions, n_expiry;
+    size_t n_users, n_usernames, n_emails, n_sessions, n_expiry, n_by_user;
 };
 
 /* problem counts one inconsistency and prints the first MAX_REPORTED, so
@@ -278,6 +283,14 @@ static int check_sessions(struct fsck *f)
         if (mdb_get(f->txn, f->by_expiry, &x, &(MDB_val) { 0 }) != MDB_SUCCESS)
             problem(f, "sessions[%s]: no sessions_by_expiry entry for expires_at %" PRId64, idh,
                 s->expires_at);
+        if (f->have_by_user) {
+            uint8_t uk[2 * ID_BYTES];
+            memcpy(uk, s->user_id.data, ID_BYTES);
+            memcpy(uk + ID_BYTES, k.mv_data, ID_BYTES);
+            x = (MDB_val) { .mv_size = sizeof uk, .mv_data = uk };
+            if (mdb_get(f->txn, f->by_user, &x, &(MDB_val) { 0 }) != MDB_SUCCESS)
+                problem(f, "sessions[%s]: no sessions_by_user entry", idh);
+        }
         if (f->dump != NULL)
             fprintf(f->dump, "session %s %s %" PRId64 " %d\n", idh, uidh, s->expires_at,
                 s->revoked ? 1 : 0);
@@ -322,6 +335,44 @@ static int check_expiry(struct fsck *f)
         expiry_key(ek, s->expires_at, sk.mv_data);
         if (memcmp(ek, k.mv_data, sizeof ek) != 0)
             problem(f, "sessions_by_expiry -> %s: the session's expires_at differs", idh);
+        authd__store__v1__session_record__free_unpacked(s, NULL);
+    }
+    mdb_cursor_close(cur);
+    return rc == MDB_NOTFOUND ? MDB_SUCCESS : rc;
+}
+
+/* check_by_user walks sessions_by_user: each key is user id || session
+ * id, with an empty value, naming a session of that user. */
+static int check_by_user(struct fsck *f)
+{
+    MDB_cursor *cur = NULL;
+    MDB_val k, v, sk, sv;
+    char idh[2 * ID_BYTES + 1];
+    int rc;
+
+    if ((rc = mdb_cursor_open(f->txn, f->by_user, &cur)) != MDB_SUCCESS)
+        return rc;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == MDB_SUCCESS;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        Authd__Store__V1__SessionRecord *s;
+
+        f->n_by_user++;
+        if (k.mv_size != 2 * ID_BYTES || v.mv_size != 0) {
+            problem(f, "sessions_by_user: key of %zu bytes or a value, want %d and none", k.mv_size,
+                2 * ID_BYTES);
+            continue;
+        }
+        hex((const uint8_t *)k.mv_data + ID_BYTES, ID_BYTES, idh);
+        sk = (MDB_val) { .mv_size = ID_BYTES, .mv_data = (uint8_t *)k.mv_data + ID_BYTES };
+        if (mdb_get(f->txn, f->sessions, &sk, &sv) != MDB_SUCCESS) {
+            problem(f, "sessions_by_user -> %s: no such session", idh);
+            continue;
+        }
+        s = authd__store__v1__session_record__unpack(NULL, sv.mv_size, sv.mv_data);
+        if (s == NULL)
+            continue; /* reported by check_sessions */
+        if (s->user_id.len != ID_BYTES || memcmp(s->user_id.data, k.mv_data, ID_BYTES) != 0)
+            problem(f, "sessions_by_user -> %s: the session's user differs", idh);
         authd__store__v1__session_record__free_unpacked(s, NULL);
     }
     mdb_cursor_close(cur);
@@ -383,7 +434,7 @@ int main(int argc, char **argv)
         return 2;
     }
     if ((rc = mdb_env_create(&env)) != MDB_SUCCESS
-        || (rc = mdb_env_set_maxdbs(env, 8)) != MDB_SUCCESS
+        || (rc = mdb_env_set_maxdbs(env, 10)) != MDB_SUCCESS
         || (rc = mdb_env_open(env, dir, MDB_RDONLY, 0600)) != MDB_SUCCESS
         || (rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &f.txn)) != MDB_SUCCESS)
         goto out;
@@ -392,11 +443,15 @@ int main(int argc, char **argv)
         if ((rc = mdb_dbi_open(f.txn, names[i], 0, slots[i])) != MDB_SUCCESS)
             goto out;
     }
+    rc = mdb_dbi_open(f.txn, "sessions_by_user", 0, &f.by_user);
+    if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
+        goto out;
+    f.have_by_user = rc == MDB_SUCCESS;
     check_schema(&f);
     step = "walk";
     if ((rc = check_users(&f)) != MDB_SUCCESS || (rc = check_index(&f, f.by_username, false))
         || (rc = check_index(&f, f.by_email, true)) || (rc = check_sessions(&f))
-        || (rc = check_expiry(&f)))
+        || (rc = check_expiry(&f)) || (f.have_by_user && (rc = check_by_user(&f))))
         goto out;
     if (f.n_users != f.n_usernames || f.n_users != f.n_emails)
         problem(&f, "users %zu, users_by_username %zu, users_by_email %zu: counts differ",
@@ -404,6 +459,8 @@ int main(int argc, char **argv)
     if (f.n_sessions != f.n_expiry)
         problem(
             &f, "sessions %zu, sessions_by_expiry %zu: counts differ", f.n_sessions, f.n_expiry);
+    if (f.have_by_user && f.n_sessions != f.n_by_user)
+        problem(&f, "sessions %zu, sessions_by_user %zu: counts differ", f.n_sessions, f.n_by_user);
     status = f.problems == 0 ? 0 : 1;
     if (!quiet || status != 0)
         fprintf(stderr, "authd-fsck: %s: users=%zu sessions=%zu problems=%lu%s\n", dir, f.n_users,

@@ -369,21 +369,28 @@ static void refresh_after_logout(void **state)
 }
 
 /* A disabled user cannot refresh (disabled through the store, from this
- * second process, while authd runs); enabled again, the session refreshes. */
+ * second process, while authd runs): disabling revoked the session, so
+ * Refresh answers REVOKED, and enabling again does not bring it back; a
+ * new login does refresh. */
 static void refresh_disabled_user(void **state)
 {
     it_server *s = it_start(NULL);
     authd_client *c = it_client(s);
     Authd__V1__LoginResponse *lr = login_user(c, "dora", true);
+    Authd__V1__LoginResponse *lr2 = NULL;
     authd_status st;
 
     assert_int_equal(it_store_set_status(s->data_dir, lr->user->id, 0, it_now()), 0);
     do_refresh(c, lr->refresh_token, &st, NULL);
-    IT_EXPECT(&st, AUTHD_UNAUTHENTICATED, "USER_DISABLED");
+    IT_EXPECT(&st, AUTHD_UNAUTHENTICATED, "REVOKED");
     assert_int_equal(it_store_set_status(s->data_dir, lr->user->id, 1, it_now()), 0);
     do_refresh(c, lr->refresh_token, &st, NULL);
+    IT_EXPECT(&st, AUTHD_UNAUTHENTICATED, "REVOKED");
+    lr2 = login_user(c, "dora", false);
+    do_refresh(c, lr2->refresh_token, &st, NULL);
     IT_EXPECT(&st, AUTHD_OK, NULL);
 
+    authd__v1__login_response__free_unpacked(lr2, NULL);
     authd__v1__login_response__free_unpacked(lr, NULL);
     authd_client_close(c);
     it_finish(s);

@@ -26,6 +26,7 @@
 #include "authd/store/v1/records.pb-c.h"
 #include "log.h"
 #include "store.h"
+#include "store_codec.h"
 
 #define MiB    ((size_t)1 << 20)
 #define HASH_A "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"
@@ -124,7 +125,9 @@ static void make_user(authd_user *u, uint32_t n, const char *username, const cha
     u->status = AUTHD_USER_ACTIVE;
     u->n_roles = 3;
     snprintf(u->roles[0], sizeof u->roles[0], "%s", "user");
-    snprintf(u->roles[1], sizeof u->roles[1], "%s", "admin");
+    /* Not "admin": the last-admin rule (tests below) would refuse to
+     * disable or delete a sole admin, which tests of other things do. */
+    snprintf(u->roles[1], sizeof u->roles[1], "%s", "ops");
     snprintf(u->roles[2], sizeof u->roles[2], "%s", "auditor");
     u->created_at = 1700000000 + (int64_t)n;
     u->updated_at = 1700000100 + (int64_t)n;
@@ -1670,7 +1673,9 @@ static void test_refresh_family_expiry_and_user(void **state)
     assert_int_equal(
         authd_store_user_set_status(f->st, s2.user_id, AUTHD_USER_DISABLED, 1001), AUTHD_OK);
     rq = fam_req(&s2, 1, 0x41, 0x42, 1001000);
-    assert_int_equal(fam_exchange(f, &rq, NULL), AUTHD_REFRESH_USER_DISABLED);
+    /* Disabling revoked the session in the same transaction, and REVOKED
+     * is decided before the user is read. */
+    assert_int_equal(fam_exchange(f, &rq, NULL), AUTHD_REFRESH_REVOKED);
     /* A session without a family (opened by authd_store_login_commit). */
     authd_session s3;
     make_session(&s3, 600, s2.user_id, 1000, 1100);
@@ -1679,13 +1684,22 @@ static void test_refresh_family_expiry_and_user(void **state)
     assert_int_equal(authd_store_login_commit(f->st, s2.user_id, NULL, &s3, 1000), AUTHD_OK);
     rq = fam_req(&s3, 1, 0x41, 0x42, 1001000);
     assert_int_equal(fam_exchange(f, &rq, NULL), AUTHD_REFRESH_UNKNOWN);
-    /* A deleted user (the record gone, planted with raw LMDB while the
-     * store is closed): its sessions' tokens are refused the same way. */
+    /* A user record gone from under a live session with a family (planted
+     * with raw LMDB while the store is closed; authd_store_user_delete
+     * would have removed the session too): refused as USER_DISABLED. */
+    authd_session s4;
+    authd_refresh_family fam4;
+    make_session(&s4, 601, s2.user_id, 1000, 1100);
+    memset(&fam4, 0, sizeof fam4);
+    fam4.generation = 1;
+    memset(fam4.token_hash, 0x51, sizeof fam4.token_hash);
+    assert_int_equal(
+        authd_store_login_commit_family(f->st, s2.user_id, NULL, &s4, &fam4, 1000), AUTHD_OK);
     authd_store_close(f->st);
     f->st = NULL;
     raw_put(f->dir, "users", s2.user_id, AUTHD_ID_BYTES, NULL, 0);
     assert_int_equal(fx_open(f, 64 * MiB, 0), AUTHD_OK);
-    rq = fam_req(&s2, 1, 0x41, 0x42, 1001000);
+    rq = fam_req(&s4, 1, 0x51, 0x52, 1001000);
     assert_int_equal(fam_exchange(f, &rq, NULL), AUTHD_REFRESH_USER_DISABLED);
 }
 
@@ -1754,6 +1768,611 @@ static void test_refresh_family_race(void **state)
     assert_int_equal(fam.token_hash[0], winner);
 }
 
+/* ---- administration: roles, disable, revoke, delete, list -------------------- */
+
+static void set_roles_ok(
+    authd_store *st, const uint8_t id[AUTHD_ID_BYTES], int64_t now, size_t n, ...)
+{
+    const char *roles[AUTHD_ROLES_MAX + 1];
+    va_list ap;
+
+    va_start(ap, n);
+    for (size_t i = 0; i < n; i++)
+        roles[i] = va_arg(ap, const char *);
+    va_end(ap);
+    assert_int_equal(authd_store_user_set_roles(st, id, roles, n, now), AUTHD_OK);
+}
+
+static size_t admins(authd_store *st)
+{
+    size_t n = 9999;
+
+    assert_int_equal(authd_store_admin_count(st, &n), AUTHD_OK);
+    return n;
+}
+
+/* session_live: what Verify would see of session n: there, and not revoked. */
+static bool session_live(authd_store *st, const uint8_t sid[AUTHD_ID_BYTES])
+{
+    authd_verify_view v;
+    authd_code rc = authd_store_verify_lookup(st, sid, &v);
+
+    assert_true(rc == AUTHD_OK || rc == AUTHD_NOT_FOUND);
+    return rc == AUTHD_OK && !v.revoked;
+}
+
+/* raw_index_check opens the closed store with the raw LMDB API and checks
+ * that sessions_by_user and sessions agree entry for entry: every index
+ * entry names a session of that user, every session has its entry.
+ * Returns the number of index entries. drop_one (when true) deletes the
+ * first index entry afterwards, to make the store an older authd would
+ * leave; drop_table removes the table itself (a store from before it). */
+static size_t raw_index_check(const char *dir, bool drop_one, bool drop_table)
+{
+    MDB_env *env = NULL;
+    MDB_txn *txn = NULL;
+    MDB_dbi sess, byu;
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    size_t n = 0, ns = 0;
+    int rc;
+
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 16), 0);
+    assert_int_equal(mdb_env_open(env, dir, 0, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "sessions", 0, &sess), 0);
+    assert_int_equal(mdb_dbi_open(txn, "sessions_by_user", 0, &byu), 0);
+    assert_int_equal(mdb_cursor_open(txn, byu, &cur), 0);
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        MDB_val sk
+            = { .mv_size = AUTHD_ID_BYTES, .mv_data = (uint8_t *)k.mv_data + AUTHD_ID_BYTES };
+        MDB_val sv;
+        authd_session s;
+        assert_int_equal(k.mv_size, 2 * AUTHD_ID_BYTES);
+        assert_int_equal(v.mv_size, 0);
+        assert_int_equal(mdb_get(txn, sess, &sk, &sv), 0);
+        assert_int_equal(
+            authd_record_session_decode(sv.mv_data, sv.mv_size, sk.mv_data, &s), AUTHD_OK);
+        assert_memory_equal(s.user_id, k.mv_data, AUTHD_ID_BYTES);
+        n++;
+    }
+    assert_int_equal(rc, MDB_NOTFOUND);
+    mdb_cursor_close(cur);
+    assert_int_equal(mdb_cursor_open(txn, sess, &cur), 0);
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        uint8_t key[2 * AUTHD_ID_BYTES];
+        MDB_val ik = { .mv_size = sizeof key, .mv_data = key }, iv;
+        authd_session s;
+        assert_int_equal(
+            authd_record_session_decode(v.mv_data, v.mv_size, k.mv_data, &s), AUTHD_OK);
+        memcpy(key, s.user_id, AUTHD_ID_BYTES);
+        memcpy(key + AUTHD_ID_BYTES, k.mv_data, AUTHD_ID_BYTES);
+        assert_int_equal(mdb_get(txn, byu, &ik, &iv), 0);
+        ns++;
+    }
+    mdb_cursor_close(cur);
+    assert_int_equal(n, ns);
+    if (drop_one) {
+        assert_int_equal(mdb_cursor_open(txn, byu, &cur), 0);
+        assert_int_equal(mdb_cursor_get(cur, &k, &v, MDB_FIRST), 0);
+        assert_int_equal(mdb_cursor_del(cur, 0), 0);
+        mdb_cursor_close(cur);
+    }
+    if (drop_table)
+        assert_int_equal(mdb_drop(txn, byu, 1), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+    return n;
+}
+
+/* index_check closes f's store, checks its index, and reopens it. */
+static size_t index_check(fx *f)
+{
+    size_t n;
+
+    authd_store_close(f->st);
+    f->st = NULL;
+    n = raw_index_check(f->dir, false, false);
+    assert_int_equal(fx_open(f, 64 * MiB, 0), AUTHD_OK);
+    return n;
+}
+
+static void test_set_roles(void **state)
+{
+    fx *f = *state;
+    authd_user u, got;
+    authd_verify_view v;
+    authd_session s;
+    uint8_t nobody[AUTHD_ID_BYTES];
+    const char *bad[][3] = {
+        { "Admin", NULL, NULL }, /* upper case is refused, not folded */
+        { "", NULL, NULL }, { "-ops", NULL, NULL }, { "a b", NULL, NULL }, { "a,b", NULL, NULL },
+        { "ops", "ops", NULL }, /* twice */
+    };
+    const char *many[AUTHD_ROLES_MAX + 1];
+    char names[AUTHD_ROLES_MAX + 1][8];
+    char longest[AUTHD_ROLE_MAX + 2];
+
+    make_user(&u, 1, "alice", "alice@example.com");
+    create_ok(f->st, &u);
+    make_session(&s, 1, u.id, 100, 5000);
+    assert_int_equal(authd_store_login_commit(f->st, u.id, NULL, &s, 100), AUTHD_OK);
+
+    set_roles_ok(f->st, u.id, 200, 3, "billing:read", "ops.team_1", "x-y");
+    assert_int_equal(authd_store_user_get(f->st, u.id, &got), AUTHD_OK);
+    assert_int_equal(got.n_roles, 3);
+    assert_string_equal(got.roles[0], "billing:read");
+    assert_string_equal(got.roles[1], "ops.team_1");
+    assert_string_equal(got.roles[2], "x-y");
+    assert_int_equal(got.updated_at, 200);
+    assert_string_equal(got.password_hash, HASH_A);
+    /* Verify's view follows at once. */
+    assert_int_equal(authd_store_verify_lookup(f->st, s.id, &v), AUTHD_OK);
+    assert_int_equal(v.n_roles, 3);
+    assert_string_equal(v.roles[1], "ops.team_1");
+
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        size_t n = bad[i][1] != NULL ? 2 : 1;
+        assert_int_equal(
+            authd_store_user_set_roles(f->st, u.id, bad[i], n, 300), AUTHD_INVALID_ARGUMENT);
+    }
+    for (size_t i = 0; i <= AUTHD_ROLES_MAX; i++) {
+        snprintf(names[i], sizeof names[i], "r%zu", i);
+        many[i] = names[i];
+    }
+    assert_int_equal(authd_store_user_set_roles(f->st, u.id, many, AUTHD_ROLES_MAX + 1, 300),
+        AUTHD_INVALID_ARGUMENT);
+    memset(longest, 'a', sizeof longest - 1);
+    longest[sizeof longest - 1] = '\0'; /* 65 characters */
+    many[0] = longest;
+    assert_int_equal(authd_store_user_set_roles(f->st, u.id, many, 1, 300), AUTHD_INVALID_ARGUMENT);
+    longest[AUTHD_ROLE_MAX] = '\0'; /* 64: fine */
+    assert_int_equal(authd_store_user_set_roles(f->st, u.id, many, 1, 300), AUTHD_OK);
+    assert_int_equal(authd_store_user_set_roles(f->st, u.id, many, AUTHD_ROLES_MAX, 301), AUTHD_OK);
+    assert_int_equal(authd_store_user_get(f->st, u.id, &got), AUTHD_OK);
+    assert_int_equal(got.n_roles, AUTHD_ROLES_MAX);
+    assert_string_equal(got.roles[0], longest);
+    assert_int_equal(got.updated_at, 301);
+
+    /* No roles at all is a valid set. */
+    assert_int_equal(authd_store_user_set_roles(f->st, u.id, NULL, 0, 400), AUTHD_OK);
+    assert_int_equal(authd_store_user_get(f->st, u.id, &got), AUTHD_OK);
+    assert_int_equal(got.n_roles, 0);
+
+    make_id(nobody, 'u', 999);
+    assert_int_equal(authd_store_user_set_roles(f->st, nobody, NULL, 0, 1), AUTHD_NOT_FOUND);
+}
+
+/* The last-admin rule, in every call that can break it. */
+static void test_last_admin_rule(void **state)
+{
+    fx *f = *state;
+    authd_user a, b, c, got;
+
+    make_user(&a, 1, "alice", "alice@example.com");
+    make_user(&b, 2, "bob", "bob@example.com");
+    make_user(&c, 3, "carol", "carol@example.com");
+    create_ok(f->st, &a);
+    create_ok(f->st, &b);
+    create_ok(f->st, &c);
+
+    /* A store without admins is not held to the rule. */
+    assert_int_equal(admins(f->st), 0);
+    assert_int_equal(authd_store_user_set_status(f->st, b.id, AUTHD_USER_DISABLED, 10), AUTHD_OK);
+    assert_int_equal(authd_store_user_set_status(f->st, b.id, AUTHD_USER_ACTIVE, 11), AUTHD_OK);
+
+    /* alice is the only admin: she cannot lose the role, be disabled or
+     * be deleted, and nothing is written when refused. */
+    set_roles_ok(f->st, a.id, 20, 2, "user", "admin");
+    assert_int_equal(admins(f->st), 1);
+    const char *demoted[] = { "user" };
+    assert_int_equal(
+        authd_store_user_set_roles(f->st, a.id, demoted, 1, 30), AUTHD_FAILED_PRECONDITION);
+    assert_int_equal(
+        authd_store_user_set_roles(f->st, a.id, NULL, 0, 30), AUTHD_FAILED_PRECONDITION);
+    assert_int_equal(authd_store_user_set_status(f->st, a.id, AUTHD_USER_DISABLED, 30),
+        AUTHD_FAILED_PRECONDITION);
+    assert_int_equal(authd_store_user_delete(f->st, a.id, NULL), AUTHD_FAILED_PRECONDITION);
+    assert_int_equal(authd_store_user_get(f->st, a.id, &got), AUTHD_OK);
+    assert_int_equal(got.status, AUTHD_USER_ACTIVE);
+    assert_int_equal(got.n_roles, 2);
+    assert_int_equal(got.updated_at, 20);
+    /* Keeping the role while changing others is fine; so is re-enabling. */
+    set_roles_ok(f->st, a.id, 31, 1, "admin");
+    assert_int_equal(authd_store_user_set_status(f->st, a.id, AUTHD_USER_ACTIVE, 32), AUTHD_OK);
+    /* Non-admins are never held. */
+    assert_int_equal(authd_store_user_set_status(f->st, c.id, AUTHD_USER_DISABLED, 33), AUTHD_OK);
+
+    /* With bob an admin too, alice may step down; then bob is the last. */
+    set_roles_ok(f->st, b.id, 40, 1, "admin");
+    assert_int_equal(admins(f->st), 2);
+    assert_int_equal(authd_store_user_set_roles(f->st, a.id, demoted, 1, 41), AUTHD_OK);
+    assert_int_equal(admins(f->st), 1);
+    assert_int_equal(authd_store_user_set_status(f->st, b.id, AUTHD_USER_DISABLED, 42),
+        AUTHD_FAILED_PRECONDITION);
+
+    /* A disabled admin does not count: carol (disabled) made admin leaves
+     * bob the last active one. */
+    set_roles_ok(f->st, c.id, 50, 1, "admin");
+    assert_int_equal(admins(f->st), 1);
+    assert_int_equal(authd_store_user_delete(f->st, b.id, NULL), AUTHD_FAILED_PRECONDITION);
+    /* carol enabled: now bob may go, and carol may not. */
+    assert_int_equal(authd_store_user_set_status(f->st, c.id, AUTHD_USER_ACTIVE, 51), AUTHD_OK);
+    assert_int_equal(admins(f->st), 2);
+    assert_int_equal(authd_store_user_delete(f->st, b.id, NULL), AUTHD_OK);
+    assert_int_equal(admins(f->st), 1);
+    assert_int_equal(
+        authd_store_user_set_roles(f->st, c.id, NULL, 0, 52), AUTHD_FAILED_PRECONDITION);
+    /* Disabling the already-disabled or demoting a non-admin is no issue. */
+    assert_int_equal(authd_store_user_set_roles(f->st, a.id, NULL, 0, 53), AUTHD_OK);
+}
+
+/* Disabling revokes every live session of the user at once (what Verify
+ * reads), and only that user's; enabling restores none. */
+static void test_disable_revokes_sessions(void **state)
+{
+    fx *f = *state;
+    authd_user u, other;
+    authd_session s[4], so, got;
+    authd_session list[8];
+    size_t n = 0, total = 0;
+
+    make_user(&u, 1, "alice", "alice@example.com");
+    make_user(&other, 2, "bob", "bob@example.com");
+    create_ok(f->st, &u);
+    create_ok(f->st, &other);
+    for (uint32_t i = 0; i < 4; i++) {
+        make_session(&s[i], i, u.id, 100, i == 3 ? 150 : 5000); /* s[3] ends at 150 */
+        assert_int_equal(authd_store_login_commit(f->st, u.id, NULL, &s[i], 100), AUTHD_OK);
+    }
+    make_session(&so, 9, other.id, 100, 5000);
+    assert_int_equal(authd_store_login_commit(f->st, other.id, NULL, &so, 100), AUTHD_OK);
+    assert_int_equal(authd_store_session_revoke(f->st, s[2].id, 120), AUTHD_OK);
+
+    assert_int_equal(authd_store_user_set_status(f->st, u.id, AUTHD_USER_DISABLED, 200), AUTHD_OK);
+    for (int i = 0; i < 3; i++) {
+        assert_false(session_live(f->st, s[i].id));
+        assert_int_equal(authd_store_session_get(f->st, s[i].id, &got), AUTHD_OK);
+        assert_true(got.revoked);
+    }
+    assert_int_equal(authd_store_session_get(f->st, s[0].id, &got), AUTHD_OK);
+    assert_int_equal(got.revoked_at, 200);
+    assert_int_equal(authd_store_session_get(f->st, s[2].id, &got), AUTHD_OK);
+    assert_int_equal(got.revoked_at, 120); /* the first revoke stands */
+    assert_int_equal(authd_store_session_get(f->st, s[3].id, &got), AUTHD_OK);
+    assert_false(got.revoked); /* expired before the disable: left as it was */
+    assert_true(session_live(f->st, so.id));
+
+    assert_int_equal(authd_store_user_set_status(f->st, u.id, AUTHD_USER_ACTIVE, 300), AUTHD_OK);
+    assert_false(session_live(f->st, s[0].id));
+    assert_int_equal(authd_store_user_sessions(f->st, u.id, list, 8, &n, &total), AUTHD_OK);
+    assert_int_equal(n, 4);
+    assert_int_equal(total, 4);
+    assert_int_equal(index_check(f), 5);
+}
+
+static void test_revoke_sessions(void **state)
+{
+    fx *f = *state;
+    authd_user u, other;
+    authd_session s[3], so;
+    uint8_t nobody[AUTHD_ID_BYTES];
+    size_t revoked = 99;
+
+    make_user(&u, 1, "alice", "alice@example.com");
+    make_user(&other, 2, "bob", "bob@example.com");
+    create_ok(f->st, &u);
+    create_ok(f->st, &other);
+    for (uint32_t i = 0; i < 3; i++) {
+        make_session(&s[i], i, u.id, 100, 5000);
+        assert_int_equal(authd_store_login_commit(f->st, u.id, NULL, &s[i], 100), AUTHD_OK);
+    }
+    make_session(&so, 9, other.id, 100, 5000);
+    assert_int_equal(authd_store_login_commit(f->st, other.id, NULL, &so, 100), AUTHD_OK);
+
+    /* ChangePassword's form: all but the caller's own session. */
+    assert_int_equal(
+        authd_store_user_revoke_sessions(f->st, u.id, s[1].id, 200, &revoked), AUTHD_OK);
+    assert_int_equal(revoked, 2);
+    assert_false(session_live(f->st, s[0].id));
+    assert_true(session_live(f->st, s[1].id));
+    assert_false(session_live(f->st, s[2].id));
+    assert_true(session_live(f->st, so.id));
+    revoked = 99;
+    assert_int_equal(
+        authd_store_user_revoke_sessions(f->st, u.id, s[1].id, 201, &revoked), AUTHD_OK);
+    assert_int_equal(revoked, 0);
+    /* LogoutAll's form: every one. */
+    assert_int_equal(authd_store_user_revoke_sessions(f->st, u.id, NULL, 202, &revoked), AUTHD_OK);
+    assert_int_equal(revoked, 1);
+    assert_false(session_live(f->st, s[1].id));
+    assert_true(session_live(f->st, so.id));
+    /* A user without sessions, and no user. */
+    assert_int_equal(authd_store_user_revoke_sessions(f->st, u.id, NULL, 203, NULL), AUTHD_OK);
+    make_id(nobody, 'u', 999);
+    assert_int_equal(
+        authd_store_user_revoke_sessions(f->st, nobody, NULL, 203, &revoked), AUTHD_NOT_FOUND);
+    assert_int_equal(
+        authd_store_user_revoke_sessions(f->st, NULL, NULL, 203, &revoked), AUTHD_INVALID_ARGUMENT);
+}
+
+/* Deleting removes the user, its sessions, families and throttle counter
+ * in one go and frees the username and the email. */
+static void test_user_delete(void **state)
+{
+    fx *f = *state;
+    authd_user u, other, again, got;
+    authd_session s1, s2, so;
+    authd_refresh_family fam, fgot;
+    authd_throttle_policy p
+        = { .free_attempts = 5, .base_delay_ms = 1, .max_delay_ms = 1, .lockout = 100 };
+    authd_throttle_state ts;
+    authd_user lu;
+    bool found = false;
+    int verdict = 0;
+    size_t gone = 99, purged = 99;
+
+    make_user(&u, 1, "alice", "alice@example.com");
+    make_user(&other, 2, "bob", "bob@example.com");
+    create_ok(f->st, &u);
+    create_ok(f->st, &other);
+    make_session(&s1, 1, u.id, 100, 5000);
+    memset(&fam, 0, sizeof fam);
+    fam.generation = 1;
+    memset(fam.token_hash, 7, sizeof fam.token_hash);
+    assert_int_equal(authd_store_login_commit_family(f->st, u.id, NULL, &s1, &fam, 100), AUTHD_OK);
+    make_session(&s2, 2, u.id, 100, 6000);
+    assert_int_equal(authd_store_login_commit(f->st, u.id, NULL, &s2, 100), AUTHD_OK);
+    assert_int_equal(authd_store_session_revoke(f->st, s2.id, 150), AUTHD_OK);
+    make_session(&so, 9, other.id, 100, 7000);
+    assert_int_equal(authd_store_login_commit(f->st, other.id, NULL, &so, 100), AUTHD_OK);
+    assert_int_equal(authd_store_login_begin(f->st, AUTHD_LOGIN_USERNAME, "alice", &p, 1000, &found,
+                         &lu, &verdict, NULL),
+        AUTHD_OK);
+    assert_true(found);
+    assert_counts(f->st, 2, 3);
+
+    assert_int_equal(authd_store_user_delete(f->st, u.id, &gone), AUTHD_OK);
+    assert_int_equal(gone, 2);
+    assert_counts(f->st, 1, 1);
+    assert_int_equal(authd_store_user_get(f->st, u.id, &got), AUTHD_NOT_FOUND);
+    assert_int_equal(authd_store_user_find_by_username(f->st, "alice", &got), AUTHD_NOT_FOUND);
+    assert_int_equal(
+        authd_store_user_find_by_email(f->st, "alice@example.com", &got), AUTHD_NOT_FOUND);
+    assert_false(session_live(f->st, s1.id));
+    assert_int_equal(authd_store_session_get(f->st, s2.id, &s1), AUTHD_NOT_FOUND);
+    assert_int_equal(authd_store_refresh_get(f->st, s1.id, &fgot), AUTHD_NOT_FOUND);
+    assert_true(session_live(f->st, so.id));
+    /* The expiry entries went too: a purge of everything finds bob's only. */
+    assert_int_equal(authd_store_purge_expired(f->st, INT64_MAX, 100, &purged), AUTHD_OK);
+    assert_int_equal(purged, 1);
+    assert_counts(f->st, 1, 0);
+    assert_int_equal(authd_store_user_delete(f->st, u.id, NULL), AUTHD_NOT_FOUND);
+
+    /* The name and the email are free at once, for a new id; the old
+     * throttle counter did not follow the name. */
+    make_user(&again, 3, "alice", "alice@example.com");
+    create_ok(f->st, &again);
+    assert_int_equal(
+        authd_store_login_throttle_get(f->st, AUTHD_LOGIN_USERNAME, "alice", &p, 1000, &ts),
+        AUTHD_OK);
+    assert_int_equal(ts.failures, 0);
+    assert_int_equal(index_check(f), 0);
+}
+
+/* The per-user index follows every session writer: login commits (with
+ * and without a family), revoke (no change), refresh rotation (no
+ * change), purge and delete; and a store without it (or with it out of
+ * step) gets it rebuilt at open. */
+static void test_session_index(void **state)
+{
+    fx *f = *state;
+    authd_user u[3];
+    authd_session s, list[4];
+    authd_refresh_family fam;
+    size_t n = 0, total = 0, purged = 0;
+    char name[16], mail[32];
+
+    for (uint32_t i = 0; i < 3; i++) {
+        snprintf(name, sizeof name, "user%u", i);
+        snprintf(mail, sizeof mail, "user%u@example.com", i);
+        make_user(&u[i], i, name, mail);
+        create_ok(f->st, &u[i]);
+    }
+    /* user0: 6 sessions expiring at 1000 + 100 k; user1: 2; user2: none. */
+    for (uint32_t k = 0; k < 6; k++) {
+        make_session(&s, k, u[0].id, 0, 1000 + 100 * (int64_t)k);
+        memset(&fam, 0, sizeof fam);
+        fam.generation = 1;
+        assert_int_equal(
+            authd_store_login_commit_family(f->st, u[0].id, NULL, &s, k % 2 ? &fam : NULL, 0),
+            AUTHD_OK);
+    }
+    for (uint32_t k = 10; k < 12; k++) {
+        make_session(&s, k, u[1].id, 0, 9000);
+        assert_int_equal(authd_store_login_commit(f->st, u[1].id, NULL, &s, 0), AUTHD_OK);
+    }
+    make_id(s.id, 's', 0);
+    assert_int_equal(authd_store_session_revoke(f->st, s.id, 10), AUTHD_OK);
+
+    assert_int_equal(authd_store_user_sessions(f->st, u[0].id, list, 4, &n, &total), AUTHD_OK);
+    assert_int_equal(n, 4); /* cap */
+    assert_int_equal(total, 6);
+    for (size_t i = 0; i < n; i++)
+        assert_memory_equal(list[i].user_id, u[0].id, AUTHD_ID_BYTES);
+    assert_true(list[0].revoked);
+    assert_int_equal(authd_store_user_sessions(f->st, u[2].id, list, 4, &n, &total), AUTHD_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(total, 0);
+    assert_int_equal(authd_store_user_sessions(f->st, u[1].id, NULL, 0, &n, &total), AUTHD_OK);
+    assert_int_equal(total, 2);
+    assert_int_equal(index_check(f), 8);
+
+    /* Purge takes user0's first three (1000, 1100, 1200) with their entries. */
+    assert_int_equal(authd_store_purge_expired(f->st, 1200, 100, &purged), AUTHD_OK);
+    assert_int_equal(purged, 3);
+    assert_int_equal(authd_store_user_sessions(f->st, u[0].id, list, 4, &n, &total), AUTHD_OK);
+    assert_int_equal(total, 3);
+    assert_int_equal(index_check(f), 5);
+
+    /* A store from before the table: rebuilt at open, then used. */
+    authd_store_close(f->st);
+    f->st = NULL;
+    assert_int_equal(raw_index_check(f->dir, false, true), 5);
+    assert_int_equal(fx_open(f, 64 * MiB, 0), AUTHD_OK);
+    assert_int_equal(authd_store_user_sessions(f->st, u[0].id, list, 4, &n, &total), AUTHD_OK);
+    assert_int_equal(total, 3);
+    /* An index an older authd let fall out of step: rebuilt too. */
+    authd_store_close(f->st);
+    f->st = NULL;
+    assert_int_equal(raw_index_check(f->dir, true, false), 5);
+    assert_int_equal(fx_open(f, 64 * MiB, 0), AUTHD_OK);
+    assert_int_equal(index_check(f), 5);
+    size_t revoked = 0;
+    assert_int_equal(
+        authd_store_user_revoke_sessions(f->st, u[1].id, NULL, 20, &revoked), AUTHD_OK);
+    assert_int_equal(revoked, 2);
+    assert_int_equal(authd_store_user_delete(f->st, u[0].id, &n), AUTHD_OK);
+    assert_int_equal(n, 3);
+    assert_int_equal(index_check(f), 2);
+    assert_counts(f->st, 2, 2);
+}
+
+static void list_names(authd_store *st, const char *prefix, const char *after, size_t cap,
+    const char *want, bool want_more)
+{
+    authd_user *out = calloc(cap, sizeof *out);
+    char got[1024] = "";
+    size_t n = 999;
+    bool more = !want_more;
+
+    assert_non_null(out);
+    assert_int_equal(authd_store_user_list(st, prefix, after, out, cap, &n, &more), AUTHD_OK);
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0)
+            strcat(got, " ");
+        strcat(got, out[i].username);
+        assert_string_equal(out[i].password_hash, ""); /* no hashes in listings */
+        assert_true(out[i].email[0] != '\0');
+    }
+    assert_string_equal(got, want);
+    assert_int_equal(more, want_more);
+    free(out);
+}
+
+static void test_user_list(void **state)
+{
+    fx *f = *state;
+    static const char *const names[]
+        = { "bob", "al", "alice", "alicia", "zed", "al.x", "al-y", "carl", "ali" };
+    authd_user u, out[2];
+    size_t n;
+    bool more;
+    char mail[64], longp[AUTHD_USERNAME_MAX + 2];
+
+    /* An empty store. */
+    list_names(f->st, NULL, NULL, 5, "", false);
+    for (uint32_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        snprintf(mail, sizeof mail, "%s@example.com", names[i]);
+        make_user(&u, i, names[i], mail);
+        create_ok(f->st, &u);
+    }
+    /* Byte order ('-' < '.' < letters), all of them, in pages. */
+    list_names(f->st, "", "", 100, "al al-y al.x ali alice alicia bob carl zed", false);
+    list_names(f->st, NULL, NULL, 4, "al al-y al.x ali", true);
+    list_names(f->st, NULL, "ali", 4, "alice alicia bob carl", true);
+    list_names(f->st, NULL, "carl", 4, "zed", false);
+    list_names(f->st, NULL, "zed", 4, "", false);
+    /* A page that ends exactly at the last match: no more. */
+    list_names(f->st, NULL, "bob", 2, "carl zed", false);
+    /* A cursor between names works (a user deleted since). */
+    list_names(f->st, NULL, "alib", 2, "alice alicia", true);
+    /* Prefix filter, with paging inside it. */
+    list_names(f->st, "ali", NULL, 10, "ali alice alicia", false);
+    list_names(f->st, "ali", NULL, 2, "ali alice", true);
+    list_names(f->st, "ali", "alice", 2, "alicia", false);
+    list_names(f->st, "ali", "alicia", 2, "", false);
+    list_names(f->st, "al", NULL, 3, "al al-y al.x", true);
+    list_names(f->st, "alicia", NULL, 3, "alicia", false);
+    list_names(f->st, "alx", NULL, 3, "", false);
+    list_names(f->st, "zz", NULL, 3, "", false);
+    /* A cursor before the prefix starts at the prefix; one after it ends. */
+    list_names(f->st, "c", "a", 3, "carl", false);
+    list_names(f->st, "b", "c", 3, "", false);
+
+    assert_int_equal(
+        authd_store_user_list(f->st, NULL, NULL, out, 0, &n, &more), AUTHD_INVALID_ARGUMENT);
+    assert_int_equal(
+        authd_store_user_list(f->st, NULL, NULL, out, AUTHD_USER_LIST_MAX + 1, &n, &more),
+        AUTHD_INVALID_ARGUMENT);
+    memset(longp, 'a', sizeof longp - 1);
+    longp[sizeof longp - 1] = '\0';
+    assert_int_equal(
+        authd_store_user_list(f->st, longp, NULL, out, 2, &n, &more), AUTHD_INVALID_ARGUMENT);
+    assert_int_equal(
+        authd_store_user_list(f->st, NULL, longp, out, 2, &n, &more), AUTHD_INVALID_ARGUMENT);
+}
+
+/* Two admins, each removed at the same moment by its own thread (role
+ * removal or disable, alternately): the rule is checked inside each
+ * writer's transaction, so exactly one change commits and one admin is
+ * left, every round. */
+struct admin_race {
+    authd_store *st;
+    const uint8_t *id;
+    bool disable;
+    pthread_barrier_t *bar;
+    authd_code rc;
+};
+
+static void *admin_racer(void *p)
+{
+    struct admin_race *r = p;
+
+    pthread_barrier_wait(r->bar);
+    if (r->disable)
+        r->rc = authd_store_user_set_status(r->st, r->id, AUTHD_USER_DISABLED, 10);
+    else
+        r->rc = authd_store_user_set_roles(r->st, r->id, NULL, 0, 10);
+    return NULL;
+}
+
+static void test_last_admin_race(void **state)
+{
+    fx *f = *state;
+    authd_user a, b;
+    pthread_barrier_t bar;
+
+    make_user(&a, 1, "alice", "alice@example.com");
+    make_user(&b, 2, "bob", "bob@example.com");
+    create_ok(f->st, &a);
+    create_ok(f->st, &b);
+    assert_int_equal(pthread_barrier_init(&bar, NULL, 2), 0);
+    for (int round = 0; round < 40; round++) {
+        struct admin_race r[2] = {
+            { f->st, a.id, round % 2 == 1, &bar, AUTHD_INTERNAL },
+            { f->st, b.id, round % 4 >= 2, &bar, AUTHD_INTERNAL },
+        };
+        pthread_t t[2];
+        set_roles_ok(f->st, a.id, 1, 1, "admin");
+        set_roles_ok(f->st, b.id, 1, 1, "admin");
+        assert_int_equal(authd_store_user_set_status(f->st, a.id, AUTHD_USER_ACTIVE, 1), AUTHD_OK);
+        assert_int_equal(authd_store_user_set_status(f->st, b.id, AUTHD_USER_ACTIVE, 1), AUTHD_OK);
+        assert_int_equal(admins(f->st), 2);
+        for (int i = 0; i < 2; i++)
+            assert_int_equal(pthread_create(&t[i], NULL, admin_racer, &r[i]), 0);
+        for (int i = 0; i < 2; i++)
+            assert_int_equal(pthread_join(t[i], NULL), 0);
+        assert_true((r[0].rc == AUTHD_OK && r[1].rc == AUTHD_FAILED_PRECONDITION)
+            || (r[1].rc == AUTHD_OK && r[0].rc == AUTHD_FAILED_PRECONDITION));
+        assert_int_equal(admins(f->st), 1);
+    }
+    pthread_barrier_destroy(&bar);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1786,6 +2405,14 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_refresh_family_lifecycle, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refresh_family_expiry_and_user, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refresh_family_race, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_set_roles, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_last_admin_rule, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_last_admin_race, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_disable_revokes_sessions, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_revoke_sessions, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_user_delete, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_session_index, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_user_list, setup, teardown),
     };
 
     /* The store logs every damaged record it meets; the tests make many. */

@@ -587,6 +587,59 @@ static void test_strength_threshold(void **state)
     (void)state;
 }
 
+/* ---- roles -------------------------------------------------------------- */
+
+static void test_role(void **state)
+{
+    static const char *const good[]
+        = { "admin", "a", "0", "billing:read", "ops.team_1", "x-y", "a:b.c_d-e", "9lives" };
+    static const char *const bad[] = { "", "Admin", "ADMIN", "-x", ".x", ":x", "_x", "a b", "a,b",
+        "a/b", "a\"b", "caf\xc3\xa9", "a\tb" };
+    char longest[AUTHD_ROLE_MAX + 2];
+    authd_error err;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
+        assert_int_equal(authd_validate_role(good[i], strlen(good[i]), &err), AUTHD_OK);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        memset(&err, 0, sizeof err);
+        if (authd_validate_role(bad[i], strlen(bad[i]), &err) != AUTHD_INVALID_ARGUMENT)
+            fail_msg("role %zu accepted", i);
+        check_rejection("role", &err, "INVALID_ROLE", "role", bad[i], strlen(bad[i]));
+    }
+    /* An embedded NUL is refused (the length covers it). */
+    assert_int_equal(authd_validate_role("ad\0min", 6, &err), AUTHD_INVALID_ARGUMENT);
+    memset(longest, 'r', sizeof longest);
+    assert_int_equal(authd_validate_role(longest, AUTHD_ROLE_MAX, &err), AUTHD_OK);
+    assert_int_equal(
+        authd_validate_role(longest, AUTHD_ROLE_MAX + 1, &err), AUTHD_INVALID_ARGUMENT);
+    assert_int_equal(authd_validate_role(NULL, 0, &err), AUTHD_INVALID_ARGUMENT);
+}
+
+static void test_roles_set(void **state)
+{
+    const char *set[AUTHD_ROLES_MAX + 1];
+    char names[AUTHD_ROLES_MAX + 1][8];
+    authd_error err;
+
+    (void)state;
+    assert_int_equal(authd_validate_roles(NULL, 0, &err), AUTHD_OK);
+    for (size_t i = 0; i <= AUTHD_ROLES_MAX; i++) {
+        snprintf(names[i], sizeof names[i], "r%zu", i);
+        set[i] = names[i];
+    }
+    assert_int_equal(authd_validate_roles(set, AUTHD_ROLES_MAX, &err), AUTHD_OK);
+    assert_int_equal(authd_validate_roles(set, AUTHD_ROLES_MAX + 1, &err), AUTHD_INVALID_ARGUMENT);
+    assert_string_equal(err.reason, "INVALID_ROLE");
+    set[3] = "r1"; /* twice */
+    assert_int_equal(authd_validate_roles(set, 4, &err), AUTHD_INVALID_ARGUMENT);
+    assert_non_null(strstr(err.message, "twice"));
+    set[3] = "R3";
+    assert_int_equal(authd_validate_roles(set, 4, &err), AUTHD_INVALID_ARGUMENT);
+    set[3] = NULL;
+    assert_int_equal(authd_validate_roles(set, 4, &err), AUTHD_INVALID_ARGUMENT);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -605,6 +658,8 @@ int main(void)
         cmocka_unit_test(test_strength_context_words),
         cmocka_unit_test(test_strength_good),
         cmocka_unit_test(test_strength_threshold),
+        cmocka_unit_test(test_role),
+        cmocka_unit_test(test_roles_set),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
