@@ -57,6 +57,10 @@ authd_tokens *authd_rpc_tokens(const authd_service *svc);
 authd_workpool *authd_rpc_write_pool(const authd_service *svc);
 const authd_session_policy *authd_rpc_session_policy(const authd_service *svc);
 int64_t authd_rpc_now_ms(const authd_service *svc); /* Unix ms (the test clock when set) */
+/* Unix seconds: the clock Verify decides token and key lifetimes by (time(2),
+ * which can lag CLOCK_REALTIME by a tick: use this one wherever an answer
+ * must agree with Verify's, as the JWKS must). */
+int64_t authd_rpc_now_s(const authd_service *svc);
 
 /* Common answers: a failed store call (STORE_FULL or INTERNAL), a pool
  * that refused a job (OVERLOADED or SHUTTING_DOWN), RATE_LIMITED. */

@@ -24,7 +24,7 @@ void authd_handle_get_jwks(authd_service *svc, authd_call *call)
         authd_call_finish(call, AUTHD_RESOURCE_EXHAUSTED, "OVERLOADED", "server is busy", NULL);
         return;
     }
-    if (authd_tokens_jwks(authd_rpc_tokens(svc), authd_rpc_now_ms(svc) / 1000, doc, AUTHD_JWKS_MAX)
+    if (authd_tokens_jwks(authd_rpc_tokens(svc), authd_rpc_now_s(svc), doc, AUTHD_JWKS_MAX)
         != AUTHD_OK) {
         free(doc);
         authd_call_finish(call, AUTHD_INTERNAL, "INTERNAL", "", NULL);

@@ -1149,6 +1149,11 @@ int64_t authd_rpc_now_ms(const authd_service *svc)
     return now_ms(svc);
 }
 
+int64_t authd_rpc_now_s(const authd_service *svc)
+{
+    return now_s(svc);
+}
+
 void authd_rpc_fail_store(authd_call *call, authd_code rc)
 {
     fail_store(call, rc);
