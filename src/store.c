@@ -1597,6 +1597,125 @@ out:
     return code;
 }
 
+/* revoke_user_txn revokes inside txn every live session of user_id but
+ * except (NULL: none): a cursor walk of the whole sessions table, each
+ * match rewritten in place (MDB_CURRENT; the key is copied out first, as a
+ * write may move the page it points into). The expiry index is unchanged:
+ * a revoked session is purged at its expiry like any other. */
+static authd_code revoke_user_txn(authd_store *st, MDB_txn *txn,
+    const uint8_t user_id[AUTHD_ID_BYTES], const uint8_t *except, int64_t now, size_t *revoked)
+{
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    uint8_t id[AUTHD_ID_BYTES];
+    uint8_t buf[SESSION_PACK_MAX];
+    authd_session s;
+    size_t n = 0, len = 0;
+    authd_code code;
+    int rc;
+
+    code = lmdb_code(mdb_cursor_open(txn, st->sessions, &cur), "revoke_user_cursor");
+    if (code != AUTHD_OK)
+        return code;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == MDB_SUCCESS;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != AUTHD_ID_BYTES) {
+            log_data_loss("revoke_user", "session key of the wrong size", k.mv_data, k.mv_size);
+            code = AUTHD_DATA_LOSS;
+            goto out;
+        }
+        memcpy(id, k.mv_data, sizeof id);
+        if ((code = session_decode(v.mv_data, v.mv_size, id, &s)) != AUTHD_OK)
+            goto out;
+        if (memcmp(s.user_id, user_id, AUTHD_ID_BYTES) != 0 || s.revoked || s.expires_at <= now
+            || (except != NULL && memcmp(id, except, AUTHD_ID_BYTES) == 0))
+            continue;
+        s.revoked = true;
+        s.revoked_at = now;
+        if ((code = session_pack(&s, buf, sizeof buf, &len)) != AUTHD_OK)
+            goto out;
+        MDB_val nk = { .mv_size = sizeof id, .mv_data = id };
+        MDB_val nv = { .mv_size = len, .mv_data = buf };
+        if ((code = lmdb_code(mdb_cursor_put(cur, &nk, &nv, MDB_CURRENT), "revoke_user_put"))
+            != AUTHD_OK)
+            goto out;
+        n++;
+    }
+    if (rc != MDB_NOTFOUND) {
+        code = lmdb_code(rc, "revoke_user_next");
+        goto out;
+    }
+    code = AUTHD_OK;
+    if (revoked != NULL)
+        *revoked = n;
+out:
+    mdb_cursor_close(cur);
+    return code;
+}
+
+authd_code authd_store_sessions_revoke_by_user(authd_store *st,
+    const uint8_t user_id[AUTHD_ID_BYTES], const uint8_t *except, int64_t now, size_t *revoked)
+{
+    MDB_txn *txn = NULL;
+    size_t n = 0;
+    authd_code code;
+
+    if (st == NULL || user_id == NULL)
+        return AUTHD_INVALID_ARGUMENT;
+    if ((code = writer_begin(st, &txn)) != AUTHD_OK)
+        goto out;
+    if ((code = revoke_user_txn(st, txn, user_id, except, now, &n)) != AUTHD_OK)
+        goto out;
+    if (n > 0 && (code = writer_commit(&txn)) != AUTHD_OK)
+        goto out;
+    if (revoked != NULL)
+        *revoked = n;
+out:
+    if (txn != NULL)
+        mdb_txn_abort(txn);
+    return code;
+}
+
+authd_code authd_store_password_change(authd_store *st, const uint8_t user_id[AUTHD_ID_BYTES],
+    const char *new_hash, const uint8_t *keep, int64_t now, size_t *revoked)
+{
+    MDB_txn *txn = NULL;
+    authd_user u;
+    size_t n = 0, hl;
+    authd_code code;
+
+    if (st == NULL || user_id == NULL || new_hash == NULL)
+        return AUTHD_INVALID_ARGUMENT;
+    hl = strnlen(new_hash, AUTHD_HASH_MAX);
+    if (hl == 0 || hl >= AUTHD_HASH_MAX)
+        return AUTHD_INVALID_ARGUMENT;
+    if ((code = writer_begin(st, &txn)) != AUTHD_OK)
+        goto out;
+    if ((code = get_user(st, txn, user_id, &u)) != AUTHD_OK)
+        goto out;
+    if (u.status != AUTHD_USER_ACTIVE) {
+        code = AUTHD_FAILED_PRECONDITION;
+        goto out;
+    }
+    memcpy(u.password_hash, new_hash, hl + 1);
+    u.updated_at = u.password_changed_at = now;
+    if ((code = put_user(st, txn, &u)) != AUTHD_OK)
+        goto out;
+    if ((code = throttle_clear(st, txn, user_id, AUTHD_ID_BYTES)) != AUTHD_OK)
+        goto out;
+    if ((code = revoke_user_txn(st, txn, user_id, keep, now, &n)) != AUTHD_OK)
+        goto out;
+    if ((code = writer_commit(&txn)) != AUTHD_OK)
+        goto out;
+    if (revoked != NULL)
+        *revoked = n;
+out:
+    if (txn != NULL)
+        mdb_txn_abort(txn);
+    sodium_memzero(u.password_hash, sizeof u.password_hash);
+    return code;
+}
+
 /* authd_store_verify_lookup reads session and user from one snapshot, so
  * Verify never pairs a session with a user state from another moment. It
  * takes a pooled read transaction and decodes through stack arenas: no

@@ -354,6 +354,33 @@ AUTHD_MUST_CHECK authd_code authd_store_session_get(
 AUTHD_MUST_CHECK authd_code authd_store_session_revoke(
     authd_store *st, const uint8_t id[AUTHD_ID_BYTES], int64_t now);
 
+/* authd_store_sessions_revoke_by_user revokes, at now, every live session
+ * (not revoked, not expired) of the user except the one whose id is except
+ * (NULL: none excepted), in one write transaction, and sets *revoked (when
+ * not NULL) to how many it revoked. A revoked session's refresh family is
+ * dead with it (Refresh checks the session first). This is LogoutAll's
+ * write. Cost: a scan of the whole sessions table (O(all sessions), about
+ * 0.2 us per session, the writer held meanwhile) until the per-user session
+ * index lands (branch usercli, authd_store_user_revoke_sessions: the same
+ * contract, which this then becomes). Errors: INVALID_ARGUMENT,
+ * RESOURCE_EXHAUSTED, DATA_LOSS, INTERNAL. */
+AUTHD_MUST_CHECK authd_code authd_store_sessions_revoke_by_user(authd_store *st,
+    const uint8_t user_id[AUTHD_ID_BYTES], const uint8_t *except, int64_t now, size_t *revoked);
+
+/* authd_store_password_change is ChangePassword's write, in ONE write
+ * transaction: it re-reads the user (NOT_FOUND when gone,
+ * FAILED_PRECONDITION when not active), replaces the password hash with
+ * new_hash (password_changed_at = updated_at = now), clears the user's login
+ * throttle counter (a proven password ends the run of failures, as a
+ * Login does), and revokes every live session of the user but keep (as
+ * authd_store_sessions_revoke_by_user, whose cost it shares); *revoked
+ * (when not NULL) is how many. All of it commits together or not at all:
+ * no moment exists in which the new password works and an old session
+ * still verifies. Errors as above. */
+AUTHD_MUST_CHECK authd_code authd_store_password_change(authd_store *st,
+    const uint8_t user_id[AUTHD_ID_BYTES], const char *new_hash, const uint8_t *keep, int64_t now,
+    size_t *revoked);
+
 /* What Verify answers from: a session and its user, read in one snapshot.
  * roles[0..n_roles) hold NUL-terminated strings; the rest is not set. */
 typedef struct authd_verify_view {
