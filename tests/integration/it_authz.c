@@ -12,6 +12,8 @@
  */
 #include "harness.h"
 
+#include "authd/guard.h"
+
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -483,6 +485,98 @@ static void change_password_source_limit(void **state)
     (void)state;
 }
 
+/* guard_expect runs the guard on header and checks status, the
+ * WWW-Authenticate value and whether the cache answered. */
+static void guard_expect(authd_guard *g, const char *header, const char *const *roles, size_t n,
+    int http, const char *www, int from_cache)
+{
+    authd_guard_result r;
+
+    int got = authd_guard_check(g, header, roles, n, &r);
+    if (got != http || r.http_status != http || strcmp(r.www_authenticate, www) != 0
+        || (from_cache >= 0 && r.from_cache != from_cache))
+        fail_msg("guard on \"%.40s\": got %d \"%s\" cache %d (%s), want %d \"%s\" cache %d",
+            header ? header : "(null)", got, r.www_authenticate, r.from_cache, r.status.reason,
+            http, www, from_cache);
+}
+
+/* The guard: every outcome, malformed header values included, and the
+ * cache's rules (exact token, roles checked, a forged token with a cached
+ * sid misses). */
+static void guard_outcomes(void **state)
+{
+    it_server *s = it_start(NULL);
+    authd_client *c = it_client(s);
+    const char *roles[] = { "admin", "ops" };
+    const char *need_admin[] = { "admin" };
+    const char *need_billing[] = { "billing" };
+    char id[33], tok[4096], h[4200];
+    authd_guard *g = NULL, *gc = NULL, *ga = NULL;
+    authd_guard_options co = { .cache_ttl_ms = 60000, .cache_entries = 16 };
+    authd_guard_options ao = { .audience = "another-service" };
+    authd_guard_result r;
+
+    assert_int_equal(it_store_add_user(s->data_dir, "gadmin", PW, roles, 2, id), 0);
+    it_login_token(c, "gadmin", PW, tok, sizeof tok, NULL);
+    assert_int_equal(authd_guard_new(c, NULL, &g), AUTHD_OK);
+    assert_int_equal(authd_guard_new(c, &co, &gc), AUTHD_OK);
+    assert_int_equal(authd_guard_new(c, &ao, &ga), AUTHD_OK);
+
+    guard_expect(g, NULL, NULL, 0, 401, "Bearer", 0);
+    guard_expect(g, "", NULL, 0, 401, "Bearer", 0);
+    guard_expect(g, "Bearer", NULL, 0, 401, "Bearer error=\"invalid_request\"", 0);
+    guard_expect(g, "Bearer ", NULL, 0, 401, "Bearer error=\"invalid_request\"", 0);
+    guard_expect(g, "Basic dXNlcjpwdw==", NULL, 0, 401, "Bearer error=\"invalid_request\"", 0);
+    snprintf(h, sizeof h, "Bearer %s extra", tok);
+    guard_expect(g, h, NULL, 0, 401, "Bearer error=\"invalid_request\"", 0);
+    char *big = malloc(100 * 1024 + 8);
+    assert_non_null(big);
+    memcpy(big, "Bearer ", 7);
+    memset(big + 7, 'a', 100 * 1024);
+    big[7 + 100 * 1024] = '\0';
+    guard_expect(g, big, NULL, 0, 401, "Bearer error=\"invalid_request\"", 0);
+    free(big);
+    /* RFC 9110: the scheme in any case, one or more spaces. */
+    snprintf(h, sizeof h, "bearer %s", tok);
+    guard_expect(g, h, need_admin, 1, 200, "", 0);
+    snprintf(h, sizeof h, "Bearer  %s", tok);
+    guard_expect(g, h, need_admin, 1, 200, "", 0);
+    snprintf(h, sizeof h, "Bearer %s", tok);
+    assert_int_equal(authd_guard_check(g, h, roles, 2, &r), 200);
+    assert_string_equal(r.user_id, id);
+    assert_string_equal(r.username, "gadmin");
+    assert_int_equal(r.n_roles, 2);
+    guard_expect(g, h, need_billing, 1, 403, "Bearer error=\"insufficient_scope\"", 0);
+    guard_expect(ga, h, NULL, 0, 403, "Bearer error=\"insufficient_scope\"", 0);
+    guard_expect(g, "Bearer a.b.c", NULL, 0, 401, "Bearer error=\"invalid_token\"", 0);
+    assert_int_equal(authd_guard_check_token(g, tok, need_admin, 1, &r), 200);
+
+    /* The cache: a second look is answered from it; a role it does not
+     * show goes to authd (and is refused); the same sid with another
+     * signature misses and is refused by authd. */
+    guard_expect(gc, h, need_admin, 1, 200, "", 0);
+    guard_expect(gc, h, need_admin, 1, 200, "", 1);
+    guard_expect(gc, h, NULL, 0, 200, "", 1);
+    guard_expect(gc, h, need_billing, 1, 403, "Bearer error=\"insufficient_scope\"", 0);
+    char forged[4200];
+    snprintf(forged, sizeof forged, "%s", h);
+    size_t fl = strlen(forged);
+    forged[fl - 2] = forged[fl - 2] == 'A' ? 'B' : 'A';
+    guard_expect(gc, forged, NULL, 0, 401, "Bearer error=\"invalid_token\"", 0);
+    /* Without a cache, a logout is seen at once. */
+    authd_status st;
+    it_logout(c, tok, &st);
+    IT_EXPECT(&st, AUTHD_OK, NULL);
+    guard_expect(g, h, NULL, 0, 401, "Bearer error=\"invalid_token\"", 0);
+
+    authd_guard_free(g);
+    authd_guard_free(gc);
+    authd_guard_free(ga);
+    authd_client_close(c);
+    it_finish(s);
+    (void)state;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -494,6 +588,7 @@ int main(void)
         cmocka_unit_test(change_password_flow),
         cmocka_unit_test(change_password_throttled_like_login),
         cmocka_unit_test(change_password_source_limit),
+        cmocka_unit_test(guard_outcomes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
