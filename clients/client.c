@@ -85,6 +85,7 @@
 #include <openssl/x509v3.h>
 
 #include "authd/v1/envelope.pb-c.h"
+#include "client_envelope.h"
 #include "sp_wire.h"
 
 #define MAX_PEM_FILE     (1024 * 1024)
@@ -95,8 +96,7 @@
 #define RBUF_FREE_MIN    (64 * 1024) /* room ensured before each read */
 #define TLS_READ_BUF     (64 * 1024) /* OpenSSL read-ahead buffer: many records per recv */
 #define TABLE_MIN        256 /* id table buckets */
-#define STACK_BODY       1024 /* requests up to this size are built on the stack */
-#define STACK_FRAME      1536
+#define STACK_FRAME      1536 /* requests up to about this size are built on the stack */
 #define WHY_LEN          256 /* texts saying why a connection failed */
 
 /* ---- data -------------------------------------------------------------------- */
@@ -266,20 +266,22 @@ static uint64_t random64(void)
 }
 
 /*
-** copy_text copies a string from the wire into a fixed buffer so that it is
-** safe to print: control characters become '?', and when it must be cut
-** the cut does not split a UTF-8 sequence.
+** copy_text_n copies a string from the wire, the first len bytes of src or
+** up to a NUL, into a fixed buffer so that it is safe to print: control
+** characters become '?', and when it must be cut the cut does not split a
+** UTF-8 sequence. (Ending at a NUL is what a copy unpacked by protobuf-c,
+** a C string, would show.)
 */
-static void copy_text(char *dst, size_t cap, const char *src)
+static void copy_text_n(char *dst, size_t cap, const char *src, size_t len)
 {
     size_t n = 0;
 
     if (src != NULL) {
-        for (; src[n] != '\0' && n + 1 < cap; n++) {
+        for (; n < len && src[n] != '\0' && n + 1 < cap; n++) {
             unsigned char ch = (unsigned char)src[n];
             dst[n] = (ch < 0x20 || ch == 0x7f) ? '?' : (char)ch;
         }
-        if (src[n] != '\0') {
+        if (n < len && src[n] != '\0') {
             /* Truncated: drop a trailing partial UTF-8 sequence. */
             size_t k = n;
             while (k > 0 && ((unsigned char)dst[k - 1] & 0xC0) == 0x80) {
@@ -295,6 +297,12 @@ static void copy_text(char *dst, size_t cap, const char *src)
         }
     }
     dst[n] = '\0';
+}
+
+/* copy_text: copy_text_n of a NUL-terminated string. */
+static void copy_text(char *dst, size_t cap, const char *src)
+{
+    copy_text_n(dst, cap, src, SIZE_MAX);
 }
 
 static int set_status(authd_status *st, int code, const char *reason, const char *fmt, ...)
@@ -884,6 +892,22 @@ static void wake(authd_client *c)
 /* ---- the connection: reads and writes (ssl_mtx held) --------------------------------- */
 
 /*
+** tls_err_reset empties this thread's OpenSSL error queue before an SSL
+** call, as SSL_get_error needs. ERR_clear_error walks all 16 slots of the
+** queue every time (about 800 instructions, two calls per request), while
+** the queue is almost always empty already: io_fail and ssl_reason clear
+** it after every failure. So look first (ERR_peek_error is cheap) and
+** clear only what an earlier failure, or an application callback sharing
+** this thread, left behind.
+*/
+static void tls_err_reset(void)
+{
+    if (ERR_peek_error() != 0) {
+        ERR_clear_error();
+    }
+}
+
+/*
 ** io_fail records in c->io_err why an SSL call r failed, or returns 0 with
 ** *want set when it only has to wait for the socket.
 */
@@ -946,7 +970,7 @@ static ssize_t conn_write(authd_client *c, const uint8_t *p, size_t n, uint32_t 
         snprintf(c->io_err, sizeof(c->io_err), "%s", strerror(errno));
         return -1;
     }
-    ERR_clear_error();
+    tls_err_reset();
     errno = 0;
     r = SSL_write(c->ssl, p, (int)n);
     return r > 0 ? r : io_fail(c, (int)r, want);
@@ -975,7 +999,7 @@ static ssize_t conn_read(authd_client *c, uint8_t *p, size_t n, uint32_t *want)
             c->io_err, sizeof(c->io_err), "%s", r == 0 ? "closed by the server" : strerror(errno));
         return -1;
     }
-    ERR_clear_error();
+    tls_err_reset();
     errno = 0;
     r = SSL_read(c->ssl, p, (int)n);
     return r > 0 ? r : io_fail(c, (int)r, want);
@@ -1153,7 +1177,7 @@ static int dial_step(authd_client *c, uint32_t ready, uint32_t *want, char *err,
             break;
         }
         case DP_TLS:
-            ERR_clear_error();
+            tls_err_reset();
             errno = 0;
             r = SSL_connect(c->ssl);
             if (r == 1) {
@@ -1442,39 +1466,53 @@ static void rbuf_compact(authd_client *c)
 /*
 ** unpack_reply checks the reply envelope (parses, echoes our id), turns a
 ** failure code into the status, and on OK unpacks the response body.
-** Codes outside gRPC's range become UNKNOWN.
+** Codes outside gRPC's range become UNKNOWN. A canonical envelope (what
+** authd sends) is read in place (client_envelope.h); any other goes through
+** protobuf-c, whose copy of the body is wiped before it is freed (it may
+** hold an access token). The frame itself is wiped by the caller.
 */
 static int unpack_reply(const uint8_t *data, size_t len, uint64_t id,
     const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp, authd_status *st)
 {
-    Authd__V1__ReplyEnvelope *rep;
+    Authd__V1__ReplyEnvelope *rep = NULL;
+    authd_cenv_reply r;
     ProtobufCMessage *m;
     int rc;
 
-    rep = authd__v1__reply_envelope__unpack(NULL, len, data);
-    if (rep == NULL) {
-        return set_status(st, AUTHD_INTERNAL, AUTHD_REASON_TRANSPORT,
-            "unparsable reply envelope (%zu bytes)", len);
+    if (!authd_cenv_reply_fast(data, len, &r)) {
+        rep = authd__v1__reply_envelope__unpack(NULL, len, data);
+        if (rep == NULL) {
+            return set_status(st, AUTHD_INTERNAL, AUTHD_REASON_TRANSPORT,
+                "unparsable reply envelope (%zu bytes)", len);
+        }
+        r.code = (int32_t)rep->code;
+        r.request_id = rep->request_id;
+        r.body = rep->body.data;
+        r.body_len = rep->body.len;
+        r.message = rep->message;
+        r.message_len = SIZE_MAX;
+        r.reason = rep->reason;
+        r.reason_len = SIZE_MAX;
     }
-    if (rep->request_id != id) {
+    if (r.request_id != id) {
         rc = set_status(st, AUTHD_INTERNAL, AUTHD_REASON_TRANSPORT,
-            "reply carries request id %llu, expected %llu", (unsigned long long)rep->request_id,
+            "reply carries request id %llu, expected %llu", (unsigned long long)r.request_id,
             (unsigned long long)id);
         goto out;
     }
-    if (rep->code != AUTHD__V1__CODE__OK) {
-        int code = (int)rep->code;
+    if (r.code != AUTHD__V1__CODE__OK) {
+        int code = (int)r.code;
         st->code = (code > 0
                        && protobuf_c_enum_descriptor_get_value(&authd__v1__code__descriptor, code)
                            != NULL)
             ? code
             : AUTHD_UNKNOWN;
-        copy_text(st->message, sizeof(st->message), rep->message);
-        copy_text(st->reason, sizeof(st->reason), rep->reason);
+        copy_text_n(st->message, sizeof(st->message), r.message, r.message_len);
+        copy_text_n(st->reason, sizeof(st->reason), r.reason, r.reason_len);
         rc = st->code;
         goto out;
     }
-    m = protobuf_c_message_unpack(resp_desc, NULL, rep->body.len, rep->body.data);
+    m = protobuf_c_message_unpack(resp_desc, NULL, r.body_len, r.body);
     if (m == NULL) {
         rc = set_status(st, AUTHD_INTERNAL, AUTHD_REASON_TRANSPORT, "unparsable %s in the reply",
             resp_desc->name);
@@ -1483,8 +1521,10 @@ static int unpack_reply(const uint8_t *data, size_t len, uint64_t id,
     *resp = m;
     rc = AUTHD_OK;
 out:
-    wipe(rep->body.data, rep->body.len); /* may hold an access token */
-    authd__v1__reply_envelope__free_unpacked(rep, NULL);
+    if (rep != NULL) {
+        wipe(rep->body.data, rep->body.len); /* may hold an access token */
+        authd__v1__reply_envelope__free_unpacked(rep, NULL);
+    }
     return rc;
 }
 
@@ -2066,46 +2106,44 @@ out:
 /*
 ** call_envelope serializes the request envelope (method, id, body) into a
 ** frame, on the stack when it is small, with no lock held, and starts the
-** call. The serialized body and frame, which may hold a password, are
-** wiped before they are released.
+** call. The envelope's fields are written ahead of the body and the body
+** is packed right behind them (client_envelope.h): one pass, no copy. The
+** frame, which may hold a password, is wiped before it is released.
 */
 static int call_envelope(authd_client *c, const char *method, const ProtobufCMessage *req,
     const ProtobufCMessageDescriptor *resp_desc, authd_client_cb cb, void *arg, authd_status *st)
 {
-    Authd__V1__RequestEnvelope env = AUTHD__V1__REQUEST_ENVELOPE__INIT;
-    uint8_t sbody[STACK_BODY], sframe[STACK_FRAME];
-    uint8_t *body = sbody, *frame = sframe;
-    size_t body_len, env_len = 0, flen = 0;
+    uint8_t sframe[STACK_FRAME];
+    uint8_t *frame = sframe, *body;
+    size_t body_len, method_len, head_len, flen = 0;
     uint64_t id = next_request_id(c);
     int rc;
 
     st->request_id = id;
     body_len = protobuf_c_message_get_packed_size(req);
-    if (body_len > sizeof(sbody) && (body = malloc(body_len)) == NULL) {
-        rc = set_status(st, AUTHD_RESOURCE_EXHAUSTED, AUTHD_REASON_CLIENT, "out of memory");
+    method_len = strlen(method);
+    if (body_len > SIZE_MAX / 2 || method_len > SIZE_MAX / 4) {
+        frame = NULL;
+        rc = set_status(st, AUTHD_INVALID_ARGUMENT, AUTHD_REASON_CLIENT, "request too large");
         goto out;
     }
-    protobuf_c_message_pack(req, body);
-    env.method = (char *)method;
-    env.request_id = id;
-    env.body.len = body_len;
-    env.body.data = body;
-    env_len = authd__v1__request_envelope__get_packed_size(&env);
-    flen = FRAME_HDR_LEN + env_len;
+    head_len = authd_cenv_request_head_len(method_len, id, body_len);
+    flen = FRAME_HDR_LEN + head_len + body_len;
     if (flen > sizeof(sframe) && (frame = malloc(flen)) == NULL) {
         rc = set_status(st, AUTHD_RESOURCE_EXHAUSTED, AUTHD_REASON_CLIENT, "out of memory");
         goto out;
     }
-    sp_put64(frame, 4 + (uint64_t)env_len);
-    authd__v1__request_envelope__pack(&env, frame + FRAME_HDR_LEN);
+    sp_put64(frame, 4 + (uint64_t)head_len + body_len);
+    body = authd_cenv_request_head(frame + FRAME_HDR_LEN, method, method_len, id, body_len);
+    if (protobuf_c_message_pack(req, body) != body_len) {
+        rc = set_status(st, AUTHD_INTERNAL, AUTHD_REASON_CLIENT, "%s packed to another size",
+            req->descriptor->name);
+        goto out;
+    }
     rc = start_call(c, frame, flen, id, resp_desc, cb, NULL, arg, st);
 out:
-    wipe(body, body == sbody ? sizeof(sbody) : body_len);
-    if (body != sbody) {
-        free(body);
-    }
     if (frame != NULL) {
-        wipe(frame, frame == sframe ? sizeof(sframe) : flen);
+        wipe(frame, flen);
         if (frame != sframe) {
             free(frame);
         }

@@ -292,8 +292,38 @@ def record_seeds():
         write("fuzz_record", name, bytes([kind]) + rid + b)
 
 
+def client_envelope_seeds():
+    # fuzz_client_envelope.c: the bytes of one ReplyEnvelope (code 1,
+    # message 2, request_id 3, body 4, reason 5), canonical or not.
+    vr = field(1, "0123456789abcdef0123456789abcdef") + field(2, "alice") + field(3, "admin") \
+        + field(4, "s1") + field(5, 1700000000)
+    seeds = {
+        "ok": field(3, 7) + field(4, vr),
+        "ok-empty-body": field(3, 7),
+        "empty": b"",
+        "error": field(1, 16) + field(2, "token expired") + field(3, (1 << 64) - 1)
+        + field(5, "EXPIRED"),
+        "error-nul-in-message": field(1, 16) + field(2, b"bad\x00hidden") + field(3, 9)
+        + field(5, "EXPIRED"),
+        "code-out-of-range": field(1, 300) + field(3, 7),
+        "reordered": field(4, vr) + field(3, 7) + field(1, 0),
+        "repeated-id": field(3, 7) + field(3, 8),
+        "unknown-field": field(3, 7) + field(15, 1) + field(4, vr),
+        "long-tag": b"\x98\x00\x07",
+        "id-tenth-byte": b"\x18" + b"\xff" * 9 + b"\x01",
+        "id-tenth-byte-2": b"\x18" + b"\xff" * 9 + b"\x02",
+        "five-byte-length": b"\x22\x80\x80\x80\x80\x00",
+        "length-past-end": b"\x22\x05\x01\x02",
+        "wrong-wire-type": b"\x20\x05",
+        "garbage": b"\xff\xff\xff",
+    }
+    for name, b in seeds.items():
+        write("fuzz_client_envelope", name, b)
+
+
 if __name__ == "__main__":
     record_seeds()
+    client_envelope_seeds()
     sp_frame_seeds()
     token_seeds()
     validate_seeds()

@@ -17,7 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-FUZZERS=(fuzz_token fuzz_validate fuzz_log fuzz_dispatch fuzz_record)
+FUZZERS=(fuzz_token fuzz_validate fuzz_log fuzz_dispatch fuzz_record fuzz_client_envelope)
 # The SP framing harness, once the tree has src/sp_frame.c (fuzz/CMakeLists.txt).
 [ -f src/sp_frame.c ] && FUZZERS+=(fuzz_sp_frame)
 limit=(-max_total_time=20)

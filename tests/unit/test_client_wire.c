@@ -11,7 +11,8 @@
 ** oversized frames, the peer's protocol checked at open, open bounded by
 ** its timeout, calls lost with their connection vs. calls parked until the
 ** next one, thousands of calls in flight and expiring, calls started from
-** callbacks sent as one batch, close with calls in flight.
+** callbacks sent as one batch, close with calls in flight, reply envelopes
+** (canonical, reordered, errors, malformed) reaching the caller.
 **
 ** Waiting is always polling with a deadline, never a bare sleep.
 */
@@ -36,6 +37,7 @@
 #include <unistd.h>
 
 #include "authd/client_rpc.h"
+#include "authd/v1/envelope.pb-c.h"
 
 #define WAIT_MS 10000 /* the most any step may take */
 
@@ -878,6 +880,255 @@ static void wire_callbacks_batch_their_calls(void **state)
     peer_close(&p);
 }
 
+/* ---- envelope calls: what the peer's reply envelope becomes ------------------- */
+
+/* One Verify call's outcome, as its callback saw it. */
+typedef struct vcall {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    int code;
+    authd_status st;
+    char username[64];
+    size_t nroles;
+} vcall;
+
+static void verify_cb(void *arg, int code, const authd_status *st, ProtobufCMessage *resp)
+{
+    vcall *v = arg;
+    Authd__V1__VerifyResponse *vr = (Authd__V1__VerifyResponse *)resp;
+
+    pthread_mutex_lock(&v->mu);
+    v->code = code;
+    v->st = *st;
+    if (vr != NULL) {
+        snprintf(v->username, sizeof(v->username), "%s", vr->username);
+        v->nroles = vr->n_roles;
+        authd__v1__verify_response__free_unpacked(vr, NULL);
+    }
+    v->done = true;
+    pthread_cond_broadcast(&v->cv);
+    pthread_mutex_unlock(&v->mu);
+}
+
+/*
+** verify_with_reply starts a Verify of token "tok", checks the request
+** envelope the peer gets, answers it with the reply envelope build() makes
+** (given the request id) and returns the call's outcome in *v.
+*/
+static void verify_with_reply(
+    authd_client *c, peer *p, size_t (*build)(uint8_t *buf, size_t cap, uint64_t id), vcall *v)
+{
+    Authd__V1__VerifyRequest req = AUTHD__V1__VERIFY_REQUEST__INIT;
+    Authd__V1__RequestEnvelope *env;
+    Authd__V1__VerifyRequest *got;
+    static uint8_t buf[65536];
+    size_t off = 0, n;
+    struct timespec until;
+    frame f[1];
+
+    memset(v, 0, sizeof(*v));
+    pthread_mutex_init(&v->mu, NULL);
+    pthread_cond_init(&v->cv, NULL);
+    req.access_token = "tok";
+    assert_int_equal(authd_client_verify_async(c, &req, verify_cb, v), AUTHD_OK);
+    peer_frames(p, f, 1);
+    env = authd__v1__request_envelope__unpack(NULL, f[0].len, f[0].body);
+    assert_non_null(env);
+    assert_string_equal(env->method, "/authd.v1.Auth/Verify");
+    assert_true(env->request_id != 0);
+    got = authd__v1__verify_request__unpack(NULL, env->body.len, env->body.data);
+    assert_non_null(got);
+    assert_string_equal(got->access_token, "tok");
+    authd__v1__verify_request__free_unpacked(got, NULL);
+    n = build(buf + 12, sizeof(buf) - 12, env->request_id);
+    put64(buf, 4 + (uint64_t)n);
+    put32(buf + 8, f[0].id);
+    off = 12 + n;
+    send_all(p->fd, buf, off);
+    authd__v1__request_envelope__free_unpacked(env, NULL);
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += WAIT_MS / 1000;
+    pthread_mutex_lock(&v->mu);
+    while (!v->done && pthread_cond_timedwait(&v->cv, &v->mu, &until) == 0) { }
+    assert_true(v->done);
+    pthread_mutex_unlock(&v->mu);
+    pthread_cond_destroy(&v->cv);
+    pthread_mutex_destroy(&v->mu);
+}
+
+/* pack_ok: an OK envelope with nroles roles (protobuf-c's canonical packing). */
+static size_t pack_ok(uint8_t *buf, size_t cap, uint64_t id, size_t nroles)
+{
+    Authd__V1__ReplyEnvelope rep = AUTHD__V1__REPLY_ENVELOPE__INIT;
+    Authd__V1__VerifyResponse vr = AUTHD__V1__VERIFY_RESPONSE__INIT;
+    static uint8_t body[60000];
+    char *roles[2000];
+    size_t n;
+
+    assert_true(nroles <= 2000);
+    for (size_t i = 0; i < nroles; i++) {
+        roles[i] = "role-with-a-long-name";
+    }
+    vr.user_id = "0123456789abcdef0123456789abcdef";
+    vr.username = "alice";
+    vr.roles = roles;
+    vr.n_roles = nroles;
+    vr.expires_at = 1700000000;
+    assert_true(authd__v1__verify_response__get_packed_size(&vr) <= sizeof(body));
+    rep.body.len = authd__v1__verify_response__pack(&vr, body);
+    rep.body.data = body;
+    rep.request_id = id;
+    n = authd__v1__reply_envelope__get_packed_size(&rep);
+    assert_true(n <= cap);
+    return authd__v1__reply_envelope__pack(&rep, buf);
+}
+
+static size_t reply_ok(uint8_t *buf, size_t cap, uint64_t id)
+{
+    return pack_ok(buf, cap, id, 2);
+}
+
+/* 2,000 roles: a body of ~46 KB, lengths of three varint bytes. */
+static size_t reply_ok_large(uint8_t *buf, size_t cap, uint64_t id)
+{
+    return pack_ok(buf, cap, id, 2000);
+}
+
+/* The same OK reply, fields reversed, code 0 written out, an unknown field. */
+static size_t reply_ok_reordered(uint8_t *buf, size_t cap, uint64_t id)
+{
+    uint8_t tmp[4096];
+    Authd__V1__ReplyEnvelope *rep;
+    size_t n = pack_ok(tmp, sizeof(tmp), id, 2), off = 0;
+
+    rep = authd__v1__reply_envelope__unpack(NULL, n, tmp);
+    assert_non_null(rep);
+    assert_true(rep->body.len < 128 && 3 + rep->body.len + 14 <= cap);
+    buf[off++] = 0x22; /* body, field 4 */
+    buf[off++] = (uint8_t)rep->body.len;
+    memcpy(buf + off, rep->body.data, rep->body.len);
+    off += rep->body.len;
+    buf[off++] = 0x78; /* field 15, varint: unknown */
+    buf[off++] = 0x07;
+    buf[off++] = 0x18; /* request_id, field 3 */
+    for (uint64_t v = id;; v >>= 7) {
+        buf[off++] = (uint8_t)(v >= 0x80 ? (v & 0x7f) | 0x80 : v);
+        if (v < 0x80) {
+            break;
+        }
+    }
+    buf[off++] = 0x08; /* code OK, field 1 */
+    buf[off++] = 0x00;
+    authd__v1__reply_envelope__free_unpacked(rep, NULL);
+    return off;
+}
+
+/* An error whose message holds control characters and a NUL. */
+static size_t reply_error(uint8_t *buf, size_t cap, uint64_t id)
+{
+    static const char msg[] = "token\texpired\0hidden";
+    Authd__V1__ReplyEnvelope rep = AUTHD__V1__REPLY_ENVELOPE__INIT;
+    size_t off;
+
+    rep.code = AUTHD__V1__CODE__UNAUTHENTICATED;
+    rep.request_id = id;
+    rep.reason = "EXPIRED";
+    off = authd__v1__reply_envelope__pack(&rep, buf);
+    assert_true(off + 2 + sizeof(msg) <= cap);
+    /* message (field 2) goes between code (1) and request_id (3): canonical. */
+    memmove(buf + 2 + 2 + sizeof(msg) - 1, buf + 2, off - 2);
+    buf[2] = 0x12;
+    buf[3] = (uint8_t)(sizeof(msg) - 1);
+    memcpy(buf + 4, msg, sizeof(msg) - 1);
+    return off + 2 + sizeof(msg) - 1;
+}
+
+static size_t reply_wrong_id(uint8_t *buf, size_t cap, uint64_t id)
+{
+    return pack_ok(buf, cap, id + 1, 2);
+}
+
+/* A body length that runs past the end of the envelope. */
+static size_t reply_truncated(uint8_t *buf, size_t cap, uint64_t id)
+{
+    size_t n = pack_ok(buf, cap, id, 2);
+
+    return n - 1;
+}
+
+/* A well-formed envelope around a body that is not a VerifyResponse. */
+static size_t reply_bad_body(uint8_t *buf, size_t cap, uint64_t id)
+{
+    Authd__V1__ReplyEnvelope rep = AUTHD__V1__REPLY_ENVELOPE__INIT;
+    static uint8_t body[] = { 0x0a, 0x10, 'x' }; /* user_id: 16 bytes, 1 there */
+
+    (void)cap;
+    rep.request_id = id;
+    rep.body.data = body;
+    rep.body.len = sizeof(body);
+    return authd__v1__reply_envelope__pack(&rep, buf);
+}
+
+/*
+** Reply envelopes, canonical (read in place) or not (protobuf-c), reach the
+** caller the same way; malformed ones fail INTERNAL/TRANSPORT and the
+** connection stays up.
+*/
+static void wire_envelope_replies(void **state)
+{
+    peer p;
+    authd_client *c;
+    vcall v;
+    int fd;
+
+    (void)state;
+    peer_listen(&p);
+    c = open_on(&p, 5000, 0);
+    fd = p.fd;
+
+    verify_with_reply(c, &p, reply_ok, &v);
+    assert_int_equal(v.code, AUTHD_OK);
+    assert_string_equal(v.username, "alice");
+    assert_int_equal(v.nroles, 2);
+
+    verify_with_reply(c, &p, reply_ok_large, &v);
+    assert_int_equal(v.code, AUTHD_OK);
+    assert_int_equal(v.nroles, 2000);
+
+    verify_with_reply(c, &p, reply_ok_reordered, &v);
+    assert_int_equal(v.code, AUTHD_OK);
+    assert_string_equal(v.username, "alice");
+    assert_int_equal(v.nroles, 2);
+
+    verify_with_reply(c, &p, reply_error, &v);
+    assert_int_equal(v.code, AUTHD_UNAUTHENTICATED);
+    assert_string_equal(v.st.message, "token?expired");
+    assert_string_equal(v.st.reason, "EXPIRED");
+
+    verify_with_reply(c, &p, reply_wrong_id, &v);
+    assert_int_equal(v.code, AUTHD_INTERNAL);
+    assert_string_equal(v.st.reason, AUTHD_REASON_TRANSPORT);
+    assert_non_null(strstr(v.st.message, "carries request id"));
+
+    verify_with_reply(c, &p, reply_truncated, &v);
+    assert_int_equal(v.code, AUTHD_INTERNAL);
+    assert_string_equal(v.st.reason, AUTHD_REASON_TRANSPORT);
+    assert_non_null(strstr(v.st.message, "unparsable reply envelope"));
+
+    verify_with_reply(c, &p, reply_bad_body, &v);
+    assert_int_equal(v.code, AUTHD_INTERNAL);
+    assert_string_equal(v.st.reason, AUTHD_REASON_TRANSPORT);
+    assert_non_null(strstr(v.st.message, "unparsable authd.v1.VerifyResponse"));
+
+    /* Still the first connection: none of these dropped it. */
+    assert_int_equal(p.fd, fd);
+    verify_with_reply(c, &p, reply_ok, &v);
+    assert_int_equal(v.code, AUTHD_OK);
+    authd_client_close(c);
+    peer_close(&p);
+}
+
 /*
 ** close completes every call in flight (CANCELLED) before it returns, and
 ** refuses the calls their callbacks try to start.
@@ -927,6 +1178,7 @@ int main(void)
         cmocka_unit_test(wire_many_calls_in_flight),
         cmocka_unit_test(wire_many_calls_expire),
         cmocka_unit_test(wire_callbacks_batch_their_calls),
+        cmocka_unit_test(wire_envelope_replies),
         cmocka_unit_test(wire_close_with_calls_in_flight),
     };
 

@@ -282,8 +282,9 @@ int authd_client_call(authd_client *c, const char *method, const ProtobufCMessag
 ** timeout_ms from the start of the call to the reply. Each call in flight
 ** takes a small record from a pool kept by the client and reused (the pool
 ** grows to the largest number of calls ever in flight at once); requests
-** up to about 1 KiB are serialized on the stack, so a steady stream of
-** async calls allocates memory only to unpack the replies.
+** up to about 1.5 KiB are serialized on the stack, and reply envelopes in
+** the form authd writes are read in place, so a steady stream of async
+** calls allocates memory only for the response messages handed to cb.
 **
 ** Closing: calls still in flight when authd_client_close is called are
 ** completed by it: their callbacks run (with CANCELLED/CLIENT, or the
