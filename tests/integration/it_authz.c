@@ -577,6 +577,117 @@ static void guard_outcomes(void **state)
     (void)state;
 }
 
+/* The client library's per-call authorization: the generated _as
+ * wrappers put the token in the envelope; the plain wrapper sends none. */
+static void client_library_as(void **state)
+{
+    it_server *s = it_start(NULL);
+    authd_client *c = it_client(s);
+    Authd__V1__LoginResponse *a1 = reg_login(c, "ivy", true);
+    Authd__V1__LoginResponse *a2 = reg_login(c, "ivy", false);
+    Authd__V1__MeRequest mq = AUTHD__V1__ME_REQUEST__INIT;
+    Authd__V1__MeResponse *mr = NULL;
+    Authd__V1__ChangePasswordRequest cq = AUTHD__V1__CHANGE_PASSWORD_REQUEST__INIT;
+    Authd__V1__ChangePasswordResponse *cr = NULL;
+    Authd__V1__LogoutAllRequest lq = AUTHD__V1__LOGOUT_ALL_REQUEST__INIT;
+    Authd__V1__LogoutAllResponse *lr = NULL;
+    authd_status st;
+    char auth[4200];
+
+    assert_int_not_equal(authd_client_me(c, &mq, &mr, &st), AUTHD_OK);
+    IT_EXPECT(&st, AUTHD_UNAUTHENTICATED, "NO_AUTHORIZATION");
+    assert_int_equal(
+        authd_client_me_as(c, bearer(a1->access_token, auth, sizeof auth), &mq, &mr, &st),
+        AUTHD_OK);
+    assert_string_equal(mr->user->username, "ivy");
+    assert_string_equal(mr->session->id, a1->session_id);
+    authd__v1__me_response__free_unpacked(mr, NULL);
+    cq.current_password = PW;
+    cq.new_password = NEW_PW;
+    assert_int_equal(authd_client_change_password_as(c, a1->access_token, &cq, &cr, &st), AUTHD_OK);
+    assert_int_equal(cr->sessions_revoked, 1);
+    authd__v1__change_password_response__free_unpacked(cr, NULL);
+    expect_verify(c, a2->access_token, AUTHD_UNAUTHENTICATED, "REVOKED");
+    assert_int_equal(
+        authd_client_logout_all_as(c, bearer(a1->access_token, auth, sizeof auth), &lq, &lr, &st),
+        AUTHD_OK);
+    assert_int_equal(lr->sessions_revoked, 1);
+    authd__v1__logout_all_response__free_unpacked(lr, NULL);
+    expect_verify(c, a1->access_token, AUTHD_UNAUTHENTICATED, "REVOKED");
+
+    authd__v1__login_response__free_unpacked(a1, NULL);
+    authd__v1__login_response__free_unpacked(a2, NULL);
+    authd_client_close(c);
+    it_finish(s);
+    (void)state;
+}
+
+/* ctl runs authctl --url --ca ARGS with env and stdin; asserts the exit. */
+static void ctl(const it_server *s, const char *const *args, const char *const *env,
+    const char *stdin_data, int want, it_proc *p)
+{
+    const char *argv[16];
+    size_t n = 0;
+
+    argv[n++] = AUTHCTL_BIN;
+    argv[n++] = "--url";
+    argv[n++] = s->url;
+    argv[n++] = "--ca";
+    argv[n++] = IT_CA;
+    for (size_t i = 0; args[i] != NULL; i++)
+        argv[n++] = args[i];
+    argv[n] = NULL;
+    it_run(argv, env, stdin_data, p);
+    if (p->status != want)
+        fail_msg("authctl %s: exit %d, want %d\nstdout: %s\nstderr: %s", args[0], p->status, want,
+            p->out, p->err);
+}
+
+/* authctl me / passwd / logout-all, the token from AUTHD_TOKEN. */
+static void authctl_account(void **state)
+{
+    it_server *s = it_start(NULL);
+    authd_client *c = it_client(s);
+    Authd__V1__LoginResponse *a1 = reg_login(c, "jill", true);
+    Authd__V1__LoginResponse *a2 = reg_login(c, "jill", false);
+    char env_tok[4200], want[64];
+    const char *env[] = { env_tok, NULL };
+    const char *me_args[] = { "me", NULL };
+    const char *pw_args[] = { "passwd", "--password-stdin", NULL };
+    const char *la_args[] = { "logout-all", NULL };
+    it_proc p;
+
+    snprintf(env_tok, sizeof env_tok, "AUTHD_TOKEN=%s", a1->access_token);
+    ctl(s, me_args, env, NULL, 0, &p);
+    assert_non_null(strstr(p.out, "username=jill "));
+    assert_non_null(strstr(p.out, "email=jill@example.com"));
+    snprintf(want, sizeof want, "session_id=%s", a1->session_id);
+    assert_non_null(strstr(p.out, want));
+    it_proc_free(&p);
+    ctl(s, me_args, NULL, "", 2, &p); /* no token at all: refused before any call */
+    it_proc_free(&p);
+    const char *bad_env[] = { "AUTHD_TOKEN=not.a.token", NULL };
+    ctl(s, me_args, bad_env, NULL, 1, &p);
+    assert_non_null(strstr(p.err, "UNAUTHENTICATED"));
+    it_proc_free(&p);
+    ctl(s, pw_args, env, "wrong one here\n" NEW_PW "\n", 1, &p);
+    assert_non_null(strstr(p.err, "INVALID_CREDENTIALS"));
+    it_proc_free(&p);
+    ctl(s, pw_args, env, PW "\n" NEW_PW "\n", 0, &p);
+    it_proc_free(&p);
+    expect_verify(c, a2->access_token, AUTHD_UNAUTHENTICATED, "REVOKED");
+    ctl(s, la_args, env, NULL, 0, &p);
+    assert_non_null(strstr(p.out, "sessions_revoked=1"));
+    it_proc_free(&p);
+    expect_verify(c, a1->access_token, AUTHD_UNAUTHENTICATED, "REVOKED");
+
+    authd__v1__login_response__free_unpacked(a1, NULL);
+    authd__v1__login_response__free_unpacked(a2, NULL);
+    authd_client_close(c);
+    it_finish(s);
+    (void)state;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -589,6 +700,8 @@ int main(void)
         cmocka_unit_test(change_password_throttled_like_login),
         cmocka_unit_test(change_password_source_limit),
         cmocka_unit_test(guard_outcomes),
+        cmocka_unit_test(client_library_as),
+        cmocka_unit_test(authctl_account),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
