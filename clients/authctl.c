@@ -44,6 +44,9 @@ static const char main_usage[]
       "  verify     check an access token; prints whose it is\n"
       "  logout     revoke the session of an access token\n"
       "  refresh    exchange a refresh token for a new access + refresh token\n"
+      "  me         show your own profile and session (access token required)\n"
+      "  passwd     change your password (access token required)\n"
+      "  logout-all revoke every one of your sessions (access token required)\n"
       "  help [COMMAND]   this text, or a command's\n"
       "\n"
       "Options (before the command; environment fallback in brackets):\n"
@@ -871,6 +874,168 @@ out:
     return rc;
 }
 
+static const char me_usage[]
+    = "usage: authctl [OPTIONS] me [--token-stdin]\n"
+      "\n"
+      "Shows the profile of the access token's own user and its session:\n"
+      "the token (from AUTHD_TOKEN if set, else the first line of stdin) is\n"
+      "sent as the request envelope's authorization. Prints on stdout:\n"
+      "  user_id=... username=... email=... roles=a,b session_id=...\n"
+      "  session_expires_at=UNIX_SECONDS\n";
+
+static const char logout_all_usage[]
+    = "usage: authctl [OPTIONS] logout-all [--token-stdin]\n"
+      "\n"
+      "Revokes every session of the access token's user, this one included\n"
+      "(token from AUTHD_TOKEN if set, else the first line of stdin).\n"
+      "Prints the number of sessions revoked.\n";
+
+static const char passwd_usage[]
+    = "usage: authctl [OPTIONS] passwd [--password-stdin]\n"
+      "\n"
+      "Changes the password of the access token's user (token from\n"
+      "AUTHD_TOKEN, which must be set). The current password and the new one\n"
+      "are asked on the terminal (echo off; the new one twice), or with\n"
+      "--password-stdin are the first and second lines of stdin. Every other\n"
+      "session of the user is revoked; this one lives on.\n";
+
+static int cmd_me(const authd_client_options *o, int argc, char **argv)
+{
+    authd_client *c = NULL;
+    Authd__V1__MeRequest req = AUTHD__V1__ME_REQUEST__INIT;
+    Authd__V1__MeResponse *resp = NULL;
+    authd_status st;
+    char token[MAX_TOKEN + 1];
+    bool from_stdin = false;
+    int rc;
+
+    token[0] = '\0';
+    if ((rc = token_options("me", argc, argv, &from_stdin)) != 0
+        || (rc = read_token(from_stdin, token, sizeof(token))) != 0) {
+        goto out;
+    }
+    if ((rc = open_client(o, &c)) != 0) {
+        goto out;
+    }
+    if ((rc = authd_client_me_as(c, token, &req, &resp, &st)) != AUTHD_OK) {
+        rc = report(&st);
+        goto out;
+    }
+    printf("user_id=");
+    put_safe(stdout, resp->user != NULL ? resp->user->id : "");
+    printf(" username=");
+    put_safe(stdout, resp->user != NULL ? resp->user->username : "");
+    printf(" email=");
+    put_safe(stdout, resp->user != NULL ? resp->user->email : "");
+    printf(" roles=");
+    if (resp->user != NULL) {
+        put_roles(stdout, resp->user->roles, resp->user->n_roles);
+    }
+    printf(" session_id=");
+    put_safe(stdout, resp->session != NULL ? resp->session->id : "");
+    printf(" session_expires_at=%lld\n",
+        (long long)(resp->session != NULL ? resp->session->expires_at : 0));
+    rc = EXIT_OK;
+out:
+    authd_client_close(c);
+    wipe(token, sizeof(token));
+    if (resp != NULL) {
+        authd__v1__me_response__free_unpacked(resp, NULL);
+    }
+    return rc;
+}
+
+static int cmd_logout_all(const authd_client_options *o, int argc, char **argv)
+{
+    authd_client *c = NULL;
+    Authd__V1__LogoutAllRequest req = AUTHD__V1__LOGOUT_ALL_REQUEST__INIT;
+    Authd__V1__LogoutAllResponse *resp = NULL;
+    authd_status st;
+    char token[MAX_TOKEN + 1];
+    bool from_stdin = false;
+    int rc;
+
+    token[0] = '\0';
+    if ((rc = token_options("logout-all", argc, argv, &from_stdin)) != 0
+        || (rc = read_token(from_stdin, token, sizeof(token))) != 0) {
+        goto out;
+    }
+    if ((rc = open_client(o, &c)) != 0) {
+        goto out;
+    }
+    if ((rc = authd_client_logout_all_as(c, token, &req, &resp, &st)) != AUTHD_OK) {
+        rc = report(&st);
+        goto out;
+    }
+    printf("sessions_revoked=%u\n", (unsigned)resp->sessions_revoked);
+    rc = EXIT_OK;
+out:
+    authd_client_close(c);
+    wipe(token, sizeof(token));
+    if (resp != NULL) {
+        authd__v1__logout_all_response__free_unpacked(resp, NULL);
+    }
+    return rc;
+}
+
+static int cmd_passwd(const authd_client_options *o, int argc, char **argv)
+{
+    authd_client *c = NULL;
+    Authd__V1__ChangePasswordRequest req = AUTHD__V1__CHANGE_PASSWORD_REQUEST__INIT;
+    Authd__V1__ChangePasswordResponse *resp = NULL;
+    authd_status st;
+    char token[MAX_TOKEN + 1];
+    char current[MAX_PASSWORD + 1], next[MAX_PASSWORD + 1];
+    const char *env = getenv("AUTHD_TOKEN");
+    bool pw_stdin = false;
+    int rc;
+
+    token[0] = current[0] = next[0] = '\0';
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--password-stdin") == 0) {
+            pw_stdin = true;
+        } else {
+            rc = usage_error("passwd ", "passwd: unknown argument %s", argv[i]);
+            goto out;
+        }
+    }
+    if (env == NULL || env[0] == '\0') {
+        rc = usage_error("passwd ", "passwd: set AUTHD_TOKEN to your access token");
+        goto out;
+    }
+    if ((rc = read_token(false, token, sizeof(token))) != 0) {
+        goto out;
+    }
+    if (!pw_stdin) {
+        fprintf(stderr, "Current password, then the new one twice.\n");
+    }
+    if ((rc = read_password(pw_stdin, false, current, sizeof(current))) != 0
+        || (rc = read_password(pw_stdin, !pw_stdin, next, sizeof(next))) != 0) {
+        goto out;
+    }
+    req.current_password = current;
+    req.new_password = next;
+    if ((rc = open_client(o, &c)) != 0) {
+        goto out;
+    }
+    if ((rc = authd_client_change_password_as(c, token, &req, &resp, &st)) != AUTHD_OK) {
+        rc = report(&st);
+        goto out;
+    }
+    fprintf(stderr, "authctl: password changed; %u other session(s) revoked\n",
+        (unsigned)resp->sessions_revoked);
+    rc = EXIT_OK;
+out:
+    authd_client_close(c);
+    wipe(token, sizeof(token));
+    wipe(current, sizeof(current));
+    wipe(next, sizeof(next));
+    if (resp != NULL) {
+        authd__v1__change_password_response__free_unpacked(resp, NULL);
+    }
+    return rc;
+}
+
 static const struct command {
     const char *name;
     command_fn fn;
@@ -881,6 +1046,9 @@ static const struct command {
     { "verify", cmd_verify, verify_usage },
     { "logout", cmd_logout, logout_usage },
     { "refresh", cmd_refresh, refresh_usage },
+    { "me", cmd_me, me_usage },
+    { "passwd", cmd_passwd, passwd_usage },
+    { "logout-all", cmd_logout_all, logout_all_usage },
     { NULL, NULL, NULL },
 };
 

@@ -2110,36 +2110,40 @@ out:
 ** is packed right behind them (client_envelope.h): one pass, no copy. The
 ** frame, which may hold a password, is wiped before it is released.
 */
-static int call_envelope(authd_client *c, const char *method, const ProtobufCMessage *req,
-    const ProtobufCMessageDescriptor *resp_desc, authd_client_cb cb, void *arg, authd_status *st)
+static int call_envelope(authd_client *c, const char *method, const char *authorization,
+    const ProtobufCMessage *req, const ProtobufCMessageDescriptor *resp_desc, authd_client_cb cb,
+    void *arg, authd_status *st)
 {
     uint8_t sframe[STACK_FRAME];
     uint8_t *frame = sframe, *body;
-    size_t body_len, method_len, head_len, flen = 0;
+    size_t body_len, method_len, head_len, auth_len, flen = 0;
     uint64_t id = next_request_id(c);
     int rc;
 
     st->request_id = id;
     body_len = protobuf_c_message_get_packed_size(req);
     method_len = strlen(method);
-    if (body_len > SIZE_MAX / 2 || method_len > SIZE_MAX / 4) {
+    auth_len = authorization != NULL ? strlen(authorization) : 0;
+    if (body_len > SIZE_MAX / 2 || method_len > SIZE_MAX / 4 || auth_len > SIZE_MAX / 8) {
         frame = NULL;
         rc = set_status(st, AUTHD_INVALID_ARGUMENT, AUTHD_REASON_CLIENT, "request too large");
         goto out;
     }
     head_len = authd_cenv_request_head_len(method_len, id, body_len);
-    flen = FRAME_HDR_LEN + head_len + body_len;
+    size_t tail_len = authd_cenv_request_tail_len(auth_len);
+    flen = FRAME_HDR_LEN + head_len + body_len + tail_len;
     if (flen > sizeof(sframe) && (frame = malloc(flen)) == NULL) {
         rc = set_status(st, AUTHD_RESOURCE_EXHAUSTED, AUTHD_REASON_CLIENT, "out of memory");
         goto out;
     }
-    sp_put64(frame, 4 + (uint64_t)head_len + body_len);
+    sp_put64(frame, 4 + (uint64_t)head_len + body_len + tail_len);
     body = authd_cenv_request_head(frame + FRAME_HDR_LEN, method, method_len, id, body_len);
     if (protobuf_c_message_pack(req, body) != body_len) {
         rc = set_status(st, AUTHD_INTERNAL, AUTHD_REASON_CLIENT, "%s packed to another size",
             req->descriptor->name);
         goto out;
     }
+    authd_cenv_request_tail(body + body_len, authorization, auth_len);
     rc = start_call(c, frame, flen, id, resp_desc, cb, NULL, arg, st);
 out:
     if (frame != NULL) {
@@ -2165,7 +2169,25 @@ int authd_client_call_async(authd_client *c, const char *method, const ProtobufC
     if (!protobuf_c_message_check(req)) {
         return AUTHD_INVALID_ARGUMENT;
     }
-    return call_envelope(c, method, req, resp_desc, cb, arg, &st);
+    return call_envelope(c, method, NULL, req, resp_desc, cb, arg, &st);
+}
+
+/* authd_client_call_as_async: see client.h. */
+int authd_client_call_as_async(authd_client *c, const char *authorization, const char *method,
+    const ProtobufCMessage *req, const ProtobufCMessageDescriptor *resp_desc, authd_client_cb cb,
+    void *arg)
+{
+    authd_status st;
+
+    clear_status(&st);
+    if (c == NULL || method == NULL || method[0] != '/' || req == NULL || resp_desc == NULL
+        || cb == NULL || resp_desc->magic != PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC) {
+        return AUTHD_INVALID_ARGUMENT;
+    }
+    if (!protobuf_c_message_check(req)) {
+        return AUTHD_INVALID_ARGUMENT;
+    }
+    return call_envelope(c, method, authorization, req, resp_desc, cb, arg, &st);
 }
 
 /* authd_client_call_raw_async: see client.h. */
@@ -2225,8 +2247,9 @@ static void waiter_cb(void *arg, int code, const authd_status *st, ProtobufCMess
 ** authd_client_call: see client.h. An async call and a wait: the I/O
 ** thread completes every call by its deadline, so the wait is bounded.
 */
-int authd_client_call(authd_client *c, const char *method, const ProtobufCMessage *req,
-    const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp, authd_status *st)
+static int call_sync(authd_client *c, const char *method, const char *authorization,
+    const ProtobufCMessage *req, const ProtobufCMessageDescriptor *resp_desc,
+    ProtobufCMessage **resp, authd_status *st)
 {
     authd_status local;
     struct waiter w;
@@ -2252,7 +2275,7 @@ int authd_client_call(authd_client *c, const char *method, const ProtobufCMessag
     memset(&w, 0, sizeof(w));
     pthread_mutex_init(&w.mu, NULL);
     pthread_cond_init(&w.cv, NULL);
-    if ((rc = call_envelope(c, method, req, resp_desc, waiter_cb, &w, st)) == 0) {
+    if ((rc = call_envelope(c, method, authorization, req, resp_desc, waiter_cb, &w, st)) == 0) {
         pthread_mutex_lock(&w.mu);
         while (!w.done) {
             pthread_cond_wait(&w.cv, &w.mu);
@@ -2267,4 +2290,18 @@ int authd_client_call(authd_client *c, const char *method, const ProtobufCMessag
     pthread_cond_destroy(&w.cv);
     pthread_mutex_destroy(&w.mu);
     return rc;
+}
+
+int authd_client_call(authd_client *c, const char *method, const ProtobufCMessage *req,
+    const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp, authd_status *st)
+{
+    return call_sync(c, method, NULL, req, resp_desc, resp, st);
+}
+
+/* authd_client_call_as: see client.h. */
+int authd_client_call_as(authd_client *c, const char *authorization, const char *method,
+    const ProtobufCMessage *req, const ProtobufCMessageDescriptor *resp_desc,
+    ProtobufCMessage **resp, authd_status *st)
+{
+    return call_sync(c, method, authorization, req, resp_desc, resp, st);
 }

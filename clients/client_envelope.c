@@ -15,14 +15,15 @@
 
 #include <string.h>
 
-#define TAG_REQ_METHOD 0x0A
-#define TAG_REQ_ID     0x10
-#define TAG_REQ_BODY   0x1A
-#define TAG_REP_CODE   0x08
-#define TAG_REP_MSG    0x12
-#define TAG_REP_ID     0x18
-#define TAG_REP_BODY   0x22
-#define TAG_REP_REASON 0x2A
+#define TAG_REQ_METHOD        0x0A
+#define TAG_REQ_ID            0x10
+#define TAG_REQ_BODY          0x1A
+#define TAG_REQ_AUTHORIZATION 0x22 /* field 4, length-delimited */
+#define TAG_REP_CODE          0x08
+#define TAG_REP_MSG           0x12
+#define TAG_REP_ID            0x18
+#define TAG_REP_BODY          0x22
+#define TAG_REP_REASON        0x2A
 
 /* varint_len: bytes of v as a varint (1 to 10). */
 static size_t varint_len(uint64_t v)
@@ -80,6 +81,24 @@ uint8_t *authd_cenv_request_head(
     if (body_len > 0) {
         *p++ = TAG_REQ_BODY;
         p = put_varint(p, body_len);
+    }
+    return p;
+}
+
+/* authd_cenv_request_tail_len: see client_envelope.h. */
+size_t authd_cenv_request_tail_len(size_t auth_len)
+{
+    return auth_len > 0 ? 1 + varint_len(auth_len) + auth_len : 0;
+}
+
+/* authd_cenv_request_tail: see client_envelope.h. */
+uint8_t *authd_cenv_request_tail(uint8_t *p, const char *authorization, size_t auth_len)
+{
+    if (auth_len > 0) {
+        *p++ = TAG_REQ_AUTHORIZATION;
+        p = put_varint(p, auth_len);
+        memcpy(p, authorization, auth_len);
+        p += auth_len;
     }
     return p;
 }

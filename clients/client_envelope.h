@@ -47,6 +47,15 @@ uint8_t *authd_cenv_request_head(
     uint8_t *p, const char *method, size_t method_len, uint64_t request_id, size_t body_len);
 
 /*
+** authd_cenv_request_tail_len / authd_cenv_request_tail: the fields after
+** the body: authorization (field 4; left out when empty), so head + body +
+** tail is still what authd__v1__request_envelope__pack writes (fields in
+** number order). tail writes at p and returns p plus their number.
+*/
+size_t authd_cenv_request_tail_len(size_t auth_len);
+uint8_t *authd_cenv_request_tail(uint8_t *p, const char *authorization, size_t auth_len);
+
+/*
 ** authd_cenv_reply is a reply envelope read in place: the pointers point
 ** into the bytes given to authd_cenv_reply_fast and live as long as they do;
 ** message and reason are not NUL-terminated (and, as on the wire, may hold

@@ -292,6 +292,16 @@ static void emit_header(FILE *f, const struct service *list, const struct method
             "int %s_async(authd_client *c, const %s *req,\n"
             "    authd_client_cb cb, void *arg) AUTHD_CLIENT_WUR;\n",
             m->func, m->full, m->out_type, m->out_free, m->func, m->in_type);
+        fprintf(f,
+            "\n/*\n"
+            "** %s_as and %s_as_async: the same, with the end\n"
+            "** user's authorization in the envelope (authd_client_call_as).\n"
+            "*/\n"
+            "int %s_as(authd_client *c, const char *authorization,\n"
+            "    const %s *req, %s **resp, authd_status *st) AUTHD_CLIENT_WUR;\n"
+            "int %s_as_async(authd_client *c, const char *authorization,\n"
+            "    const %s *req, authd_client_cb cb, void *arg) AUTHD_CLIENT_WUR;\n",
+            m->func, m->func, m->func, m->in_type, m->out_type, m->func, m->in_type);
     }
     fprintf(f,
         "\n#ifdef __cplusplus\n}\n#endif\n\n"
@@ -332,6 +342,25 @@ static void emit_source(FILE *f, const struct method *ms, size_t n)
             "    authd_client_cb cb, void *arg)\n"
             "{\n"
             "    return authd_client_call_async(c, \"%s\",\n"
+            "        req != NULL ? &req->base : NULL, &%s, cb, arg);\n"
+            "}\n",
+            m->func, m->in_type, m->full, m->out_desc);
+        fprintf(f,
+            "\nint\n"
+            "%s_as(authd_client *c, const char *authorization,\n"
+            "    const %s *req, %s **resp, authd_status *st)\n"
+            "{\n"
+            "    return authd_client_call_as(c, authorization, \"%s\",\n"
+            "        req != NULL ? &req->base : NULL, &%s,\n"
+            "        (ProtobufCMessage **) resp, st);\n"
+            "}\n",
+            m->func, m->in_type, m->out_type, m->full, m->out_desc);
+        fprintf(f,
+            "\nint\n"
+            "%s_as_async(authd_client *c, const char *authorization,\n"
+            "    const %s *req, authd_client_cb cb, void *arg)\n"
+            "{\n"
+            "    return authd_client_call_as_async(c, authorization, \"%s\",\n"
             "        req != NULL ? &req->base : NULL, &%s, cb, arg);\n"
             "}\n",
             m->func, m->in_type, m->full, m->out_desc);

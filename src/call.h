@@ -19,6 +19,19 @@
 #include "service.h"
 
 typedef struct authd_call authd_call;
+
+/* The authenticated caller of a protected route: set by the interceptor
+ * from the envelope's verified token and the store's current records, and
+ * from nothing else. Handlers read it; none re-authenticates. */
+typedef struct authd_identity {
+    uint8_t user_id[AUTHD_ID_BYTES];
+    uint8_t session_id[AUTHD_ID_BYTES]; /* the calling token's session (its sid) */
+    int64_t token_exp; /* the calling token's exp, Unix seconds */
+    int64_t session_expires_at; /* the session's end as stored */
+    char username[AUTHD_USERNAME_MAX + 1];
+    uint32_t n_roles;
+    char roles[AUTHD_ROLES_MAX][AUTHD_ROLE_MAX + 1];
+} authd_identity;
 typedef void (*authd_handler)(authd_service *svc, authd_call *call);
 
 struct authd_call {
@@ -33,6 +46,9 @@ struct authd_call {
     bool has_gate_source; /* gate on gate_source (an end user's address), not req->source */
     authd_source gate_source;
     authd_logfields log; /* the handler's fields for the line */
+    /* The caller, on a protected route (NULL on a public one): owned by the
+     * call, freed by finish. */
+    const authd_identity *identity;
 };
 
 /* authd_call_audit marks the call's line as the audit event event (a
@@ -59,11 +75,18 @@ void authd_call_log_bool(authd_call *call, const char *key, bool val);
 void authd_call_finish(authd_call *call, authd_code code, const char *reason, const char *message,
     const ProtobufCMessage *resp);
 
+/* Route flags (dispatch.c's routes[]): what the interceptor checks before
+ * the handler runs. */
+#define AUTHD_ROUTE_AUTH 1u /* an authenticated caller (envelope authorization) */
+
 /* The handlers, one per rpc (service.c). */
 void authd_handle_register(authd_service *svc, authd_call *call);
 void authd_handle_login(authd_service *svc, authd_call *call);
 void authd_handle_logout(authd_service *svc, authd_call *call);
 void authd_handle_verify(authd_service *svc, authd_call *call);
 void authd_handle_get_jwks(authd_service *svc, authd_call *call); /* rpc_jwks.c */
+void authd_handle_me(authd_service *svc, authd_call *call); /* rpc_account.c */
+void authd_handle_logout_all(authd_service *svc, authd_call *call); /* rpc_account.c */
+void authd_handle_change_password(authd_service *svc, authd_call *call); /* rpc_account.c */
 
 #endif

@@ -13,14 +13,17 @@
  * The interceptor runs before every handler. With an mTLS caller policy it
  * checks that the calling service (req->caller, the client certificate's
  * identity) may call the method, and marks front-ends, whose ClientContext
- * the handlers then believe. Later it is also where protected RPCs will
- * authenticate the caller's token and check roles and scopes.
+ * the handlers then believe. For protected routes (routes[]: flags and
+ * role) it then authenticates the caller's own token from the envelope,
+ * exactly as Verify does, checks the route's role, and leaves the caller's
+ * identity in the call for the handler.
  */
 #include <inttypes.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "arena.h"
@@ -28,26 +31,42 @@
 #include "call.h"
 #include "log.h"
 #include "policy.h"
+#include "rpc_common.h"
 #include "rpc_refresh.h"
 #include "validate.h"
 
 #define METHOD_PREFIX "/authd.v1.Auth/"
 
+/*
+ * A route: one row per rpc, declaring once what the interceptor checks
+ * before its handler runs. flags: AUTHD_ROUTE_AUTH for a caller who must
+ * present their own access token in the envelope; role: the role that
+ * caller must hold now (by the store's record), or NULL. The admin RPCs
+ * slot in as rows like { "GetUser", authd_handle_get_user,
+ * AUTHD_ROUTE_AUTH, "admin" }; no handler checks a token or a role itself.
+ */
 struct route {
     const char *name; /* short name, as in the proto */
     authd_handler fn;
-    unsigned flags;
+    unsigned flags; /* AUTHD_ROUTE_* */
+    const char *role; /* required role (implies AUTHD_ROUTE_AUTH), or NULL */
 };
 
-/* flags: later, AUTHD_RPC_PROTECTED and required roles live here. */
+/* In the order of auth.proto's methods (find_method relies on it for
+ * speed, not for correctness). */
 static const struct route routes[] = {
-    { "Register", authd_handle_register, 0 },
-    { "Login", authd_handle_login, 0 },
-    { "Logout", authd_handle_logout, 0 },
-    { "Verify", authd_handle_verify, 0 },
-    { "Refresh", authd_handle_refresh, 0 },
-    { "GetJwks", authd_handle_get_jwks, 0 },
+    { "Register", authd_handle_register, 0, NULL },
+    { "Login", authd_handle_login, 0, NULL },
+    { "Logout", authd_handle_logout, 0, NULL },
+    { "Verify", authd_handle_verify, 0, NULL },
+    { "Refresh", authd_handle_refresh, 0, NULL },
+    { "GetJwks", authd_handle_get_jwks, 0, NULL },
+    { "Me", authd_handle_me, AUTHD_ROUTE_AUTH, NULL },
+    { "LogoutAll", authd_handle_logout_all, AUTHD_ROUTE_AUTH, NULL },
+    { "ChangePassword", authd_handle_change_password, AUTHD_ROUTE_AUTH, NULL },
 };
+
+#define N_ROUTES (sizeof routes / sizeof routes[0])
 
 uint64_t authd_monotonic_ns(void)
 {
@@ -73,7 +92,13 @@ static bool find_method(
         if (strlen(mn) == len && memcmp(mn, name, len) == 0) {
             *md = &sd->methods[i];
             *rt = NULL;
-            for (size_t j = 0; j < sizeof routes / sizeof routes[0]; j++)
+            /* routes[] is in the proto's order: row i is method i (one
+             * compare on the hot path); a misordered row is still found. */
+            if (i < N_ROUTES && strcmp(routes[i].name, mn) == 0) {
+                *rt = &routes[i];
+                return true;
+            }
+            for (size_t j = 0; j < N_ROUTES; j++)
                 if (strcmp(routes[j].name, mn) == 0)
                     *rt = &routes[j];
             return true;
@@ -244,12 +269,80 @@ void authd_call_log_bool(authd_call *call, const char *key, bool val)
     authd_logfields_bool(&call->log, key, val);
 }
 
+/* bearer_token finds the token in an envelope's authorization value:
+ * "Bearer <token>" (the scheme in any case, RFC 6750 / RFC 9110, one or
+ * more spaces) or the bare token. Sets *len; NULL when there is none. A
+ * value that is neither is handed on as it is and fails as a malformed
+ * token. */
+static const char *bearer_token(const char *auth, size_t *len)
+{
+    if (auth == NULL || auth[0] == '\0')
+        return NULL;
+    if (strncasecmp(auth, "bearer ", 7) == 0) {
+        auth += 7;
+        while (*auth == ' ')
+            auth++;
+        if (*auth == '\0')
+            return NULL;
+    }
+    *len = strnlen(auth, AUTHD_TOKEN_MAX + 1);
+    return auth;
+}
+
 /*
- * intercept: the caller policy, then (later) authentication and
- * authorization of protected RPCs. On refusal returns the code and sets
- * *reason and *message. The policy is consulted for every method (the method's index is
- * its place in the service descriptor, the order authd_method_names gives
- * the policy loader); a refused caller's line is an audit event naming it.
+ * authenticate_caller is the interceptor's half for protected routes: the
+ * envelope's token is checked as Verify checks one (authd_rpc_authenticate,
+ * the same code), then the route's role against the store's current
+ * roles. The identity it leaves in call->identity comes from the verified
+ * token and the store only. Failures: UNAUTHENTICATED (NO_AUTHORIZATION, or
+ * Verify's reasons) as the audit event "auth_failure"; PERMISSION_DENIED /
+ * MISSING_ROLE as "auth_denied".
+ */
+static authd_code authenticate_caller(
+    const struct route *rt, authd_call *call, const char **reason, const char **message)
+{
+    authd_request *req = call->req;
+    authd_identity *id = NULL;
+    size_t len = 0;
+    const char *tok = bearer_token(req->authorization, &len);
+
+    if (tok == NULL) {
+        authd_call_audit(call, "auth_failure");
+        *reason = "NO_AUTHORIZATION";
+        *message = "this method needs the caller's access token in the envelope's authorization";
+        return AUTHD_UNAUTHENTICATED;
+    }
+    id = req->arena != NULL ? authd_arena_alloc(req->arena, sizeof *id) : malloc(sizeof *id);
+    if (id == NULL) {
+        *reason = "OVERLOADED";
+        *message = "server is overloaded";
+        return AUTHD_RESOURCE_EXHAUSTED;
+    }
+    call->identity = id; /* freed by finish, whatever happens next */
+    authd_code rc = authd_rpc_authenticate(call, tok, len, id, reason, message);
+    if (rc != AUTHD_OK)
+        return rc;
+    if (rt->role != NULL) {
+        bool held = false;
+        for (uint32_t i = 0; i < id->n_roles && !held; i++)
+            held = strcmp(id->roles[i], rt->role) == 0;
+        if (!held) {
+            authd_call_audit(call, "auth_denied");
+            authd_call_log_str(call, "missing_role", rt->role);
+            *reason = "MISSING_ROLE";
+            *message = "the caller does not hold the role this method needs";
+            return AUTHD_PERMISSION_DENIED;
+        }
+    }
+    return AUTHD_OK;
+}
+
+/*
+ * intercept: the caller policy, then, for protected routes, authentication
+ * of the caller's own token and its role (authenticate_caller). On refusal
+ * returns the code and sets *reason and *message. The policy is consulted for every method (the
+ * method's index is its place in the service descriptor, the order authd_method_names gives the
+ * policy loader); a refused caller's line is an audit event naming it.
  */
 static authd_code intercept(
     const struct route *rt, authd_call *call, const char **reason, const char **message)
@@ -277,11 +370,9 @@ static authd_code intercept(
         }
         req->trusted_frontend = frontend;
     }
-    if (rt->flags == 0)
+    if (rt->flags == 0 && rt->role == NULL)
         return AUTHD_OK; /* public rpc */
-    *reason = "PERMISSION_DENIED";
-    *message = "permission denied";
-    return AUTHD_PERMISSION_DENIED;
+    return authenticate_caller(rt, call, reason, message);
 }
 
 size_t authd_method_names(const char **names, size_t cap)
@@ -402,6 +493,13 @@ void authd_call_finish(authd_call *call, authd_code code, const char *reason, co
     ProtobufCAllocator al;
     if (req->arena != NULL)
         al = authd_arena_allocator(req->arena);
+    if (call->identity != NULL) {
+        authd_identity *id = (authd_identity *)call->identity;
+        if (req->arena != NULL)
+            authd_arena_free(req->arena, id);
+        else
+            free(id);
+    }
     if (call->input != NULL) {
         wipe_strings(call->input);
         protobuf_c_message_free_unpacked(call->input, req->arena != NULL ? &al : NULL);

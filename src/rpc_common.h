@@ -76,4 +76,18 @@ void authd_rpc_hex(const uint8_t *b, size_t n, char *out);
 void authd_rpc_user_view(Authd__V1__User *pu, const authd_user *u, char idhex[AUTHD_ID_HEX + 1],
     char *roles[AUTHD_ROLES_MAX]);
 
+/* authd_rpc_authenticate checks the access token tok (len bytes) exactly
+ * as Verify does and fills *id from the verified token and the store. On
+ * AUTHD_UNAUTHENTICATED (the token fails; Verify's reasons) and on a store
+ * failure (STORE_FULL / INTERNAL) sets *reason and *message and marks the
+ * call's line; the call is not answered. For the interceptor. */
+AUTHD_MUST_CHECK authd_code authd_rpc_authenticate(authd_call *call, const char *tok, size_t len,
+    authd_identity *id, const char **reason, const char **message);
+
+/* More of the service's parts and settings, for the account RPCs. */
+authd_workpool *authd_rpc_hash_pool(const authd_service *svc);
+const authd_throttle_policy *authd_rpc_throttle_policy(const authd_service *svc);
+const authd_pwparams *authd_rpc_pwparams(const authd_service *svc);
+unsigned authd_rpc_password_min_bits(const authd_service *svc);
+
 #endif

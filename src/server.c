@@ -1121,6 +1121,7 @@ static bool on_frame(struct conn *c, const sp_frame *f)
     q->req.method_len = strlen(q->env->method);
     q->req.body = q->env->body.data;
     q->req.body_len = q->env->body.len;
+    q->req.authorization = q->env->authorization;
     if (atomic_load_explicit(&s->draining, memory_order_relaxed))
         reply_now(q, AUTHD_UNAVAILABLE, "SHUTTING_DOWN", "server is shutting down");
     else

@@ -815,39 +815,123 @@ static void token_failed(
     authd_call_finish(call, AUTHD_UNAUTHENTICATED, reason, message, NULL);
 }
 
+/*
+ * authenticate is Verify's check of an access token, and the interceptor's
+ * (authd_rpc_authenticate): signature and claims (token.c), then the
+ * session and its user from one store snapshot (not revoked, the session's
+ * sub, not expired, user active). Returns AUTHD_OK with *c and *v filled;
+ * AUTHD_UNAUTHENTICATED with *reason / *message; or a store error (for
+ * fail_store). Marks the call's user once the token's signature holds.
+ * static inline: Verify, the hot path, pays no call for the sharing.
+ */
+static inline authd_code authenticate(authd_service *svc, authd_call *call, const char *tok,
+    size_t len, int64_t now, authd_claims *c, authd_verify_view *v, const char **reason,
+    const char **message)
+{
+    authd_token_result tr = authd_token_verify(svc->o.tokens, tok, len, now, c);
+    if (tr != AUTHD_TOKEN_OK) {
+        *reason = authd_token_result_reason(tr);
+        *message = token_message(tr);
+        return AUTHD_UNAUTHENTICATED;
+    }
+    memcpy(call->user_id, c->sub, sizeof c->sub);
+    call->has_user = true;
+    authd_code rc = authd_store_verify_lookup(svc->o.store, c->sid, v);
+    if (rc == AUTHD_NOT_FOUND
+        || (rc == AUTHD_OK
+            && (v->revoked || sodium_memcmp(v->user_id, c->sub, sizeof c->sub) != 0))) {
+        *reason = "REVOKED";
+        *message = "session has been revoked";
+        return AUTHD_UNAUTHENTICATED;
+    }
+    if (rc != AUTHD_OK)
+        return rc;
+    if (v->expires_at <= now) {
+        *reason = "EXPIRED";
+        *message = "token has expired";
+        return AUTHD_UNAUTHENTICATED;
+    }
+    if (v->status != AUTHD_USER_ACTIVE) {
+        *reason = "USER_DISABLED";
+        *message = "user is disabled";
+        return AUTHD_UNAUTHENTICATED;
+    }
+    return AUTHD_OK;
+}
+
+/* has_role is true when the view's current roles hold role. */
+static bool has_role(const authd_verify_view *v, const char *role)
+{
+    for (uint32_t i = 0; i < v->n_roles; i++)
+        if (strcmp(v->roles[i], role) == 0)
+            return true;
+    return false;
+}
+
+/*
+ * verify_authorize checks a valid token's VerifyRequest.required_roles
+ * (all held, by the store's current record) and audience (the token's
+ * aud). Returns AUTHD_OK, or answers the call (PERMISSION_DENIED:
+ * MISSING_ROLE / WRONG_AUDIENCE, with an audit line; INVALID_ARGUMENT for
+ * a request that cannot be a role set) and returns that code. Kept out of
+ * line: a Verify without either pays one test.
+ */
+static authd_code verify_authorize(authd_service *svc, authd_call *call,
+    const Authd__V1__VerifyRequest *in, const authd_verify_view *v)
+{
+    if (in->n_required_roles > AUTHD_ROLES_MAX) {
+        authd_call_finish(call, AUTHD_INVALID_ARGUMENT, "INVALID_ROLES",
+            "required_roles: at most 16 roles", NULL);
+        return AUTHD_INVALID_ARGUMENT;
+    }
+    for (size_t i = 0; i < in->n_required_roles; i++) {
+        const char *role = in->required_roles[i];
+        size_t rl = strlen(role);
+        if (rl == 0 || rl > AUTHD_ROLE_MAX) {
+            authd_call_finish(call, AUTHD_INVALID_ARGUMENT, "INVALID_ROLES",
+                "required_roles: each role is 1 to 64 bytes", NULL);
+            return AUTHD_INVALID_ARGUMENT;
+        }
+        if (!has_role(v, role)) {
+            authd_call_audit(call, "verify_denied");
+            authd_call_log_str(call, "missing_role", role);
+            authd_call_finish(call, AUTHD_PERMISSION_DENIED, "MISSING_ROLE",
+                "the token's user does not hold a required role", NULL);
+            return AUTHD_PERMISSION_DENIED;
+        }
+    }
+    if (in->audience[0] != '\0'
+        && !authd_tokens_audience_is(svc->o.tokens, in->audience, strlen(in->audience))) {
+        authd_call_audit(call, "verify_denied");
+        authd_call_log_str(call, "cause", "wrong_audience");
+        authd_call_finish(call, AUTHD_PERMISSION_DENIED, "WRONG_AUDIENCE",
+            "the token is not for the expected audience", NULL);
+        return AUTHD_PERMISSION_DENIED;
+    }
+    return AUTHD_OK;
+}
+
 void authd_handle_verify(authd_service *svc, authd_call *call)
 {
     Authd__V1__VerifyRequest *in = (Authd__V1__VerifyRequest *)call->input;
     const char *tok = in->access_token;
-    int64_t now = now_s(svc);
+    const char *reason = NULL, *message = NULL;
     authd_claims c;
     authd_verify_view v;
 
-    authd_token_result tr = authd_token_verify(svc->o.tokens, tok, strlen(tok), now, &c);
-    if (tr != AUTHD_TOKEN_OK) {
-        token_failed(call, tok, "verify_failure", authd_token_result_reason(tr), token_message(tr));
-        return;
-    }
-    memcpy(call->user_id, c.sub, sizeof c.sub);
-    call->has_user = true;
-    authd_code rc = authd_store_verify_lookup(svc->o.store, c.sid, &v);
-    if (rc == AUTHD_NOT_FOUND
-        || (rc == AUTHD_OK && (v.revoked || sodium_memcmp(v.user_id, c.sub, sizeof c.sub) != 0))) {
-        token_failed(call, tok, "verify_failure", "REVOKED", "session has been revoked");
+    authd_code rc
+        = authenticate(svc, call, tok, strlen(tok), now_s(svc), &c, &v, &reason, &message);
+    if (rc == AUTHD_UNAUTHENTICATED) {
+        token_failed(call, tok, "verify_failure", reason, message);
         return;
     }
     if (rc != AUTHD_OK) {
         fail_store(call, rc);
         return;
     }
-    if (v.expires_at <= now) {
-        token_failed(call, tok, "verify_failure", "EXPIRED", "token has expired");
+    if ((in->n_required_roles != 0 || in->audience[0] != '\0')
+        && verify_authorize(svc, call, in, &v) != AUTHD_OK)
         return;
-    }
-    if (v.status != AUTHD_USER_ACTIVE) {
-        token_failed(call, tok, "verify_failure", "USER_DISABLED", "user is disabled");
-        return;
-    }
 
     Authd__V1__VerifyResponse resp = AUTHD__V1__VERIFY_RESPONSE__INIT;
     char uidhex[AUTHD_ID_HEX + 1], sidhex[AUTHD_ID_HEX + 1];
@@ -1178,4 +1262,64 @@ void authd_rpc_user_view(Authd__V1__User *pu, const authd_user *u, char idhex[AU
     char *roles[AUTHD_ROLES_MAX])
 {
     user_view(pu, u, idhex, roles);
+}
+
+/*
+ * authd_rpc_authenticate: the interceptor's check of the envelope's token
+ * is Verify's (authenticate), then the identity is copied from the
+ * verified claims and the store's view: nothing from the request message.
+ * A failure's line is the audit event "auth_failure" naming the token only
+ * by its fingerprint.
+ */
+authd_code authd_rpc_authenticate(authd_call *call, const char *tok, size_t len, authd_identity *id,
+    const char **reason, const char **message)
+{
+    authd_service *svc = call->svc;
+    authd_claims c;
+    authd_verify_view v;
+    char fp[AUTHD_FINGERPRINT_LEN + 1];
+
+    authd_code rc = authenticate(svc, call, tok, len, now_s(svc), &c, &v, reason, message);
+    if (rc == AUTHD_UNAUTHENTICATED) {
+        authd_call_audit(call, "auth_failure");
+        if (authd_call_log_wanted(call)) {
+            authd_token_fingerprint(tok, len, fp);
+            authd_call_log_str(call, "token_fp", fp);
+        }
+        return rc;
+    }
+    if (rc != AUTHD_OK) {
+        *reason = rc == AUTHD_RESOURCE_EXHAUSTED ? "STORE_FULL" : "INTERNAL";
+        *message = rc == AUTHD_RESOURCE_EXHAUSTED ? "storage is full; try again later" : "";
+        return rc == AUTHD_RESOURCE_EXHAUSTED ? rc : AUTHD_INTERNAL;
+    }
+    memcpy(id->user_id, v.user_id, sizeof id->user_id);
+    memcpy(id->session_id, c.sid, sizeof id->session_id);
+    id->token_exp = c.exp;
+    id->session_expires_at = v.expires_at;
+    memcpy(id->username, v.username, sizeof id->username);
+    id->n_roles = v.n_roles;
+    for (uint32_t i = 0; i < v.n_roles; i++)
+        memcpy(id->roles[i], v.roles[i], sizeof id->roles[i]);
+    return AUTHD_OK;
+}
+
+authd_workpool *authd_rpc_hash_pool(const authd_service *svc)
+{
+    return svc->o.hash_pool;
+}
+
+const authd_throttle_policy *authd_rpc_throttle_policy(const authd_service *svc)
+{
+    return &svc->o.throttle;
+}
+
+const authd_pwparams *authd_rpc_pwparams(const authd_service *svc)
+{
+    return &svc->o.pwparams;
+}
+
+unsigned authd_rpc_password_min_bits(const authd_service *svc)
+{
+    return svc->o.password_min_bits;
 }

@@ -50,6 +50,10 @@ struct authd_request {
     const uint8_t *body; /* serialized request message; valid until done() */
     size_t body_len;
     uint64_t request_id;
+    /* The envelope's authorization (the caller's own access token, with or
+     * without "Bearer "), NUL-terminated, "" when absent; valid until
+     * done(). Read only by the interceptor, for protected routes. */
+    const char *authorization;
     char peer[AUTHD_PEER_MAX]; /* "ip:port" of the caller, for logs */
     /* With mTLS: the client certificate's identity: its first URI SAN
      * (a SPIFFE ID), else its first DNS SAN, else its subject CN;

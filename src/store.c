@@ -1744,6 +1744,46 @@ out:
     return code;
 }
 
+authd_code authd_store_password_change(authd_store *st, const uint8_t user_id[AUTHD_ID_BYTES],
+    const char *new_hash, const uint8_t *keep, int64_t now, size_t *revoked)
+{
+    MDB_txn *txn = NULL;
+    authd_user u;
+    size_t n = 0, hl;
+    authd_code code;
+
+    if (st == NULL || user_id == NULL || new_hash == NULL)
+        return AUTHD_INVALID_ARGUMENT;
+    hl = strnlen(new_hash, AUTHD_HASH_MAX);
+    if (hl == 0 || hl >= AUTHD_HASH_MAX)
+        return AUTHD_INVALID_ARGUMENT;
+    if ((code = writer_begin(st, &txn)) != AUTHD_OK)
+        goto out;
+    if ((code = get_user(st, txn, user_id, &u)) != AUTHD_OK)
+        goto out;
+    if (u.status != AUTHD_USER_ACTIVE) {
+        code = AUTHD_FAILED_PRECONDITION;
+        goto out;
+    }
+    memcpy(u.password_hash, new_hash, hl + 1);
+    u.updated_at = u.password_changed_at = now;
+    if ((code = put_user(st, txn, &u)) != AUTHD_OK)
+        goto out;
+    if ((code = throttle_clear(st, txn, user_id, AUTHD_ID_BYTES)) != AUTHD_OK)
+        goto out;
+    if ((code = revoke_user_sessions(st, txn, user_id, keep, now, &n)) != AUTHD_OK)
+        goto out;
+    if ((code = writer_commit(&txn)) != AUTHD_OK)
+        goto out;
+    if (revoked != NULL)
+        *revoked = n;
+out:
+    if (txn != NULL)
+        mdb_txn_abort(txn);
+    sodium_memzero(u.password_hash, sizeof u.password_hash);
+    return code;
+}
+
 /* authd_store_verify_lookup reads session and user from one snapshot, so
  * Verify never pairs a session with a user state from another moment. It
  * takes a pooled read transaction and decodes through stack arenas: no

@@ -446,6 +446,20 @@ AUTHD_MUST_CHECK authd_code authd_store_session_get(
 AUTHD_MUST_CHECK authd_code authd_store_session_revoke(
     authd_store *st, const uint8_t id[AUTHD_ID_BYTES], int64_t now);
 
+/* authd_store_password_change is ChangePassword's write, in ONE write
+ * transaction: it re-reads the user (NOT_FOUND when gone,
+ * FAILED_PRECONDITION when not active), replaces the password hash with
+ * new_hash (password_changed_at = updated_at = now), clears the user's login
+ * throttle counter (a proven password ends the run of failures, as a
+ * Login does), and revokes every live session of the user but keep (as
+ * authd_store_user_revoke_sessions does, through the per-user index); *revoked
+ * (when not NULL) is how many. All of it commits together or not at all:
+ * no moment exists in which the new password works and an old session
+ * still verifies. Errors as above. */
+AUTHD_MUST_CHECK authd_code authd_store_password_change(authd_store *st,
+    const uint8_t user_id[AUTHD_ID_BYTES], const char *new_hash, const uint8_t *keep, int64_t now,
+    size_t *revoked);
+
 /* What Verify answers from: a session and its user, read in one snapshot.
  * roles[0..n_roles) hold NUL-terminated strings; the rest is not set. */
 typedef struct authd_verify_view {

@@ -340,6 +340,14 @@ const char *authd_tokens_kid(const authd_tokens *t)
     return k != NULL ? k->kid : "";
 }
 
+/* authd_tokens_audience_is: every token authd accepts carries exactly this
+ * aud (claims are checked byte-equal), so Verify's expected audience is
+ * compared with it alone. */
+bool authd_tokens_audience_is(const authd_tokens *t, const char *aud, size_t len)
+{
+    return len == t->aud_len && memcmp(aud, t->aud, len) == 0;
+}
+
 const char *authd_tokens_alg(const authd_tokens *t)
 {
     const authd_key *k = atomic_load(&((authd_tokens *)t)->active);

@@ -35,6 +35,7 @@
 #ifndef AUTHD_TOKEN_H
 #define AUTHD_TOKEN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -123,6 +124,10 @@ AUTHD_MUST_CHECK authd_code authd_tokens_set_keys(
 /* authd_tokens_kid returns the active key's id ("" with no key); the string lives as long as
  * t. */
 const char *authd_tokens_kid(const authd_tokens *t);
+
+/* authd_tokens_audience_is is true when aud (len bytes) is the audience
+ * every token of t carries (the "aud" issued and required). */
+bool authd_tokens_audience_is(const authd_tokens *t, const char *aud, size_t len);
 
 /* authd_tokens_alg returns the active key's algorithm name ("" with no key; static). */
 const char *authd_tokens_alg(const authd_tokens *t);

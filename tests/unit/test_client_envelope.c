@@ -92,6 +92,55 @@ static void request_head_matches_protobuf_c(void **state)
     free(got);
 }
 
+/* request_tail_matches_protobuf_c: head + body + tail (authorization)
+ * == protobuf-c's packing, for authorization lengths across the varint
+ * boundaries, with and without a body. */
+static void request_tail_matches_protobuf_c(void **state)
+{
+    static const size_t auth_lens[] = { 0, 1, 127, 128, 4096, 16384 };
+    static const size_t body_lens[] = { 0, 5, 200 };
+    char *auth = malloc(16385);
+    uint8_t body[200];
+    uint8_t *want = malloc(20000), *got = malloc(20000);
+    int cases = 0;
+
+    (void)state;
+    assert_non_null(auth);
+    assert_non_null(want);
+    assert_non_null(got);
+    for (size_t i = 0; i < sizeof(body); i++) {
+        body[i] = (uint8_t)rnd();
+    }
+    for (size_t a = 0; a < sizeof(auth_lens) / sizeof(auth_lens[0]); a++) {
+        for (size_t c = 0; c < sizeof(body_lens) / sizeof(body_lens[0]); c++) {
+            Authd__V1__RequestEnvelope env = AUTHD__V1__REQUEST_ENVELOPE__INIT;
+            size_t al = auth_lens[a], bl = body_lens[c], want_len, head, tail;
+            uint8_t *p;
+            memset(auth, 'A' + (int)a, al);
+            auth[al] = '\0';
+            env.method = "/authd.v1.Auth/Me";
+            env.request_id = 77;
+            env.body.data = body;
+            env.body.len = bl;
+            env.authorization = auth;
+            want_len = authd__v1__request_envelope__pack(&env, want);
+            head = authd_cenv_request_head_len(strlen(env.method), 77, bl);
+            tail = authd_cenv_request_tail_len(al);
+            assert_int_equal(head + bl + tail, want_len);
+            p = authd_cenv_request_head(got, env.method, strlen(env.method), 77, bl);
+            memcpy(p, body, bl);
+            p = authd_cenv_request_tail(p + bl, auth, al);
+            assert_ptr_equal(p, got + want_len);
+            assert_memory_equal(got, want, want_len);
+            cases++;
+        }
+    }
+    assert_int_equal(cases, 6 * 3);
+    free(auth);
+    free(want);
+    free(got);
+}
+
 /* ---- reply envelopes: the differential check -------------------------------- */
 
 /*
@@ -313,6 +362,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(request_head_matches_protobuf_c),
+        cmocka_unit_test(request_tail_matches_protobuf_c),
         cmocka_unit_test(reply_fast_takes_what_authd_sends),
         cmocka_unit_test(reply_fast_leaves_the_rest_to_protobuf_c),
         cmocka_unit_test(reply_fast_never_disagrees),

@@ -1728,6 +1728,84 @@ static void *fam_racer(void *p)
 /* FAM_RACERS threads exchange one token at once, each with its own
  * child, straight on the store (no write pool in front): exactly one
  * rotates; with no grace window every other one finds a used token. */
+/* LogoutAll's and ChangePassword's writes: every live session of the user
+ * but the excepted one is revoked, other users' and already dead ones are
+ * left alone, a second call revokes none; a password change sets the hash,
+ * clears the login counter and does the same revocation in one commit. */
+static void test_user_sessions_revoke_and_password_change(void **state)
+{
+    fx *f = *state;
+    authd_user u, other, got;
+    authd_session s[4], o, sgot;
+    authd_throttle_state ts;
+    size_t n = 99;
+
+    make_user(&u, 1, "alice", "alice@example.com");
+    create_ok(f->st, &u);
+    make_user(&other, 2, "bob", "bob@example.com");
+    create_ok(f->st, &other);
+    for (uint32_t i = 0; i < 4; i++) {
+        make_session(&s[i], 10 + i, u.id, 1000, i == 3 ? 1500 : 9000); /* s[3] expires at 1500 */
+        assert_int_equal(authd_store_login_commit(f->st, u.id, NULL, &s[i], 1000), AUTHD_OK);
+    }
+    make_session(&o, 20, other.id, 1000, 9000);
+    assert_int_equal(authd_store_login_commit(f->st, other.id, NULL, &o, 1000), AUTHD_OK);
+    assert_int_equal(authd_store_session_revoke(f->st, s[2].id, 1100), AUTHD_OK);
+
+    /* All but s[0]: s[1] revoked now; s[2] was, s[3] expired: not counted. */
+    assert_int_equal(authd_store_user_revoke_sessions(f->st, u.id, s[0].id, 2000, &n), AUTHD_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(authd_store_session_get(f->st, s[0].id, &sgot), AUTHD_OK);
+    assert_false(sgot.revoked);
+    assert_int_equal(authd_store_session_get(f->st, s[1].id, &sgot), AUTHD_OK);
+    assert_true(sgot.revoked);
+    assert_int_equal(sgot.revoked_at, 2000);
+    assert_int_equal(authd_store_session_get(f->st, s[2].id, &sgot), AUTHD_OK);
+    assert_int_equal(sgot.revoked_at, 1100); /* the first revocation is kept */
+    assert_int_equal(authd_store_session_get(f->st, o.id, &sgot), AUTHD_OK);
+    assert_false(sgot.revoked);
+    assert_int_equal(authd_store_user_revoke_sessions(f->st, u.id, s[0].id, 2001, &n), AUTHD_OK);
+    assert_int_equal(n, 0);
+
+    /* ChangePassword: two failed attempts on the counter, then the change. */
+    begin(f, AUTHD_LOGIN_USERNAME, "alice", 3000, NULL, NULL, NULL);
+    begin(f, AUTHD_LOGIN_USERNAME, "alice", 3001, NULL, NULL, NULL);
+    make_session(&s[1], 30, u.id, 3000, 9000);
+    assert_int_equal(authd_store_login_commit(f->st, u.id, NULL, &s[1], 3000), AUTHD_OK);
+    /* login_commit clears the counter too; count two more. */
+    begin(f, AUTHD_LOGIN_USERNAME, "alice", 3002, NULL, NULL, NULL);
+    begin(f, AUTHD_LOGIN_USERNAME, "alice", 3003, NULL, NULL, NULL);
+    assert_int_equal(authd_store_login_throttle_get(
+                         f->st, AUTHD_LOGIN_USERNAME, "alice", &test_policy, 3004, &ts),
+        AUTHD_OK);
+    assert_int_equal(ts.failures, 2);
+    assert_int_equal(authd_store_password_change(f->st, u.id, HASH_B, s[1].id, 4000, &n), AUTHD_OK);
+    assert_int_equal(n, 1); /* s[0]; s[1] is kept */
+    assert_int_equal(authd_store_user_get(f->st, u.id, &got), AUTHD_OK);
+    assert_string_equal(got.password_hash, HASH_B);
+    assert_int_equal(got.password_changed_at, 4000);
+    assert_int_equal(got.updated_at, 4000);
+    assert_int_equal(authd_store_login_throttle_get(
+                         f->st, AUTHD_LOGIN_USERNAME, "alice", &test_policy, 4001, &ts),
+        AUTHD_OK);
+    assert_int_equal(ts.failures, 0);
+    assert_int_equal(authd_store_session_get(f->st, s[0].id, &sgot), AUTHD_OK);
+    assert_true(sgot.revoked);
+    assert_int_equal(authd_store_session_get(f->st, s[1].id, &sgot), AUTHD_OK);
+    assert_false(sgot.revoked);
+
+    /* A disabled user cannot change a password; nothing is written (the
+     * disable itself revoked the sessions). */
+    assert_int_equal(authd_store_user_set_status(f->st, u.id, AUTHD_USER_DISABLED, 5000), AUTHD_OK);
+    assert_int_equal(authd_store_password_change(f->st, u.id, HASH_A, NULL, 5001, &n),
+        AUTHD_FAILED_PRECONDITION);
+    assert_int_equal(authd_store_user_get(f->st, u.id, &got), AUTHD_OK);
+    assert_string_equal(got.password_hash, HASH_B);
+    assert_int_equal(got.updated_at, 5000);
+    assert_int_equal(
+        authd_store_password_change(f->st, u.id, "", NULL, 5001, &n), AUTHD_INVALID_ARGUMENT);
+}
+
 static void test_refresh_family_race(void **state)
 {
     fx *f = *state;
@@ -2385,6 +2463,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_not_found, setup, teardown),
         cmocka_unit_test_setup_teardown(test_create_race_one_winner, setup, teardown),
         cmocka_unit_test_setup_teardown(test_login_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_user_sessions_revoke_and_password_change, setup, teardown),
         cmocka_unit_test_setup_teardown(test_login_commit_disabled, setup, teardown),
         cmocka_unit_test_setup_teardown(test_session_revoke_idempotent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_purge_expired, setup, teardown),

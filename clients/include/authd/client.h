@@ -318,6 +318,25 @@ typedef void (*authd_client_raw_cb)(
 int authd_client_call_raw_async(authd_client *c, const void *req, size_t len,
     authd_client_raw_cb cb, void *arg) AUTHD_CLIENT_WUR;
 
+/*
+** authd_client_call_as and authd_client_call_as_async are authd_client_call
+** and authd_client_call_async for a protected RPC (Me, LogoutAll,
+** ChangePassword, ...): authorization, the end user's own credential
+** ("Bearer <access token>", or the bare token), travels in the request
+** envelope's authorization field, never in the request message. It is per
+** call, as gRPC's per-call metadata is: one client (one connection) serves
+** every user of the service that holds it. NULL or "" sends none. The
+** string is borrowed only during the call and wiped from the frame with
+** it. The generated wrappers have the same form: authd_client_me_as(c,
+** authorization, req, &resp, &st).
+*/
+int authd_client_call_as(authd_client *c, const char *authorization, const char *method,
+    const ProtobufCMessage *req, const ProtobufCMessageDescriptor *resp_desc,
+    ProtobufCMessage **resp, authd_status *st) AUTHD_CLIENT_WUR;
+int authd_client_call_as_async(authd_client *c, const char *authorization, const char *method,
+    const ProtobufCMessage *req, const ProtobufCMessageDescriptor *resp_desc, authd_client_cb cb,
+    void *arg) AUTHD_CLIENT_WUR;
+
 #ifdef __cplusplus
 }
 #endif
