@@ -132,8 +132,10 @@ struct refresh_job {
     authd_call *call;
     authd_who who;
     uint8_t raw[RT_RAW]; /* the presented token, decoded */
-    /* Kept from apply for done: */
+    /* Made before the job is queued (refresh_prepare): */
+    authd_refresh_request rq; /* now_ms is set in apply */
     uint8_t child[RT_RAW]; /* the child, had the token rotated */
+    /* Kept from apply for done: */
     authd_code rc; /* the store's answer */
     int outcome;
     authd_session s;
@@ -195,34 +197,39 @@ out:
     return ok;
 }
 
-/* refresh_apply (write pool, in a batch): prepare the child, let the
- * store decide. The child is made before the decision (a replay or a
- * failure throws it away). */
+/* refresh_prepare (event loop, before queueing): the child and the
+ * store's request. Made before the decision (a replay or a failure throws
+ * it away), and off the write pool: its thread is the one every store
+ * write of the server waits for, so the crypto (four BLAKE2b, one
+ * secretbox) runs on the loops, in parallel, instead. */
+static void refresh_prepare(const authd_store *st, struct refresh_job *job)
+{
+    authd_refresh_request *rq = &job->rq;
+    uint8_t key[crypto_secretbox_KEYBYTES];
+    uint8_t secret[AUTHD_REFRESH_SECRET_BYTES];
+
+    memcpy(rq->session_id, job->raw + OFF_SID, AUTHD_ID_BYTES);
+    rq->generation = raw_gen(job->raw);
+    raw_hash(job->raw, rq->token_hash);
+    randombytes_buf(secret, sizeof secret);
+    raw_build(st, rq->session_id, rq->generation + 1, secret, job->child);
+    raw_hash(job->child, rq->new_hash);
+    raw_seal_key(job->raw, key);
+    crypto_secretbox_easy(rq->new_box, secret, sizeof secret, rq->new_hash, key);
+    sodium_memzero(key, sizeof key);
+    sodium_memzero(secret, sizeof secret);
+}
+
+/* refresh_apply (write pool, in a batch): let the store decide. */
 static void refresh_apply(authd_write_op *op, authd_store_batch *b)
 {
     struct refresh_job *job = (struct refresh_job *)op;
     authd_service *svc = job->call->svc;
-    authd_store *st = authd_rpc_store(svc);
-    authd_refresh_request rq;
-    uint8_t key[crypto_secretbox_KEYBYTES];
-    uint8_t secret[AUTHD_REFRESH_SECRET_BYTES];
 
-    memset(&rq, 0, sizeof rq);
-    memcpy(rq.session_id, job->raw + OFF_SID, AUTHD_ID_BYTES);
-    rq.generation = raw_gen(job->raw);
-    raw_hash(job->raw, rq.token_hash);
-    randombytes_buf(secret, sizeof secret);
-    raw_build(st, rq.session_id, rq.generation + 1, secret, job->child);
-    raw_hash(job->child, rq.new_hash);
-    raw_seal_key(job->raw, key);
-    crypto_secretbox_easy(rq.new_box, secret, sizeof secret, rq.new_hash, key);
-    rq.now_ms = authd_rpc_now_ms(svc);
-    rq.policy = *authd_rpc_session_policy(svc);
-    job->rc
-        = authd_store_batch_refresh_exchange(b, &rq, &job->outcome, &job->s, &job->u, &job->fam);
-    sodium_memzero(&rq, sizeof rq);
-    sodium_memzero(key, sizeof key);
-    sodium_memzero(secret, sizeof secret);
+    job->rq.now_ms = authd_rpc_now_ms(svc);
+    job->rq.policy = *authd_rpc_session_policy(svc);
+    job->rc = authd_store_batch_refresh_exchange(
+        b, &job->rq, &job->outcome, &job->s, &job->u, &job->fam);
 }
 
 /* refresh_done (write pool, after the batch's commit): answer. */
@@ -354,6 +361,7 @@ void authd_handle_refresh(authd_service *svc, authd_call *call)
     /* Charged to the caller's source and connection, as Login's store step
      * is: one source's flood of refreshes cannot fill the write queue that
      * everyone's Logins and Logouts share. */
+    refresh_prepare(authd_rpc_store(svc), job);
     authd_workpool_owner w = { call->req->source, call->req->conn_id };
     job->op.store = authd_rpc_store(svc);
     job->op.apply = refresh_apply;

@@ -17,6 +17,8 @@
  */
 #include "writebatch.h"
 
+#include "log.h"
+
 static void write_op_alone(void *arg);
 
 /* run_group: ops items[0..n) (all write ops, n >= 1) in one store batch. */
@@ -32,6 +34,12 @@ static void run_group(const authd_work_item *items, size_t n)
             op->apply(op, b);
         }
         commit = authd_store_batch_commit(b);
+    }
+    authd_logrec r;
+    if (authd_log_enabled(AUTHD_LOG_DEBUG) && authd_log_begin(&r, AUTHD_LOG_DEBUG, "write_batch")) {
+        authd_log_u64(&r, "writes", n);
+        authd_log_str(&r, "commit", authd_code_name(commit));
+        authd_log_end(&r);
     }
     /* done may free or hand on its op: read each op only before its done. */
     for (size_t i = 0; i < n; i++) {
