@@ -62,12 +62,14 @@
 
 /* ---- options ----------------------------------------------------------- */
 
-enum workload { W_VERIFY, W_LOGIN, W_REGISTER, W_MIXED, W_FLOOD, W_ECHO };
+enum workload { W_VERIFY, W_LOGIN, W_REGISTER, W_MIXED, W_FLOOD, W_ECHO, W_REFRESH };
 static const char *const workload_names[]
-    = { "verify", "login", "register", "mixed", "verify-under-login-flood", "echo" };
+    = { "verify", "login", "register", "mixed", "verify-under-login-flood", "echo", "refresh" };
 
-enum kind { K_VERIFY, K_LOGIN, K_REGISTER, K_ECHO, N_KINDS };
-static const char *const kind_names[] = { "verify", "login", "register", "echo" };
+enum kind { K_VERIFY, K_LOGIN, K_REGISTER, K_ECHO, K_REFRESH, N_KINDS };
+static const char *const kind_names[] = { "verify", "login", "register", "echo", "refresh" };
+
+#define REFRESH_TOKEN_MAX 128 /* authd's are 92 characters */
 
 enum format { F_TABLE, F_CSV, F_JSON };
 
@@ -122,6 +124,9 @@ struct op {
     int token; /* index in b->tokens for verify */
     uint64_t t0_ns; /* send time (closed loop) or scheduled time (open) */
     struct op *next_free; /* open loop: on the group's free stack */
+    /* refresh: the op's own chain. Only one Refresh of it is ever in
+     * flight (the op's), so the reply's token is the next one to send. */
+    char refresh[REFRESH_TOKEN_MAX];
 };
 
 struct group {
@@ -403,6 +408,21 @@ static void on_reply(void *arg, int code, const authd_status *st, ProtobufCMessa
             reason = "WRONG_USER";
         }
     }
+    if (op->kind == K_REFRESH) {
+        /* The chain moves on: a reply must carry a token unlike the one
+         * sent (an old or duplicated answer would not), which the next
+         * Refresh sends. A failed one leaves the op's chain as it was. */
+        Authd__V1__RefreshResponse *rr = (Authd__V1__RefreshResponse *)resp;
+        if (code == AUTHD_OK
+            && (rr == NULL || rr->refresh_token == NULL
+                || strlen(rr->refresh_token) >= sizeof(op->refresh)
+                || strcmp(rr->refresh_token, op->refresh) == 0)) {
+            code = AUTHD_INTERNAL;
+            reason = "STALE_REFRESH_TOKEN";
+        } else if (code == AUTHD_OK) {
+            snprintf(op->refresh, sizeof(op->refresh), "%s", rr->refresh_token);
+        }
+    }
     if (resp != NULL) {
         protobuf_c_message_free_unpacked(resp, NULL);
     }
@@ -433,6 +453,9 @@ static enum kind pick_kind(struct op *op)
 
     if (op->b->o.wl == W_ECHO) {
         return K_ECHO;
+    }
+    if (op->b->o.wl == W_REFRESH) {
+        return K_REFRESH;
     }
     r = (double)(xorshift(&op->rng) % 1000000u);
     if (r < g->mix[0]) {
@@ -506,6 +529,12 @@ static void op_issue(struct op *op, uint64_t t0)
     case K_ECHO:
         rc = authd_client_call_raw_async(c, b->payload, b->payload_len, on_echo, op);
         break;
+    case K_REFRESH: {
+        Authd__V1__RefreshRequest req = AUTHD__V1__REFRESH_REQUEST__INIT;
+        req.refresh_token = op->refresh;
+        rc = authd_client_refresh_async(c, &req, on_reply, op);
+        break;
+    }
     case N_KINDS:
         break;
     }
@@ -656,6 +685,34 @@ static char *login_token(authd_client *c, struct bench *b, unsigned u)
     }
     authd__v1__login_response__free_unpacked(resp, NULL);
     return jwt;
+}
+
+/*
+** setup_refresh logs each op of group g in once, as user i % nusers: every
+** op then refreshes its own session's chain, so no two calls in flight
+** ever present the same token (which the server would answer REPLAYED or
+** REUSED, not rotate).
+*/
+static void setup_refresh(struct bench *b, struct group *g)
+{
+    uint64_t t0 = now_ns();
+
+    for (unsigned i = 0; i < g->nops; i++) {
+        Authd__V1__LoginRequest req = AUTHD__V1__LOGIN_REQUEST__INIT;
+        Authd__V1__LoginResponse *resp = NULL;
+        authd_status st;
+        req.login = b->users[i % b->nusers].username;
+        req.password = b->password;
+        setup_check(authd_client_login(g->clients[0], &req, &resp, &st), &st, "login");
+        if (resp->refresh_token == NULL || resp->refresh_token[0] == '\0'
+            || strlen(resp->refresh_token) >= sizeof(g->ops[i].refresh)) {
+            die("setup: login: no usable refresh token in the reply");
+        }
+        snprintf(g->ops[i].refresh, sizeof(g->ops[i].refresh), "%s", resp->refresh_token);
+        authd__v1__login_response__free_unpacked(resp, NULL);
+    }
+    fprintf(stderr, "authbench: setup: %u sessions logged in for refresh in %.1f s\n", g->nops,
+        (double)(now_ns() - t0) / 1e9);
 }
 
 /*
@@ -1387,7 +1444,9 @@ static const char usage[]
       "\n"
       "Load:\n"
       "  --workload W          verify (default), login, register, mixed,\n"
-      "                        verify-under-login-flood, echo (against authd-echo)\n"
+      "                        verify-under-login-flood, echo (against authd-echo),\n"
+      "                        refresh (each in-flight slot logs in once, then\n"
+      "                        refreshes its own token chain)\n"
       "  --connections C       TLS connections, one client each (default 1)\n"
       "  --inflight N          requests outstanding in all, spread over the\n"
       "                        connections (default 16); with --rate, the most\n"
@@ -1891,6 +1950,9 @@ int main(int argc, char **argv)
     } else if (b->o.wl == W_REGISTER) {
         b->nusers = 0;
     }
+    if (b->o.wl == W_REFRESH) {
+        setup_refresh(b, &b->groups[0]);
+    }
     if (b->o.wl == W_MIXED && b->o.mix[1] > 0 && b->nusers == 0) {
         die("mixed with logins needs --users > 0");
     }
@@ -1946,6 +2008,7 @@ int main(int argc, char **argv)
         enum kind k = b->o.wl == W_ECHO ? K_ECHO
             : b->o.wl == W_LOGIN        ? K_LOGIN
             : b->o.wl == W_REGISTER     ? K_REGISTER
+            : b->o.wl == W_REFRESH      ? K_REFRESH
                                         : K_VERIFY;
         fill_row(b, &T, &rows[nrows++], 1u << k, kind_names[k], &b->groups[0]);
     }

@@ -10,7 +10,7 @@
 #   --out DIR      where the rows, logs and plots go (default ./bench-out)
 #   --only LIST    a comma-separated subset of the sections below
 #   --peer FILE    the gRPC peer's run.sh (default ../shared/peers/grpc-verify/run.sh)
-#   --rounds N     rounds of the conns and guard sections (default 5)
+#   --rounds N     rounds of the conns, refresh and guard sections (default 5)
 #   --baseline B   an authd binary to compare with (guard section), e.g. one
 #                  built from an earlier commit: git worktree add /tmp/old
 #                  COMMIT && cmake -S /tmp/old -B /tmp/old/b -DCMAKE_BUILD_TYPE=Release
@@ -25,6 +25,9 @@
 #   scale      Verify and Login at 16 with 1,000 and 1,000,000 users (authd-seed)
 #   conns      100 and 1,000 connections x 1 in flight: Verify vs the echo on authd's
 #              own transport, alternating rounds, the median of the per-round ratios
+#   refresh    Refresh at 64 in flight (4 connections), group commit off
+#              (--write-batch-max 1: a commit and fsync per write) vs on (the default),
+#              two authd processes, alternating rounds, the median of the per-round ratios
 #   guard      (with --baseline) this authd's Verify vs the baseline binary's, at 1/16/128
 #              in flight and 100/1,000 connections, rounds in the order A B B A, medians
 #
@@ -39,7 +42,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 dur=5
 warm=1
 out=./bench-out
-only=transport,flood,login,rss,scale,conns
+only=transport,flood,login,rss,scale,conns,refresh
 rounds=5
 baseline=
 peer="$root/../shared/peers/grpc-verify/run.sh"
@@ -52,13 +55,13 @@ while [ $# -gt 0 ]; do
     --peer) peer=${2:?--peer needs a file}; shift 2 ;;
     --rounds) rounds=${2:?--rounds needs a number}; shift 2 ;;
     --baseline) baseline=${2:?--baseline needs an authd binary}; shift 2 ;;
-    -h | --help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench.sh: unknown option $1 (--help)" >&2; exit 2 ;;
     esac
 done
 [[ $dur =~ ^[0-9]+([.][0-9]+)?$ ]] || { echo "bench.sh: --duration: want seconds" >&2; exit 2; }
 for s in ${only//,/ }; do
-    case $s in transport | flood | login | rss | scale | conns | guard) ;; *)
+    case $s in transport | flood | login | rss | scale | conns | refresh | guard) ;; *)
         echo "bench.sh: --only: unknown section '$s'" >&2; exit 2 ;;
     esac
 done
@@ -76,7 +79,7 @@ mkdir -p "$out/logs"
 out=$(cd "$out" && pwd)
 logs=$out/logs
 summary=$out/summary.txt
-for f in transport flood login rss scale conns guard results; do rm -f "$out/$f.csv"; done
+for f in transport flood login rss scale conns refresh guard results; do rm -f "$out/$f.csv"; done
 rm -f "$out/peer.txt" "$out/hash.txt" "$out"/seed-*.txt "$summary" "$logs"/*.log \
     "$out/throughput.png" "$out/latency.png" "$out/bench.tsv"
 
@@ -477,6 +480,46 @@ if want conns; then
     stop_pid "$cecho_pid"
 fi
 
+# ---- refresh: group commit off vs on, Refresh at 64 in flight ---------------------------
+if want refresh; then
+    say ""
+    say "== refresh: Refresh at 64 in flight (4 connections), group commit off (--write-batch-max 1)"
+    say "   vs on (default), two authd processes; $rounds rounds, alternating which runs first;"
+    say "   median of the per-round ratios on / off"
+    start_authd gc-off "$work/data-gc-off" --write-batch-max 1
+    off_pid=$srv_pid
+    off_url=$srv_url
+    start_authd gc-on "$work/data-gc-on"
+    on_pid=$srv_pid
+    on_url=$srv_url
+    for r in $(seq "$rounds"); do
+        if [ $((r % 2)) -eq 1 ]; then order="off on"; else order="on off"; fi
+        for w in $order; do
+            if [ "$w" = off ]; then
+                run "refresh-off-r$r" refresh "$off_url" "$off_pid" --workload refresh \
+                    --connections 4 --inflight 64
+            else
+                run "refresh-on-r$r" refresh "$on_url" "$on_pid" --workload refresh \
+                    --connections 4 --inflight 64
+            fi
+        done
+    done
+    ratios=$(for r in $(seq "$rounds"); do
+        a=$(col refresh "refresh-on-r$r" refresh rps)
+        b=$(col refresh "refresh-off-r$r" refresh rps)
+        [ -n "$a" ] && [ -n "$b" ] && calc "$a / $b"
+        echo
+    done | grep . || true)
+    med=$(printf '%s\n' "$ratios" | median)
+    onmed=$(for r in $(seq "$rounds"); do col refresh "refresh-on-r$r" refresh rps; echo; done | grep . | median || true)
+    offmed=$(for r in $(seq "$rounds"); do col refresh "refresh-off-r$r" refresh rps; echo; done | grep . | median || true)
+    say "refresh: per-round on/off ratios $(echo $ratios | tr ' ' ','); median $med (on median ${onmed}/s, off ${offmed}/s)"
+    target "Refresh 64 in flight, batch on / off (median)" "$med" ">=" 8 \
+        "$rounds rounds; on ${onmed}/s, off ${offmed}/s"
+    stop_pid "$off_pid"
+    stop_pid "$on_pid"
+fi
+
 # ---- guard: this authd vs a baseline binary, same shapes, one run -----------------------
 if want guard; then
     say ""
@@ -516,7 +559,7 @@ if want guard; then
 fi
 
 # ---- all rows, plots, the table -----------------------------------------------------
-for f in transport flood login rss scale conns guard; do
+for f in transport flood login rss scale conns refresh guard; do
     [ -f "$out/$f.csv" ] || continue
     if [ -f "$out/results.csv" ]; then tail -n +2 "$out/$f.csv" >>"$out/results.csv"; else cp "$out/$f.csv" "$out/results.csv"; fi
 done

@@ -5,14 +5,15 @@
 #
 #   scripts/durability.sh                 20 kills (the full run)
 #   scripts/durability.sh --ci            5 kills (the CI version)
-#   scripts/durability.sh --kills N --seed S --build DIR --keep
+#   scripts/durability.sh --kills N --seed S --build DIR --keep --load-threads N
 #
 # Each round: start authd (TLS on 127.0.0.1, a port of its choosing, a temp
 # data dir, cheap argon2) -> authd-durload check (the journal against the
 # restarted server and a dump of the store) -> authd-durload load (Register,
-# Login + Refresh, Logout from 4 threads, every acknowledged operation
-# fsynced to the journal before it counts) -> kill -9 authd after a random
-# 0.3..3 s ->
+# Login + Refresh, Logout from --load-threads threads (default 8), every
+# acknowledged operation fsynced to the journal before it counts) -> kill -9
+# authd after a random 0.3..3 s (with that many writes in flight, authd's
+# write pool commits several in one transaction: group commit) ->
 # authd-fsck (index consistency walk) and mdb_stat/mdb_dump on the data dir.
 # A last restart is checked, then authd is stopped with SIGTERM (exit 0).
 #
@@ -46,6 +47,7 @@ cd "$(dirname "$0")/.."
 kills=20
 build="build-test"
 keep=0
+load_threads=8
 seed=${RANDOM}${RANDOM}
 while [ $# -gt 0 ]; do
     case $1 in
@@ -54,7 +56,8 @@ while [ $# -gt 0 ]; do
     --seed) seed=$2; shift ;;
     --build) build=$2; shift ;;
     --keep) keep=1 ;;
-    -h | --help) sed -n '2,40p' "$0"; exit 0 ;;
+    --load-threads) load_threads=$2; shift ;;
+    -h | --help) sed -n '2,41p' "$0"; exit 0 ;;
     *) echo "durability: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -160,7 +163,7 @@ t_start=$(date +%s)
 
 start_authd "$data"
 for ((k = 1; k <= kills; k++)); do
-    "$dl" load --url "$url" --ca "$ca" --journal "$journal" --tag "r$k" --threads 4 \
+    "$dl" load --url "$url" --ca "$ca" --journal "$journal" --tag "r$k" --threads "$load_threads" \
         >"$work/load.out" 2>"$work/load.err" &
     load_pid=$!
     # A random moment 0.3 .. 3.0 s into the load.

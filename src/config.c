@@ -94,6 +94,10 @@ static const struct opt opts[] = {
         200000,
         "hashing jobs (waiting + running) one connection may hold; beyond it RESOURCE_EXHAUSTED "
         "(0 = hash workers + a quarter of --hash-queue)" },
+    { "write-batch-max", "AUTHD_WRITE_BATCH_MAX", INT, O(write_batch_max), "256", 1, 4096,
+        "store writes (Register, Login, Refresh, Logout) committed together in one transaction "
+        "and one fsync, at most (group commit; only what is queued at that moment, never "
+        "waiting for more); 1 = a commit per write" },
     { "login-fail-floor-ms", "AUTHD_LOGIN_FAIL_FLOOR_MS", INT, O(login_fail_floor_ms), "0", 0,
         60000,
         "a failed Login is answered no earlier than this after receipt (0 = measured at "

@@ -41,6 +41,7 @@ typedef struct authd_config {
     int64_t hash_queue;
     int64_t hash_queue_per_source;
     int64_t hash_queue_per_conn;
+    int64_t write_batch_max;
     int64_t login_fail_floor_ms;
     int64_t max_inflight;
     int64_t io_threads;

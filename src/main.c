@@ -30,6 +30,7 @@
 #include "server.h"
 #include "service.h"
 #include "user_cmd.h"
+#include "writebatch.h"
 
 #ifndef AUTHD_VERSION
 #define AUTHD_VERSION "0.1.0"
@@ -301,8 +302,13 @@ int main(int argc, char **argv)
     /* The write pool: Login's first step is charged to its source, which
      * may hold a quarter of the queue (a burst from one source cannot
      * leave the others OVERLOADED); other writes are anonymous. */
-    authd_workpool_options wo
-        = { .threads = 1, .queue_max = 4096, .nice = 0, .per_source_max = 1024, .name = "write" };
+    authd_workpool_options wo = { .threads = 1,
+        .queue_max = 4096,
+        .nice = 0,
+        .per_source_max = 1024,
+        .name = "write",
+        .batch_max = (unsigned)cfg.write_batch_max, /* group commit (writebatch.h) */
+        .batch = authd_write_batch_run };
     if (authd_workpool_create(&ho, &hash_pool) != AUTHD_OK
         || authd_workpool_create(&wo, &write_pool) != AUTHD_OK
         || authd_timer_create(&timer) != AUTHD_OK) {

@@ -32,6 +32,7 @@
 
 #include "authd/v1/auth.pb-c.h"
 #include "rpc_common.h"
+#include "writebatch.h"
 
 #define RT_VERSION 1
 #define RT_SIGNED                                                                                  \
@@ -127,9 +128,19 @@ static uint32_t raw_gen(const uint8_t raw[RT_RAW])
 }
 
 struct refresh_job {
+    authd_write_op op; /* first: the write pool hands back &op */
     authd_call *call;
     authd_who who;
     uint8_t raw[RT_RAW]; /* the presented token, decoded */
+    /* Made before the job is queued (refresh_prepare): */
+    authd_refresh_request rq; /* now_ms is set in apply */
+    uint8_t child[RT_RAW]; /* the child, had the token rotated */
+    /* Kept from apply for done: */
+    authd_code rc; /* the store's answer */
+    int outcome;
+    authd_session s;
+    authd_user u;
+    authd_refresh_family fam;
 };
 
 static void job_free(struct refresh_job *job)
@@ -186,64 +197,78 @@ out:
     return ok;
 }
 
-/* refresh_work (write pool): prepare the child, let the store decide,
- * answer. The child is made before the decision (a replay or a failure
- * throws it away): the store's transaction must not wait for crypto. */
-static void refresh_work(void *arg)
+/* refresh_prepare (event loop, before queueing): the child and the
+ * store's request. Made before the decision (a replay or a failure throws
+ * it away), and off the write pool: its thread is the one every store
+ * write of the server waits for, so the crypto (four BLAKE2b, one
+ * secretbox) runs on the loops, in parallel, instead. */
+static void refresh_prepare(const authd_store *st, struct refresh_job *job)
 {
-    struct refresh_job *job = arg;
+    authd_refresh_request *rq = &job->rq;
+    uint8_t key[crypto_secretbox_KEYBYTES];
+    uint8_t secret[AUTHD_REFRESH_SECRET_BYTES];
+
+    memcpy(rq->session_id, job->raw + OFF_SID, AUTHD_ID_BYTES);
+    rq->generation = raw_gen(job->raw);
+    raw_hash(job->raw, rq->token_hash);
+    randombytes_buf(secret, sizeof secret);
+    raw_build(st, rq->session_id, rq->generation + 1, secret, job->child);
+    raw_hash(job->child, rq->new_hash);
+    raw_seal_key(job->raw, key);
+    crypto_secretbox_easy(rq->new_box, secret, sizeof secret, rq->new_hash, key);
+    sodium_memzero(key, sizeof key);
+    sodium_memzero(secret, sizeof secret);
+}
+
+/* refresh_apply (write pool, in a batch): let the store decide. */
+static void refresh_apply(authd_write_op *op, authd_store_batch *b)
+{
+    struct refresh_job *job = (struct refresh_job *)op;
+    authd_service *svc = job->call->svc;
+
+    job->rq.now_ms = authd_rpc_now_ms(svc);
+    job->rq.policy = *authd_rpc_session_policy(svc);
+    job->rc = authd_store_batch_refresh_exchange(
+        b, &job->rq, &job->outcome, &job->s, &job->u, &job->fam);
+}
+
+/* refresh_done (write pool, after the batch's commit): answer. */
+static void refresh_done(authd_write_op *op, authd_code commit)
+{
+    struct refresh_job *job = (struct refresh_job *)op;
     authd_call *call = job->call;
     authd_service *svc = call->svc;
     authd_store *st = authd_rpc_store(svc);
-    authd_refresh_request rq;
-    authd_session s;
-    authd_user u;
-    authd_refresh_family fam;
-    uint8_t key[crypto_secretbox_KEYBYTES];
-    uint8_t secret[AUTHD_REFRESH_SECRET_BYTES];
-    uint8_t child[RT_RAW];
+    authd_session *s = &job->s;
+    authd_user *u = &job->u;
+    authd_refresh_family *fam = &job->fam;
     char refresh[AUTHD_REFRESH_TOKEN_MAX];
     char token[AUTHD_TOKEN_MAX];
     char sidhex[AUTHD_ID_HEX + 1];
-    int outcome = 0;
-    authd_code rc;
+    int outcome = job->outcome;
+    authd_code rc = commit != AUTHD_OK ? commit : job->rc;
 
-    memset(&rq, 0, sizeof rq);
-    memset(&u, 0, sizeof u);
-    memset(&fam, 0, sizeof fam);
     refresh[0] = token[0] = '\0';
-    memcpy(rq.session_id, job->raw + OFF_SID, AUTHD_ID_BYTES);
-    rq.generation = raw_gen(job->raw);
-    raw_hash(job->raw, rq.token_hash);
-    randombytes_buf(secret, sizeof secret);
-    raw_build(st, rq.session_id, rq.generation + 1, secret, child);
-    raw_hash(child, rq.new_hash);
-    raw_seal_key(job->raw, key);
-    crypto_secretbox_easy(rq.new_box, secret, sizeof secret, rq.new_hash, key);
-    rq.now_ms = authd_rpc_now_ms(svc);
-    rq.policy = *authd_rpc_session_policy(svc);
-
-    authd_rpc_hex(rq.session_id, AUTHD_ID_BYTES, sidhex);
+    authd_rpc_hex(job->raw + OFF_SID, AUTHD_ID_BYTES, sidhex);
     authd_call_log_str(call, "session_id", sidhex);
-    authd_call_log_u64(call, "generation", rq.generation);
+    authd_call_log_u64(call, "generation", raw_gen(job->raw));
     authd_rpc_log_who(call, &job->who);
-    rc = authd_store_refresh_exchange(st, &rq, &outcome, &s, &u, &fam);
     if (rc != AUTHD_OK) {
         authd_rpc_fail_store(call, rc);
         goto out;
     }
     switch (outcome) {
     case AUTHD_REFRESH_ROTATED:
-        raw_text(child, refresh);
+        raw_text(job->child, refresh);
         break;
     case AUTHD_REFRESH_REPLAYED:
-        if (!open_child(st, job->raw, &fam, refresh)) {
+        if (!open_child(st, job->raw, fam, refresh)) {
             authd_call_finish(call, AUTHD_INTERNAL, "INTERNAL", "", NULL);
             goto out;
         }
         break;
     case AUTHD_REFRESH_REUSED:
-        memcpy(call->user_id, s.user_id, sizeof s.user_id);
+        memcpy(call->user_id, s->user_id, sizeof s->user_id);
         call->has_user = true;
         authd_call_log_bool(call, "session_revoked", true);
         refresh_failed(call, "refresh_reuse", "reused", "REFRESH_TOKEN_REUSED",
@@ -269,15 +294,15 @@ static void refresh_work(void *arg)
     /* The pair: for a replay the first access token again (same claims,
      * so the same bytes), for a rotation a new one. */
     authd_claims c;
-    memcpy(c.sub, u.id, sizeof c.sub);
-    memcpy(c.sid, s.id, sizeof c.sid);
-    c.iat = c.nbf = fam.issued_at;
-    c.exp = fam.access_expires_at;
+    memcpy(c.sub, u->id, sizeof c.sub);
+    memcpy(c.sid, s->id, sizeof c.sid);
+    c.iat = c.nbf = fam->issued_at;
+    c.exp = fam->access_expires_at;
     if (authd_token_issue(authd_rpc_tokens(svc), &c, token, sizeof token) != AUTHD_OK) {
         authd_call_finish(call, AUTHD_INTERNAL, "INTERNAL", "", NULL);
         goto out;
     }
-    memcpy(call->user_id, u.id, sizeof u.id);
+    memcpy(call->user_id, u->id, sizeof u->id);
     call->has_user = true;
     authd_call_audit(call, "refresh");
     authd_call_log_bool(call, "replayed", outcome == AUTHD_REFRESH_REPLAYED);
@@ -287,25 +312,19 @@ static void refresh_work(void *arg)
     Authd__V1__User pu;
     char idhex[AUTHD_ID_HEX + 1];
     char *roles[AUTHD_ROLES_MAX];
-    authd_rpc_user_view(&pu, &u, idhex, roles);
+    authd_rpc_user_view(&pu, u, idhex, roles);
     resp.access_token = token;
     resp.token_type = "Bearer";
     resp.expires_at = c.exp;
     resp.session_id = sidhex;
     resp.user = &pu;
     resp.refresh_token = refresh;
-    resp.refresh_expires_at = s.expires_at;
+    resp.refresh_expires_at = s->expires_at;
     authd_call_finish(call, AUTHD_OK, "", "", &resp.base);
 out:
     job_free(job);
-    sodium_memzero(&rq, sizeof rq);
-    sodium_memzero(&fam, sizeof fam);
-    sodium_memzero(key, sizeof key);
-    sodium_memzero(secret, sizeof secret);
-    sodium_memzero(child, sizeof child);
     sodium_memzero(refresh, sizeof refresh);
     sodium_memzero(token, sizeof token);
-    sodium_memzero(u.password_hash, sizeof u.password_hash);
 }
 
 void authd_handle_refresh(authd_service *svc, authd_call *call)
@@ -326,7 +345,7 @@ void authd_handle_refresh(authd_service *svc, authd_call *call)
         return;
     }
     /* Before any store access: the attempt spends a token now, a good
-     * token gives it back (refresh_work). */
+     * token gives it back (refresh_done). */
     if (authd_rpc_over_credential_limit(svc, &job->who)) {
         job_free(job);
         authd_rpc_fail_rate_limited(call, "too many failed logins from this source; retry later");
@@ -342,9 +361,12 @@ void authd_handle_refresh(authd_service *svc, authd_call *call)
     /* Charged to the caller's source and connection, as Login's store step
      * is: one source's flood of refreshes cannot fill the write queue that
      * everyone's Logins and Logouts share. */
+    refresh_prepare(authd_rpc_store(svc), job);
     authd_workpool_owner w = { call->req->source, call->req->conn_id };
-    if ((rc = authd_workpool_submit_fair(authd_rpc_write_pool(svc), &w, refresh_work, job))
-        != AUTHD_OK) {
+    job->op.store = authd_rpc_store(svc);
+    job->op.apply = refresh_apply;
+    job->op.done = refresh_done;
+    if ((rc = authd_write_op_submit(authd_rpc_write_pool(svc), &w, &job->op)) != AUTHD_OK) {
         job_free(job);
         authd_rpc_fail_busy(call, rc);
     }

@@ -47,6 +47,7 @@
 #include "ratelimit.h"
 #include "strength.h"
 #include "validate.h"
+#include "writebatch.h"
 
 #define LOGIN_MAX          AUTHD_LOGIN_MAX
 #define PASSWORD_BYTES_MAX (AUTHD_PASSWORD_MAX * 4)
@@ -316,12 +317,16 @@ static void user_view(Authd__V1__User *pu, const authd_user *u, char idhex[AUTHD
 /* ---- Register --------------------------------------------------------- */
 
 struct register_job {
+    authd_write_op op; /* first: the write pool hands back &op */
     authd_call *call;
     authd_user user;
     authd_who who;
+    authd_code rc; /* the store's answer (register_apply) */
+    const char *conflict;
 };
 
-static void register_commit_work(void *arg);
+static void register_apply(authd_write_op *op, authd_store_batch *b);
+static void register_done(authd_write_op *op, authd_code commit);
 
 static void register_job_free(struct register_job *job)
 {
@@ -330,7 +335,7 @@ static void register_job_free(struct register_job *job)
 }
 
 /* register_work (hashing pool): the hash only; the user is stored from the
- * write pool (register_commit_work), as for Login, so a hashing thread
+ * write pool (register_apply, register_done), as for Login, so a hashing thread
  * never waits for an fsync. */
 static void register_work(void *arg)
 {
@@ -354,28 +359,40 @@ static void register_work(void *arg)
     rc = authd_password_hash(
         in->password, strlen(in->password), &svc->o.pwparams, job->user.password_hash);
     wipe_str(in->password);
-    if (rc == AUTHD_OK)
-        rc = authd_workpool_submit(svc->o.write_pool, register_commit_work, job);
+    if (rc == AUTHD_OK) {
+        job->op.store = svc->o.store;
+        job->op.apply = register_apply;
+        job->op.done = register_done;
+        rc = authd_write_op_submit(svc->o.write_pool, NULL, &job->op);
+    }
     if (rc != AUTHD_OK) {
         fail_busy(call, rc);
         register_job_free(job);
     }
 }
 
-/* register_commit_work (write pool): store the user, answer. */
-static void register_commit_work(void *arg)
+/* register_apply (write pool, in a batch): store the user. */
+static void register_apply(authd_write_op *op, authd_store_batch *b)
 {
-    struct register_job *job = arg;
-    authd_call *call = job->call;
-    authd_service *svc = call->svc;
+    struct register_job *job = (struct register_job *)op;
     authd_user *u = &job->user;
-    const char *conflict = NULL;
-    authd_code rc;
 
     randombytes_buf(u->id, sizeof u->id);
     u->status = AUTHD_USER_ACTIVE;
-    u->created_at = u->updated_at = u->password_changed_at = now_s(svc);
-    rc = authd_store_user_create(svc->o.store, u, &conflict);
+    u->created_at = u->updated_at = u->password_changed_at = now_s(job->call->svc);
+    job->conflict = NULL;
+    job->rc = authd_store_batch_user_create(b, u, &job->conflict);
+}
+
+/* register_done (write pool, after the batch's commit): answer. */
+static void register_done(authd_write_op *op, authd_code commit)
+{
+    struct register_job *job = (struct register_job *)op;
+    authd_call *call = job->call;
+    authd_user *u = &job->user;
+    const char *conflict = job->conflict;
+    authd_code rc = commit != AUTHD_OK ? commit : job->rc;
+
     if (rc == AUTHD_ALREADY_EXISTS && conflict != NULL && strcmp(conflict, "email") == 0) {
         authd_call_finish(call, rc, "EMAIL_TAKEN", "email: is already registered", NULL);
         goto out;
@@ -526,12 +543,20 @@ static void login_failed(authd_call *call, const authd_user *u, const char *why,
 
 /* A login on its way through the three steps (begin, hash, commit). */
 struct login_job {
+    authd_write_op op; /* first: the write pool hands back &op (begin and commit) */
     authd_call *call;
     authd_who who;
     bool found; /* the login names a user: u holds it */
     authd_user u;
     bool rehash;
     char new_hash[AUTHD_HASH_MAX];
+    /* Kept from an apply for its done: */
+    authd_code rc; /* the store's answer */
+    int verdict; /* begin: enum authd_login_verdict */
+    int64_t now; /* commit: */
+    authd_session s;
+    authd_refresh_family fam;
+    char refresh[AUTHD_REFRESH_TOKEN_MAX];
 };
 
 static void login_job_free(struct login_job *job)
@@ -553,27 +578,42 @@ static void login_refused(struct login_job *job, const char *why)
 }
 
 static void login_work(void *arg);
-static void login_commit_work(void *arg);
+static void login_commit_apply(authd_write_op *op, authd_store_batch *b);
+static void login_commit_done(authd_write_op *op, authd_code commit);
 
 /*
- * login_begin_work (write pool): resolve the login, count the attempt and
- * decide, in one store write transaction, before any hash. A throttled or
- * locked login is refused here without hashing; the reply is the same
- * INVALID_CREDENTIALS, the cause is only in the audit line.
+ * login_begin_apply (write pool, in a batch): resolve the login, count
+ * the attempt and decide, in one store write, before any hash.
  */
-static void login_begin_work(void *arg)
+static void login_begin_apply(authd_write_op *op, authd_store_batch *b)
 {
-    struct login_job *job = arg;
+    struct login_job *job = (struct login_job *)op;
+    authd_service *svc = job->call->svc;
+    Authd__V1__LoginRequest *in = (Authd__V1__LoginRequest *)job->call->input;
+    char canon[AUTHD_LOGIN_MAX + 1];
+
+    int kind = authd_login_canonical(in->login, strlen(in->login), canon);
+    job->verdict = 0;
+    job->rc = authd_store_batch_login_begin(
+        b, kind, canon, &svc->o.throttle, now_ms(svc), &job->found, &job->u, &job->verdict, NULL);
+    sodium_memzero(canon, sizeof canon);
+}
+
+/*
+ * login_begin_done (write pool, after the batch's commit): a throttled or
+ * locked login is refused here without hashing; the reply is the same
+ * INVALID_CREDENTIALS, the cause is only in the audit line. An allowed
+ * one goes to the hashing pool.
+ */
+static void login_begin_done(authd_write_op *op, authd_code commit)
+{
+    struct login_job *job = (struct login_job *)op;
     authd_call *call = job->call;
     authd_service *svc = call->svc;
     Authd__V1__LoginRequest *in = (Authd__V1__LoginRequest *)call->input;
-    char canon[AUTHD_LOGIN_MAX + 1];
-    int kind, verdict = 0;
-    authd_code rc;
+    int verdict = job->verdict;
+    authd_code rc = commit != AUTHD_OK ? commit : job->rc;
 
-    kind = authd_login_canonical(in->login, strlen(in->login), canon);
-    rc = authd_store_login_begin(svc->o.store, kind, canon, &svc->o.throttle, now_ms(svc),
-        &job->found, &job->u, &verdict, NULL);
     if (rc != AUTHD_OK) {
         wipe_str(in->password);
         fail_store(call, rc);
@@ -634,46 +674,63 @@ static void login_work(void *arg)
         job->rehash = authd_password_hash(in->password, strlen(in->password), &np, job->new_hash)
             == AUTHD_OK;
     wipe_str(in->password);
-    if ((rc = authd_workpool_submit(svc->o.write_pool, login_commit_work, job)) != AUTHD_OK) {
+    job->op.apply = login_commit_apply;
+    job->op.done = login_commit_done;
+    if ((rc = authd_write_op_submit(svc->o.write_pool, NULL, &job->op)) != AUTHD_OK) {
         fail_busy(call, rc);
         login_job_free(job);
     }
 }
 
-/* login_commit_work (write pool): the session, the token, the reply. */
-static void login_commit_work(void *arg)
+/* login_commit_apply (write pool, in a batch): the session and its
+ * refresh family. */
+static void login_commit_apply(authd_write_op *op, authd_store_batch *b)
 {
-    struct login_job *job = arg;
+    struct login_job *job = (struct login_job *)op;
+    authd_service *svc = job->call->svc;
+    authd_session *s = &job->s;
+    authd_refresh_family *fam = &job->fam;
+    uint8_t secret[AUTHD_REFRESH_SECRET_BYTES];
+    const authd_session_policy *sp = &svc->o.sessions;
+
+    int64_t now = job->now = now_s(svc);
+    memset(s, 0, sizeof *s);
+    memset(fam, 0, sizeof *fam);
+    randombytes_buf(s->id, sizeof s->id);
+    memcpy(s->user_id, job->u.id, sizeof job->u.id);
+    s->created_at = now;
+    /* The session lives idle_ttl unless refreshed, never past max_ttl; the
+     * access token never outlives it. */
+    s->expires_at = now + (sp->idle_ttl < sp->max_ttl ? sp->idle_ttl : sp->max_ttl);
+    randombytes_buf(secret, sizeof secret);
+    fam->generation = 1;
+    authd_refresh_token_make(
+        svc->o.store, s->id, fam->generation, secret, job->refresh, fam->token_hash);
+    sodium_memzero(secret, sizeof secret);
+    fam->issued_at = now;
+    fam->access_expires_at
+        = now + svc->o.token_ttl < s->expires_at ? now + svc->o.token_ttl : s->expires_at;
+    job->rc = authd_store_batch_login_commit_family(
+        b, job->u.id, job->rehash ? job->new_hash : NULL, s, fam, now);
+}
+
+/* login_commit_done (write pool, after the batch's commit): the token,
+ * the reply. */
+static void login_commit_done(authd_write_op *op, authd_code commit)
+{
+    struct login_job *job = (struct login_job *)op;
     authd_call *call = job->call;
     authd_service *svc = call->svc;
     authd_user u = job->u;
-    authd_session s;
-    authd_refresh_family fam;
+    authd_session s = job->s;
+    authd_refresh_family fam = job->fam;
     bool rehash = job->rehash;
     char token[AUTHD_TOKEN_MAX];
     char refresh[AUTHD_REFRESH_TOKEN_MAX];
-    uint8_t secret[AUTHD_REFRESH_SECRET_BYTES];
-    const authd_session_policy *sp = &svc->o.sessions;
-    authd_code rc;
+    int64_t now = job->now;
+    authd_code rc = commit != AUTHD_OK ? commit : job->rc;
 
-    int64_t now = now_s(svc);
-    memset(&s, 0, sizeof s);
-    memset(&fam, 0, sizeof fam);
-    randombytes_buf(s.id, sizeof s.id);
-    memcpy(s.user_id, u.id, sizeof u.id);
-    s.created_at = now;
-    /* The session lives idle_ttl unless refreshed, never past max_ttl; the
-     * access token never outlives it. */
-    s.expires_at = now + (sp->idle_ttl < sp->max_ttl ? sp->idle_ttl : sp->max_ttl);
-    randombytes_buf(secret, sizeof secret);
-    fam.generation = 1;
-    authd_refresh_token_make(svc->o.store, s.id, fam.generation, secret, refresh, fam.token_hash);
-    sodium_memzero(secret, sizeof secret);
-    fam.issued_at = now;
-    fam.access_expires_at
-        = now + svc->o.token_ttl < s.expires_at ? now + svc->o.token_ttl : s.expires_at;
-    rc = authd_store_login_commit_family(
-        svc->o.store, u.id, rehash ? job->new_hash : NULL, &s, &fam, now);
+    memcpy(refresh, job->refresh, sizeof refresh);
     if (rc == AUTHD_FAILED_PRECONDITION || rc == AUTHD_NOT_FOUND) {
         login_refused(job, "user_disabled");
         job = NULL;
@@ -758,7 +815,7 @@ void authd_handle_login(authd_service *svc, authd_call *call)
         return;
     }
     /* Refused before any store access or hashing. The attempt spends a
-     * token now; a success gives it back (login_commit_work). */
+     * token now; a success gives it back (login_commit_done). */
     if (over_limit(svc, LIM_SOURCE_LOGIN, LIM_CALLER_LOGIN, &job->who)) {
         wipe_str(in->password);
         login_job_free(job);
@@ -769,8 +826,10 @@ void authd_handle_login(authd_service *svc, authd_call *call)
     /* Charged to the caller's source: round-robin between sources and a
      * share of the queue each, so one source's burst cannot fill it. */
     authd_workpool_owner w = hash_owner(call);
-    if ((rc = authd_workpool_submit_fair(svc->o.write_pool, &w, login_begin_work, job))
-        != AUTHD_OK) {
+    job->op.store = svc->o.store;
+    job->op.apply = login_begin_apply;
+    job->op.done = login_begin_done;
+    if ((rc = authd_write_op_submit(svc->o.write_pool, &w, &job->op)) != AUTHD_OK) {
         wipe_str(in->password);
         login_job_free(job);
         log_login_hash(call);
@@ -950,19 +1009,29 @@ void authd_handle_verify(authd_service *svc, authd_call *call)
 }
 
 struct logout_job {
+    authd_write_op op; /* first: the write pool hands back &op */
     authd_call *call;
     uint8_t sid[AUTHD_ID_BYTES];
+    authd_code rc; /* the store's answer (logout_apply) */
 };
 
-static void logout_work(void *arg)
+/* logout_apply (write pool, in a batch): revoke the session. */
+static void logout_apply(authd_write_op *op, authd_store_batch *b)
 {
-    struct logout_job *job = arg;
+    struct logout_job *job = (struct logout_job *)op;
+
+    job->rc = authd_store_batch_session_revoke(b, job->sid, now_s(job->call->svc));
+}
+
+/* logout_done (write pool, after the batch's commit): answer. */
+static void logout_done(authd_write_op *op, authd_code commit)
+{
+    struct logout_job *job = (struct logout_job *)op;
     authd_call *call = job->call;
-    authd_service *svc = call->svc;
     char sidhex[AUTHD_ID_HEX + 1];
 
     to_hex(job->sid, sizeof job->sid, sidhex);
-    authd_code rc = authd_store_session_revoke(svc->o.store, job->sid, now_s(svc));
+    authd_code rc = commit != AUTHD_OK ? commit : job->rc;
     free(job);
     if (rc != AUTHD_OK && rc != AUTHD_NOT_FOUND) { /* NOT_FOUND: purged, so dead */
         fail_store(call, rc);
@@ -1006,7 +1075,10 @@ void authd_handle_logout(authd_service *svc, authd_call *call)
     }
     job->call = call;
     memcpy(job->sid, c.sid, sizeof c.sid);
-    if ((rc = authd_workpool_submit(svc->o.write_pool, logout_work, job)) != AUTHD_OK) {
+    job->op.store = svc->o.store;
+    job->op.apply = logout_apply;
+    job->op.done = logout_done;
+    if ((rc = authd_write_op_submit(svc->o.write_pool, NULL, &job->op)) != AUTHD_OK) {
         free(job);
         fail_busy(call, rc);
     }

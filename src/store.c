@@ -60,6 +60,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdalign.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -121,6 +122,17 @@ struct authd_store {
     unsigned n_idle;
     unsigned n_open;
     unsigned max_readers;
+
+    /* Test hook (authd_store_fault_next_batch_commit): the next batch
+     * commit fails with this code instead of committing. 0 = none. */
+    _Atomic int fault_batch_commit;
+};
+
+/* A group of writes in one LMDB write transaction: each write runs in a
+ * nested transaction of txn (see authd_store_batch_begin). */
+struct authd_store_batch {
+    authd_store *st;
+    MDB_txn *txn;
 };
 
 /* ---- errors and logging ------------------------------------------------ */
@@ -669,6 +681,14 @@ void authd_store_reader_unpin(authd_store *st)
 static authd_code writer_begin(authd_store *st, MDB_txn **txn)
 {
     return lmdb_code(mdb_txn_begin(st->env, NULL, 0, txn), "write_txn_begin");
+}
+
+/* writer_begin_in begins the write transaction of one write: a top-level
+ * one when parent is NULL, else a transaction nested in parent (a batch),
+ * whose commit lands in parent and whose abort undoes only this write. */
+static authd_code writer_begin_in(authd_store *st, MDB_txn *parent, MDB_txn **txn)
+{
+    return lmdb_code(mdb_txn_begin(st->env, parent, 0, txn), "write_txn_begin");
 }
 
 /* writer_commit commits and forgets txn: LMDB frees the handle whether or
@@ -1233,7 +1253,8 @@ static authd_code insert_user(authd_store *st, MDB_txn *txn, const authd_user *u
  * exists names the conflict and the whole transaction is aborted, so a
  * failed create leaves nothing behind. LMDB's single writer makes the
  * check-and-insert atomic against concurrent creates. */
-authd_code authd_store_user_create(authd_store *st, const authd_user *u, const char **conflict)
+static authd_code user_create_in(
+    authd_store *st, MDB_txn *parent, const authd_user *u, const char **conflict)
 {
     MDB_txn *txn = NULL;
     const char *what = NULL;
@@ -1241,7 +1262,7 @@ authd_code authd_store_user_create(authd_store *st, const authd_user *u, const c
 
     if (st == NULL || u == NULL || !user_valid(u))
         return AUTHD_INVALID_ARGUMENT;
-    code = writer_begin(st, &txn);
+    code = writer_begin_in(st, parent, &txn);
     if (code != AUTHD_OK)
         goto out;
     code = insert_user(st, txn, u, &what);
@@ -1255,6 +1276,11 @@ out:
     if (code == AUTHD_ALREADY_EXISTS && conflict != NULL)
         *conflict = what;
     return code;
+}
+
+authd_code authd_store_user_create(authd_store *st, const authd_user *u, const char **conflict)
+{
+    return user_create_in(st, NULL, u, conflict);
 }
 
 /* authd_store_user_create_batch is authd_store_user_create for n users in
@@ -1643,8 +1669,9 @@ authd_code authd_store_login_commit(authd_store *st, const uint8_t user_id[AUTHD
 /* authd_store_login_commit_family: the session and its first refresh
  * family go in together, so no session exists whose family is missing
  * for want of a second commit. */
-authd_code authd_store_login_commit_family(authd_store *st, const uint8_t user_id[AUTHD_ID_BYTES],
-    const char *new_hash, const authd_session *s, const authd_refresh_family *fam, int64_t now)
+static authd_code login_commit_in(authd_store *st, MDB_txn *parent,
+    const uint8_t user_id[AUTHD_ID_BYTES], const char *new_hash, const authd_session *s,
+    const authd_refresh_family *fam, int64_t now)
 {
     MDB_txn *txn = NULL;
     authd_user u;
@@ -1659,7 +1686,7 @@ authd_code authd_store_login_commit_family(authd_store *st, const uint8_t user_i
         if (n == 0 || n >= AUTHD_HASH_MAX)
             return AUTHD_INVALID_ARGUMENT;
     }
-    code = writer_begin(st, &txn);
+    code = writer_begin_in(st, parent, &txn);
     if (code != AUTHD_OK)
         goto out;
     code = get_user(st, txn, user_id, &u);
@@ -1694,6 +1721,12 @@ out:
     return code;
 }
 
+authd_code authd_store_login_commit_family(authd_store *st, const uint8_t user_id[AUTHD_ID_BYTES],
+    const char *new_hash, const authd_session *s, const authd_refresh_family *fam, int64_t now)
+{
+    return login_commit_in(st, NULL, user_id, new_hash, s, fam, now);
+}
+
 authd_code authd_store_session_get(
     authd_store *st, const uint8_t id[AUTHD_ID_BYTES], authd_session *out)
 {
@@ -1717,8 +1750,8 @@ out:
 
 /* authd_store_session_revoke writes only on the first revoke; a repeat
  * is answered from the record without a write (and keeps revoked_at). */
-authd_code authd_store_session_revoke(
-    authd_store *st, const uint8_t id[AUTHD_ID_BYTES], int64_t now)
+static authd_code session_revoke_in(
+    authd_store *st, MDB_txn *parent, const uint8_t id[AUTHD_ID_BYTES], int64_t now)
 {
     MDB_txn *txn = NULL;
     authd_session s;
@@ -1726,7 +1759,7 @@ authd_code authd_store_session_revoke(
 
     if (st == NULL || id == NULL)
         return AUTHD_INVALID_ARGUMENT;
-    code = writer_begin(st, &txn);
+    code = writer_begin_in(st, parent, &txn);
     if (code != AUTHD_OK)
         goto out;
     code = get_session(st, txn, id, &s);
@@ -1782,6 +1815,12 @@ out:
         mdb_txn_abort(txn);
     sodium_memzero(u.password_hash, sizeof u.password_hash);
     return code;
+}
+
+authd_code authd_store_session_revoke(
+    authd_store *st, const uint8_t id[AUTHD_ID_BYTES], int64_t now)
+{
+    return session_revoke_in(st, NULL, id, now);
 }
 
 /* authd_store_verify_lookup reads session and user from one snapshot, so
@@ -1953,7 +1992,7 @@ out:
  * counter, the decision and the write of the incremented counter share
  * one write transaction; a refused attempt aborts it (no fsync), so a
  * flood of throttled attempts costs no disk writes. */
-authd_code authd_store_login_begin(authd_store *st, int kind, const char *login,
+static authd_code login_begin_in(authd_store *st, MDB_txn *parent, int kind, const char *login,
     const authd_throttle_policy *p, int64_t now_ms, bool *found, authd_user *user, int *verdict,
     authd_throttle_state *state)
 {
@@ -1968,7 +2007,7 @@ authd_code authd_store_login_begin(authd_store *st, int kind, const char *login,
     if (st == NULL || !login_args_valid(kind, login) || !authd_throttle_policy_valid(p)
         || found == NULL || user == NULL || verdict == NULL)
         return AUTHD_INVALID_ARGUMENT;
-    code = writer_begin(st, &txn);
+    code = writer_begin_in(st, parent, &txn);
     if (code != AUTHD_OK)
         goto out;
     code = resolve_subject(st, txn, kind, login, &is_user, &u, &sj);
@@ -2008,6 +2047,13 @@ out:
         mdb_txn_abort(txn);
     sodium_memzero(u.password_hash, sizeof u.password_hash);
     return code;
+}
+
+authd_code authd_store_login_begin(authd_store *st, int kind, const char *login,
+    const authd_throttle_policy *p, int64_t now_ms, bool *found, authd_user *user, int *verdict,
+    authd_throttle_state *state)
+{
+    return login_begin_in(st, NULL, kind, login, p, now_ms, found, user, verdict, state);
 }
 
 /* authd_store_login_unlock: see store.h. */
@@ -2179,8 +2225,9 @@ static bool session_policy_valid(const authd_session_policy *p)
  * same token starts only after the first has committed and sees the
  * family already moved on. Outcomes that change nothing abort (no
  * fsync). */
-authd_code authd_store_refresh_exchange(authd_store *st, const authd_refresh_request *rq,
-    int *outcome, authd_session *session, authd_user *user, authd_refresh_family *fam)
+static authd_code refresh_exchange_in(authd_store *st, MDB_txn *parent,
+    const authd_refresh_request *rq, int *outcome, authd_session *session, authd_user *user,
+    authd_refresh_family *fam)
 {
     MDB_txn *txn = NULL;
     authd_session s;
@@ -2196,7 +2243,7 @@ authd_code authd_store_refresh_exchange(authd_store *st, const authd_refresh_req
         || fam == NULL || rq->generation == 0 || !session_policy_valid(&rq->policy))
         return AUTHD_INVALID_ARGUMENT;
     now = rq->now_ms / 1000;
-    code = writer_begin(st, &txn);
+    code = writer_begin_in(st, parent, &txn);
     if (code != AUTHD_OK)
         goto out;
     code = get_session(st, txn, rq->session_id, &s);
@@ -2292,6 +2339,12 @@ out:
     sodium_memzero(u.password_hash, sizeof u.password_hash);
     sodium_memzero(&f, sizeof f);
     return code;
+}
+
+authd_code authd_store_refresh_exchange(authd_store *st, const authd_refresh_request *rq,
+    int *outcome, authd_session *session, authd_user *user, authd_refresh_family *fam)
+{
+    return refresh_exchange_in(st, NULL, rq, outcome, session, user, fam);
 }
 
 authd_code authd_store_refresh_get(
@@ -2811,4 +2864,104 @@ out:
         mdb_cursor_close(cur);
     reader_put(st, txn, code);
     return code;
+}
+
+/* ---- group commit ------------------------------------------------------------- */
+
+/* authd_store_batch_begin: see store.h. One top-level write transaction;
+ * each write of the batch runs in a transaction nested in it
+ * (writer_begin_in), so a write that fails its own checks aborts only
+ * itself, and a later write reads what earlier ones wrote. */
+authd_code authd_store_batch_begin(authd_store *st, authd_store_batch **out)
+{
+    authd_store_batch *b = NULL;
+    authd_code code;
+
+    if (st == NULL || out == NULL)
+        return AUTHD_INVALID_ARGUMENT;
+    if ((b = calloc(1, sizeof *b)) == NULL)
+        return AUTHD_RESOURCE_EXHAUSTED;
+    b->st = st;
+    code = writer_begin_in(st, NULL, &b->txn);
+    if (code != AUTHD_OK) {
+        free(b);
+        return code;
+    }
+    *out = b;
+    return AUTHD_OK;
+}
+
+/* authd_store_batch_commit: the one commit (and fsync) of the batch. */
+authd_code authd_store_batch_commit(authd_store_batch *b)
+{
+    authd_code code;
+
+    if (b == NULL)
+        return AUTHD_INVALID_ARGUMENT;
+    int fault = atomic_exchange(&b->st->fault_batch_commit, 0);
+    if (fault != 0) {
+        mdb_txn_abort(b->txn);
+        b->txn = NULL;
+        code = (authd_code)fault;
+    } else {
+        code = writer_commit(&b->txn);
+    }
+    free(b);
+    return code;
+}
+
+void authd_store_batch_abort(authd_store_batch *b)
+{
+    if (b == NULL)
+        return;
+    if (b->txn != NULL)
+        mdb_txn_abort(b->txn);
+    free(b);
+}
+
+void authd_store_fault_next_batch_commit(authd_store *st, authd_code code)
+{
+    atomic_store(&st->fault_batch_commit, (int)code);
+}
+
+authd_code authd_store_batch_user_create(
+    authd_store_batch *b, const authd_user *u, const char **conflict)
+{
+    if (b == NULL || b->txn == NULL)
+        return AUTHD_INVALID_ARGUMENT;
+    return user_create_in(b->st, b->txn, u, conflict);
+}
+
+authd_code authd_store_batch_login_begin(authd_store_batch *b, int kind, const char *login,
+    const authd_throttle_policy *p, int64_t now_ms, bool *found, authd_user *user, int *verdict,
+    authd_throttle_state *state)
+{
+    if (b == NULL || b->txn == NULL)
+        return AUTHD_INVALID_ARGUMENT;
+    return login_begin_in(b->st, b->txn, kind, login, p, now_ms, found, user, verdict, state);
+}
+
+authd_code authd_store_batch_login_commit_family(authd_store_batch *b,
+    const uint8_t user_id[AUTHD_ID_BYTES], const char *new_hash, const authd_session *s,
+    const authd_refresh_family *fam, int64_t now)
+{
+    if (b == NULL || b->txn == NULL)
+        return AUTHD_INVALID_ARGUMENT;
+    return login_commit_in(b->st, b->txn, user_id, new_hash, s, fam, now);
+}
+
+authd_code authd_store_batch_session_revoke(
+    authd_store_batch *b, const uint8_t id[AUTHD_ID_BYTES], int64_t now)
+{
+    if (b == NULL || b->txn == NULL)
+        return AUTHD_INVALID_ARGUMENT;
+    return session_revoke_in(b->st, b->txn, id, now);
+}
+
+authd_code authd_store_batch_refresh_exchange(authd_store_batch *b, const authd_refresh_request *rq,
+    int *outcome, authd_session *session, authd_user *user, authd_refresh_family *fam)
+{
+    if (b == NULL || b->txn == NULL)
+        return AUTHD_INVALID_ARGUMENT;
+    return refresh_exchange_in(b->st, b->txn, rq, outcome, session, user, fam);
 }

@@ -501,4 +501,65 @@ AUTHD_MUST_CHECK authd_code authd_store_purge_expired(
  * logs and later metrics). */
 AUTHD_MUST_CHECK authd_code authd_store_count(authd_store *st, size_t *users, size_t *sessions);
 
+/* ---- group commit ------------------------------------------------------------
+ *
+ * A batch is several writes committed together: one transaction, one
+ * commit, one fsync, however many writes it holds. The write pool uses it
+ * to commit what is queued at once (group commit).
+ *
+ * The contract, which any backend keeps (LMDB: nested write transactions
+ * under one top-level one; SQL: one SAVEPOINT per write inside one
+ * transaction):
+ *   - each authd_store_batch_* write behaves exactly as its plain
+ *     counterpart run at that point, with its own checks and its own
+ *     outcome: a write refused by its checks (ALREADY_EXISTS, FAILED_-
+ *     PRECONDITION, an outcome that writes nothing, or its own
+ *     RESOURCE_EXHAUSTED) leaves nothing in the batch and does not affect
+ *     the other writes;
+ *   - writes run in call order and each sees every earlier write of the
+ *     batch (two Refreshes of one token in one batch: the second sees the
+ *     first's rotation);
+ *   - what a write answers is provisional: nothing is durable or visible
+ *     to readers until authd_store_batch_commit returns AUTHD_OK. When it
+ *     does not, no write of the batch happened, and a caller must answer
+ *     every one of them with that failure.
+ * Only one batch (or plain write) is open at a time: LMDB has one writer,
+ * so a second authd_store_batch_begin on another thread waits. Keep
+ * batches to hundreds of writes. Not for use from the event loops. */
+typedef struct authd_store_batch authd_store_batch;
+
+/* authd_store_batch_begin opens a batch. On success *out belongs to the
+ * caller until authd_store_batch_commit or authd_store_batch_abort frees
+ * it. Errors: RESOURCE_EXHAUSTED, INTERNAL. */
+AUTHD_MUST_CHECK authd_code authd_store_batch_begin(authd_store *st, authd_store_batch **out);
+
+/* authd_store_batch_commit commits every write the batch holds and frees
+ * b, whatever it returns. AUTHD_OK: all of them are durable. Otherwise
+ * (RESOURCE_EXHAUSTED for a full map, INTERNAL for an I/O error) none is. */
+AUTHD_MUST_CHECK authd_code authd_store_batch_commit(authd_store_batch *b);
+
+/* authd_store_batch_abort drops every write of b and frees it. Accepts NULL. */
+void authd_store_batch_abort(authd_store_batch *b);
+
+/* The writes a batch can hold; each as the function of the same name
+ * without "batch_", under the batch rules above. */
+AUTHD_MUST_CHECK authd_code authd_store_batch_user_create(
+    authd_store_batch *b, const authd_user *u, const char **conflict);
+AUTHD_MUST_CHECK authd_code authd_store_batch_login_begin(authd_store_batch *b, int kind,
+    const char *login, const authd_throttle_policy *p, int64_t now_ms, bool *found,
+    authd_user *user, int *verdict, authd_throttle_state *state);
+AUTHD_MUST_CHECK authd_code authd_store_batch_login_commit_family(authd_store_batch *b,
+    const uint8_t user_id[AUTHD_ID_BYTES], const char *new_hash, const authd_session *s,
+    const authd_refresh_family *fam, int64_t now);
+AUTHD_MUST_CHECK authd_code authd_store_batch_session_revoke(
+    authd_store_batch *b, const uint8_t id[AUTHD_ID_BYTES], int64_t now);
+AUTHD_MUST_CHECK authd_code authd_store_batch_refresh_exchange(authd_store_batch *b,
+    const authd_refresh_request *rq, int *outcome, authd_session *session, authd_user *user,
+    authd_refresh_family *fam);
+
+/* authd_store_fault_next_batch_commit (tests only): the next
+ * authd_store_batch_commit on st aborts its transaction and returns code
+ * instead of committing, as a failed fsync or a full map would. */
+void authd_store_fault_next_batch_commit(authd_store *st, authd_code code);
+
 #endif

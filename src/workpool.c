@@ -15,6 +15,13 @@
  * lone job waits for at most one job of each other source, not for all 30.
  * Jobs without an owner are one anonymous source, never limited.
  *
+ * Batching: a worker of a pool with a batch runner takes, in that same
+ * round-robin order, every job waiting when it wakes (up to batch_max)
+ * and runs them through the runner at once; every job's owners stay
+ * charged until the whole batch is done, since no job of it is finished
+ * (acknowledged) before the batch's commit. It never waits for more
+ * jobs: an idle pool's first job runs alone, at once.
+ *
  * Workers lower their own priority with setpriority(PRIO_PROCESS, tid) —
  * on Linux that applies to the calling thread — so hashing yields the CPU
  * to the event loops serving Verify.
@@ -80,6 +87,9 @@ struct authd_workpool {
     authd_lograte bite_log;
     const char *name;
     int nice;
+    unsigned batch_max; /* >= 2 when batch is set */
+    authd_batch_fn batch;
+    void *batch_ctx;
     bool stopping;
     unsigned nthreads;
     pthread_t *threads;
@@ -200,6 +210,43 @@ static struct job take_job(authd_workpool *p)
     return j;
 }
 
+/* release_job (mutex held): the job is done; its owners are charged one less. */
+static void release_job(authd_workpool *p, const struct job *j)
+{
+    if (j->src != ANON)
+        table_release(p, &p->src, j->src);
+    if (j->conn != NIL)
+        table_release(p, &p->conn, j->conn);
+}
+
+/* worker_batch runs batches: every job waiting (up to batch_max), through
+ * the batch runner. js and items are this worker's, batch_max each. */
+static void worker_batch(authd_workpool *p, struct job *js, authd_work_item *items)
+{
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (p->count == 0 && !p->stopping)
+            pthread_cond_wait(&p->cv, &p->mu);
+        if (p->count == 0 && p->stopping)
+            break;
+        size_t n = 0;
+        while (n < p->batch_max && p->count > 0) {
+            js[n] = take_job(p);
+            items[n].fn = js[n].fn;
+            items[n].arg = js[n].arg;
+            n++;
+        }
+        p->running += (unsigned)n;
+        pthread_mutex_unlock(&p->mu);
+        p->batch(p->batch_ctx, items, n);
+        pthread_mutex_lock(&p->mu);
+        p->running -= (unsigned)n;
+        for (size_t i = 0; i < n; i++)
+            release_job(p, &js[i]);
+    }
+    pthread_mutex_unlock(&p->mu);
+}
+
 static void *worker(void *argp)
 {
     authd_workpool *p = argp;
@@ -210,6 +257,18 @@ static void *worker(void *argp)
         int cur = getpriority(PRIO_PROCESS, (id_t)tid);
         if (errno == 0)
             (void)setpriority(PRIO_PROCESS, (id_t)tid, cur + p->nice);
+    }
+    if (p->batch != NULL) {
+        struct job *js = calloc(p->batch_max, sizeof *js);
+        authd_work_item *items = calloc(p->batch_max, sizeof *items);
+        if (js != NULL && items != NULL) {
+            worker_batch(p, js, items);
+            free(js);
+            free(items);
+            return NULL;
+        }
+        free(js); /* out of memory: run the jobs one at a time instead */
+        free(items);
     }
     pthread_mutex_lock(&p->mu);
     for (;;) {
@@ -223,10 +282,7 @@ static void *worker(void *argp)
         j.fn(j.arg);
         pthread_mutex_lock(&p->mu);
         p->running--;
-        if (j.src != ANON)
-            table_release(p, &p->src, j.src);
-        if (j.conn != NIL)
-            table_release(p, &p->conn, j.conn);
+        release_job(p, &j);
     }
     pthread_mutex_unlock(&p->mu);
     return NULL;
@@ -248,6 +304,13 @@ authd_code authd_workpool_create(const authd_workpool_options *o, authd_workpool
     p->per_source_max = o->per_source_max;
     p->per_conn_max = o->per_conn_max;
     p->name = o->name != NULL ? o->name : "pool";
+    if (o->batch != NULL && o->batch_max >= 2) {
+        p->batch = o->batch;
+        p->batch_ctx = o->batch_ctx;
+        p->batch_max = o->batch_max < o->queue_max ? o->batch_max : o->queue_max;
+        if (p->batch_max < 2)
+            p->batch = NULL;
+    }
     if (getrandom(&p->seed, sizeof p->seed, 0) != (ssize_t)sizeof p->seed)
         p->seed = (uint64_t)time(NULL) * 0x2545f4914f6cdd1du; /* only spreads keys */
     /* Owners holding a job: at most queue_max waiting + threads running,

@@ -26,6 +26,16 @@
 typedef struct authd_workpool authd_workpool;
 typedef void (*authd_work_fn)(void *arg);
 
+/* A queued job, as a batch runner sees it. */
+typedef struct authd_work_item {
+    authd_work_fn fn;
+    void *arg;
+} authd_work_item;
+
+/* A batch runner: runs items[0..n) (each exactly once, in order or with
+ * the same effect), on one worker. items is valid only during the call. */
+typedef void (*authd_batch_fn)(void *ctx, const authd_work_item *items, size_t n);
+
 typedef struct authd_workpool_options {
     unsigned threads; /* >= 1 */
     unsigned queue_max; /* jobs waiting (not counting running ones), >= 1 */
@@ -33,6 +43,14 @@ typedef struct authd_workpool_options {
     unsigned per_source_max; /* jobs (waiting + running) one source may hold; 0 = no limit */
     unsigned per_conn_max; /* jobs (waiting + running) one connection may hold; 0 = no limit */
     const char *name; /* for log lines ("hash"); NULL = "pool" */
+    /* Batching (the write pool's group commit). With batch set and
+     * batch_max >= 2, a worker takes every job queued at that moment, up
+     * to batch_max, in the usual fair order (never waiting for more), and
+     * hands them to batch(batch_ctx, ...) at once. Otherwise (batch NULL
+     * or batch_max <= 1) each job runs alone as fn(arg). */
+    unsigned batch_max;
+    authd_batch_fn batch;
+    void *batch_ctx;
 } authd_workpool_options;
 
 /* The owner of a job: who it is charged to. */

@@ -2451,6 +2451,172 @@ static void test_last_admin_race(void **state)
     pthread_barrier_destroy(&bar);
 }
 
+/* ---- group commit ----------------------------------------------------------- */
+
+/* Several writes in one batch, each with its own outcome: a Register that
+ * collides fails alone, a Refresh replayed in the same batch sees its
+ * batch-mate's rotation, a reuse revokes its own session; nothing is
+ * visible before the commit, everything that succeeded is after. */
+static void test_batch_per_write_outcomes(void **state)
+{
+    fx *f = *state;
+    authd_store_batch *b = NULL;
+    authd_user taken, nb, nc, got, u;
+    authd_session s, s2, s3, gs;
+    authd_refresh_family fam;
+    authd_refresh_request rq;
+    const char *conflict = NULL;
+    int oc = 0;
+
+    make_user(&taken, 1, "taken", "taken@example.com");
+    create_ok(f->st, &taken);
+    fam_login(f, 10, &s, 0x41);
+    fam_login(f, 11, &s2, 0x51);
+    fam_login(f, 12, &s3, 0x61);
+    rq = fam_req(&s2, 1, 0x51, 0x52, 1001000); /* s2 moves to generation 2 */
+    assert_int_equal(fam_exchange(f, &rq, NULL), AUTHD_REFRESH_ROTATED);
+
+    assert_int_equal(authd_store_batch_begin(f->st, &b), AUTHD_OK);
+    make_user(&nb, 2, "newbie", "newbie@example.com");
+    assert_int_equal(authd_store_batch_user_create(b, &nb, &conflict), AUTHD_OK);
+    make_user(&nc, 3, "taken", "other@example.com");
+    assert_int_equal(authd_store_batch_user_create(b, &nc, &conflict), AUTHD_ALREADY_EXISTS);
+    assert_string_equal(conflict, "username");
+    /* Same name as a batch-mate: the batch-mate's write is seen. */
+    make_user(&nc, 4, "newbie", "third@example.com");
+    assert_int_equal(authd_store_batch_user_create(b, &nc, &conflict), AUTHD_ALREADY_EXISTS);
+    rq = fam_req(&s, 1, 0x41, 0x42, 1002000);
+    assert_int_equal(authd_store_batch_refresh_exchange(b, &rq, &oc, &gs, &u, &fam), AUTHD_OK);
+    assert_int_equal(oc, AUTHD_REFRESH_ROTATED);
+    rq = fam_req(&s, 1, 0x41, 0x43, 1002001); /* the same token again */
+    assert_int_equal(authd_store_batch_refresh_exchange(b, &rq, &oc, &gs, &u, &fam), AUTHD_OK);
+    assert_int_equal(oc, AUTHD_REFRESH_REPLAYED);
+    assert_int_equal(fam.token_hash[0], 0x42);
+    rq = fam_req(&s2, 1, 0x51, 0x53, 1009000); /* s2's parent after grace: reuse */
+    assert_int_equal(authd_store_batch_refresh_exchange(b, &rq, &oc, &gs, &u, &fam), AUTHD_OK);
+    assert_int_equal(oc, AUTHD_REFRESH_REUSED);
+    assert_int_equal(authd_store_batch_session_revoke(b, s3.id, 1003), AUTHD_OK);
+    make_id(gs.id, 's', 9999);
+    assert_int_equal(authd_store_batch_session_revoke(b, gs.id, 1003), AUTHD_NOT_FOUND);
+
+    /* Nothing is visible before the commit. */
+    assert_int_equal(authd_store_user_get(f->st, nb.id, &got), AUTHD_NOT_FOUND);
+    assert_int_equal(authd_store_refresh_get(f->st, s.id, &fam), AUTHD_OK);
+    assert_int_equal(fam.generation, 1);
+
+    assert_int_equal(authd_store_batch_commit(b), AUTHD_OK);
+    assert_int_equal(authd_store_user_get(f->st, nb.id, &got), AUTHD_OK);
+    assert_string_equal(got.username, "newbie");
+    make_id(nc.id, 'u', 3);
+    assert_int_equal(authd_store_user_get(f->st, nc.id, &got), AUTHD_NOT_FOUND);
+    assert_int_equal(
+        authd_store_user_find_by_email(f->st, "other@example.com", &got), AUTHD_NOT_FOUND);
+    assert_int_equal(
+        authd_store_user_find_by_email(f->st, "third@example.com", &got), AUTHD_NOT_FOUND);
+    assert_int_equal(authd_store_refresh_get(f->st, s.id, &fam), AUTHD_OK);
+    assert_int_equal(fam.generation, 2);
+    assert_int_equal(fam.token_hash[0], 0x42);
+    assert_int_equal(authd_store_session_get(f->st, s.id, &gs), AUTHD_OK);
+    assert_false(gs.revoked);
+    assert_int_equal(authd_store_session_get(f->st, s2.id, &gs), AUTHD_OK);
+    assert_true(gs.revoked);
+    assert_int_equal(authd_store_session_get(f->st, s3.id, &gs), AUTHD_OK);
+    assert_true(gs.revoked);
+    assert_int_equal(gs.revoked_at, 1003);
+}
+
+/* A batch whose commit fails leaves none of its writes, whatever each
+ * write answered inside it; the store works on afterwards. An aborted
+ * batch likewise. */
+static void test_batch_commit_failure_writes_nothing(void **state)
+{
+    fx *f = *state;
+    authd_store_batch *b = NULL;
+    authd_user nd, got, u;
+    authd_session s, s3, gs;
+    authd_refresh_family fam;
+    authd_refresh_request rq;
+    int oc = 0;
+    static const authd_code faults[] = { AUTHD_RESOURCE_EXHAUSTED, AUTHD_INTERNAL };
+
+    fam_login(f, 20, &s, 0x71);
+    fam_login(f, 21, &s3, 0x81);
+    make_user(&nd, 30, "dora", "dora@example.com");
+    for (size_t i = 0; i <= sizeof faults / sizeof faults[0]; i++) {
+        assert_int_equal(authd_store_batch_begin(f->st, &b), AUTHD_OK);
+        assert_int_equal(authd_store_batch_user_create(b, &nd, NULL), AUTHD_OK);
+        rq = fam_req(&s, 1, 0x71, 0x72, 1002000);
+        assert_int_equal(authd_store_batch_refresh_exchange(b, &rq, &oc, &gs, &u, &fam), AUTHD_OK);
+        assert_int_equal(oc, AUTHD_REFRESH_ROTATED);
+        assert_int_equal(authd_store_batch_session_revoke(b, s3.id, 1003), AUTHD_OK);
+        if (i < sizeof faults / sizeof faults[0]) {
+            authd_store_fault_next_batch_commit(f->st, faults[i]);
+            assert_int_equal(authd_store_batch_commit(b), faults[i]);
+        } else {
+            authd_store_batch_abort(b);
+        }
+        assert_int_equal(authd_store_user_get(f->st, nd.id, &got), AUTHD_NOT_FOUND);
+        assert_int_equal(authd_store_refresh_get(f->st, s.id, &fam), AUTHD_OK);
+        assert_int_equal(fam.generation, 1);
+        assert_int_equal(authd_store_session_get(f->st, s3.id, &gs), AUTHD_OK);
+        assert_false(gs.revoked);
+    }
+    /* The same writes, plainly, still succeed: the failure left no trace. */
+    create_ok(f->st, &nd);
+    rq = fam_req(&s, 1, 0x71, 0x72, 1002000);
+    assert_int_equal(fam_exchange(f, &rq, NULL), AUTHD_REFRESH_ROTATED);
+    assert_int_equal(authd_store_session_revoke(f->st, s3.id, 1003), AUTHD_OK);
+    /* The hook fires once. */
+    assert_int_equal(authd_store_batch_begin(f->st, &b), AUTHD_OK);
+    assert_int_equal(authd_store_batch_commit(b), AUTHD_OK);
+}
+
+/* A write that fails for want of room (MAP_FULL inside its own nested
+ * transaction) fails alone: the batch-mates before and after it commit.
+ * The map is first filled by plain creates; the batch then revokes
+ * sessions (rewrites of existing records, which fit in the pages earlier
+ * commits freed) around creates that no longer fit. */
+static void test_batch_map_full_fails_one_write(void **state)
+{
+    fx *f = *state;
+    authd_store_batch *b = NULL;
+    authd_user u, got;
+    authd_session s[4], gs;
+    char name[32], mail[64];
+    authd_code code = AUTHD_OK;
+    uint32_t n;
+
+    assert_int_equal(fx_open(f, 96 * 1024, 0), AUTHD_OK);
+    authd_log_setup(AUTHD_LOG_OFF, 2);
+    make_user(&u, 90000, "owner", "owner@example.com");
+    create_ok(f->st, &u);
+    for (int i = 0; i < 4; i++) {
+        make_session(&s[i], 90000 + (uint32_t)i, u.id, 1000, 5000);
+        assert_int_equal(authd_store_login_commit(f->st, u.id, NULL, &s[i], 1000), AUTHD_OK);
+    }
+    for (n = 0; n < 10000; n++) {
+        snprintf(name, sizeof name, "user%u", n);
+        snprintf(mail, sizeof mail, "user%u-with-a-long-address@example.com", n);
+        make_user(&u, n, name, mail);
+        if ((code = authd_store_user_create(f->st, &u, NULL)) != AUTHD_OK)
+            break;
+    }
+    assert_int_equal(code, AUTHD_RESOURCE_EXHAUSTED);
+
+    assert_int_equal(authd_store_batch_begin(f->st, &b), AUTHD_OK);
+    assert_int_equal(authd_store_batch_session_revoke(b, s[0].id, 2000), AUTHD_OK);
+    assert_int_equal(authd_store_batch_user_create(b, &u, NULL), AUTHD_RESOURCE_EXHAUSTED);
+    assert_int_equal(authd_store_batch_session_revoke(b, s[1].id, 2001), AUTHD_OK);
+    assert_int_equal(authd_store_batch_commit(b), AUTHD_OK);
+    assert_int_equal(authd_store_user_get(f->st, u.id, &got), AUTHD_NOT_FOUND);
+    assert_int_equal(authd_store_session_get(f->st, s[0].id, &gs), AUTHD_OK);
+    assert_true(gs.revoked);
+    assert_int_equal(authd_store_session_get(f->st, s[1].id, &gs), AUTHD_OK);
+    assert_true(gs.revoked);
+    assert_int_equal(authd_store_session_get(f->st, s[2].id, &gs), AUTHD_OK);
+    assert_false(gs.revoked);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2493,6 +2659,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_user_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_session_index, setup, teardown),
         cmocka_unit_test_setup_teardown(test_user_list, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_per_write_outcomes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_commit_failure_writes_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_map_full_fails_one_write, setup_dir, teardown),
     };
 
     /* The store logs every damaged record it meets; the tests make many. */

@@ -278,6 +278,75 @@ static void test_pool_round_robin(void **state)
     assert_string_equal(ord.seen, "abcaaaa");
 }
 
+/* Batch mode: a worker hands every job queued at that moment (up to
+ * batch_max) to the runner at once, in the fair order; it never waits for
+ * more (the first job, alone in the queue, runs alone); a job's owners
+ * stay charged until its whole batch is done. */
+struct batches {
+    struct gate *g;
+    pthread_mutex_t mu;
+    char seen[64]; /* tags, with '|' after each batch */
+    size_t len;
+    atomic_int jobs;
+};
+
+static void batch_runner(void *ctx, const authd_work_item *items, size_t n)
+{
+    struct batches *bt = ctx;
+
+    for (size_t i = 0; i < n; i++) {
+        if (items[i].fn == blocked_job) {
+            items[i].fn(items[i].arg);
+            continue;
+        }
+        struct tagged *t = items[i].arg;
+        pthread_mutex_lock(&bt->mu);
+        bt->seen[bt->len++] = t->tag;
+        pthread_mutex_unlock(&bt->mu);
+        atomic_fetch_add(&bt->jobs, 1);
+    }
+    pthread_mutex_lock(&bt->mu);
+    bt->seen[bt->len++] = '|';
+    pthread_mutex_unlock(&bt->mu);
+}
+
+static void test_pool_batches(void **state)
+{
+    (void)state;
+    struct gate g = GATE_INIT;
+    struct batches bt = { .g = &g, .mu = PTHREAD_MUTEX_INITIALIZER };
+    struct tagged jobs[] = { { NULL, 'a' }, { NULL, 'a' }, { NULL, 'a' }, { NULL, 'a' },
+        { NULL, 'a' }, { NULL, 'b' }, { NULL, 'c' } };
+    authd_workpool *p = NULL;
+    authd_workpool_options o = { .threads = 1,
+        .queue_max = 16,
+        .per_source_max = 5,
+        .batch_max = 4,
+        .batch = batch_runner,
+        .batch_ctx = &bt };
+    assert_int_equal(authd_workpool_create(&o, &p), AUTHD_OK);
+
+    assert_int_equal(authd_workpool_submit(p, blocked_job, &g), AUTHD_OK);
+    wait_for(&g.started, 1); /* a batch of one, held: the rest queue */
+    for (size_t i = 0; i < sizeof jobs / sizeof jobs[0]; i++) {
+        authd_workpool_owner w = owner((uint8_t)jobs[i].tag, 100 + i);
+        assert_int_equal(authd_workpool_submit_fair(p, &w, tagged_job, &jobs[i]), AUTHD_OK);
+    }
+    /* Source a holds its five: a sixth is refused while they wait. */
+    authd_workpool_owner wa = owner('a', 999);
+    assert_int_equal(
+        authd_workpool_submit_fair(p, &wa, tagged_job, &jobs[0]), AUTHD_RESOURCE_EXHAUSTED);
+    assert_int_equal(authd_workpool_pending(p), 8);
+    gate_open(&g);
+    authd_workpool_shutdown(p);
+    /* The blocker alone; then four (round-robin: a b c a); then the rest. */
+    bt.seen[bt.len] = '\0';
+    assert_string_equal(bt.seen, "|abca|aaa|");
+    assert_int_equal(atomic_load(&bt.jobs), 7);
+    assert_int_equal(authd_workpool_pending(p), 0);
+    authd_workpool_destroy(p);
+}
+
 /* Many distinct owners coming and going: the tables give every slot back
  * (a leak would end in refusals), and every job runs exactly once. */
 static void test_pool_owner_churn(void **state)
@@ -419,6 +488,7 @@ int main(void)
         cmocka_unit_test(test_pool_would_admit),
         cmocka_unit_test(test_pool_per_conn_share),
         cmocka_unit_test(test_pool_round_robin),
+        cmocka_unit_test(test_pool_batches),
         cmocka_unit_test(test_pool_owner_churn),
         cmocka_unit_test(test_timer_order_and_never_early),
         cmocka_unit_test(test_timer_shutdown_runs_pending),
