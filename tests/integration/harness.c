@@ -711,6 +711,12 @@ int it_raw_call(it_raw *r, const void *msg, size_t len, int timeout_ms, uint8_t 
 Authd__V1__ReplyEnvelope *it_raw_rpc(
     it_raw *r, const char *method, uint64_t id, const void *body, size_t body_len)
 {
+    return it_raw_rpc_as(r, method, id, NULL, body, body_len);
+}
+
+Authd__V1__ReplyEnvelope *it_raw_rpc_as(it_raw *r, const char *method, uint64_t id,
+    const char *authorization, const void *body, size_t body_len)
+{
     Authd__V1__RequestEnvelope env = AUTHD__V1__REQUEST_ENVELOPE__INIT;
     uint8_t *reply = NULL;
     size_t rlen = 0;
@@ -719,6 +725,8 @@ Authd__V1__ReplyEnvelope *it_raw_rpc(
     env.request_id = id;
     env.body.data = (uint8_t *)body;
     env.body.len = body_len;
+    if (authorization != NULL)
+        env.authorization = (char *)authorization;
     size_t n = authd__v1__request_envelope__get_packed_size(&env);
     uint8_t *buf = malloc(n + 1);
     assert_non_null(buf);

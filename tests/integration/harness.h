@@ -186,6 +186,10 @@ int it_raw_call(
  * asserts a reply arrives and parses. */
 Authd__V1__ReplyEnvelope *it_raw_rpc(
     it_raw *r, const char *method, uint64_t id, const void *body, size_t body_len);
+/* it_raw_rpc_as is it_raw_rpc with the envelope's authorization field set
+ * (NULL: absent), for protected RPCs. */
+Authd__V1__ReplyEnvelope *it_raw_rpc_as(it_raw *r, const char *method, uint64_t id,
+    const char *authorization, const void *body, size_t body_len);
 
 /* ---- tokens ------------------------------------------------------------ */
 

@@ -35,28 +35,8 @@ static Authd__V1__ReplyEnvelope *pcall(
     it_raw *r, const char *method, const char *auth, const void *body, size_t body_len)
 {
     static uint64_t next_id = 1;
-    Authd__V1__RequestEnvelope env = AUTHD__V1__REQUEST_ENVELOPE__INIT;
-    uint8_t *reply = NULL;
-    size_t rlen = 0;
 
-    env.method = (char *)method;
-    env.request_id = next_id++;
-    env.body.data = (uint8_t *)body;
-    env.body.len = body_len;
-    if (auth != NULL)
-        env.authorization = (char *)auth;
-    size_t n = authd__v1__request_envelope__get_packed_size(&env);
-    uint8_t *buf = malloc(n + 1);
-    assert_non_null(buf);
-    authd__v1__request_envelope__pack(&env, buf);
-    int rv = it_raw_call(r, buf, n, IT_CALL_TIMEOUT_MS, &reply, &rlen);
-    free(buf);
-    if (rv != 0)
-        fail_msg("call %s: no reply: %s", method, nng_strerror(rv));
-    Authd__V1__ReplyEnvelope *rep = authd__v1__reply_envelope__unpack(NULL, rlen, reply);
-    free(reply);
-    assert_non_null(rep);
-    return rep;
+    return it_raw_rpc_as(r, method, next_id++, auth, body, body_len);
 }
 
 static void expect_rep(const Authd__V1__ReplyEnvelope *rep, int code, const char *reason)
