@@ -34,22 +34,34 @@
 
 /* ---- Me --------------------------------------------------------------------- */
 
+#define ME_SESSIONS_MAX 100
+
 void authd_handle_me(authd_service *svc, authd_call *call)
 {
     const authd_identity *id = call->identity;
     authd_store *st = authd_rpc_store(svc);
+    int64_t now = authd_rpc_now_s(svc);
     authd_user u;
-    authd_session s;
+    authd_session s, *all = NULL;
+    size_t n_all = 0, total = 0;
     authd_code rc;
 
+    all = malloc(ME_SESSIONS_MAX * sizeof *all);
+    if (all == NULL) {
+        authd_rpc_fail_busy(call, AUTHD_RESOURCE_EXHAUSTED);
+        return;
+    }
     if ((rc = authd_store_user_get(st, id->user_id, &u)) != AUTHD_OK
-        || (rc = authd_store_session_get(st, id->session_id, &s)) != AUTHD_OK) {
+        || (rc = authd_store_session_get(st, id->session_id, &s)) != AUTHD_OK
+        || (rc = authd_store_user_sessions(st, id->user_id, all, ME_SESSIONS_MAX, &n_all, &total))
+            != AUTHD_OK) {
         /* Gone since the interceptor's snapshot: as Verify would say now. */
         if (rc == AUTHD_NOT_FOUND)
             authd_call_finish(
                 call, AUTHD_UNAUTHENTICATED, "REVOKED", "session has been revoked", NULL);
         else
             authd_rpc_fail_store(call, rc);
+        free(all);
         return;
     }
     sodium_memzero(u.password_hash, sizeof u.password_hash);
@@ -57,16 +69,34 @@ void authd_handle_me(authd_service *svc, authd_call *call)
     Authd__V1__MeResponse resp = AUTHD__V1__ME_RESPONSE__INIT;
     Authd__V1__User pu;
     Authd__V1__Session ps = AUTHD__V1__SESSION__INIT;
+    Authd__V1__Session live[ME_SESSIONS_MAX], *plive[ME_SESSIONS_MAX];
+    char hex[ME_SESSIONS_MAX][AUTHD_ID_HEX + 1];
     char idhex[AUTHD_ID_HEX + 1], sidhex[AUTHD_ID_HEX + 1];
     char *roles[AUTHD_ROLES_MAX];
+    size_t n_live = 0;
     authd_rpc_user_view(&pu, &u, idhex, roles);
     authd_rpc_hex(s.id, sizeof s.id, sidhex);
     ps.id = sidhex;
     ps.created_at = s.created_at;
     ps.expires_at = s.expires_at;
+    for (size_t i = 0; i < n_all; i++) {
+        if (all[i].revoked || all[i].expires_at <= now)
+            continue;
+        authd__v1__session__init(&live[n_live]);
+        authd_rpc_hex(all[i].id, sizeof all[i].id, hex[n_live]);
+        live[n_live].id = hex[n_live];
+        live[n_live].created_at = all[i].created_at;
+        live[n_live].expires_at = all[i].expires_at;
+        plive[n_live] = &live[n_live];
+        n_live++;
+    }
     resp.user = &pu;
     resp.session = &ps;
+    resp.n_sessions = n_live;
+    resp.sessions = n_live > 0 ? plive : NULL;
+    resp.sessions_total = total > UINT32_MAX ? UINT32_MAX : (uint32_t)total;
     authd_call_finish(call, AUTHD_OK, "", "", &resp.base);
+    free(all);
 }
 
 /* ---- LogoutAll ---------------------------------------------------------------- */

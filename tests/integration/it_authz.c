@@ -325,6 +325,33 @@ static void me_is_only_the_caller(void **state)
     authd__v1__me_response__free_unpacked(mb2, NULL);
     authd__v1__reply_envelope__free_unpacked(rep, NULL);
 
+    /* The list of live sessions: bert's holds his one session only; anna's,
+     * after a second login, both of hers, and after a logout of the second
+     * the first alone (the revoked one still counts in sessions_total). */
+    assert_int_equal(mb->n_sessions, 1);
+    assert_string_equal(mb->sessions[0]->id, b->session_id);
+    assert_int_equal(mb->sessions_total, 1);
+    Authd__V1__LoginResponse *a2 = reg_login(c, "anna", false);
+    Authd__V1__MeResponse *ma2 = me(&r, a->access_token, AUTHD_OK, NULL);
+    assert_int_equal(ma2->n_sessions, 2);
+    assert_int_equal(ma2->sessions_total, 2);
+    bool saw1 = false, saw2 = false;
+    for (size_t i = 0; i < ma2->n_sessions; i++) {
+        saw1 = saw1 || strcmp(ma2->sessions[i]->id, a->session_id) == 0;
+        saw2 = saw2 || strcmp(ma2->sessions[i]->id, a2->session_id) == 0;
+    }
+    assert_true(saw1 && saw2);
+    authd__v1__me_response__free_unpacked(ma2, NULL);
+    authd_status lst;
+    it_logout(c, a2->access_token, &lst);
+    IT_EXPECT(&lst, AUTHD_OK, NULL);
+    ma2 = me(&r, a->access_token, AUTHD_OK, NULL);
+    assert_int_equal(ma2->n_sessions, 1);
+    assert_string_equal(ma2->sessions[0]->id, a->session_id);
+    assert_int_equal(ma2->sessions_total, 2);
+    authd__v1__me_response__free_unpacked(ma2, NULL);
+    authd__v1__login_response__free_unpacked(a2, NULL);
+
     authd__v1__me_response__free_unpacked(ma, NULL);
     authd__v1__me_response__free_unpacked(mb, NULL);
     it_raw_close(&r);
