@@ -174,11 +174,6 @@ static void admin_work(void *arg)
         return;
     }
     case ACT_REVOKE: {
-        /* The store's revoke says OK for an unknown id; the admin asked
-         * about a user, so an unknown one is NOT_FOUND. */
-        if ((rc = authd_store_user_get(st, target, &u)) != AUTHD_OK)
-            break;
-        sodium_memzero(u.password_hash, sizeof u.password_hash);
         rc = authd_store_user_revoke_sessions(st, target, NULL, authd_rpc_now_s(svc), &n);
         if (rc != AUTHD_OK)
             break;
