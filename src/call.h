@@ -88,5 +88,13 @@ void authd_handle_get_jwks(authd_service *svc, authd_call *call); /* rpc_jwks.c 
 void authd_handle_me(authd_service *svc, authd_call *call); /* rpc_account.c */
 void authd_handle_logout_all(authd_service *svc, authd_call *call); /* rpc_account.c */
 void authd_handle_change_password(authd_service *svc, authd_call *call); /* rpc_account.c */
+void authd_handle_get_user(authd_service *svc, authd_call *call); /* rpc_admin.c */
+void authd_handle_list_users(authd_service *svc, authd_call *call); /* rpc_admin.c */
+void authd_handle_set_roles(authd_service *svc, authd_call *call); /* rpc_admin.c */
+void authd_handle_disable_user(authd_service *svc, authd_call *call); /* rpc_admin.c */
+void authd_handle_enable_user(authd_service *svc, authd_call *call); /* rpc_admin.c */
+void authd_handle_delete_user(authd_service *svc, authd_call *call); /* rpc_admin.c */
+void authd_handle_revoke_sessions(authd_service *svc, authd_call *call); /* rpc_admin.c */
+void authd_handle_unlock_user(authd_service *svc, authd_call *call); /* rpc_admin.c */
 
 #endif

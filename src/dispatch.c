@@ -64,6 +64,14 @@ static const struct route routes[] = {
     { "Me", authd_handle_me, AUTHD_ROUTE_AUTH, NULL },
     { "LogoutAll", authd_handle_logout_all, AUTHD_ROUTE_AUTH, NULL },
     { "ChangePassword", authd_handle_change_password, AUTHD_ROUTE_AUTH, NULL },
+    { "GetUser", authd_handle_get_user, AUTHD_ROUTE_AUTH, "admin" },
+    { "ListUsers", authd_handle_list_users, AUTHD_ROUTE_AUTH, "admin" },
+    { "SetRoles", authd_handle_set_roles, AUTHD_ROUTE_AUTH, "admin" },
+    { "DisableUser", authd_handle_disable_user, AUTHD_ROUTE_AUTH, "admin" },
+    { "EnableUser", authd_handle_enable_user, AUTHD_ROUTE_AUTH, "admin" },
+    { "DeleteUser", authd_handle_delete_user, AUTHD_ROUTE_AUTH, "admin" },
+    { "RevokeSessions", authd_handle_revoke_sessions, AUTHD_ROUTE_AUTH, "admin" },
+    { "UnlockUser", authd_handle_unlock_user, AUTHD_ROUTE_AUTH, "admin" },
 };
 
 #define N_ROUTES (sizeof routes / sizeof routes[0])
