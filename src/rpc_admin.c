@@ -264,8 +264,21 @@ static void list_work(void *arg)
         authd_rpc_fail_busy(call, AUTHD_RESOURCE_EXHAUSTED);
         goto out;
     }
+    /* Usernames are stored in canonical (lower-case) form: a prefix is
+     * matched as its lower case, as Login matches a typed username. One
+     * longer than a username is passed on as it is, for the store to refuse. */
+    char prefix[AUTHD_USERNAME_MAX + 2];
+    const char *pfx = in->prefix;
+    size_t pl = strlen(in->prefix);
+    if (pl < sizeof prefix) {
+        for (size_t i = 0; i <= pl; i++) {
+            char ch = in->prefix[i];
+            prefix[i] = ch >= 'A' && ch <= 'Z' ? (char)(ch - 'A' + 'a') : ch;
+        }
+        pfx = prefix;
+    }
     rc = authd_store_user_list(
-        authd_rpc_store(call->svc), in->prefix, in->page_token, users, cap, &n, &more);
+        authd_rpc_store(call->svc), pfx, in->page_token, users, cap, &n, &more);
     if (rc == AUTHD_INVALID_ARGUMENT) {
         authd_call_finish(
             call, rc, "INVALID_ARGUMENT", "prefix/page_token: longer than a username", NULL);

@@ -306,6 +306,11 @@ static void admin_lists_users(void **state)
         authd__v1__list_users_response__free_unpacked(p, NULL);
     }
     assert_int_equal(seen, 5);
+    /* A prefix is matched in canonical (lower) case, as usernames are stored. */
+    p = list(&r, atok, "PG", 10, "");
+    assert_int_equal(p->n_users, 5);
+    assert_string_equal(p->users[0]->username, "pg0");
+    authd__v1__list_users_response__free_unpacked(p, NULL);
 
     Authd__V1__ListUsersRequest req = AUTHD__V1__LIST_USERS_REQUEST__INIT;
     req.page_size = 1001;
