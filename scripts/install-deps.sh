@@ -25,6 +25,9 @@ want=("${build[@]}")
 # ES256 tokens checked by an independent JWS implementation against the
 # JWKS (tests/integration/it_keys.c): PyJWT, with python3-cryptography
 [ "${1:-}" = "--runtime" ] || want+=(python3-jwt python3-cryptography)
+# /metrics parsed by Prometheus's own Python parser (tests/unit/test_metrics.c,
+# tests/integration/it_metrics.c)
+[ "${1:-}" = "--runtime" ] || want+=(python3-prometheus-client)
 
 missing=()
 # libFuzzer harnesses (scripts/fuzz.sh): clang, and libFuzzer's runtime,

@@ -38,6 +38,7 @@ struct authd_call {
     authd_service *svc;
     authd_request *req;
     const ProtobufCMethodDescriptor *method;
+    unsigned route; /* dispatch's route row: the metrics' method index */
     ProtobufCMessage *input; /* unpacked request; freed by finish */
     bool has_user; /* user_id known: goes into the log line */
     uint8_t user_id[AUTHD_ID_BYTES];
@@ -74,6 +75,10 @@ void authd_call_log_bool(authd_call *call, const char *key, bool val);
  * that carries only the request id. */
 void authd_call_finish(authd_call *call, authd_code code, const char *reason, const char *message,
     const ProtobufCMessage *resp);
+
+/* authd_dispatch_metrics_init names the metrics' method labels after the
+ * route table (once per process; later calls do nothing). */
+void authd_dispatch_metrics_init(void);
 
 /* Route flags (dispatch.c's routes[]): what the interceptor checks before
  * the handler runs. */

@@ -19,6 +19,7 @@
  * identity in the call for the handler.
  */
 #include <inttypes.h>
+#include <pthread.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +31,7 @@
 #include "authd/v1/auth.pb-c.h"
 #include "call.h"
 #include "log.h"
+#include "metrics.h"
 #include "policy.h"
 #include "rpc_common.h"
 #include "rpc_refresh.h"
@@ -76,6 +78,24 @@ static const struct route routes[] = {
 
 #define N_ROUTES (sizeof routes / sizeof routes[0])
 
+_Static_assert(N_ROUTES <= AUTHD_METRICS_METHODS_MAX, "every route has its own metrics label");
+
+/* The metrics' method labels are the route table's names, in its order: a
+ * call's metrics index is its row (call->route). */
+static void name_metrics(void)
+{
+    const char *names[N_ROUTES];
+    for (size_t i = 0; i < N_ROUTES; i++)
+        names[i] = routes[i].name;
+    authd_metrics_set_methods(names, N_ROUTES);
+}
+
+void authd_dispatch_metrics_init(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    (void)pthread_once(&once, name_metrics);
+}
+
 uint64_t authd_monotonic_ns(void)
 {
     struct timespec ts;
@@ -115,12 +135,15 @@ static bool find_method(
     return false;
 }
 
+/* reply_direct answers a request that has no call (unknown method, out of
+ * memory), counted in the metrics under route index mx. */
 static void reply_direct(
-    authd_request *req, authd_code code, const char *reason, const char *message)
+    authd_request *req, unsigned mx, authd_code code, const char *reason, const char *message)
 {
     authd_reply rep = { code, message, reason, NULL, 0 };
     authd_logrec r;
 
+    authd_metrics_request(mx, code, authd_monotonic_ns() - req->start_ns);
     if (authd_log_enabled(AUTHD_LOG_INFO) && authd_log_source_allow(&req->source)
         && authd_log_begin(&r, AUTHD_LOG_INFO, "rpc")) {
         authd_log_u64_str(&r, "request_id", req->request_id);
@@ -400,19 +423,22 @@ void authd_dispatch(authd_service *svc, authd_request *req)
     authd_call *call = NULL;
 
     if (!find_method(req->method, req->method_len, &md, &rt) || rt == NULL) {
-        reply_direct(req, AUTHD_UNIMPLEMENTED, "UNKNOWN_METHOD", "unknown method");
+        reply_direct(req, AUTHD_METRICS_METHOD_UNKNOWN, AUTHD_UNIMPLEMENTED, "UNKNOWN_METHOD",
+            "unknown method");
         return;
     }
     if ((call = req->arena != NULL ? authd_arena_alloc(req->arena, sizeof *call)
                                    : malloc(sizeof *call))
         == NULL) {
-        reply_direct(req, AUTHD_RESOURCE_EXHAUSTED, "OVERLOADED", "server is overloaded");
+        reply_direct(req, (unsigned)(rt - routes), AUTHD_RESOURCE_EXHAUSTED, "OVERLOADED",
+            "server is overloaded");
         return;
     }
     memset(call, 0, sizeof *call);
     call->svc = svc;
     call->req = req;
     call->method = md;
+    call->route = (unsigned)(rt - routes);
     if (!wire_strings_ok(md->input, req->body, req->body_len, 0)) {
         authd_call_finish(call, AUTHD_INVALID_ARGUMENT, "INVALID_ENCODING",
             "request is malformed or a string field is not valid UTF-8 without NUL", NULL);
@@ -474,6 +500,11 @@ void authd_call_finish(authd_call *call, authd_code code, const char *reason, co
         reason = "INTERNAL";
     }
 
+    /* Counted before the line and the reply: a scrape that follows the
+     * reply sees this request. */
+    uint64_t now = authd_monotonic_ns();
+    authd_metrics_request(call->route, code, now - req->start_ns);
+
     /* A successful Verify is the hot path: its line is debug-level. */
     authd_log_level lvl = AUTHD_LOG_INFO;
     if (code == AUTHD_OK && strcmp(call->method->name, "Verify") == 0)
@@ -492,7 +523,7 @@ void authd_call_finish(authd_call *call, authd_code code, const char *reason, co
         authd_log_str(&r, "code", authd_code_name(code));
         if (reason[0] != '\0')
             authd_log_str(&r, "reason", reason);
-        authd_log_u64(&r, "latency_us", (authd_monotonic_ns() - req->start_ns) / 1000);
+        authd_log_u64(&r, "latency_us", (now - req->start_ns) / 1000);
         authd_log_fields(&r, &call->log);
         authd_log_end(&r);
     }

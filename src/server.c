@@ -81,6 +81,7 @@
 #include "authd/v1/envelope.pb-c.h"
 #include "env_wire.h"
 #include "log.h"
+#include "metrics.h"
 #include "ratelimit.h"
 #include "server.h"
 #include "sp_frame.h"
@@ -684,6 +685,7 @@ static void conn_close(struct conn *c, authd_log_level lvl, const char *why)
     struct loop *lp = c->lp;
     list_unlink(lp, c);
     atomic_fetch_sub(&s->nconns, 1);
+    authd_metrics_conn(AUTHD_MX_CONN_CLOSED);
     /* The "open" reference goes at the end of this loop iteration: the
      * code that closed c may still look at it. */
     c->next = lp->dead;
@@ -1063,6 +1065,7 @@ static void take_posted(struct loop *lp)
 static void reply_now(struct rreq *q, authd_code code, const char *reason, const char *message)
 {
     authd_reply rep = { code, message, reason, NULL, 0 };
+    authd_metrics_request(AUTHD_METRICS_METHOD_UNKNOWN, code, now_ns() - q->req.start_ns);
     request_done(&q->req, &rep);
 }
 
@@ -1525,6 +1528,7 @@ static bool evict_hs(struct loop *lp, authd_lograte *lr, const char *why)
     if (c == NULL)
         return false;
     log_limit(lr, "connection_evicted", c->peer, &c->source, why);
+    authd_metrics_conn(AUTHD_MX_CONN_EVICTED_HANDSHAKE);
     conn_close(c, AUTHD_LOG_DEBUG, "handshake evicted for a newcomer");
     return true;
 }
@@ -1541,6 +1545,7 @@ static bool evict_idle(struct loop *lp)
         if (c->inflight == 0 && c->olen == 0) {
             log_limit(&lp->srv->lr_evict, "connection_evicted", c->peer, &c->source,
                 "max-connections reached: closed the oldest idle connection");
+            authd_metrics_conn(AUTHD_MX_CONN_EVICTED_IDLE);
             conn_close(c, AUTHD_LOG_DEBUG, "evicted for a newcomer at max-connections");
             return true;
         }
@@ -1594,6 +1599,7 @@ static void conn_start(struct loop *lp, int fd, const struct sockaddr_storage *s
             sockaddr_str(sa, peer, sizeof peer);
             log_limit(&s->lr_cap, "connection_refused", peer, &src,
                 "max-connections reached and no idle connection to close");
+            authd_metrics_conn(AUTHD_MX_CONN_REFUSED_MAX);
             refuse(s, fd, &src);
             return;
         }
@@ -1612,6 +1618,7 @@ static void conn_start(struct loop *lp, int fd, const struct sockaddr_storage *s
     sockaddr_str(sa, c->peer, sizeof c->peer);
     c->source = src;
     c->id = atomic_fetch_add(&s->next_conn_id, 1) + 1;
+    authd_metrics_conn(AUTHD_MX_CONN_OPENED); /* conn_close counts it closed */
     pthread_mutex_init(&c->mu, NULL);
     atomic_init(&c->refs, 1);
     atomic_fetch_add(&s->nalloc, 1);
@@ -1678,12 +1685,16 @@ static void loop_accept(struct loop *lp)
         socklen_t salen = sizeof sa;
         int fd = accept4(lp->lfd, (struct sockaddr *)&sa, &salen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
+            authd_metrics_conn(AUTHD_MX_CONN_ACCEPTED);
             authd_source src;
             (void)authd_source_from_sockaddr((const struct sockaddr *)&sa, &src);
             enum admit a = src_admit(s, &src);
             if (a != ADMIT_OK) {
                 char peer[AUTHD_PEER_MAX];
                 sockaddr_str(&sa, peer, sizeof peer);
+                authd_metrics_conn(a == ADMIT_HS ? AUTHD_MX_CONN_REFUSED_HS_PER_SOURCE
+                        : a == ADMIT_CONNS       ? AUTHD_MX_CONN_REFUSED_PER_SOURCE
+                                                 : AUTHD_MX_CONN_REFUSED_MAX);
                 if (a == ADMIT_HS)
                     log_limit(&s->lr_hs, "connection_refused", peer, &src,
                         "max-handshakes-per-source reached");

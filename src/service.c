@@ -44,6 +44,7 @@
 #include "rpc_common.h"
 #include "rpc_refresh.h"
 #include "log.h"
+#include "metrics.h"
 #include "ratelimit.h"
 #include "strength.h"
 #include "validate.h"
@@ -291,6 +292,7 @@ static void refund_attempt(authd_service *svc, const authd_who *w)
 
 static void fail_rate_limited(authd_call *call, const char *what)
 {
+    authd_metrics_rate_limited(call->route);
     authd_call_finish(call, AUTHD_RESOURCE_EXHAUSTED, "RATE_LIMITED", what, NULL);
 }
 
@@ -524,6 +526,7 @@ static void login_failed(authd_call *call, const authd_user *u, const char *why,
     authd_service *svc = call->svc;
 
     authd_call_audit(call, "login_failure");
+    authd_metrics_login_failure(authd_metrics_login_cause_of(why));
     if (u != NULL) {
         memcpy(call->user_id, u->id, sizeof u->id);
         call->has_user = true;
@@ -628,6 +631,7 @@ static void login_begin_done(authd_write_op *op, authd_code commit)
          * Otherwise a full share tells throttled (not hashed) from allowed
          * (refused by the pool), and so which logins name one account. */
         if (!authd_workpool_fair_would_admit(svc->o.hash_pool, &w)) {
+            authd_metrics_login_failure(authd_metrics_login_cause_of(why));
             wipe_str(in->password);
             authd_call_log_str(call, "cause", why);
             log_login_hash(call);
@@ -1127,6 +1131,7 @@ authd_code authd_service_create(const authd_service_options *o, authd_service **
         return rc;
     if ((svc = calloc(1, sizeof *svc)) == NULL)
         return AUTHD_RESOURCE_EXHAUSTED;
+    authd_dispatch_metrics_init();
     svc->o = *o;
     if (svc->o.throttle.lockout == 0)
         svc->o.throttle = (authd_throttle_policy)AUTHD_THROTTLE_DEFAULTS;
@@ -1394,4 +1399,46 @@ const authd_pwparams *authd_rpc_pwparams(const authd_service *svc)
 unsigned authd_rpc_password_min_bits(const authd_service *svc)
 {
     return svc->o.password_min_bits;
+}
+
+/* ---- metrics ------------------------------------------------------------------ */
+
+#ifndef AUTHD_VERSION
+#define AUTHD_VERSION "unknown"
+#endif
+#ifndef AUTHD_COMMIT
+#define AUTHD_COMMIT "unknown"
+#endif
+
+/*
+ * authd_service_metrics reads the gauges the counters cannot know and
+ * renders every metric. Sessions come from the store's count (two O(1)
+ * mdb_stat calls in a pooled read transaction), not from counters kept by
+ * Login and Logout: sessions outlive a restart, end by expiry (purged in
+ * batches) and by deletes of whole users, and a counter would drift from
+ * all of that; the count is what is stored, expired-but-not-purged
+ * included. A store that cannot be read leaves the store gauges out.
+ */
+authd_code authd_service_metrics(authd_service *svc, char **out, size_t *len)
+{
+    authd_metrics_gauges g = { .version = AUTHD_VERSION, .commit = AUTHD_COMMIT };
+    size_t users = 0, sessions = 0, q = 0, r = 0, t = 0;
+
+    if (authd_store_count(svc->o.store, &users, &sessions) == AUTHD_OK) {
+        g.has_store = true;
+        g.users = users;
+        g.sessions = sessions;
+    }
+    authd_workpool_stats(svc->o.hash_pool, &q, &r, &t);
+    g.has_hash_pool = true;
+    g.hash_queued = q;
+    g.hash_running = r;
+    g.hash_workers = t;
+    authd_workpool_stats(svc->o.write_pool, &q, &r, &t);
+    g.has_write_pool = true;
+    g.write_queued = q;
+    g.write_running = r;
+    g.write_workers = t;
+    g.log_dropped = authd_log_dropped();
+    return authd_metrics_render(&g, out, len);
 }

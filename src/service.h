@@ -169,6 +169,15 @@ void authd_service_maintain(authd_service *svc);
  * Shared by Login and `authd user unlock`, so both name the same counter. */
 int authd_login_canonical(const char *login, size_t len, char out[AUTHD_LOGIN_MAX + 1]);
 
+/* authd_service_metrics renders every metric (metrics.h) with the gauges
+ * read now from the store, the pools and the log: a new NUL-terminated
+ * buffer in *out (length *len) on AUTHD_OK, freed by the caller with
+ * free(); AUTHD_RESOURCE_EXHAUSTED when out of memory. Any thread; it
+ * takes a pooled read transaction and the pools' locks briefly, so call
+ * it from a thread that may block for microseconds (not a Verify loop in
+ * a hurry, though it would be safe there). */
+AUTHD_MUST_CHECK authd_code authd_service_metrics(authd_service *svc, char **out, size_t *len);
+
 /* authd_monotonic_ns: CLOCK_MONOTONIC in nanoseconds. */
 uint64_t authd_monotonic_ns(void);
 

@@ -482,6 +482,15 @@ size_t authd_workpool_pending(authd_workpool *p)
     return n;
 }
 
+void authd_workpool_stats(authd_workpool *p, size_t *waiting, size_t *running, size_t *threads)
+{
+    pthread_mutex_lock(&p->mu);
+    *waiting = p->count;
+    *running = p->running;
+    *threads = p->nthreads;
+    pthread_mutex_unlock(&p->mu);
+}
+
 void authd_workpool_shutdown(authd_workpool *p)
 {
     if (p == NULL)

@@ -97,4 +97,9 @@ void authd_workpool_destroy(authd_workpool *p);
 /* authd_workpool_pending returns jobs waiting + running (for tests/metrics). */
 size_t authd_workpool_pending(authd_workpool *p);
 
+/* authd_workpool_stats sets *waiting (jobs queued), *running (workers
+ * running a job now) and *threads (the pool's workers), read together under
+ * the pool's lock (for metrics). */
+void authd_workpool_stats(authd_workpool *p, size_t *waiting, size_t *running, size_t *threads);
+
 #endif
