@@ -25,6 +25,9 @@ want=("${build[@]}")
 # ES256 tokens checked by an independent JWS implementation against the
 # JWKS (tests/integration/it_keys.c): PyJWT, with python3-cryptography
 [ "${1:-}" = "--runtime" ] || want+=(python3-jwt python3-cryptography)
+# the README's Protocol example, run by tests/integration/readme_protocol.sh:
+# a stock nng client (nngcat) and protoc's text-format encoder/decoder
+[ "${1:-}" = "--runtime" ] || want+=(nng-utils protobuf-compiler)
 
 missing=()
 # libFuzzer harnesses (scripts/fuzz.sh): clang, and libFuzzer's runtime,
