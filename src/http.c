@@ -51,6 +51,7 @@ typedef enum MHD_Result (*http_route_fn)(const struct http_req *r);
 
 static enum MHD_Result route_healthz(const struct http_req *r);
 static enum MHD_Result route_readyz(const struct http_req *r);
+static enum MHD_Result route_metrics(const struct http_req *r);
 
 /* The route table: one row per path (exact match). */
 static const struct http_route {
@@ -59,6 +60,7 @@ static const struct http_route {
 } routes[] = {
     { "/healthz", route_healthz },
     { "/readyz", route_readyz },
+    { "/metrics", route_metrics },
 };
 
 /* ---- answering ---------------------------------------------------------- */
@@ -121,6 +123,24 @@ static enum MHD_Result route_readyz(const struct http_req *r)
         off = sizeof body - 1;
     return respond(r, st == AUTHD_HEALTH_SERVING ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE,
         "application/json", body, off, NULL);
+}
+
+/* ---- /metrics ------------------------------------------------------------------ */
+
+/* route_metrics: every metric in the Prometheus text format 0.0.4
+ * (authd_service_metrics: the per-thread counters summed, the store, pool
+ * and log gauges read now); 503 when out of memory. */
+static enum MHD_Result route_metrics(const struct http_req *r)
+{
+    char *text = NULL;
+    size_t len = 0;
+
+    if (authd_service_metrics(r->h->svc, &text, &len) != AUTHD_OK)
+        return respond_text(r, MHD_HTTP_SERVICE_UNAVAILABLE, "out of memory\n");
+    enum MHD_Result ok
+        = respond(r, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", text, len, NULL);
+    free(text);
+    return ok;
 }
 
 /* ---- dispatch ---------------------------------------------------------------- */
