@@ -18,6 +18,9 @@ runtime=(libprotobuf-c1 libssl3 libnng1 libsodium23 libjansson4 liblmdb0 libinih
 # password strength (src/strength.c): zxcvbn, dictionary compiled in
 build+=(libzxcvbn-dev)
 runtime+=(libzxcvbn0)
+# the example service (clients/examples): libmicrohttpd
+build+=(libmicrohttpd-dev)
+runtime+=(libmicrohttpd12)
 want=("${build[@]}")
 [ "${1:-}" = "--runtime" ] && want=("${runtime[@]}")
 # crash tests (scripts/durability.sh): mdb_stat, mdb_dump, mdb_load
