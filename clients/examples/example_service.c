@@ -25,6 +25,9 @@
  *     TLS connection and redials on its own (backing off 100 ms to 2 s) when
  *     authd goes away; a call made while it is reconnecting waits for the
  *     connection up to --timeout-ms, then fails (the route answers 503).
+ *     A waiting call does not hasten the next redial, so keep --timeout-ms
+ *     above the 2 s longest back-off (default 3000): then the first request
+ *     after authd is back is answered normally, never a 503.
  *     Never open a client per request: each open is a TCP + TLS handshake.
  *   - Signals: SIGINT and SIGTERM are blocked in every thread (the mask is
  *     set before any thread starts, and threads inherit it) and taken by
@@ -34,7 +37,7 @@
  *
  *   authd-example --authd-url tls+tcp://127.0.0.1:4433 --ca ca.crt
  *                 [--listen 127.0.0.1:8080] [--cert F --key F] [--server-name N]
- *                 [--timeout-ms 2000] [--cache-ttl-ms 0] [--threads 4]
+ *                 [--timeout-ms 3000] [--cache-ttl-ms 0] [--threads 4]
  *                 [--url-file PATH]
  *
  * Exit status: 0 after a clean shutdown, 1 when start-up fails (authd not
@@ -280,7 +283,7 @@ static void usage(FILE *f)
         "  --cert, --key   a client certificate, if authd requires mTLS\n"
         "  --server-name   the name authd's certificate must match\n"
         "  --listen        the HTTP address (default 127.0.0.1:8080; port 0: any)\n"
-        "  --timeout-ms    deadline of each check with authd (default 2000)\n"
+        "  --timeout-ms    deadline of each check with authd (default 3000)\n"
         "  --cache-ttl-ms  keep positive answers this long (default 0: ask every time)\n"
         "  --threads       HTTP handler threads (default 4)\n"
         "  --url-file      write http://ADDR:PORT here once listening\n");
@@ -302,7 +305,7 @@ int main(int argc, char **argv)
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
-    authd_client_options co = { .timeout_ms = 2000 };
+    authd_client_options co = { .timeout_ms = 3000 };
     authd_guard_options go = { 0 };
     const char *listen_at = "127.0.0.1:8080", *url_file = NULL;
     unsigned threads = 4;
