@@ -87,6 +87,7 @@
 #include "authd/v1/envelope.pb-c.h"
 #include "client_envelope.h"
 #include "sp_wire.h"
+#include "sysutil.h"
 
 #define MAX_PEM_FILE     (1024 * 1024)
 #define RECONNECT_MIN_MS 100
@@ -225,22 +226,6 @@ const char *authd_code_str(int code)
     return v != NULL ? v->name : "UNKNOWN";
 }
 
-/* wipe clears memory that held secrets in a way the compiler keeps. */
-static void wipe(void *p, size_t n)
-{
-    if (p != NULL && n > 0) {
-        explicit_bzero(p, n);
-    }
-}
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 static void put32(uint8_t *p, uint32_t v)
 {
     p[0] = (uint8_t)(v >> 24);
@@ -260,7 +245,7 @@ static uint64_t random64(void)
     uint64_t v = 0;
 
     if (getrandom(&v, sizeof(v), GRND_NONBLOCK) != (ssize_t)sizeof(v)) {
-        v = now_ns() * 0x9E3779B97F4A7C15ull;
+        v = authd_monotonic_ns() * 0x9E3779B97F4A7C15ull;
     }
     return v;
 }
@@ -344,7 +329,7 @@ static int buf_reserve(struct buf *b, size_t n)
     }
     if (b->cap - used >= n) {
         memmove(b->p, b->p + b->off, used);
-        wipe(b->p + used, b->len - used);
+        authd_wipe(b->p + used, b->len - used);
         b->off = 0;
         b->len = used;
         return 0;
@@ -360,7 +345,7 @@ static int buf_reserve(struct buf *b, size_t n)
         memcpy(p, b->p + b->off, used);
     }
     if (b->p != NULL) {
-        wipe(b->p, b->len);
+        authd_wipe(b->p, b->len);
         free(b->p);
     }
     b->p = p;
@@ -386,7 +371,7 @@ static int buf_append(struct buf *b, const void *p, size_t n)
 /* buf_consume drops (and wipes) the first n bytes of the data. */
 static void buf_consume(struct buf *b, size_t n)
 {
-    wipe(b->p + b->off, n);
+    authd_wipe(b->p + b->off, n);
     b->off += n;
     if (b->off == b->len) {
         b->off = b->len = 0;
@@ -395,7 +380,7 @@ static void buf_consume(struct buf *b, size_t n)
 
 static void buf_clear(struct buf *b)
 {
-    wipe(b->p, b->len);
+    authd_wipe(b->p, b->len);
     b->off = b->len = 0;
 }
 
@@ -462,7 +447,7 @@ static int read_pem(const char *path, const char *what, char **out, size_t *lenp
     buf = NULL;
 out:
     if (buf != NULL) {
-        wipe(buf, (size_t)sb.st_size + 1);
+        authd_wipe(buf, (size_t)sb.st_size + 1);
         free(buf);
     }
     if (fd >= 0) {
@@ -716,7 +701,7 @@ out:
     EVP_PKEY_free(pk);
     BIO_free(b);
     if (key != NULL) {
-        wipe(key, key_len);
+        authd_wipe(key, key_len);
         free(key);
     }
     free(cert);
@@ -787,7 +772,7 @@ static struct call *call_alloc(authd_client *c)
 static void call_free_frame(struct call *k)
 {
     if (k->frame != NULL) {
-        wipe(k->frame, k->frame_len);
+        authd_wipe(k->frame, k->frame_len);
         free(k->frame);
         k->frame = NULL;
     }
@@ -1249,7 +1234,7 @@ static void conn_up(authd_client *c)
 {
     pthread_mutex_lock(&c->mtx);
     c->state = CS_UP;
-    c->last_active = now_ns();
+    c->last_active = authd_monotonic_ns();
     c->backoff_ms = RECONNECT_MIN_MS;
     c->last_err[0] = '\0';
     c->wblocked = false;
@@ -1452,10 +1437,10 @@ static void rbuf_compact(authd_client *c)
     if (used == 0) {
         return;
     }
-    wipe(r->p, used);
+    authd_wipe(r->p, used);
     if (r->len > used) {
         memmove(r->p, r->p + used, r->len - used);
-        wipe(r->p + (r->len - used), used); /* stale copies behind the moved bytes */
+        authd_wipe(r->p + (r->len - used), used); /* stale copies behind the moved bytes */
     }
     r->len -= used;
     r->off = 0;
@@ -1522,7 +1507,7 @@ static int unpack_reply(const uint8_t *data, size_t len, uint64_t id,
     rc = AUTHD_OK;
 out:
     if (rep != NULL) {
-        wipe(rep->body.data, rep->body.len); /* may hold an access token */
+        authd_wipe(rep->body.data, rep->body.len); /* may hold an access token */
         authd__v1__reply_envelope__free_unpacked(rep, NULL);
     }
     return rc;
@@ -1684,7 +1669,7 @@ static void io_dial(authd_client *c, uint32_t ready, uint64_t now, struct batch 
 static bool io_round(authd_client *c, uint32_t ready)
 {
     struct batch b = { 0 };
-    uint64_t now = now_ns();
+    uint64_t now = authd_monotonic_ns();
     bool closing, broken, do_flush = false;
     char why[WHY_LEN];
 
@@ -1797,7 +1782,7 @@ static void *io_main(void *arg)
     io_self = c;
     for (;;) {
         uint32_t ready = 0;
-        int n = epoll_wait(c->ep, ev, 4, io_timeout(c, now_ns()));
+        int n = epoll_wait(c->ep, ev, 4, io_timeout(c, authd_monotonic_ns()));
         for (int i = 0; i < n; i++) {
             if (ev[i].data.u32 == 0) {
                 uint64_t v;
@@ -1823,14 +1808,14 @@ static int dial_sync(authd_client *c, authd_status *st)
 {
     char err[WHY_LEN] = "";
     uint32_t want = 0;
-    uint64_t now = now_ns();
+    uint64_t now = authd_monotonic_ns();
     int r;
 
     r = dial_begin(c, now, &want, err, sizeof(err));
     while (r == DIAL_WAIT) {
         struct pollfd p = { .fd = c->fd, .events = 0 };
         int n;
-        now = now_ns();
+        now = authd_monotonic_ns();
         if (now >= c->dial_deadline) {
             snprintf(err, sizeof(err), "no connection within %d ms", c->timeout_ms);
             r = DIAL_FAIL;
@@ -2074,7 +2059,7 @@ static int start_call(authd_client *c, uint8_t *frame, size_t flen, uint64_t req
     k->cb = cb;
     k->raw_cb = raw_cb;
     k->arg = arg;
-    k->deadline = now_ns() + c->timeout_ns; /* under mtx: the list stays in order */
+    k->deadline = authd_monotonic_ns() + c->timeout_ns; /* under mtx: the list stays in order */
     c->last_active = k->deadline - c->timeout_ns;
     k->hnext = c->table[k->sp_id & c->table_mask];
     c->table[k->sp_id & c->table_mask] = k;
@@ -2147,7 +2132,7 @@ static int call_envelope(authd_client *c, const char *method, const char *author
     rc = start_call(c, frame, flen, id, resp_desc, cb, NULL, arg, st);
 out:
     if (frame != NULL) {
-        wipe(frame, flen);
+        authd_wipe(frame, flen);
         if (frame != sframe) {
             free(frame);
         }
@@ -2213,7 +2198,7 @@ int authd_client_call_raw_async(
         memcpy(frame + FRAME_HDR_LEN, req, len);
     }
     rc = start_call(c, frame, flen, 0, NULL, NULL, cb, arg, &st);
-    wipe(frame, flen);
+    authd_wipe(frame, flen);
     if (frame != sframe) {
         free(frame);
     }

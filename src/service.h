@@ -23,6 +23,7 @@
 #include "policy.h"
 #include "status.h"
 #include "store.h"
+#include "sysutil.h" /* authd_monotonic_ns, shared with the client library */
 #include "timer.h"
 #include "token.h"
 #include "workpool.h"
@@ -168,8 +169,5 @@ void authd_service_maintain(authd_service *svc);
  * the kind and writes out (NUL-terminated); len must be 1..AUTHD_LOGIN_MAX.
  * Shared by Login and `authd user unlock`, so both name the same counter. */
 int authd_login_canonical(const char *login, size_t len, char out[AUTHD_LOGIN_MAX + 1]);
-
-/* authd_monotonic_ns: CLOCK_MONOTONIC in nanoseconds. */
-uint64_t authd_monotonic_ns(void);
 
 #endif

@@ -1,8 +1,8 @@
 /*
  * sp_wire.h — the pieces of nng's SP req/rep wire format that both ends of
  * authd speak: the server (src/server.c) and libauthd-client
- * (clients/client.c). Header-only, so the client library needs no object
- * of the server's.
+ * (clients/client_*.c). Header-only, in common/ (the one directory both
+ * sides include), so the client library needs no object of the server's.
  *
  * After TCP connect (and TLS on tls+tcp://) each side sends an 8-byte
  * header: 00 'S' 'P' 00, its protocol number (big-endian), 00 00. Then
