@@ -38,6 +38,20 @@ static inline uint64_t sp_get64(const uint8_t *p)
     return v;
 }
 
+/* sp_put32 / sp_get32: a 4-byte big-endian word (a request id). */
+static inline void sp_put32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+static inline uint32_t sp_get32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
+}
+
 /* sp_header writes the header announcing protocol proto. */
 static inline void sp_header(uint8_t out[SP_HDR_LEN], unsigned proto)
 {
