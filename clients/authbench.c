@@ -45,6 +45,7 @@
 #include "authd/client_rpc.h"
 #include "authd/v1/envelope.pb-c.h"
 #include "bench_hist.h"
+#include "sysutil.h"
 #include "user_pattern.h"
 
 #define DEFAULT_URL   "tls+tcp://127.0.0.1:7443"
@@ -226,14 +227,6 @@ static _Thread_local struct tstats *my_stats;
 static struct bench *the_bench; /* for my_stats registration only */
 static volatile sig_atomic_t interrupted;
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * NS_PER_S + (uint64_t)ts.tv_nsec;
-}
-
 static void sleep_until(uint64_t t)
 {
     struct timespec ts = { .tv_sec = (time_t)(t / NS_PER_S), .tv_nsec = (long)(t % NS_PER_S) };
@@ -377,7 +370,7 @@ static void op_next(struct op *op)
         return;
     }
     if (!g->open_loop) {
-        op_issue(op, now_ns());
+        op_issue(op, authd_monotonic_ns());
         return;
     }
     pthread_mutex_lock(&g->mu);
@@ -396,7 +389,7 @@ static void op_next(struct op *op)
 static void on_reply(void *arg, int code, const authd_status *st, ProtobufCMessage *resp)
 {
     struct op *op = arg;
-    uint64_t end = now_ns();
+    uint64_t end = authd_monotonic_ns();
     const char *reason = st->reason;
 
     if (code == AUTHD_OK && op->kind == K_VERIFY && resp != NULL) {
@@ -433,7 +426,7 @@ static void on_reply(void *arg, int code, const authd_status *st, ProtobufCMessa
 static void on_echo(void *arg, int code, const authd_status *st, const void *reply, size_t len)
 {
     struct op *op = arg;
-    uint64_t end = now_ns();
+    uint64_t end = authd_monotonic_ns();
     const char *reason = st->reason;
 
     if (code == AUTHD_OK
@@ -541,7 +534,7 @@ static void op_issue(struct op *op, uint64_t t0)
     if (rc == AUTHD_OK) {
         return;
     }
-    record(op, rc, "NOT_STARTED", now_ns());
+    record(op, rc, "NOT_STARTED", authd_monotonic_ns());
     atomic_fetch_sub(&b->outstanding, 1);
     pthread_mutex_lock(&b->park_mu);
     if (b->nparked < b->park_cap) {
@@ -573,7 +566,7 @@ static void unpark(struct bench *b)
                 continue;
             }
             atomic_fetch_add(&b->outstanding, 1);
-            op_issue(list[i], list[i]->g->open_loop ? list[i]->t0_ns : now_ns());
+            op_issue(list[i], list[i]->g->open_loop ? list[i]->t0_ns : authd_monotonic_ns());
         }
     } while (n == 64);
 }
@@ -592,7 +585,7 @@ static void *scheduler(void *arg)
     uint64_t ks[256];
 
     while (running(b)) {
-        uint64_t now = now_ns(), next;
+        uint64_t now = authd_monotonic_ns(), next;
         unsigned n = 0;
 
         pthread_mutex_lock(&g->mu);
@@ -621,7 +614,7 @@ static void *scheduler(void *arg)
             continue;
         }
         /* Sleep to the next due time, in steps of 50 us to 5 ms. */
-        now = now_ns();
+        now = authd_monotonic_ns();
         if (next < now + 50000) {
             next = now + 50000;
         }
@@ -695,7 +688,7 @@ static char *login_token(authd_client *c, struct bench *b, unsigned u)
 */
 static void setup_refresh(struct bench *b, struct group *g)
 {
-    uint64_t t0 = now_ns();
+    uint64_t t0 = authd_monotonic_ns();
 
     for (unsigned i = 0; i < g->nops; i++) {
         Authd__V1__LoginRequest req = AUTHD__V1__LOGIN_REQUEST__INIT;
@@ -712,7 +705,7 @@ static void setup_refresh(struct bench *b, struct group *g)
         authd__v1__login_response__free_unpacked(resp, NULL);
     }
     fprintf(stderr, "authbench: setup: %u sessions logged in for refresh in %.1f s\n", g->nops,
-        (double)(now_ns() - t0) / 1e9);
+        (double)(authd_monotonic_ns() - t0) / 1e9);
 }
 
 /*
@@ -744,7 +737,7 @@ static void pick_seeded(struct bench *b)
 static void setup_users(struct bench *b, authd_client *c, bool need_tokens)
 {
     unsigned nbad;
-    uint64_t t0 = now_ns();
+    uint64_t t0 = authd_monotonic_ns();
 
     b->nusers = (unsigned)b->o.users;
     if ((b->users = calloc(b->nusers, sizeof(*b->users))) == NULL) {
@@ -769,7 +762,7 @@ static void setup_users(struct bench *b, authd_client *c, bool need_tokens)
     if (!need_tokens) {
         if (!b->use_pattern) {
             fprintf(stderr, "authbench: setup: %u users registered in %.1f s\n", b->nusers,
-                (double)(now_ns() - t0) / 1e9);
+                (double)(authd_monotonic_ns() - t0) / 1e9);
         }
         return;
     }
@@ -812,7 +805,7 @@ static void setup_users(struct bench *b, authd_client *c, bool need_tokens)
     }
     fprintf(stderr, "authbench: setup: %u %s users, %u valid + %u invalid tokens in %.1f s\n",
         b->nusers, b->use_pattern ? "pre-existing" : "registered", b->nvalid, nbad,
-        (double)(now_ns() - t0) / 1e9);
+        (double)(authd_monotonic_ns() - t0) / 1e9);
 }
 
 /* b64_len: unpadded base64url length of n bytes. */
@@ -920,11 +913,11 @@ static void group_start(struct group *g)
     if (!g->open_loop) {
         atomic_fetch_add(&b->outstanding, (long)g->nops);
         for (unsigned i = 0; i < g->nops; i++) {
-            op_issue(&g->ops[i], now_ns());
+            op_issue(&g->ops[i], authd_monotonic_ns());
         }
         return;
     }
-    g->sched_t0 = now_ns();
+    g->sched_t0 = authd_monotonic_ns();
     if (pthread_create(&b->sched_thread, NULL, scheduler, g) != 0) {
         die("cannot start the scheduler thread");
     }
@@ -1330,7 +1323,7 @@ static void on_signal(int sig)
 */
 static void run(struct bench *b, bool progress)
 {
-    uint64_t t_start = now_ns();
+    uint64_t t_start = authd_monotonic_ns();
     uint64_t t_measure = t_start + (uint64_t)(b->o.warmup * 1e9);
     uint64_t t_stop = t_measure + (uint64_t)(b->o.duration * 1e9);
     uint64_t next_progress = t_start + NS_PER_S, last_t = t_start;
@@ -1344,14 +1337,14 @@ static void run(struct bench *b, bool progress)
         }
         getrusage(RUSAGE_SELF, &b->ru_begin);
         b->srv_begin = proc_read(b->o.server_pid);
-        b->t_begin = now_ns();
+        b->t_begin = authd_monotonic_ns();
     }
     for (unsigned i = 0; i < b->ngroups; i++) {
         group_start(&b->groups[i]);
     }
     /* Issuing the first requests can take a while (1,000 connections each
      * starting a call): the warm-up and the window start after it. */
-    uint64_t t_started = now_ns();
+    uint64_t t_started = authd_monotonic_ns();
     if (t_started - t_start > NS_PER_S) {
         fprintf(stderr, "authbench: starting the first %u requests took %.1f s\n",
             b->groups[0].nops, (double)(t_started - t_start) / 1e9);
@@ -1359,7 +1352,7 @@ static void run(struct bench *b, bool progress)
     t_measure += t_started - t_start;
     t_stop += t_started - t_start;
     for (;;) {
-        uint64_t now = now_ns();
+        uint64_t now = authd_monotonic_ns();
         int phase = atomic_load(&b->phase);
         if (interrupted) {
             break;
@@ -1370,7 +1363,7 @@ static void run(struct bench *b, bool progress)
             }
             getrusage(RUSAGE_SELF, &b->ru_begin);
             b->srv_begin = proc_read(b->o.server_pid);
-            b->t_begin = now_ns();
+            b->t_begin = authd_monotonic_ns();
             atomic_store(&b->phase, P_MEASURE);
         } else if (phase == P_MEASURE && now >= t_stop) {
             break;
@@ -1394,7 +1387,7 @@ static void run(struct bench *b, bool progress)
         sleep_until(now + 50 * NS_PER_MS < t_stop ? now + 50 * NS_PER_MS : t_stop);
     }
     /* Close the window: samples from here on are not recorded. */
-    b->t_end = now_ns();
+    b->t_end = authd_monotonic_ns();
     atomic_store(&b->phase, P_DRAIN);
     getrusage(RUSAGE_SELF, &b->ru_end);
     b->srv_end = proc_read(b->o.server_pid);
@@ -1419,8 +1412,8 @@ static void run(struct bench *b, bool progress)
     }
     unpark(b); /* returns parked ops to their free lists */
     /* Drain: wait for the calls in flight (they end by their deadline). */
-    drain_deadline = now_ns() + (uint64_t)b->o.timeout_ms * NS_PER_MS + 2 * NS_PER_S;
-    while (atomic_load(&b->outstanding) > 0 && now_ns() < drain_deadline) {
+    drain_deadline = authd_monotonic_ns() + (uint64_t)b->o.timeout_ms * NS_PER_MS + 2 * NS_PER_S;
+    while (atomic_load(&b->outstanding) > 0 && authd_monotonic_ns() < drain_deadline) {
         nng_msleep(5);
     }
 }

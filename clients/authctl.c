@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "authd/client_rpc.h"
+#include "sysutil.h"
 
 #define EXIT_OK        0
 #define EXIT_FAILED    1
@@ -156,13 +157,6 @@ struct globals {
 ** usage error is reported before any connection is made, then connects.
 */
 typedef int (*command_fn)(const authd_client_options *o, int argc, char **argv);
-
-static void wipe(void *p, size_t n)
-{
-    if (p != NULL && n > 0) {
-        explicit_bzero(p, n);
-    }
-}
 
 static int usage_error(const char *help_of, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -311,7 +305,7 @@ static long read_line(int fd, char *buf, size_t cap)
             break;
         }
         if (n + 1 >= cap) {
-            wipe(&ch, 1);
+            authd_wipe(&ch, 1);
             return -2;
         }
         buf[n++] = ch;
@@ -442,9 +436,9 @@ static int read_password(bool from_stdin, bool confirm, char *buf, size_t cap)
     }
     rc = 0;
 out:
-    wipe(again, sizeof(again));
+    authd_wipe(again, sizeof(again));
     if (rc != 0) {
-        wipe(buf, cap);
+        authd_wipe(buf, cap);
     }
     return rc;
 }
@@ -622,7 +616,7 @@ static int cmd_register(const authd_client_options *o, int argc, char **argv)
     rc = EXIT_OK;
 out:
     authd_client_close(c);
-    wipe(password, sizeof(password));
+    authd_wipe(password, sizeof(password));
     if (resp != NULL) {
         authd__v1__register_response__free_unpacked(resp, NULL);
     }
@@ -693,13 +687,13 @@ static int cmd_login(const authd_client_options *o, int argc, char **argv)
     rc = EXIT_OK;
 out:
     authd_client_close(c);
-    wipe(password, sizeof(password));
+    authd_wipe(password, sizeof(password));
     if (resp != NULL) {
         if (resp->access_token != NULL) {
-            wipe(resp->access_token, strlen(resp->access_token));
+            authd_wipe(resp->access_token, strlen(resp->access_token));
         }
         if (resp->refresh_token != NULL) {
-            wipe(resp->refresh_token, strlen(resp->refresh_token));
+            authd_wipe(resp->refresh_token, strlen(resp->refresh_token));
         }
         authd__v1__login_response__free_unpacked(resp, NULL);
     }
@@ -770,13 +764,13 @@ static int cmd_refresh(const authd_client_options *o, int argc, char **argv)
     rc = EXIT_OK;
 out:
     authd_client_close(c);
-    wipe(token, sizeof(token));
+    authd_wipe(token, sizeof(token));
     if (resp != NULL) {
         if (resp->access_token != NULL) {
-            wipe(resp->access_token, strlen(resp->access_token));
+            authd_wipe(resp->access_token, strlen(resp->access_token));
         }
         if (resp->refresh_token != NULL) {
-            wipe(resp->refresh_token, strlen(resp->refresh_token));
+            authd_wipe(resp->refresh_token, strlen(resp->refresh_token));
         }
         authd__v1__refresh_response__free_unpacked(resp, NULL);
     }
@@ -834,7 +828,7 @@ static int cmd_verify(const authd_client_options *o, int argc, char **argv)
     rc = EXIT_OK;
 out:
     authd_client_close(c);
-    wipe(token, sizeof(token));
+    authd_wipe(token, sizeof(token));
     if (resp != NULL) {
         authd__v1__verify_response__free_unpacked(resp, NULL);
     }
@@ -868,7 +862,7 @@ static int cmd_logout(const authd_client_options *o, int argc, char **argv)
     rc = EXIT_OK;
 out:
     authd_client_close(c);
-    wipe(token, sizeof(token));
+    authd_wipe(token, sizeof(token));
     if (resp != NULL) {
         authd__v1__logout_response__free_unpacked(resp, NULL);
     }
@@ -993,7 +987,7 @@ static int cmd_me(const authd_client_options *o, int argc, char **argv)
     rc = EXIT_OK;
 out:
     authd_client_close(c);
-    wipe(token, sizeof(token));
+    authd_wipe(token, sizeof(token));
     if (resp != NULL) {
         authd__v1__me_response__free_unpacked(resp, NULL);
     }
@@ -1026,7 +1020,7 @@ static int cmd_logout_all(const authd_client_options *o, int argc, char **argv)
     rc = EXIT_OK;
 out:
     authd_client_close(c);
-    wipe(token, sizeof(token));
+    authd_wipe(token, sizeof(token));
     if (resp != NULL) {
         authd__v1__logout_all_response__free_unpacked(resp, NULL);
     }
@@ -1082,9 +1076,9 @@ static int cmd_passwd(const authd_client_options *o, int argc, char **argv)
     rc = EXIT_OK;
 out:
     authd_client_close(c);
-    wipe(token, sizeof(token));
-    wipe(current, sizeof(current));
-    wipe(next, sizeof(next));
+    authd_wipe(token, sizeof(token));
+    authd_wipe(current, sizeof(current));
+    authd_wipe(next, sizeof(next));
     if (resp != NULL) {
         authd__v1__change_password_response__free_unpacked(resp, NULL);
     }

@@ -15,6 +15,8 @@
 
 #include <string.h>
 
+#include "pbwire.h" /* common/: the varint writer and reader, shared with the server */
+
 #define TAG_REQ_METHOD        0x0A
 #define TAG_REQ_ID            0x10
 #define TAG_REQ_BODY          0x1A
@@ -25,41 +27,19 @@
 #define TAG_REP_BODY          0x22
 #define TAG_REP_REASON        0x2A
 
-/* varint_len: bytes of v as a varint (1 to 10). */
-static size_t varint_len(uint64_t v)
-{
-    size_t n = 1;
-
-    while (v >= 0x80) {
-        v >>= 7;
-        n++;
-    }
-    return n;
-}
-
-static uint8_t *put_varint(uint8_t *p, uint64_t v)
-{
-    while (v >= 0x80) {
-        *p++ = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    *p++ = (uint8_t)v;
-    return p;
-}
-
 /* authd_cenv_request_head_len: see client_envelope.h. */
 size_t authd_cenv_request_head_len(size_t method_len, uint64_t request_id, size_t body_len)
 {
     size_t n = 0;
 
     if (method_len > 0) {
-        n += 1 + varint_len(method_len) + method_len;
+        n += 1 + pbw_varint_len(method_len) + method_len;
     }
     if (request_id != 0) {
-        n += 1 + varint_len(request_id);
+        n += 1 + pbw_varint_len(request_id);
     }
     if (body_len > 0) {
-        n += 1 + varint_len(body_len);
+        n += 1 + pbw_varint_len(body_len);
     }
     return n;
 }
@@ -70,17 +50,17 @@ uint8_t *authd_cenv_request_head(
 {
     if (method_len > 0) {
         *p++ = TAG_REQ_METHOD;
-        p = put_varint(p, method_len);
+        p = pbw_put_varint(p, method_len);
         memcpy(p, method, method_len);
         p += method_len;
     }
     if (request_id != 0) {
         *p++ = TAG_REQ_ID;
-        p = put_varint(p, request_id);
+        p = pbw_put_varint(p, request_id);
     }
     if (body_len > 0) {
         *p++ = TAG_REQ_BODY;
-        p = put_varint(p, body_len);
+        p = pbw_put_varint(p, body_len);
     }
     return p;
 }
@@ -88,7 +68,7 @@ uint8_t *authd_cenv_request_head(
 /* authd_cenv_request_tail_len: see client_envelope.h. */
 size_t authd_cenv_request_tail_len(size_t auth_len)
 {
-    return auth_len > 0 ? 1 + varint_len(auth_len) + auth_len : 0;
+    return auth_len > 0 ? 1 + pbw_varint_len(auth_len) + auth_len : 0;
 }
 
 /* authd_cenv_request_tail: see client_envelope.h. */
@@ -96,7 +76,7 @@ uint8_t *authd_cenv_request_tail(uint8_t *p, const char *authorization, size_t a
 {
     if (auth_len > 0) {
         *p++ = TAG_REQ_AUTHORIZATION;
-        p = put_varint(p, auth_len);
+        p = pbw_put_varint(p, auth_len);
         memcpy(p, authorization, auth_len);
         p += auth_len;
     }
@@ -104,29 +84,20 @@ uint8_t *authd_cenv_request_tail(uint8_t *p, const char *authorization, size_t a
 }
 
 /*
-** get_u64 reads a varint of up to 10 bytes at data[*at]; a 10th byte may
-** only be 0 or 1, so the value is exactly the 64-bit number protobuf-c's
-** parse_uint64 makes of it (it keeps the low bit of a 10th byte and drops
-** the rest; we leave those inputs to it).
+** get_u64 reads a varint of up to 10 bytes at data[*at] with pbwire.h's
+** reader, which refuses a 10th byte above 1, so the value is exactly the
+** 64-bit number protobuf-c's parse_uint64 makes of it (it keeps the low bit
+** of a 10th byte and drops the rest; we leave those inputs to it).
 */
 static bool get_u64(const uint8_t *data, size_t len, size_t *at, uint64_t *out)
 {
-    uint64_t v = 0;
-    size_t i = *at;
+    const uint8_t *p = data + *at;
 
-    for (unsigned k = 0; k < 10 && i < len; k++, i++) {
-        uint8_t b = data[i];
-        if (k == 9 && b > 1) {
-            return false;
-        }
-        v |= (uint64_t)(b & 0x7f) << (7 * k);
-        if ((b & 0x80) == 0) {
-            *at = i + 1;
-            *out = v;
-            return true;
-        }
+    if (!pbw_varint(&p, data + len, 10, out)) {
+        return false;
     }
-    return false;
+    *at = (size_t)(p - data);
+    return true;
 }
 
 /*

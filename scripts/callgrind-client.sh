@@ -122,10 +122,10 @@ n=$(grep -E "> .*:$fn \(" "$out/tree.txt" | sed -E 's/.*\(([0-9,]+)x\).*/\1/' | 
 tot=$(grep 'PROGRAM TOTALS' "$out/tree.txt" | awk '{gsub(",", "", $1); print $1}')
 [ "$n" -gt 0 ] || { echo "callgrind-client.sh: no requests in the window" >&2; exit 1; }
 echo "requests=$n instructions=$tot per_request=$((tot / n))"
-for g in io_round read_some SSL_read parse_frames run_batch unpack_reply \
+for g in io_round read_some SSL_read parse_frames run_batch cl_run_batch unpack_reply \
     protobuf_c_message_unpack protobuf_c_message_free_unpacked on_reply on_echo op_issue \
     authd_client_verify_async authd_client_call_async authd_client_call_raw_async \
-    call_envelope start_call flush SSL_write malloc free memset; do
+    call_envelope start_call flush cl_flush SSL_write malloc free memset; do
     v=$(grep -E "\* .*:$g \[" "$out/tree.txt" | head -1 | awk '{gsub(",", "", $1); print $1}' || true)
     [ -n "$v" ] && printf '  %-34s %8d per request (inclusive)\n' "$g" $((v / n))
 done

@@ -18,7 +18,7 @@ runtime=(libprotobuf-c1 libssl3 libnng1 libsodium23 libjansson4 liblmdb0 libinih
 # password strength (src/strength.c): zxcvbn, dictionary compiled in
 build+=(libzxcvbn-dev)
 runtime+=(libzxcvbn0)
-# the side HTTP port (src/http.c): libmicrohttpd
+# the side HTTP port (src/http.c) and the example service (clients/examples): libmicrohttpd
 build+=(libmicrohttpd-dev)
 runtime+=(libmicrohttpd12)
 want=("${build[@]}")

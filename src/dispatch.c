@@ -97,13 +97,6 @@ void authd_dispatch_metrics_init(void)
     (void)pthread_once(&once, name_metrics);
 }
 
-uint64_t authd_monotonic_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* find_method maps a full gRPC name to the proto's method descriptor and our
  * route; false when the name is not one of authd.v1.Auth's methods. */
 static bool find_method(

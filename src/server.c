@@ -86,6 +86,7 @@
 #include "server.h"
 #include "sp_frame.h"
 #include "sp_wire.h"
+#include "sysutil.h"
 
 #define SEND_TIMEOUT_MS 10000
 #define SWEEP_MS        250 /* how often each loop checks its deadlines */
@@ -327,12 +328,6 @@ static void mark_ready(struct conn *c)
     lp->ready_tail = c;
 }
 
-static void wipe(void *p, size_t n)
-{
-    if (p != NULL && n > 0)
-        explicit_bzero(p, n);
-}
-
 static uint64_t now_ns(void)
 {
     return authd_monotonic_ns();
@@ -561,7 +556,7 @@ static void unflushed_done(struct conn *c)
  * buffer, or give it back if the loop lent it. */
 static void rbuf_release(struct conn *c)
 {
-    wipe(c->rbuf, c->rhigh);
+    authd_wipe(c->rbuf, c->rhigh);
     if (c->rbuf != c->lp->rloan)
         free(c->rbuf);
     c->rbuf = NULL;
@@ -570,7 +565,7 @@ static void rbuf_release(struct conn *c)
 
 static void obuf_release(struct conn *c)
 {
-    wipe(c->obuf, c->ohigh);
+    authd_wipe(c->obuf, c->ohigh);
     if (c->obuf != c->lp->oloan)
         free(c->obuf);
     c->obuf = NULL;
@@ -589,7 +584,7 @@ static bool buf_resize(
         return false;
     if (len > 0)
         memcpy(nb, *buf, len);
-    wipe(*buf, *high);
+    authd_wipe(*buf, *high);
     if (*buf != loan)
         free(*buf);
     *buf = nb;
@@ -643,7 +638,7 @@ static void conn_unref(struct conn *c)
     struct frame *f;
     while ((f = c->posted) != NULL) {
         c->posted = f->next;
-        wipe(f->data, f->len);
+        authd_wipe(f->data, f->len);
         free(f);
     }
     pthread_mutex_destroy(&c->mu);
@@ -880,10 +875,10 @@ static void rreq_free(struct rreq *q)
     if (q->env != NULL) {
         ProtobufCAllocator al = authd_arena_allocator(&q->arena);
         if (q->env->body.data != NULL)
-            wipe(q->env->body.data, q->env->body.len);
+            authd_wipe(q->env->body.data, q->env->body.len);
         authd__v1__request_envelope__free_unpacked(q->env, &al);
     }
-    wipe(q->mem, q->arena.used);
+    authd_wipe(q->mem, q->arena.used);
     if (tl_loop == lp && lp->n_free_rreqs < RREQ_FREE_MAX) {
         q->next_free = lp->free_rreqs;
         lp->free_rreqs = q;
@@ -1051,7 +1046,7 @@ static void take_posted(struct loop *lp)
              * closing tells its caller at once. */
             if (!c->closed && (f->len == 0 || !out_append(c, f->data, f->len)))
                 conn_close(c, AUTHD_LOG_WARN, "out of memory");
-            wipe(f->data, f->len);
+            authd_wipe(f->data, f->len);
             free(f);
             f = next;
         }
@@ -1177,7 +1172,7 @@ static bool parse_input(struct conn *c)
             return false;
         if (c->closed) /* a reply failed to buffer: c's buffers are freed */
             return true;
-        wipe(c->rbuf + pos, f.frame_len);
+        authd_wipe(c->rbuf + pos, f.frame_len);
         pos += f.frame_len;
     }
     if (pos > 0 && pos == c->rlen) {

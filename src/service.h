@@ -23,6 +23,7 @@
 #include "policy.h"
 #include "status.h"
 #include "store.h"
+#include "sysutil.h" /* authd_monotonic_ns, shared with the client library */
 #include "timer.h"
 #include "token.h"
 #include "workpool.h"
@@ -181,8 +182,5 @@ int authd_login_canonical(const char *login, size_t len, char out[AUTHD_LOGIN_MA
  * it from a thread that may block for microseconds (not a Verify loop in
  * a hurry, though it would be safe there). */
 AUTHD_MUST_CHECK authd_code authd_service_metrics(authd_service *svc, char **out, size_t *len);
-
-/* authd_monotonic_ns: CLOCK_MONOTONIC in nanoseconds. */
-uint64_t authd_monotonic_ns(void);
 
 #endif

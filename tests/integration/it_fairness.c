@@ -26,7 +26,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
-#include "../../src/sp_wire.h"
+#include "../../common/sp_wire.h"
 #include "authd/v1/auth.pb-c.h"
 
 #define LOGIN_METHOD "/authd.v1.Auth/Login"

@@ -1,8 +1,8 @@
 /*
  * sp_wire.h — the pieces of nng's SP req/rep wire format that both ends of
  * authd speak: the server (src/server.c) and libauthd-client
- * (clients/client.c). Header-only, so the client library needs no object
- * of the server's.
+ * (clients/client_*.c). Header-only, in common/ (the one directory both
+ * sides include), so the client library needs no object of the server's.
  *
  * After TCP connect (and TLS on tls+tcp://) each side sends an 8-byte
  * header: 00 'S' 'P' 00, its protocol number (big-endian), 00 00. Then
@@ -36,6 +36,20 @@ static inline uint64_t sp_get64(const uint8_t *p)
     for (int i = 0; i < 8; i++)
         v = (v << 8) | p[i];
     return v;
+}
+
+/* sp_put32 / sp_get32: a 4-byte big-endian word (a request id). */
+static inline void sp_put32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+static inline uint32_t sp_get32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
 }
 
 /* sp_header writes the header announcing protocol proto. */

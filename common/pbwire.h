@@ -2,8 +2,10 @@
  * pbwire.h — reading protocol buffers' wire format field by field, without
  * a schema and without allocating: for the few hot paths that must look at
  * encoded bytes themselves (dispatch's UTF-8 check of request strings,
- * Verify's lean reading of stored records). Everything else decodes with
- * protobuf-c.
+ * Verify's lean reading of stored records, the server's reply envelope and
+ * the client library's request and reply envelopes). Everything else
+ * decodes with protobuf-c. In common/: the server and the client library
+ * share it.
  *
  * The reader is at least as strict as protobuf-c 1.4.1's unpack about the
  * framing: a varint longer than 10 bytes or with bits past the 64th
