@@ -18,6 +18,9 @@ runtime=(libprotobuf-c1 libssl3 libnng1 libsodium23 libjansson4 liblmdb0 libinih
 # password strength (src/strength.c): zxcvbn, dictionary compiled in
 build+=(libzxcvbn-dev)
 runtime+=(libzxcvbn0)
+# systemd Type=notify (src/notify.c): sd_notify from libsystemd
+build+=(libsystemd-dev)
+runtime+=(libsystemd0)
 want=("${build[@]}")
 [ "${1:-}" = "--runtime" ] && want=("${runtime[@]}")
 # crash tests (scripts/durability.sh): mdb_stat, mdb_dump, mdb_load
