@@ -178,7 +178,7 @@ static void backup_restore_under_load(void **state)
     snprintf(bdir, sizeof bdir, "%s/backup-1", s->dir);
     assert_int_equal(pthread_create(&th, NULL, load_main, &l), 0);
 
-    wait_acked(&l, 40);
+    wait_acked(&l, 300);
     int before = atomic_load(&l.acked); /* all acknowledged before the backup began */
     const char *extra[] = { "--signing-key", s->key_path, "--include-keys", NULL };
     uint64_t t0 = it_mono_ms();
