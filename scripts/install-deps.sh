@@ -21,6 +21,9 @@ runtime+=(libzxcvbn0)
 # the side HTTP port (src/http.c) and the example service (clients/examples): libmicrohttpd
 build+=(libmicrohttpd-dev)
 runtime+=(libmicrohttpd12)
+# systemd Type=notify (src/notify.c): sd_notify from libsystemd
+build+=(libsystemd-dev)
+runtime+=(libsystemd0)
 want=("${build[@]}")
 [ "${1:-}" = "--runtime" ] && want=("${runtime[@]}")
 # crash tests (scripts/durability.sh): mdb_stat, mdb_dump, mdb_load

@@ -1,8 +1,13 @@
 /*
  * main.c — authd: configuration, start-up in dependency order, the
  * maintenance loop, reloads on SIGHUP (caller policy, TLS files, key set;
- * the key set also every minute) and a clean shutdown on SIGINT/SIGTERM; `authd user ...` and
- * `authd keys ...` run operator commands instead.
+ * the key set also every minute) and a clean shutdown on SIGINT/SIGTERM; `authd user ...`,
+ * `authd keys ...`, `authd backup ...` and `authd calibrate` run operator commands instead.
+ *
+ * Under systemd (Type=notify) it says READY=1 once the listeners accept,
+ * STOPPING=1 when it starts to drain, and, when the unit sets WatchdogSec=,
+ * WATCHDOG=1 every half interval while every event loop is turning
+ * (authd_server_loops_turning), so a wedged loop gets authd restarted.
  *
  * Start: store -> tokens -> pools + timer -> service -> server. Stop in
  * reverse, after draining: requests in flight finish (up to
@@ -28,6 +33,8 @@
 #include "keyfile.h"
 #include "keys_cmd.h"
 #include "log.h"
+#include "maint_cmd.h"
+#include "notify.h"
 #include "policy.h"
 #include "server.h"
 #include "service.h"
@@ -41,11 +48,48 @@
 #define MAINTAIN_EVERY_S 60
 #define LOG_FLUSH_MS     2000 /* at exit, for the log thread to write what it holds */
 #define LOG_GATE_SOURCES 4096 /* sources the failure-line gate remembers */
+#define WATCHDOG_MIN_MS  1000 /* a loop sweeps every 250 ms: allow a busy machine this */
 
 static void fatal(const char *event, const char *msg)
 {
     authd_log_msg(AUTHD_LOG_ERROR, event, msg);
     fprintf(stderr, "authd: %s\n", msg);
+    authd_notify("STATUS=%s: %s", event, msg);
+}
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/*
+ * watchdog_tick pings systemd's watchdog only when every event loop has
+ * turned within the interval: the main thread alone being alive proves
+ * nothing about serving. A wedged loop gets no ping, and systemd restarts
+ * authd after WatchdogSec=. The change either way is logged once.
+ */
+static void watchdog_tick(const authd_server *srv, unsigned every_ms, bool *withheld)
+{
+    unsigned within = every_ms > WATCHDOG_MIN_MS ? every_ms : WATCHDOG_MIN_MS;
+
+    if (authd_server_loops_turning(srv, within)) {
+        authd_notify("WATCHDOG=1");
+        if (*withheld) {
+            authd_log_msg(AUTHD_LOG_WARN, "watchdog_resumed", "every event loop turns again");
+            authd_notify("STATUS=serving");
+        }
+        *withheld = false;
+        return;
+    }
+    if (!*withheld) {
+        authd_log_msg(AUTHD_LOG_ERROR, "watchdog_withheld",
+            "an event loop has not turned within the watchdog interval; not pinging systemd");
+        authd_notify("STATUS=an event loop is stalled; watchdog withheld");
+    }
+    *withheld = true;
 }
 
 /* write_url_file publishes the bound URL atomically (write + rename), so a
@@ -180,6 +224,10 @@ int main(int argc, char **argv)
         return authd_user_command(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "keys") == 0)
         return authd_keys_command(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "backup") == 0)
+        return authd_backup_command(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "calibrate") == 0)
+        return authd_calibrate_command(argc - 1, argv + 1);
     /* A SIGHUP (reload) during start-up must not kill authd: it waits,
      * pending, for the signal loop below. */
     sigemptyset(&sigs);
@@ -459,8 +507,22 @@ int main(int argc, char **argv)
     }
 
     authd_service_maintain(svc);
+    authd_notify("READY=1\nSTATUS=serving on %s", authd_server_url(srv));
+    /* Ping at half systemd's interval, as sd_watchdog_enabled(3) advises. */
+    unsigned wd_ms = (unsigned)(authd_notify_watchdog_usec() / 2000u);
+    bool wd_withheld = false;
+    if (wd_ms > 0 && authd_log_begin(&r, AUTHD_LOG_INFO, "watchdog")) {
+        authd_log_u64(&r, "ping_every_ms", wd_ms);
+        authd_log_end(&r);
+    }
+    uint64_t next_maintain = mono_ms() + MAINTAIN_EVERY_S * 1000u;
+    uint64_t next_ping = mono_ms() + wd_ms;
     for (;;) {
-        struct timespec ts = { MAINTAIN_EVERY_S, 0 };
+        uint64_t now = mono_ms(), until = next_maintain;
+        if (wd_ms > 0 && next_ping < until)
+            until = next_ping;
+        uint64_t wait = until > now ? until - now : 0;
+        struct timespec ts = { (time_t)(wait / 1000u), (long)(wait % 1000u) * 1000000L };
         int sig = sigtimedwait(&sigs, NULL, &ts);
         if (sig == SIGINT || sig == SIGTERM)
             break;
@@ -468,9 +530,15 @@ int main(int argc, char **argv)
             reload(&cfg, policy, srv);
             reload_keys(&cfg, tokens, keys_digest);
         }
-        if (sig < 0 && errno == EAGAIN) {
+        now = mono_ms();
+        if (wd_ms > 0 && now >= next_ping) {
+            watchdog_tick(srv, wd_ms, &wd_withheld);
+            next_ping = now + wd_ms;
+        }
+        if (now >= next_maintain) {
             reload_keys(&cfg, tokens, keys_digest);
             authd_service_maintain(svc);
+            next_maintain = now + MAINTAIN_EVERY_S * 1000u;
         }
         if (policy != NULL)
             (void)authd_policy_slot_reap(policy);
@@ -479,6 +547,7 @@ int main(int argc, char **argv)
     /* /readyz turns 503 (and Health says DRAINING) before the drain, so a
      * balancer stops sending; /healthz answers until the side port closes. */
     authd_health_set(AUTHD_HEALTH_DRAINING, true);
+    authd_notify("STOPPING=1\nSTATUS=draining requests in flight");
     authd_log_msg(AUTHD_LOG_INFO, "shutting_down", "draining requests in flight");
     unsigned left = authd_server_drain(srv, (int)cfg.shutdown_grace_ms);
     if (left > 0 && authd_log_begin(&r, AUTHD_LOG_WARN, "shutdown_deadline")) {

@@ -226,6 +226,9 @@ struct loop {
      * connections with output not yet written. Per loop, so no two loops
      * write one cache line per request. */
     atomic_uint inflight, unflushed;
+    /* ns: the start of the loop's latest deadline sweep. Written by the
+     * loop at each sweep (not per request), read by the watchdog check. */
+    atomic_uint_fast64_t beat;
     /* Loop only: freed requests kept for reuse (at most RREQ_FREE_MAX). */
     struct rreq *free_rreqs;
     unsigned n_free_rreqs;
@@ -1874,6 +1877,46 @@ static void loop_sweep(struct loop *lp, uint64_t now)
     lp->next_sweep = now + (uint64_t)SWEEP_MS * 1000000u;
 }
 
+#ifdef AUTHD_FAULT_INJECTION
+/* Test builds only: with IT_FAULT_WEDGE_LOOP_MS=N in the environment, loop
+ * 0 stops turning N ms after its start (it sleeps until the server stops),
+ * as a loop stuck in a handler would: the watchdog must stop (it_systemd). */
+static void fault_wedge(struct loop *lp, uint64_t now)
+{
+    static uint64_t wedge_at; /* loop 0 only */
+    const char *e;
+
+    if (lp != &lp->srv->loops[0])
+        return;
+    if (wedge_at == 0) {
+        e = getenv("IT_FAULT_WEDGE_LOOP_MS");
+        wedge_at = e != NULL && atol(e) > 0 ? now + (uint64_t)atol(e) * 1000000u : UINT64_MAX;
+    }
+    while (now >= wedge_at && !atomic_load(&lp->srv->stopping)) {
+        struct timespec ts = { 0, 50 * 1000000 };
+        nanosleep(&ts, NULL);
+    }
+}
+#else
+static inline void fault_wedge(struct loop *lp, uint64_t now)
+{
+    (void)lp;
+    (void)now;
+}
+#endif
+
+bool authd_server_loops_turning(const authd_server *s, unsigned within_ms)
+{
+    uint64_t now = now_ns(), limit = (uint64_t)within_ms * 1000000u;
+
+    for (unsigned i = 0; i < s->nloops; i++) {
+        uint64_t beat = atomic_load_explicit(&s->loops[i].beat, memory_order_relaxed);
+        if (now > beat && now - beat > limit)
+            return false;
+    }
+    return true;
+}
+
 static void *loop_main(void *arg)
 {
     struct loop *lp = arg;
@@ -1905,8 +1948,11 @@ static void *loop_main(void *arg)
         }
         run_ready(lp);
         uint64_t now = now_ns();
-        if (now >= lp->next_sweep)
+        if (now >= lp->next_sweep) {
+            atomic_store_explicit(&lp->beat, now, memory_order_relaxed);
             loop_sweep(lp, now);
+            fault_wedge(lp, now);
+        }
         loop_bury(lp);
     }
     /* Stopping: close every connection of this loop. */
@@ -2298,6 +2344,7 @@ authd_code authd_server_start(
         struct loop *lp = &s->loops[i];
         lp->srv = s;
         lp->ep = lp->efd = lp->lfd = -1;
+        atomic_init(&lp->beat, now_ns()); /* started: counts as a turn */
         pthread_mutex_init(&lp->mu, NULL);
     }
     s->loops[0].lfd = s->lfd;

@@ -58,6 +58,12 @@ unsigned authd_server_io_threads(const authd_server *s);
  * thread. */
 AUTHD_MUST_CHECK authd_code authd_server_reload_tls(authd_server *s, char *err, size_t errlen);
 
+/* authd_server_loops_turning is true when every event loop has come round
+ * to its deadline sweep (which it does at least 4 times a second while it
+ * turns) within the last within_ms: none is wedged in a handler, a lock or
+ * a system call. For the systemd watchdog (main.c). Any thread. */
+bool authd_server_loops_turning(const authd_server *s, unsigned within_ms);
+
 /* authd_server_drain refuses new connections (existing ones stay open so
  * replies in flight reach their callers), answers new requests
  * UNAVAILABLE and waits up to grace_ms for requests in flight to finish.

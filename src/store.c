@@ -1206,6 +1206,23 @@ void authd_store_close(authd_store *st)
     store_free(st);
 }
 
+/* authd_store_backup: mdb_env_copyfd2 takes its own read transaction (a
+ * reader slot, so MDB_NOTLS matters not) and writes from a second thread of
+ * LMDB's; a full disk comes back as ENOSPC. */
+authd_code authd_store_backup(authd_store *st, int fd)
+{
+    int rc;
+
+    if (st == NULL || fd < 0)
+        return AUTHD_INVALID_ARGUMENT;
+    rc = mdb_env_copyfd2(st->env, fd, MDB_CP_COMPACT);
+    if (rc == ENOSPC) {
+        log_lmdb("env_copy", rc);
+        return AUTHD_RESOURCE_EXHAUSTED;
+    }
+    return lmdb_code(rc, "env_copy");
+}
+
 /* ---- users -------------------------------------------------------------- */
 
 static authd_code check_last_admin(

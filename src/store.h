@@ -84,6 +84,16 @@ AUTHD_MUST_CHECK authd_code authd_store_open(const authd_store_options *opts, au
  * in progress on other threads. */
 void authd_store_close(authd_store *st);
 
+/* authd_store_backup writes a compacted copy of the store's data file
+ * (free pages left out, pages renumbered: mdb_env_copyfd2 with
+ * MDB_CP_COMPACT) to fd, which the caller opened for writing and still
+ * owns (it fsyncs and closes it). The copy is one read transaction's
+ * snapshot: consistent, and safe while authd serves from the same
+ * directory in another process (writers are not blocked). Its map size is
+ * the store's. Errors: INTERNAL (logged, with the LMDB or system error),
+ * RESOURCE_EXHAUSTED when the disk is full. */
+AUTHD_MUST_CHECK authd_code authd_store_backup(authd_store *st, int fd);
+
 /* authd_store_user_create inserts u (id, username and email already
  * canonical). Uniqueness of id, username and email is enforced inside one
  * write transaction: of two concurrent creates of one name, exactly one wins.

@@ -107,7 +107,9 @@ static void make_tmpdir(char *out, size_t cap, const char *tag)
 }
 
 /* child_env builds the environment for a child: ours without AUTHD_*
- * (so a developer's settings cannot leak into a test), plus extra. */
+ * (so a developer's settings cannot leak into a test) and without
+ * systemd's NOTIFY_SOCKET / WATCHDOG_* (a test run inside a unit must not
+ * speak for it; it_systemd passes its own), plus extra. */
 static char **child_env(const char *const *extra)
 {
     size_t n = 0, m = 0, k = 0;
@@ -118,7 +120,8 @@ static char **child_env(const char *const *extra)
     char **env = calloc(n + m + 1, sizeof *env);
     assert_non_null(env);
     for (size_t i = 0; i < n; i++)
-        if (strncmp(environ[i], "AUTHD_", 6) != 0)
+        if (strncmp(environ[i], "AUTHD_", 6) != 0 && strncmp(environ[i], "NOTIFY_SOCKET=", 14) != 0
+            && strncmp(environ[i], "WATCHDOG_", 9) != 0)
             env[k++] = environ[i];
     for (size_t i = 0; i < m; i++)
         env[k++] = (char *)extra[i];
