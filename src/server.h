@@ -58,6 +58,13 @@ unsigned authd_server_io_threads(const authd_server *s);
  * thread. */
 AUTHD_MUST_CHECK authd_code authd_server_reload_tls(authd_server *s, char *err, size_t errlen);
 
+/* authd_server_check_tls builds (and frees) the TLS context o's files make,
+ * as authd_server_start would: for `authd check-config`. On failure err
+ * names the file and the cause (a missing file, a permission, a bad PEM,
+ * a key that does not match the certificate). */
+AUTHD_MUST_CHECK authd_code authd_server_check_tls(
+    const authd_server_options *o, char *err, size_t errlen);
+
 /* authd_server_drain refuses new connections (existing ones stay open so
  * replies in flight reach their callers), answers new requests
  * UNAVAILABLE and waits up to grace_ms for requests in flight to finish.
