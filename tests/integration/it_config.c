@@ -559,7 +559,9 @@ static void config_log_file_reopened_and_level_reloaded(void **state)
     path_in(s, "service.log", log, sizeof log);
     path_in(s, "service.log.1", rotated, sizeof rotated);
     path_in(s, "authd.conf", conf, sizeof conf);
-    write_file(conf, "log-level = info\n", 0600);
+    char text[600];
+    snprintf(text, sizeof text, "log-level = info\ndata-dir = %s\n", s->data_dir);
+    write_file(conf, text, 0600);
     s->opts.extra[0] = "--log-file";
     s->opts.extra[1] = log;
     s->opts.extra[2] = "--config";
@@ -581,9 +583,19 @@ static void config_log_file_reopened_and_level_reloaded(void **state)
     IT_EXPECT(&ast, AUTHD_OK, NULL);
     assert_true(it_log_wait(s, "\"audit\":\"login_success\"", RELOAD_WAIT_MS));
 
+    /* The operator commands read the same file: `authd user list` finds
+     * the store through its data-dir. */
+    const char *list[] = { AUTHD_BIN, "user", "list", "--config", conf, NULL };
+    it_proc p;
+    it_run(list, NULL, NULL, &p);
+    if (p.status != 0 || strstr(p.out, "log-user") == NULL)
+        fail_msg("authd user list --config: status %d\n%s\n%s", p.status, p.out, p.err);
+    it_proc_free(&p);
+
     /* logrotate: rename, then SIGHUP; the level goes to debug meanwhile. */
     assert_int_equal(rename(log, rotated), 0);
-    write_file(conf, "log-level = debug\n", 0600);
+    snprintf(text, sizeof text, "log-level = debug\ndata-dir = %s\n", s->data_dir);
+    write_file(conf, text, 0600);
     assert_int_equal(kill(s->pid, SIGHUP), 0);
     assert_true(it_log_wait(s, "\"event\":\"log_reloaded\"", RELOAD_WAIT_MS));
     assert_true(it_log_wait(s, "\"log_level\":\"debug\"", RELOAD_WAIT_MS));
