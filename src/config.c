@@ -1,14 +1,28 @@
 /*
- * config.c — the option table, environment and flag parsing, --help.
+ * config.c — the option table; the config file, environment and flag
+ * parsing; --help and the effective-configuration listing.
+ *
+ * The config file is INI without sections: `key = value` lines whose keys
+ * are the flag names (without "--"), `#` or `;` comments. It is parsed by
+ * libinih from a buffer this file has checked first (inih r55 splits lines
+ * longer than 199 characters and would join an indented line to the one
+ * before: both are refused here, as a key given twice is).
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <ini.h>
 #include <limits.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "password.h"
+
+#define FILE_MAX      (1024 * 1024) /* a config file larger than this is refused */
+#define INIH_LINE_MAX 199 /* r55: INI_MAX_LINE 200, including the NUL */
 
 #define TOKEN_TTL_CEILING (12 * 3600) /* seconds; longer only with --insecure-weak-params */
 
@@ -27,6 +41,12 @@ struct opt {
 #define O(f) offsetof(authd_config, f)
 
 static const struct opt opts[] = {
+    { "config", "AUTHD_CONFIG", STR, O(config), "", 0, 0,
+        "config file (INI: `flag-name = value` lines, see examples/authd.conf); flags and the "
+        "environment override it; not world-writable; its log-level is re-read on SIGHUP" },
+    { "log-file", "AUTHD_LOG_FILE", STR, O(log_file), "", 0, 0,
+        "append log lines to this file (created 0600) instead of stderr; reopened on SIGHUP "
+        "(for logrotate)" },
     { "listen", "AUTHD_LISTEN", STR, O(listen), "tls+tcp://127.0.0.1:7443", 0, 0,
         "URL to listen on: tls+tcp://HOST:PORT (port 0 picks a free port)" },
     { "data-dir", "AUTHD_DATA_DIR", STR, O(data_dir), "./var/data", 0, 0,
@@ -192,7 +212,12 @@ static const struct opt opts[] = {
         "believes; from any other peer they are ignored" },
 };
 
-static int set(authd_config *cfg, const struct opt *o, const char *val, const char *src, FILE *err)
+#define NOPTS (sizeof opts / sizeof opts[0])
+_Static_assert(NOPTS <= AUTHD_CONFIG_OPTS_MAX, "raise AUTHD_CONFIG_OPTS_MAX");
+
+/* set parses val into o's field; on error it returns -1 with why naming
+ * the setting and what it expects (the caller says where val came from). */
+static int set(authd_config *cfg, const struct opt *o, const char *val, char *why, size_t whylen)
 {
     char *p = (char *)cfg + o->off;
 
@@ -209,14 +234,14 @@ static int set(authd_config *cfg, const struct opt *o, const char *val, const ch
             *(bool *)p = false;
             return 0;
         }
-        fprintf(err, "authd: %s %s: expected 1/0, true/false or yes/no\n", src, o->flag);
+        snprintf(why, whylen, "%s: expected 1/0, true/false or yes/no", o->flag);
         return -1;
     case INT: {
         char *end = NULL;
         errno = 0;
         long long v = strtoll(val, &end, 10);
         if (errno != 0 || end == val || *end != '\0' || v < o->min || v > o->max) {
-            fprintf(err, "authd: %s %s: expected an integer from %lld to %lld\n", src, o->flag,
+            snprintf(why, whylen, "%s: expected an integer from %lld to %lld", o->flag,
                 (long long)o->min, (long long)o->max);
             return -1;
         }
@@ -260,19 +285,246 @@ static int check_floors(const authd_config *cfg, FILE *err)
     return 0;
 }
 
-int authd_config_load(authd_config *cfg, int argc, char **argv, FILE *err)
+static const struct opt *find_opt(const char *name, size_t nlen)
 {
-    const size_t n = sizeof opts / sizeof opts[0];
+    for (size_t i = 0; i < NOPTS; i++)
+        if (strlen(opts[i].flag) == nlen && strncmp(opts[i].flag, name, nlen) == 0)
+            return &opts[i];
+    return NULL;
+}
 
-    memset(cfg, 0, sizeof *cfg);
-    for (size_t i = 0; i < n; i++)
-        if (set(cfg, &opts[i], opts[i].def, "default", err) != 0)
-            return -1;
-    for (size_t i = 0; i < n; i++) {
-        const char *v = getenv(opts[i].env);
-        if (v != NULL && set(cfg, &opts[i], v, opts[i].env, err) != 0)
-            return -1;
+/* ---- the config file ---------------------------------------------------------------- */
+
+/* fileparse: the checked text, handed to inih a line at a time (so the
+ * handler knows its line), and the first error found. */
+struct fileparse {
+    authd_config *cfg;
+    const char *path;
+    const char *buf;
+    size_t len, pos;
+    int line; /* the line the reader handed out last */
+    int err_line; /* the first error the handler found (0: none) */
+    char why[320];
+};
+
+static char *file_reader(char *str, int num, void *stream)
+{
+    struct fileparse *fp = stream;
+    size_t n = 0;
+
+    if (fp->pos >= fp->len || num < 2)
+        return NULL;
+    while (fp->pos + n < fp->len && fp->buf[fp->pos + n] != '\n')
+        n++;
+    if (fp->pos + n < fp->len)
+        n++; /* the newline */
+    if (n > (size_t)num - 1)
+        n = (size_t)num - 1; /* cannot happen: precheck() measured every line */
+    memcpy(str, fp->buf + fp->pos, n);
+    str[n] = '\0';
+    fp->pos += n;
+    fp->line++;
+    return str;
+}
+
+/* on_key sets one key of the file; the first error is kept (with its
+ * line) and stops further settings from being applied. */
+static int on_key(void *user, const char *section, const char *name, const char *value)
+{
+    struct fileparse *fp = user;
+    authd_config *cfg = fp->cfg;
+    const struct opt *o;
+    size_t i;
+
+    if (fp->err_line != 0)
+        return 1;
+    (void)section; /* precheck() refused section lines: always "" */
+    if ((o = find_opt(name, strlen(name))) == NULL) {
+        snprintf(fp->why, sizeof fp->why,
+            "%s: unknown key (keys are the option names without \"--\": authd --help)", name);
+        goto bad;
     }
+    i = (size_t)(o - opts);
+    if (strcmp(o->flag, "config") == 0) {
+        snprintf(fp->why, sizeof fp->why, "config: cannot be set in the config file itself");
+        goto bad;
+    }
+    if (cfg->file_line[i] != 0) {
+        snprintf(
+            fp->why, sizeof fp->why, "%s: set twice (also on line %d)", name, cfg->file_line[i]);
+        goto bad;
+    }
+    char *copy = strdup(value);
+    if (copy == NULL) {
+        snprintf(fp->why, sizeof fp->why, "out of memory");
+        goto bad;
+    }
+    if (set(cfg, o, copy, fp->why, sizeof fp->why) != 0) {
+        free(copy);
+        goto bad;
+    }
+    free(cfg->owned[i]);
+    cfg->owned[i] = copy; /* a STR field may point into it */
+    cfg->file_line[i] = fp->line;
+    cfg->source[i] = AUTHD_CFG_FILE;
+    return 1;
+bad:
+    fp->err_line = fp->line;
+    return 0;
+}
+
+/* precheck refuses what inih would read otherwise than it looks: NUL
+ * bytes, lines longer than it keeps (it would split them), indented lines
+ * (it would join them to the key before) and sections (not used: every
+ * setting is a top-level key, as every flag is). */
+static int precheck(const char *path, const char *buf, size_t len, FILE *err)
+{
+    int line = 1;
+
+    for (size_t at = 0; at < len; line++) {
+        const char *p = buf + at, *nl = memchr(p, '\n', len - at);
+        size_t n = nl != NULL ? (size_t)(nl - p) : len - at;
+        size_t lead = 0, bom = 0;
+
+        at += n + (nl != NULL);
+        if (n > 0 && p[n - 1] == '\r')
+            n--;
+        if (memchr(p, '\0', n) != NULL) {
+            fprintf(err, "authd: %s:%d: a NUL byte: not a text file\n", path, line);
+            return -1;
+        }
+        if (n > INIH_LINE_MAX - 1) {
+            fprintf(
+                err, "authd: %s:%d: longer than %d characters\n", path, line, INIH_LINE_MAX - 1);
+            return -1;
+        }
+        if (line == 1 && n >= 3 && memcmp(p, "\xEF\xBB\xBF", 3) == 0)
+            lead = bom = 3;
+        while (lead < n && (p[lead] == ' ' || p[lead] == '\t'))
+            lead++;
+        if (lead == n || p[lead] == '#' || p[lead] == ';')
+            continue;
+        if (p[lead] == '[') {
+            fprintf(err,
+                "authd: %s:%d: sections are not used (every key is an option name, at the top "
+                "level)\n",
+                path, line);
+            return -1;
+        }
+        if (lead > bom) {
+            fprintf(err, "authd: %s:%d: indented line: write each key at the start of its line\n",
+                path, line);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* read_checked opens the file once and checks what it is before reading
+ * it through the same descriptor: a regular file, not world-writable,
+ * owned by root or authd's own user (as OpenSSH checks its config), and
+ * not larger than FILE_MAX. On success *out is a NUL-terminated copy the
+ * caller frees. */
+static int read_checked(const char *path, char **out, size_t *outlen, FILE *err)
+{
+    struct stat st;
+    char *buf = NULL;
+    size_t len = 0;
+    int rc = -1;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+
+    if (fd < 0) {
+        fprintf(err, "authd: cannot read config file %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    if (fstat(fd, &st) != 0) {
+        fprintf(err, "authd: cannot read config file %s: %s\n", path, strerror(errno));
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        fprintf(err, "authd: config file %s is not a regular file\n", path);
+        goto out;
+    }
+    if ((st.st_mode & S_IWOTH) != 0) {
+        fprintf(err,
+            "authd: config file %s is world-writable (mode %04o): refused, anyone could change "
+            "authd's settings (chmod o-w it)\n",
+            path, (unsigned)(st.st_mode & 07777));
+        goto out;
+    }
+    if (st.st_uid != 0 && st.st_uid != geteuid()) {
+        fprintf(err,
+            "authd: config file %s is owned by uid %u, neither root nor authd's user (uid %u): "
+            "refused\n",
+            path, (unsigned)st.st_uid, (unsigned)geteuid());
+        goto out;
+    }
+    if (st.st_size > FILE_MAX) {
+        fprintf(err, "authd: config file %s is larger than %d bytes\n", path, FILE_MAX);
+        goto out;
+    }
+    if ((buf = malloc((size_t)st.st_size + 1)) == NULL) {
+        fprintf(err, "authd: config file %s: out of memory\n", path);
+        goto out;
+    }
+    while (len < (size_t)st.st_size) {
+        ssize_t n = read(fd, buf + len, (size_t)st.st_size - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            fprintf(err, "authd: cannot read config file %s: %s\n", path, strerror(errno));
+            goto out;
+        }
+        if (n == 0)
+            break; /* shrank meanwhile: parse what is there */
+        len += (size_t)n;
+    }
+    buf[len] = '\0';
+    *out = buf;
+    *outlen = len;
+    buf = NULL;
+    rc = 0;
+out:
+    free(buf);
+    close(fd);
+    return rc;
+}
+
+/* load_file applies the config file's keys to cfg (over the defaults). */
+static int load_file(authd_config *cfg, const char *path, FILE *err)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    int rc = -1;
+
+    if (read_checked(path, &buf, &len, err) != 0)
+        return -1;
+    if (precheck(path, buf, len, err) != 0)
+        goto out;
+    struct fileparse fp = { .cfg = cfg, .path = path, .buf = buf, .len = len };
+    int line = ini_parse_stream(file_reader, &fp, on_key, &fp);
+    if (line == 0) {
+        rc = 0;
+    } else if (line > 0 && line == fp.err_line) {
+        fprintf(err, "authd: %s:%d: %s\n", path, line, fp.why);
+    } else if (line > 0) {
+        fprintf(err, "authd: %s:%d: expected `key = value` (a comment starts with # or ;)\n", path,
+            line);
+    } else {
+        fprintf(err, "authd: config file %s: out of memory\n", path);
+    }
+out:
+    free(buf);
+    return rc;
+}
+
+/* ---- flags ---------------------------------------------------------------------------- */
+
+/* parse_flags applies argv's options to cfg. */
+static int parse_flags(authd_config *cfg, int argc, char **argv, FILE *err)
+{
+    char why[320];
+
     for (int a = 1; a < argc; a++) {
         const char *arg = argv[a];
         if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
@@ -290,11 +542,9 @@ int authd_config_load(authd_config *cfg, int argc, char **argv, FILE *err)
         const char *name = arg + 2, *eq = strchr(name, '=');
         size_t nlen = eq != NULL ? (size_t)(eq - name) : strlen(name);
         bool negated = false;
-        const struct opt *o = NULL;
-        for (size_t i = 0; i < n && o == NULL; i++) {
-            if (strlen(opts[i].flag) == nlen && strncmp(opts[i].flag, name, nlen) == 0)
-                o = &opts[i];
-            else if (opts[i].kind == BOOL && nlen == strlen(opts[i].flag) + 3
+        const struct opt *o = find_opt(name, nlen);
+        for (size_t i = 0; i < NOPTS && o == NULL; i++) {
+            if (opts[i].kind == BOOL && nlen == strlen(opts[i].flag) + 3
                 && strncmp(name, "no-", 3) == 0 && strncmp(name + 3, opts[i].flag, nlen - 3) == 0) {
                 o = &opts[i];
                 negated = true;
@@ -318,12 +568,114 @@ int authd_config_load(authd_config *cfg, int argc, char **argv, FILE *err)
             fprintf(err, "authd: option --%s needs a value\n", o->flag);
             return -1;
         }
-        if (set(cfg, o, val, "option", err) != 0)
+        if (set(cfg, o, val, why, sizeof why) != 0) {
+            fprintf(err, "authd: option --%s\n", why);
             return -1;
+        }
+        cfg->source[o - opts] = AUTHD_CFG_FLAG;
     }
+    return 0;
+}
+
+static int set_defaults(authd_config *cfg, FILE *err)
+{
+    char why[320];
+
+    for (size_t i = 0; i < NOPTS; i++) {
+        if (set(cfg, &opts[i], opts[i].def, why, sizeof why) != 0) {
+            fprintf(err, "authd: default of %s\n", why);
+            return -1;
+        }
+        cfg->source[i] = AUTHD_CFG_DEFAULT;
+    }
+    return 0;
+}
+
+int authd_config_load(authd_config *cfg, int argc, char **argv, FILE *err)
+{
+    authd_config flags_only;
+    const char *file;
+    char why[320];
+
+    memset(cfg, 0, sizeof *cfg);
+    /* Which file: --config (the flags are parsed once on their own for it,
+     * which also reports a bad flag before the file is read), else
+     * AUTHD_CONFIG. */
+    memset(&flags_only, 0, sizeof flags_only);
+    if (set_defaults(&flags_only, err) != 0 || parse_flags(&flags_only, argc, argv, err) != 0)
+        return -1;
+    file = flags_only.config != NULL ? flags_only.config : getenv("AUTHD_CONFIG");
+
+    if (set_defaults(cfg, err) != 0)
+        return -1;
+    if (file != NULL && file[0] != '\0' && load_file(cfg, file, err) != 0)
+        return -1;
+    for (size_t i = 0; i < NOPTS; i++) {
+        const char *v = getenv(opts[i].env);
+        if (v == NULL)
+            continue;
+        if (set(cfg, &opts[i], v, why, sizeof why) != 0) {
+            fprintf(err, "authd: %s: %s\n", opts[i].env, why);
+            return -1;
+        }
+        cfg->source[i] = AUTHD_CFG_ENV;
+    }
+    if (parse_flags(cfg, argc, argv, err) != 0)
+        return -1;
     if (!cfg->help && !cfg->version && check_floors(cfg, err) != 0)
         return -1;
     return 0;
+}
+
+void authd_config_free(authd_config *cfg)
+{
+    if (cfg == NULL)
+        return;
+    for (size_t i = 0; i < AUTHD_CONFIG_OPTS_MAX; i++) {
+        free(cfg->owned[i]);
+        cfg->owned[i] = NULL;
+    }
+}
+
+void authd_config_print(const authd_config *cfg, FILE *out)
+{
+    for (size_t i = 0; i < NOPTS; i++) {
+        const struct opt *o = &opts[i];
+        const char *p = (const char *)cfg + o->off;
+        char val[64], from[96];
+        const char *v = val;
+
+        switch (o->kind) {
+        case STR:
+            v = *(const char *const *)p != NULL ? *(const char *const *)p : "";
+            break;
+        case BOOL:
+            snprintf(val, sizeof val, "%s", *(const bool *)p ? "true" : "false");
+            break;
+        case INT:
+            snprintf(val, sizeof val, "%lld", (long long)*(const int64_t *)p);
+            break;
+        }
+        switch ((authd_config_source)cfg->source[i]) {
+        case AUTHD_CFG_FILE:
+            snprintf(from, sizeof from, "file %s:%d", cfg->config != NULL ? cfg->config : "?",
+                cfg->file_line[i]);
+            break;
+        case AUTHD_CFG_ENV:
+            snprintf(from, sizeof from, "env %s", o->env);
+            break;
+        case AUTHD_CFG_FLAG:
+            snprintf(from, sizeof from, "flag --%s", o->flag);
+            break;
+        default:
+            snprintf(from, sizeof from, "default");
+            break;
+        }
+        /* The listing reads back as a config file; `config` itself cannot
+         * be a key there, so it is shown as a comment. */
+        fprintf(out, "%s%-28s = %s  ; %s\n", strcmp(o->flag, "config") == 0 ? "; " : "", o->flag, v,
+            from);
+    }
 }
 
 void authd_config_usage(FILE *out)
@@ -337,9 +689,11 @@ void authd_config_usage(FILE *out)
         "       authd calibrate [--target-ms N] [--max-memory-kib M] (authd calibrate --help)\n\n"
         "authd: authentication service (Register, Login, Logout, Verify, Refresh, GetJwks over "
         "nng/TLS).\n"
-        "Every option can also be set with the environment variable shown;\n"
-        "options override the environment, which overrides the defaults.\n\n");
-    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++) {
+        "       authd check-config [OPTIONS]   validate the configuration, print it, exit\n\n"
+        "Every option can also be set with the environment variable shown, or as\n"
+        "`name = value` in the --config file; options override the environment,\n"
+        "which overrides the file, which overrides the defaults.\n\n");
+    for (size_t i = 0; i < NOPTS; i++) {
         const struct opt *o = &opts[i];
         char left[64];
         if (o->kind == BOOL)

@@ -1,9 +1,12 @@
 /*
- * config.h — authd's settings: built-in defaults, then AUTHD_* environment
- * variables, then command-line flags, each overriding the one before.
+ * config.h — authd's settings: built-in defaults, then the config file
+ * (--config / AUTHD_CONFIG, INI, keys are the flag names), then AUTHD_*
+ * environment variables, then command-line flags, each overriding the one
+ * before, setting by setting.
  *
- * One table in config.c drives parsing, the environment names and --help,
- * so they cannot disagree.
+ * One table in config.c drives parsing (flags, environment and file), the
+ * environment names, --help and `authd check-config`'s listing, so they
+ * cannot disagree.
  */
 #ifndef AUTHD_CONFIG_H
 #define AUTHD_CONFIG_H
@@ -13,7 +16,19 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#define AUTHD_CONFIG_OPTS_MAX 96 /* rows of config.c's table, at most */
+
+/* Where a setting's value came from. */
+typedef enum authd_config_source {
+    AUTHD_CFG_DEFAULT = 0,
+    AUTHD_CFG_FILE,
+    AUTHD_CFG_ENV,
+    AUTHD_CFG_FLAG,
+} authd_config_source;
+
 typedef struct authd_config {
+    const char *config;
+    const char *log_file;
     const char *listen;
     const char *data_dir;
     const char *tls_cert;
@@ -81,14 +96,33 @@ typedef struct authd_config {
     const char *http_trusted_proxies;
     bool help;
     bool version;
+    /* Bookkeeping, by row of the table: where each value came from, the
+     * file line that set it (0 = not the file), and the file's strings,
+     * which cfg owns (authd_config_free). */
+    unsigned char source[AUTHD_CONFIG_OPTS_MAX];
+    int file_line[AUTHD_CONFIG_OPTS_MAX];
+    char *owned[AUTHD_CONFIG_OPTS_MAX];
 } authd_config;
 
-/* authd_config_load fills cfg from defaults, the environment and argv.
- * Returns 0, or -1 after writing a one-line error to err. Strings in cfg
- * point into argv, the environment or static defaults. Security settings
+/* authd_config_load fills cfg from defaults, the config file, the
+ * environment and argv, in that order of increasing precedence. Returns
+ * 0, or -1 after writing a one-line error to err (for the file: naming
+ * file:line and the key). The file must be a regular file that is not
+ * world-writable and is owned by root or the effective user. Strings in
+ * cfg point into argv, the environment, static defaults or memory cfg
+ * owns: call authd_config_free after either result. Security settings
  * beyond their floors (argon2id below 19456 KiB or t=2, --token-ttl above
  * 12 h) are refused unless insecure_weak_params is set. */
 int authd_config_load(authd_config *cfg, int argc, char **argv, FILE *err);
+
+/* authd_config_free frees the strings cfg took from the config file (the
+ * pointers into them become invalid). Accepts a zeroed or freed cfg. */
+void authd_config_free(authd_config *cfg);
+
+/* authd_config_print writes the effective configuration, one setting a
+ * line: `name = value  # source` (source: default, env NAME, flag, or
+ * file:line). No setting holds a secret (keys are named by their files). */
+void authd_config_print(const authd_config *cfg, FILE *out);
 
 /* authd_config_usage writes --help text. */
 void authd_config_usage(FILE *out);

@@ -275,13 +275,18 @@ int authd_keys_command(int argc, char **argv)
             return usage(stderr);
     }
     args[nargs] = NULL;
-    if (authd_config_load(&cfg, nargs, args, stderr) != 0)
+    if (authd_config_load(&cfg, nargs, args, stderr) != 0) {
+        authd_config_free(&cfg);
         return 2;
-    if (sodium_init() < 0)
+    }
+    if (sodium_init() < 0) {
+        authd_config_free(&cfg);
         return 1;
+    }
     authd_log_setup(AUTHD_LOG_WARN, STDERR_FILENO);
     if (cfg.key_dir == NULL) {
         fprintf(stderr, "authd keys: no key directory: give --key-dir DIR or AUTHD_KEY_DIR\n");
+        authd_config_free(&cfg);
         return 2;
     }
     char alg[8] = "";
@@ -290,8 +295,10 @@ int authd_keys_command(int argc, char **argv)
             snprintf(alg, sizeof alg, "HS256");
         else if (strcmp(arg, "es256") == 0 || strcmp(arg, "ES256") == 0)
             snprintf(alg, sizeof alg, "ES256");
-        else
+        else {
+            authd_config_free(&cfg);
             return usage(stderr);
+        }
     }
 
     int64_t now = (int64_t)time(NULL);
@@ -337,5 +344,6 @@ out:
     if (err[0] != '\0')
         fprintf(stderr, "authd keys %s: %s\n", sub, err);
     authd_keydir_unlock(lock);
+    authd_config_free(&cfg); /* strings of cfg (from --config) were in use until here */
     return status;
 }

@@ -36,6 +36,7 @@
  * nothing else is published through them. */
 static atomic_int min_level = AUTHD_LOG_INFO;
 static atomic_int out_fd = 2;
+static atomic_int next_fd = -1; /* handed to the log thread by authd_log_swap_fd */
 
 #define TAIL_TRUNCATED ",\"truncated\":true}\n"
 #define TAIL_PLAIN     "}\n"
@@ -64,6 +65,23 @@ void authd_log_setup(authd_log_level min, int fd)
 {
     atomic_store_explicit(&min_level, (int)min, memory_order_relaxed);
     atomic_store_explicit(&out_fd, fd, memory_order_relaxed);
+}
+
+void authd_log_set_level(authd_log_level min)
+{
+    atomic_store_explicit(&min_level, (int)min, memory_order_relaxed);
+}
+
+/* take_next_fd puts a descriptor handed over by authd_log_swap_fd in force
+ * and closes the one it replaces; only the fd's single writer calls it. */
+static void take_next_fd(void)
+{
+    int nf = atomic_exchange(&next_fd, -1);
+    if (nf < 0)
+        return;
+    int old = atomic_exchange(&out_fd, nf);
+    if (old > 2)
+        close(old);
 }
 
 bool authd_log_level_parse(const char *s, authd_log_level *out)
@@ -592,6 +610,7 @@ static void *log_thread(void *arg)
         ring.dropped = 0;
         pthread_mutex_unlock(&ring.mu);
 
+        take_next_fd(); /* lines written after a swap go to the new file */
         int fd = atomic_load_explicit(&out_fd, memory_order_relaxed);
         while (t < h && fd >= 0) {
             size_t at = (size_t)(t % ring.cap);
@@ -684,6 +703,7 @@ bool authd_log_shutdown(int deadline_ms)
         pthread_mutex_unlock(&ring.mu);
         if (clean) {
             pthread_join(ring.thread, NULL);
+            take_next_fd(); /* a swap the thread had no line left to take */
             free(ring.buf);
             ring.buf = NULL;
             pthread_cond_destroy(&ring.wake);
@@ -697,6 +717,21 @@ bool authd_log_shutdown(int deadline_ms)
     }
     gate_free();
     return clean;
+}
+
+void authd_log_swap_fd(int fd)
+{
+    int prev = atomic_exchange(&next_fd, fd);
+    if (prev > 2)
+        close(prev); /* handed over but never taken: superseded */
+    pthread_mutex_lock(&ring.mu);
+    if (atomic_load_explicit(&ring.mode, memory_order_relaxed) == MODE_SYNC)
+        take_next_fd(); /* no thread: callers write themselves, under no lock */
+    else if (ring.waiting) {
+        ring.waiting = false;
+        pthread_cond_signal(&ring.wake);
+    }
+    pthread_mutex_unlock(&ring.mu);
 }
 
 uint64_t authd_log_dropped(void)

@@ -63,6 +63,18 @@ typedef struct authd_logrec {
  * lines go to (default: level INFO, fd 2). Not thread-safe: call at start. */
 void authd_log_setup(authd_log_level min, int fd);
 
+/* authd_log_set_level changes the minimum level written (SIGHUP); safe
+ * from any thread at any time. */
+void authd_log_set_level(authd_log_level min);
+
+/* authd_log_swap_fd makes fd the descriptor lines go to from now on and
+ * takes ownership of it (a reopened --log-file, SIGHUP). With the log
+ * thread running, the thread itself switches between two batches and
+ * closes the old descriptor (unless it is 0, 1 or 2), so no line is
+ * written to a closed descriptor and no producer ever waits for it;
+ * without the thread the switch happens at once. */
+void authd_log_swap_fd(int fd);
+
 /* authd_log_level_parse maps "debug", "info", "warn", "error", "off" to a
  * level; returns false for anything else. */
 bool authd_log_level_parse(const char *s, authd_log_level *out);

@@ -1,8 +1,9 @@
 /*
  * main.c — authd: configuration, start-up in dependency order, the
- * maintenance loop, reloads on SIGHUP (caller policy, TLS files, key set;
- * the key set also every minute) and a clean shutdown on SIGINT/SIGTERM; `authd user ...`,
- * `authd keys ...`, `authd backup ...` and `authd calibrate` run operator commands instead.
+ * maintenance loop, reloads on SIGHUP (caller policy, TLS files, key set,
+ * log level, log file; the key set also every minute) and a clean shutdown
+ * on SIGINT/SIGTERM; `authd user ...`, `authd keys ...`, `authd backup ...`,
+ * `authd calibrate` and `authd check-config` run operator commands instead.
  *
  * Under systemd (Type=notify) it says READY=1 once the listeners accept,
  * STOPPING=1 when it starts to drain, and, when the unit sets WatchdogSec=,
@@ -16,6 +17,7 @@
  * is closed last.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sodium.h>
@@ -25,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "check_config.h"
 #include "config.h"
 #include "dirlock.h"
 #include "health.h"
@@ -110,6 +113,79 @@ static int write_url_file(const char *path, const char *url)
         return -1;
     }
     return 0;
+}
+
+/* open_log_file opens --log-file for appending, created 0600 (log lines
+ * name users and addresses). Returns the fd, or -1 with errno set. */
+static int open_log_file(const char *path)
+{
+    return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
+}
+
+/*
+ * reload_log (SIGHUP): the log level, re-read with the rest of the
+ * configuration (flags > environment > file, as at start: only the file
+ * can have changed, so a level given by flag or environment stays), and
+ * the log file reopened at its path (after logrotate renamed it). Nothing
+ * else read from the file changes before a restart. A configuration that
+ * no longer loads, or a log file that cannot be opened, keeps what is in
+ * force and logs why.
+ */
+static void reload_log(int argc, char **argv, const authd_config *cfg)
+{
+    authd_config fresh;
+    authd_log_level level;
+    char msg[1024];
+    authd_logrec r;
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *errs = open_memstream(&buf, &len);
+    bool level_ok = false, file_ok = false;
+
+    memset(&fresh, 0, sizeof fresh);
+    if (errs == NULL || authd_config_load(&fresh, argc, argv, errs) != 0) {
+        if (errs != NULL)
+            fflush(errs);
+        snprintf(msg, sizeof msg, "%s",
+            buf != NULL && len > 0 ? buf : "the configuration does not load");
+        msg[strcspn(msg, "\n")] = '\0';
+    } else if (!authd_log_level_parse(fresh.log_level, &level)) {
+        snprintf(msg, sizeof msg, "log-level %s: expected debug, info, warn, error or off",
+            fresh.log_level != NULL ? fresh.log_level : "(none)");
+    } else {
+        authd_log_set_level(level);
+        level_ok = true;
+    }
+    if (!level_ok && authd_log_begin(&r, AUTHD_LOG_ERROR, "reload_failed")) {
+        authd_log_str(&r, "error", msg);
+        authd_log_str(&r, "kept", "the log level in force");
+        authd_log_end(&r);
+    }
+    if (errs != NULL)
+        fclose(errs);
+    free(buf);
+    if (cfg->log_file != NULL) {
+        int fd = open_log_file(cfg->log_file);
+        if (fd >= 0) {
+            authd_log_swap_fd(fd);
+            file_ok = true;
+        } else if (authd_log_begin(&r, AUTHD_LOG_ERROR, "reload_failed")) {
+            authd_log_str(&r, "log_file", cfg->log_file);
+            authd_log_str(&r, "error", strerror(errno));
+            authd_log_str(&r, "kept", "the log file open before");
+            authd_log_end(&r);
+        }
+    }
+    if (authd_log_begin(&r, AUTHD_LOG_INFO, "log_reloaded")) {
+        if (level_ok)
+            authd_log_str(&r, "log_level", fresh.log_level);
+        if (cfg->log_file != NULL) {
+            authd_log_str(&r, "log_file", cfg->log_file);
+            authd_log_bool(&r, "reopened", file_ok);
+        }
+        authd_log_end(&r);
+    }
+    authd_config_free(&fresh);
 }
 
 /* load_policy reads the caller policy file against the service's methods. */
@@ -228,26 +304,37 @@ int main(int argc, char **argv)
         return authd_backup_command(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "calibrate") == 0)
         return authd_calibrate_command(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "check-config") == 0)
+        return authd_check_config(argc - 1, argv + 1);
     /* A SIGHUP (reload) during start-up must not kill authd: it waits,
      * pending, for the signal loop below. */
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-    if (authd_config_load(&cfg, argc, argv, stderr) != 0)
+    if (authd_config_load(&cfg, argc, argv, stderr) != 0) {
+        authd_config_free(&cfg);
         return 2;
-    if (cfg.help) {
-        authd_config_usage(stdout);
-        return 0;
     }
-    if (cfg.version) {
-        printf("authd %s\n", AUTHD_VERSION);
+    if (cfg.help || cfg.version) {
+        if (cfg.help)
+            authd_config_usage(stdout);
+        else
+            printf("authd %s\n", AUTHD_VERSION);
+        authd_config_free(&cfg);
         return 0;
     }
     if (!authd_log_level_parse(cfg.log_level, &level)) {
         fprintf(stderr, "authd: --log-level: expected debug, info, warn, error or off\n");
+        authd_config_free(&cfg);
         return 2;
     }
-    authd_log_setup(level, STDERR_FILENO);
+    int log_fd = STDERR_FILENO;
+    if (cfg.log_file != NULL && (log_fd = open_log_file(cfg.log_file)) < 0) {
+        fprintf(stderr, "authd: cannot open log file %s: %s\n", cfg.log_file, strerror(errno));
+        authd_config_free(&cfg);
+        return 2;
+    }
+    authd_log_setup(level, log_fd);
     if (cfg.insecure_weak_params)
         authd_log_msg(AUTHD_LOG_WARN, "insecure_weak_params",
             "--insecure-weak-params is on: argon2id and token lifetime floors are not enforced "
@@ -259,14 +346,15 @@ int main(int argc, char **argv)
                 ? "--caller-policy needs --tls-client-ca: callers are named by their client "
                   "certificates"
                 : "--tls-crl needs --tls-client-ca: it revokes client certificates");
-        return 2;
+        status = 2;
+        goto out;
     }
 
     signal(SIGPIPE, SIG_IGN);
 
     if (sodium_init() < 0) {
         fatal("startup_failed", "libsodium failed to initialise");
-        return 1;
+        goto out;
     }
     /* From here every line goes through the log thread; out: flushes it. */
     if (!authd_log_gate_setup(
@@ -486,10 +574,23 @@ int main(int argc, char **argv)
         if (http != NULL)
             authd_log_str(&r, "http_url", authd_http_url(http));
         authd_log_str(&r, "version", AUTHD_VERSION);
+        authd_log_str(&r, "data_dir", cfg.data_dir);
         authd_log_str(&r, "kid", authd_tokens_kid(tokens));
         authd_log_str(&r, "alg", authd_tokens_alg(tokens));
         if (cfg.key_dir != NULL)
             authd_log_str(&r, "key_dir", cfg.key_dir);
+        else
+            authd_log_str(&r, "signing_key", cfg.signing_key);
+        if (strncmp(authd_server_url(srv), "tls+", 4) == 0) {
+            authd_log_str(&r, "tls_cert", cfg.tls_cert);
+            authd_log_str(&r, "tls_key", cfg.tls_key);
+        }
+        if (cfg.tls_client_ca != NULL)
+            authd_log_str(&r, "tls_client_ca", cfg.tls_client_ca);
+        if (cfg.tls_crl != NULL)
+            authd_log_str(&r, "tls_crl", cfg.tls_crl);
+        if (cfg.config != NULL)
+            authd_log_str(&r, "config", cfg.config);
         authd_log_bool(&r, "mtls", cfg.tls_client_ca != NULL);
         if (cfg.caller_policy != NULL) {
             authd_log_str(&r, "caller_policy", cfg.caller_policy);
@@ -527,6 +628,7 @@ int main(int argc, char **argv)
         if (sig == SIGINT || sig == SIGTERM)
             break;
         if (sig == SIGHUP) {
+            reload_log(argc, argv, &cfg);
             reload(&cfg, policy, srv);
             reload_keys(&cfg, tokens, keys_digest);
         }
@@ -580,5 +682,6 @@ out:
         authd_log_msg(AUTHD_LOG_INFO, "stopped", "clean shutdown");
     /* Not a word on stderr if this fails: stderr is what is stuck. */
     (void)authd_log_shutdown(LOG_FLUSH_MS);
+    authd_config_free(&cfg);
     return status;
 }

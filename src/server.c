@@ -58,6 +58,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/stat.h>
 #include <pthread.h>
 #include <stdalign.h>
 #include <stdatomic.h>
@@ -1974,13 +1975,59 @@ static void *loop_main(void *arg)
 
 /* ---- setup ------------------------------------------------------------------------ */
 
+/*
+ * ssl_err says which file failed and why, in the operator's words. OpenSSL
+ * reports a missing or unreadable file as a system error first and
+ * "SSL routines::system lib" last, so the whole queue is read: a system
+ * error becomes strerror ("No such file or directory"), anything else the
+ * first reason (a bad PEM: "PEM routines::no start line").
+ */
 static void ssl_err(char *err, size_t errlen, const char *what, const char *file)
 {
-    unsigned long e = ERR_peek_last_error();
+    unsigned long e, first = 0;
+    int sys = 0;
     char buf[256];
-    ERR_error_string_n(e, buf, sizeof buf);
-    snprintf(err, errlen, "tls: %s %s rejected: %s", what, file, e != 0 ? buf : "unknown error");
-    ERR_clear_error();
+
+    while ((e = ERR_get_error()) != 0) {
+        if (ERR_SYSTEM_ERROR(e) && sys == 0)
+            sys = ERR_GET_REASON(e);
+        if (first == 0)
+            first = e;
+    }
+    if (sys != 0) {
+        snprintf(err, errlen, "cannot read TLS %s %s: %s", what, file, strerror(sys));
+        return;
+    }
+    const char *lib = first != 0 ? ERR_lib_error_string(first) : NULL;
+    const char *why = first != 0 ? ERR_reason_error_string(first) : NULL;
+    if (why == NULL) {
+        ERR_error_string_n(first, buf, sizeof buf);
+        why = buf;
+    }
+    snprintf(err, errlen, "TLS %s %s rejected: %s%s%s", what, file, lib != NULL ? lib : "",
+        lib != NULL ? ": " : "", first != 0 ? why : "unknown error");
+}
+
+/* check_readable opens path as OpenSSL will, so a missing file or a
+ * permission problem is named as such (with the path) before OpenSSL
+ * turns it into a generic error. */
+static authd_code check_readable(const char *what, const char *path, char *err, size_t errlen)
+{
+    struct stat st;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+
+    if (fd < 0) {
+        int e = errno;
+        snprintf(err, errlen, "cannot read TLS %s %s: %s", what, path, strerror(e));
+        return e == ENOENT ? AUTHD_NOT_FOUND : AUTHD_PERMISSION_DENIED;
+    }
+    bool reg = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+    close(fd);
+    if (!reg) {
+        snprintf(err, errlen, "cannot read TLS %s %s: not a regular file", what, path);
+        return AUTHD_INVALID_ARGUMENT;
+    }
+    return AUTHD_OK;
 }
 
 /*
@@ -2052,11 +2099,15 @@ out:
 }
 
 /*
- * tls_ctx_new builds a server TLS context from s's files (certificate,
- * key, client CA, CRL), at start and on every reload. On failure nothing
- * is kept and err names the file.
+ * tls_ctx_new builds a server TLS context from the files (certificate,
+ * key, client CA, CRL), at start, on every reload and for check-config.
+ * On failure nothing is kept and err names the file and the cause.
  */
-static authd_code tls_ctx_new(authd_server *s, SSL_CTX **out, char *err, size_t errlen)
+struct tls_files {
+    const char *cert, *key, *client_ca, *crl;
+};
+
+static authd_code tls_ctx_new(const struct tls_files *f, SSL_CTX **out, char *err, size_t errlen)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     authd_code rc = AUTHD_INVALID_ARGUMENT;
@@ -2096,29 +2147,49 @@ static authd_code tls_ctx_new(authd_server *s, SSL_CTX **out, char *err, size_t 
     static const unsigned char sid_ctx[] = "authd";
     SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof sid_ctx - 1);
 
-    if (SSL_CTX_use_certificate_chain_file(ctx, s->tls_cert) != 1) {
-        ssl_err(err, errlen, "certificate", s->tls_cert);
+    if (f->cert == NULL || f->key == NULL) {
+        snprintf(err, errlen, "a TLS listener needs --tls-cert and --tls-key");
         goto out;
     }
-    if (SSL_CTX_use_PrivateKey_file(ctx, s->tls_key, SSL_FILETYPE_PEM) != 1) {
-        ssl_err(err, errlen, "key", s->tls_key);
+    if ((rc = check_readable("certificate", f->cert, err, errlen)) != AUTHD_OK)
+        goto out;
+    rc = AUTHD_INVALID_ARGUMENT;
+    if (SSL_CTX_use_certificate_chain_file(ctx, f->cert) != 1) {
+        ssl_err(err, errlen, "certificate", f->cert);
+        goto out;
+    }
+    if ((rc = check_readable("key", f->key, err, errlen)) != AUTHD_OK)
+        goto out;
+    rc = AUTHD_INVALID_ARGUMENT;
+    if (SSL_CTX_use_PrivateKey_file(ctx, f->key, SSL_FILETYPE_PEM) != 1) {
+        unsigned long e = ERR_peek_error();
+        if (ERR_GET_LIB(e) == ERR_LIB_X509 && ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH) {
+            ERR_clear_error();
+            snprintf(err, errlen, "TLS key %s does not match certificate %s", f->key, f->cert);
+        } else {
+            ssl_err(err, errlen, "key", f->key);
+        }
         goto out;
     }
     if (SSL_CTX_check_private_key(ctx) != 1) {
-        snprintf(err, errlen, "tls: key %s does not match certificate %s", s->tls_key, s->tls_cert);
+        ERR_clear_error();
+        snprintf(err, errlen, "TLS key %s does not match certificate %s", f->key, f->cert);
         goto out;
     }
-    if (s->tls_client_ca != NULL) {
-        STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(s->tls_client_ca);
-        if (names == NULL || SSL_CTX_load_verify_locations(ctx, s->tls_client_ca, NULL) != 1) {
+    if (f->client_ca != NULL) {
+        if ((rc = check_readable("client CA file", f->client_ca, err, errlen)) != AUTHD_OK)
+            goto out;
+        rc = AUTHD_INVALID_ARGUMENT;
+        STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(f->client_ca);
+        if (names == NULL || SSL_CTX_load_verify_locations(ctx, f->client_ca, NULL) != 1) {
             if (names != NULL)
                 sk_X509_NAME_pop_free(names, X509_NAME_free);
-            ssl_err(err, errlen, "client CA file", s->tls_client_ca);
+            ssl_err(err, errlen, "client CA file", f->client_ca);
             goto out;
         }
         SSL_CTX_set_client_CA_list(ctx, names);
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
-        if (s->tls_crl != NULL && (rc = load_crls(ctx, s->tls_crl, err, errlen)) != AUTHD_OK)
+        if (f->crl != NULL && (rc = load_crls(ctx, f->crl, err, errlen)) != AUTHD_OK)
             goto out;
     } else {
         SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
@@ -2160,7 +2231,8 @@ authd_code authd_server_reload_tls(authd_server *s, char *err, size_t errlen)
 
     if (!s->tls)
         return AUTHD_UNIMPLEMENTED;
-    if ((rc = tls_ctx_new(s, &ctx, err, errlen)) != AUTHD_OK)
+    struct tls_files f = { s->tls_cert, s->tls_key, s->tls_client_ca, s->tls_crl };
+    if ((rc = tls_ctx_new(&f, &ctx, err, errlen)) != AUTHD_OK)
         return rc;
     pthread_mutex_lock(&s->ctx_mu);
     old = s->ctx;
@@ -2169,6 +2241,16 @@ authd_code authd_server_reload_tls(authd_server *s, char *err, size_t errlen)
     pthread_mutex_unlock(&s->ctx_mu);
     SSL_CTX_free(old); /* live connections hold their own references */
     return AUTHD_OK;
+}
+
+authd_code authd_server_check_tls(const authd_server_options *o, char *err, size_t errlen)
+{
+    struct tls_files f = { o->tls_cert, o->tls_key, o->tls_client_ca, o->tls_crl };
+    SSL_CTX *ctx = NULL;
+    authd_code rc = tls_ctx_new(&f, &ctx, err, errlen);
+
+    SSL_CTX_free(ctx);
+    return rc;
 }
 
 /*
@@ -2327,7 +2409,8 @@ authd_code authd_server_start(
             rc = AUTHD_RESOURCE_EXHAUSTED;
             goto out;
         }
-        if ((rc = tls_ctx_new(s, &s->ctx, err, errlen)) != AUTHD_OK)
+        struct tls_files f = { s->tls_cert, s->tls_key, s->tls_client_ca, s->tls_crl };
+        if ((rc = tls_ctx_new(&f, &s->ctx, err, errlen)) != AUTHD_OK)
             goto out;
     }
 

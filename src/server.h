@@ -63,6 +63,12 @@ AUTHD_MUST_CHECK authd_code authd_server_reload_tls(authd_server *s, char *err, 
  * turns) within the last within_ms: none is wedged in a handler, a lock or
  * a system call. For the systemd watchdog (main.c). Any thread. */
 bool authd_server_loops_turning(const authd_server *s, unsigned within_ms);
+/* authd_server_check_tls builds (and frees) the TLS context o's files make,
+ * as authd_server_start would: for `authd check-config`. On failure err
+ * names the file and the cause (a missing file, a permission, a bad PEM,
+ * a key that does not match the certificate). */
+AUTHD_MUST_CHECK authd_code authd_server_check_tls(
+    const authd_server_options *o, char *err, size_t errlen);
 
 /* authd_server_drain refuses new connections (existing ones stay open so
  * replies in flight reach their callers), answers new requests

@@ -684,6 +684,7 @@ int authd_user_command(int argc, char **argv)
         return usage(stderr);
     if (argc >= 3 && (strcmp(argv[2], "-h") == 0 || strcmp(argv[2], "--help") == 0))
         return usage(stdout);
+    memset(&c, 0, sizeof c); /* c.cfg is freed at out:, loaded or not */
     if ((status = parse(argc, argv, &c, bufs)) != 0)
         goto out;
     if (sodium_init() < 0) {
@@ -713,6 +714,7 @@ int authd_user_command(int argc, char **argv)
         status = cmd_unlock(&c, st);
 out:
     authd_store_close(st);
+    authd_config_free(&c.cfg);
     for (size_t i = 0; i < ARGS_MAX; i++)
         free(bufs[i]);
     return status;

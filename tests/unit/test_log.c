@@ -1132,6 +1132,89 @@ static void test_ring_restart_and_sync_after(void **state)
     (void)state;
 }
 
+/* ---- swapping the descriptor (a reopened --log-file) ---------------------- */
+
+/* tmp_log makes an empty temp file; its path goes into path. */
+static int tmp_log(char *path, size_t cap)
+{
+    snprintf(path, cap, "/tmp/authd-test-log-XXXXXX");
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    return fd;
+}
+
+static int file_count(const char *path, const char *needle)
+{
+    char buf[65536];
+    int fd = open(path, O_RDONLY);
+    int n = 0;
+
+    assert_true(fd >= 0);
+    ssize_t len = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    assert_true(len >= 0);
+    buf[len] = '\0';
+    for (const char *p = buf; (p = strstr(p, needle)) != NULL; p += strlen(needle))
+        n++;
+    return n;
+}
+
+static void swap_line(const char *name)
+{
+    authd_logrec r;
+    if (authd_log_begin(&r, AUTHD_LOG_INFO, "swap")) {
+        authd_log_str(&r, "name", name);
+        authd_log_end(&r);
+    }
+}
+
+/* authd_log_swap_fd, synchronous and with the log thread: every line goes
+ * whole to one file, the old descriptor is closed (by the thread, between
+ * batches, when it runs), and lines after the swap are in the new file.
+ * authd_log_set_level takes effect at once. */
+static void test_swap_fd_and_set_level(void **state)
+{
+    char a[64], b[64], c[64];
+    int fa = tmp_log(a, sizeof a), fb = tmp_log(b, sizeof b), fc = tmp_log(c, sizeof c);
+
+    authd_log_setup(AUTHD_LOG_INFO, fa);
+    swap_line("one");
+    authd_log_swap_fd(fb); /* no thread: at once, and fa is closed */
+    assert_int_equal(fcntl(fa, F_GETFD), -1);
+    swap_line("two");
+    assert_int_equal(file_count(a, "\"one\""), 1);
+    assert_int_equal(file_count(a, "\"two\""), 0);
+    assert_int_equal(file_count(b, "\"two\""), 1);
+
+    assert_true(authd_log_start(AUTHD_LOG_RING_MIN));
+    swap_line("three");
+    for (int i = 0; i < 5000 && file_count(b, "\"three\"") == 0; i++) {
+        struct timespec ts = { 0, 1000000 };
+        nanosleep(&ts, NULL);
+    }
+    assert_int_equal(file_count(b, "\"three\""), 1);
+    authd_log_swap_fd(fc);
+    swap_line("four");
+    authd_log_set_level(AUTHD_LOG_WARN);
+    swap_line("five"); /* below the level now: not written */
+    authd_log_set_level(AUTHD_LOG_INFO);
+    swap_line("six");
+    assert_true(authd_log_shutdown(5000));
+    assert_int_equal(fcntl(fb, F_GETFD), -1); /* closed by the thread */
+    assert_int_equal(file_count(b, "\"four\""), 0);
+    assert_int_equal(file_count(c, "\"four\""), 1);
+    assert_int_equal(file_count(c, "\"five\""), 0);
+    assert_int_equal(file_count(c, "\"six\""), 1);
+    assert_int_equal(file_count(c, "\"three\""), 0);
+
+    authd_log_setup(AUTHD_LOG_INFO, 2);
+    close(fc);
+    unlink(a);
+    unlink(b);
+    unlink(c);
+    (void)state;
+}
+
 /* Shutdown with the log thread stuck in write(2) on a full pipe nobody
  * reads returns by its deadline; lines after it are dropped, never block.
  * Leaves the thread behind: must be the last test of the ring. */
@@ -1178,6 +1261,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_source_gate, setup, teardown),
         cmocka_unit_test(test_ring_full_drops_and_counts), cmocka_unit_test(test_ring_many_threads),
         cmocka_unit_test_setup_teardown(test_ring_restart_and_sync_after, setup, teardown),
+        cmocka_unit_test(test_swap_fd_and_set_level),
         cmocka_unit_test(test_ring_shutdown_bounded_on_stuck_pipe), /* last */
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
