@@ -30,6 +30,7 @@
 #include "health.h"
 #include "http.h"
 #include "log.h"
+#include "ratelimit.h"
 
 #define HTTP_URL_MAX         300
 #define HTTP_PEM_MAX         (1024 * 1024)
@@ -78,15 +79,18 @@ static enum MHD_Result route_readyz(const struct http_req *r);
 static enum MHD_Result route_forward_auth(const struct http_req *r);
 static enum MHD_Result route_jwks(const struct http_req *r);
 
-/* The route table: one row per path (exact match). */
+/* The route table: one row per path. A path matches exactly, or with
+ * subtree set also as a prefix followed by "/" (Envoy's ext_authz appends
+ * the original path to its path_prefix: /forward-auth/orders/7). */
 static const struct http_route {
     const char *path;
     http_route_fn fn;
+    bool subtree;
 } routes[] = {
-    { "/healthz", route_healthz },
-    { "/readyz", route_readyz },
-    { "/forward-auth", route_forward_auth },
-    { "/.well-known/jwks.json", route_jwks },
+    { "/healthz", route_healthz, false },
+    { "/readyz", route_readyz, false },
+    { "/forward-auth", route_forward_auth, true },
+    { "/.well-known/jwks.json", route_jwks, false },
 };
 
 /* ---- answering ---------------------------------------------------------- */
@@ -645,23 +649,40 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return respond(&r, MHD_HTTP_METHOD_NOT_ALLOWED, "text/plain; charset=utf-8",
             "method not allowed\n", strlen("method not allowed\n"), allow);
     }
-    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
-        if (strcmp(routes[i].path, url) == 0)
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        size_t n = strlen(routes[i].path);
+        if (strncmp(routes[i].path, url, n) == 0
+            && (url[n] == '\0' || (routes[i].subtree && url[n] == '/')))
             return routes[i].fn(&r);
+    }
     return respond_text(&r, MHD_HTTP_NOT_FOUND, "not found\n");
 }
 
-/* on_mhd_log sends libmicrohttpd's own messages to authd's log. */
+/* on_mhd_log sends libmicrohttpd's own messages to authd's log, at most
+ * one a second (a peer that resets connections must not flood the log),
+ * with the count of those held back. */
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
+    static authd_lograte rate = AUTHD_LOGRATE_INIT;
+    uint64_t held = 0;
+    struct timespec ts;
+    authd_logrec r;
     char msg[256];
-    int n;
 
     (void)cls;
-    n = vsnprintf(msg, sizeof msg, fmt, ap);
-    if (n > 0 && msg[strlen(msg) - 1] == '\n')
-        msg[strlen(msg) - 1] = '\0';
-    authd_log_msg(AUTHD_LOG_WARN, "http_error", msg);
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    if (!authd_lograte_allow(
+            &rate, 1000000000u, (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec, &held))
+        return;
+    if (vsnprintf(msg, sizeof msg, fmt, ap) < 0)
+        msg[0] = '\0';
+    msg[strcspn(msg, "\n")] = '\0';
+    if (authd_log_begin(&r, AUTHD_LOG_WARN, "http_error")) {
+        authd_log_str(&r, "msg", msg);
+        if (held > 0)
+            authd_log_u64(&r, "suppressed", held);
+        authd_log_end(&r);
+    }
 }
 
 /* ---- start and stop ------------------------------------------------------ */

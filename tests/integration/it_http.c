@@ -468,6 +468,16 @@ static void fa_contract(void **state)
     fa_get(&h, "/forward-auth?roles=admin", tok, "X-Auth-Required-Roles:", NULL, &r);
     assert_int_equal(r.status, 403);
     it_http_free(&r);
+    /* Envoy's ext_authz appends the original path to its path_prefix */
+    fa_get(&h, "/forward-auth/orders/7?roles=dev", tok, NULL, NULL, &r);
+    assert_int_equal(r.status, 200);
+    it_http_free(&r);
+    fa_get(&h, "/forward-auth/admin/x?roles=admin", tok, NULL, NULL, &r);
+    assert_int_equal(r.status, 403);
+    it_http_free(&r);
+    fa_get(&h, "/forward-authx", tok, NULL, NULL, &r);
+    assert_int_equal(r.status, 404);
+    it_http_free(&r);
 
     /* audience: authd's own passes, another is 403 */
     fa_get(&h, "/forward-auth?aud=authd", tok, NULL, NULL, &r);
