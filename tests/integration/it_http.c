@@ -196,6 +196,11 @@ static void http_draining(void **state)
     it_http_get(h.http, "/healthz", NULL, NULL, NULL, &r);
     assert_int_equal(r.status, 200);
     it_http_free(&r);
+    /* forward-auth still decides (a proxy's requests are not failed) */
+    static const char *const junk[] = { "Authorization: Bearer a.b.c", NULL };
+    it_http_get(h.http, "/forward-auth", junk, NULL, NULL, &r);
+    assert_int_equal(r.status, 401);
+    it_http_free(&r);
     /* An open connection still gets Health's answer: DRAINING. */
     assert_int_equal(authd_client_health(c, &hq, &hr, &st), AUTHD_OK);
     assert_int_equal(hr->status, AUTHD__V1__HEALTH_RESPONSE__STATUS__DRAINING);
