@@ -143,6 +143,8 @@ static void reply_direct(
         authd_log_u64_str(&r, "request_id", req->request_id);
         authd_log_strn(&r, "method", req->method, req->method_len);
         authd_log_str(&r, "peer", req->peer);
+        if (req->forwarded != NULL)
+            authd_log_str(&r, "forwarded", req->forwarded);
         authd_log_str(&r, "code", authd_code_name(code));
         authd_log_str(&r, "reason", reason);
         authd_log_u64(&r, "latency_us", (authd_monotonic_ns() - req->start_ns) / 1000);
@@ -512,6 +514,8 @@ void authd_call_finish(authd_call *call, authd_code code, const char *reason, co
         authd_log_u64_str(&r, "request_id", req->request_id);
         authd_log_str(&r, "method", call->method->name);
         authd_log_str(&r, "peer", req->peer);
+        if (req->forwarded != NULL)
+            authd_log_str(&r, "forwarded", req->forwarded);
         if (call->has_user)
             authd_log_hex(&r, "user_id", call->user_id, sizeof call->user_id);
         authd_log_str(&r, "code", authd_code_name(code));

@@ -14,22 +14,41 @@
 #include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <pthread.h>
+#include <sodium.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "authd/v1/auth.pb-c.h"
 #include "health.h"
 #include "http.h"
 #include "log.h"
+#include "ratelimit.h"
 
 #define HTTP_URL_MAX         300
 #define HTTP_PEM_MAX         (1024 * 1024)
 #define HTTP_DEFAULT_CONNS   1024
 #define HTTP_DEFAULT_TIMEOUT 30
 #define HTTP_CONN_MEMORY     (32 * 1024) /* per connection: bounds request headers */
+#define HTTP_PROXIES_MAX     64
+#define HTTP_FORWARDED_MAX   256 /* the "forwarded" log field */
+#define HTTP_ROLES_TEXT_MAX  2048
+#define HTTP_COOKIE_NAME_MAX 128
+#define METHOD_VERIFY        "/authd.v1.Auth/Verify"
+#define METHOD_GET_JWKS      "/authd.v1.Auth/GetJwks"
+
+/* A trusted proxy network: an address (IPv4 as v4-mapped) and a prefix. */
+struct cidr {
+    uint8_t addr[16];
+    unsigned bits; /* 0..128 (IPv4 prefixes + 96) */
+};
 
 struct authd_http {
     struct MHD_Daemon *d;
@@ -37,6 +56,12 @@ struct authd_http {
     char url[HTTP_URL_MAX];
     char *cert_pem; /* https: what MHD was given (it keeps pointers) */
     char *key_pem;
+    char cookie[HTTP_COOKIE_NAME_MAX + 1]; /* forward-auth's cookie name; "" = none */
+    size_t nproxies;
+    struct cidr proxies[HTTP_PROXIES_MAX];
+    /* Request ids of the side port's calls: the side port's own line,
+     * never touched by the main port's loops. */
+    _Alignas(64) atomic_uint_fast64_t next_id;
 };
 
 /* One request as a route sees it. */
@@ -52,15 +77,22 @@ typedef enum MHD_Result (*http_route_fn)(const struct http_req *r);
 static enum MHD_Result route_healthz(const struct http_req *r);
 static enum MHD_Result route_readyz(const struct http_req *r);
 static enum MHD_Result route_metrics(const struct http_req *r);
+static enum MHD_Result route_forward_auth(const struct http_req *r);
+static enum MHD_Result route_jwks(const struct http_req *r);
 
-/* The route table: one row per path (exact match). */
+/* The route table: one row per path. A path matches exactly, or with
+ * subtree set also as a prefix followed by "/" (Envoy's ext_authz appends
+ * the original path to its path_prefix: /forward-auth/orders/7). */
 static const struct http_route {
     const char *path;
     http_route_fn fn;
+    bool subtree;
 } routes[] = {
-    { "/healthz", route_healthz },
-    { "/readyz", route_readyz },
-    { "/metrics", route_metrics },
+    { "/healthz", route_healthz, false },
+    { "/readyz", route_readyz, false },
+    { "/metrics", route_metrics, false },
+    { "/forward-auth", route_forward_auth, true },
+    { "/.well-known/jwks.json", route_jwks, false },
 };
 
 /* ---- answering ---------------------------------------------------------- */
@@ -143,6 +175,470 @@ static enum MHD_Result route_metrics(const struct http_req *r)
     return ok;
 }
 
+/* ---- calling the service --------------------------------------------------- */
+
+/* One RPC made on the side port's behalf: the request handed to
+ * authd_dispatch and what its done() copied back. */
+struct http_call {
+    authd_request req;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    authd_code code;
+    char reason[64];
+    uint8_t *body; /* the serialized response (OK only; malloc'ed), or NULL */
+    size_t body_len;
+};
+
+/* call_done (authd_done_fn) copies the reply; any thread, exactly once. */
+static void call_done(authd_request *req, const authd_reply *rep)
+{
+    struct http_call *hc = req->transport;
+    uint8_t *body = NULL;
+
+    if (rep->code == AUTHD_OK && rep->body_len > 0 && (body = malloc(rep->body_len)) != NULL)
+        memcpy(body, rep->body, rep->body_len);
+    pthread_mutex_lock(&hc->mu);
+    hc->code = rep->code == AUTHD_OK && rep->body_len > 0 && body == NULL ? AUTHD_RESOURCE_EXHAUSTED
+                                                                          : rep->code;
+    snprintf(hc->reason, sizeof hc->reason, "%s", rep->reason != NULL ? rep->reason : "");
+    hc->body = body;
+    hc->body_len = body != NULL ? rep->body_len : 0;
+    hc->done = true;
+    pthread_cond_signal(&hc->cv);
+    pthread_mutex_unlock(&hc->mu);
+}
+
+/* peer_of fills req's peer text and source from the connection's address;
+ * returns the address (NULL when libmicrohttpd has none). */
+static const struct sockaddr *peer_of(struct MHD_Connection *conn, authd_request *req)
+{
+    const union MHD_ConnectionInfo *ci
+        = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const struct sockaddr *sa = ci != NULL ? ci->client_addr : NULL;
+    char ip[INET6_ADDRSTRLEN] = "?";
+    unsigned port = 0;
+
+    if (sa != NULL && sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &in->sin_addr, ip, sizeof ip);
+        port = ntohs(in->sin_port);
+    } else if (sa != NULL && sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof ip);
+        port = ntohs(in6->sin6_port);
+    }
+    snprintf(req->peer, sizeof req->peer, "%s:%u", ip, port);
+    if (sa != NULL)
+        (void)authd_source_from_sockaddr(sa, &req->source);
+    return sa;
+}
+
+/*
+ * call_service runs method with the serialized request body through
+ * authd_dispatch, the entry the main port uses, and waits for its done()
+ * (Verify and GetJwks complete before dispatch returns; the wait is for
+ * any that would not). hc->req's peer, source and forwarded are the
+ * caller's to fill first. Free hc->body after.
+ */
+static void call_service(
+    authd_http *h, struct http_call *hc, const char *method, const uint8_t *body, size_t len)
+{
+    uint64_t id = atomic_fetch_add_explicit(&h->next_id, 1, memory_order_relaxed) + 1;
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    hc->req.method = method;
+    hc->req.method_len = strlen(method);
+    hc->req.body = body;
+    hc->req.body_len = len;
+    hc->req.request_id = id;
+    hc->req.authorization = "";
+    hc->req.conn_id = (UINT64_C(1) << 63) | id; /* apart from the main port's ids */
+    hc->req.start_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    hc->req.done = call_done;
+    hc->req.transport = hc;
+    pthread_mutex_init(&hc->mu, NULL);
+    pthread_cond_init(&hc->cv, NULL);
+    authd_dispatch(h->svc, &hc->req);
+    pthread_mutex_lock(&hc->mu);
+    while (!hc->done)
+        pthread_cond_wait(&hc->cv, &hc->mu);
+    pthread_mutex_unlock(&hc->mu);
+    pthread_cond_destroy(&hc->cv);
+    pthread_mutex_destroy(&hc->mu);
+}
+
+/* ---- trusted proxies -------------------------------------------------------- */
+
+/* parse_ip reads a literal IPv4 or IPv6 address of len bytes (IPv4 as
+ * v4-mapped); false when it is not one. */
+static bool parse_ip(const char *text, size_t len, uint8_t out[16], bool *v4)
+{
+    char buf[INET6_ADDRSTRLEN + 1];
+    struct in_addr a4;
+
+    if (len == 0 || len >= sizeof buf)
+        return false;
+    memcpy(buf, text, len);
+    buf[len] = '\0';
+    if (inet_pton(AF_INET, buf, &a4) == 1) {
+        memset(out, 0, 10);
+        out[10] = out[11] = 0xff;
+        memcpy(out + 12, &a4, 4);
+        *v4 = true;
+        return true;
+    }
+    *v4 = false;
+    return inet_pton(AF_INET6, buf, out) == 1;
+}
+
+/* parse_proxies reads --http-trusted-proxies: addresses or CIDR networks,
+ * separated by commas or spaces. */
+static bool parse_proxies(authd_http *h, const char *list, char *err, size_t errlen)
+{
+    const char *p = list;
+
+    while (*p != '\0') {
+        p += strspn(p, ", \t");
+        if (*p == '\0')
+            break;
+        size_t n = strcspn(p, ", \t");
+        const char *slash = memchr(p, '/', n);
+        size_t alen = slash != NULL ? (size_t)(slash - p) : n;
+        struct cidr c = { 0 };
+        bool v4 = false;
+        if (h->nproxies == HTTP_PROXIES_MAX) {
+            snprintf(err, errlen, "--http-trusted-proxies: at most %d entries", HTTP_PROXIES_MAX);
+            return false;
+        }
+        if (!parse_ip(p, alen, c.addr, &v4)) {
+            snprintf(err, errlen,
+                "--http-trusted-proxies: '%.*s' is not an address or CIDR network", (int)n, p);
+            return false;
+        }
+        c.bits = 128;
+        if (slash != NULL) {
+            char *end = NULL;
+            long bits = strtol(slash + 1, &end, 10);
+            if (end != p + n || end == slash + 1 || bits < 0 || bits > (v4 ? 32 : 128)) {
+                snprintf(
+                    err, errlen, "--http-trusted-proxies: '%.*s': bad prefix length", (int)n, p);
+                return false;
+            }
+            c.bits = (unsigned)bits + (v4 ? 96u : 0u);
+        }
+        h->proxies[h->nproxies++] = c;
+        p += n;
+    }
+    return true;
+}
+
+/* trusted is true when addr lies in one of the trusted proxy networks. */
+static bool trusted(const authd_http *h, const uint8_t addr[16])
+{
+    for (size_t i = 0; i < h->nproxies; i++) {
+        const struct cidr *c = &h->proxies[i];
+        unsigned full = c->bits / 8, rest = c->bits % 8;
+        if (memcmp(addr, c->addr, full) != 0)
+            continue;
+        if (rest == 0 || ((addr[full] ^ c->addr[full]) & (uint8_t)(0xff << (8 - rest))) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* sockaddr_ip: the peer's address as 16 bytes (IPv4 as v4-mapped). */
+static bool sockaddr_ip(const struct sockaddr *sa, uint8_t out[16])
+{
+    if (sa == NULL)
+        return false;
+    if (sa->sa_family == AF_INET) {
+        memset(out, 0, 10);
+        out[10] = out[11] = 0xff;
+        memcpy(out + 12, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+        return true;
+    }
+    if (sa->sa_family == AF_INET6) {
+        memcpy(out, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+        return true;
+    }
+    return false;
+}
+
+/*
+ * forwarded_client finds the end user's address in X-Forwarded-For (only
+ * called when the peer is a trusted proxy): walking from the right (the
+ * entry the nearest proxy appended), trusted proxies are skipped and the
+ * first address that is not one is the client (the leftmost when all
+ * are). A malformed entry makes the whole header ignored. Writes the
+ * address text and its source key; false when there is none.
+ */
+static bool forwarded_client(
+    const authd_http *h, const char *xff, char *out, size_t cap, authd_source *src)
+{
+    size_t end = strlen(xff);
+
+    while (end > 0) {
+        size_t start = end;
+        while (start > 0 && xff[start - 1] != ',')
+            start--;
+        size_t a = start, b = end;
+        while (a < b && (xff[a] == ' ' || xff[a] == '\t'))
+            a++;
+        while (b > a && (xff[b - 1] == ' ' || xff[b - 1] == '\t'))
+            b--;
+        uint8_t ip[16];
+        bool v4;
+        if (!parse_ip(xff + a, b - a, ip, &v4))
+            return false;
+        if (!trusted(h, ip) || start == 0) {
+            if (!authd_source_from_text(xff + a, b - a, src))
+                return false;
+            snprintf(out, cap, "%.*s", (int)(b - a), xff + a);
+            return true;
+        }
+        end = start - 1;
+    }
+    return false;
+}
+
+/* printable copies src into out as printable ASCII only (others become
+ * '?'), for the log line. */
+static void printable(char *out, size_t cap, const char *src)
+{
+    size_t n = 0;
+    for (; *src != '\0' && n + 1 < cap; src++)
+        out[n++] = (*src >= 0x20 && *src < 0x7f) ? *src : '?';
+    out[n] = '\0';
+}
+
+/* ---- /forward-auth ------------------------------------------------------------- */
+
+/* bearer_of returns the token of an "Authorization: Bearer T" value (the
+ * scheme in any case, RFC 6750 / RFC 9110), or NULL when the value uses
+ * another scheme or is empty. */
+static const char *bearer_of(const char *auth)
+{
+    if (strncasecmp(auth, "bearer", 6) != 0 || (auth[6] != ' ' && auth[6] != '\t'))
+        return NULL;
+    auth += 6;
+    while (*auth == ' ' || *auth == '\t')
+        auth++;
+    return *auth != '\0' ? auth : NULL;
+}
+
+/* split_roles appends the comma-separated roles of list (spaces around
+ * each trimmed, empty ones skipped) to roles[], copying them into buf; at
+ * most cap in all (Verify refuses more than AUTHD_ROLES_MAX, so the caller
+ * passes one more, to be refused). */
+static void split_roles(
+    const char *list, char *buf, size_t bufcap, size_t *used, char **roles, size_t *n, size_t cap)
+{
+    const char *p = list;
+
+    while (p != NULL && *p != '\0' && *n < cap) {
+        size_t len = strcspn(p, ",");
+        size_t a = 0, b = len;
+        while (a < b && (p[a] == ' ' || p[a] == '\t'))
+            a++;
+        while (b > a && (p[b - 1] == ' ' || p[b - 1] == '\t'))
+            b--;
+        if (b > a && *used + (b - a) + 1 <= bufcap) {
+            memcpy(buf + *used, p + a, b - a);
+            buf[*used + (b - a)] = '\0';
+            roles[(*n)++] = buf + *used;
+            *used += b - a + 1;
+        }
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+}
+
+/* respond_denied answers a refused forward-auth: 401 with a Bearer
+ * challenge (RFC 6750 section 3: no error attribute when no token came),
+ * 403 insufficient_scope, 400 invalid_request, or 503/500 when authd
+ * itself cannot answer. X-Auth-Reason carries authd's reason. */
+static enum MHD_Result respond_denied(const struct http_req *r, authd_code code, const char *reason)
+{
+    char challenge[160], body[96];
+    unsigned status;
+    const char *err = NULL;
+
+    switch (code) {
+    case AUTHD_UNAUTHENTICATED:
+        status = MHD_HTTP_UNAUTHORIZED;
+        err = strcmp(reason, "NO_TOKEN") == 0   ? NULL
+            : strcmp(reason, "NOT_BEARER") == 0 ? "invalid_request"
+                                                : "invalid_token";
+        break;
+    case AUTHD_PERMISSION_DENIED:
+        status = MHD_HTTP_FORBIDDEN;
+        err = "insufficient_scope";
+        break;
+    case AUTHD_INVALID_ARGUMENT:
+        status = MHD_HTTP_BAD_REQUEST;
+        err = "invalid_request";
+        break;
+    case AUTHD_RESOURCE_EXHAUSTED:
+    case AUTHD_UNAVAILABLE:
+        status = MHD_HTTP_SERVICE_UNAVAILABLE;
+        break;
+    default:
+        status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+        break;
+    }
+    if (err != NULL)
+        snprintf(challenge, sizeof challenge,
+            "Bearer realm=\"authd\", error=\"%s\", error_description=\"%s\"", err, reason);
+    else
+        snprintf(challenge, sizeof challenge, "Bearer realm=\"authd\"");
+    const char *hdrs[] = { MHD_HTTP_HEADER_WWW_AUTHENTICATE, challenge, "X-Auth-Reason", reason,
+        status == MHD_HTTP_SERVICE_UNAVAILABLE ? MHD_HTTP_HEADER_RETRY_AFTER : NULL, "1", NULL };
+    snprintf(body, sizeof body, "%s\n", reason);
+    return respond(r, status, "text/plain; charset=utf-8", body, strlen(body), hdrs);
+}
+
+/*
+ * route_forward_auth: the endpoint of nginx auth_request, Traefik
+ * ForwardAuth, Envoy ext_authz (HTTP) and Caddy forward_auth. The token
+ * (Authorization: Bearer, else the --http-auth-cookie cookie), the
+ * required roles (?roles=a,b and X-Auth-Required-Roles, together) and the
+ * audience (?aud= or X-Auth-Audience) become a VerifyRequest handed to
+ * authd_dispatch: Verify's own code decides, as on the main port. 200
+ * carries the identity in X-Auth-User-Id, X-Auth-Username and
+ * X-Auth-Roles. X-Forwarded-* count only from --http-trusted-proxies: for
+ * the log line and the source whose failure lines are rate-limited.
+ */
+static enum MHD_Result route_forward_auth(const struct http_req *r)
+{
+    authd_http *h = r->h;
+    struct MHD_Connection *conn = r->conn;
+    struct http_call hc;
+    Authd__V1__VerifyRequest vr = AUTHD__V1__VERIFY_REQUEST__INIT;
+    Authd__V1__VerifyResponse *resp = NULL;
+    char rolebuf[HTTP_ROLES_TEXT_MAX], fwd[HTTP_FORWARDED_MAX];
+    char *roles[AUTHD_ROLES_MAX + 1];
+    size_t nroles = 0, used = 0, plen = 0;
+    uint8_t *packed = NULL, pip[16];
+    enum MHD_Result ok;
+
+    memset(&hc, 0, sizeof hc);
+    const struct sockaddr *sa = peer_of(conn, &hc.req);
+
+    /* X-Forwarded-*: believed from trusted proxies only. */
+    if (h->nproxies > 0 && sockaddr_ip(sa, pip) && trusted(h, pip)) {
+        const char *xff = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Forwarded-For");
+        char client[INET6_ADDRSTRLEN + 1];
+        authd_source src;
+        if (xff != NULL && forwarded_client(h, xff, client, sizeof client, &src)) {
+            hc.req.source = src;
+            snprintf(hc.req.peer, sizeof hc.req.peer, "%s", client);
+        }
+        const char *m = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Forwarded-Method");
+        const char *pr = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Forwarded-Proto");
+        const char *ho = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Forwarded-Host");
+        const char *u = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Forwarded-Uri");
+        if (m != NULL || pr != NULL || ho != NULL || u != NULL) {
+            char tmp[HTTP_FORWARDED_MAX];
+            snprintf(tmp, sizeof tmp, "%s %s://%s%s", m != NULL ? m : "-", pr != NULL ? pr : "-",
+                ho != NULL ? ho : "-", u != NULL ? u : "");
+            printable(fwd, sizeof fwd, tmp);
+            hc.req.forwarded = fwd;
+        }
+    }
+
+    /* The token. */
+    const char *auth = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
+    const char *tok = auth != NULL ? bearer_of(auth) : NULL;
+    if (tok == NULL && h->cookie[0] != '\0')
+        tok = MHD_lookup_connection_value(conn, MHD_COOKIE_KIND, h->cookie);
+    if (tok == NULL || tok[0] == '\0')
+        return respond_denied(
+            r, AUTHD_UNAUTHENTICATED, auth != NULL && auth[0] != '\0' ? "NOT_BEARER" : "NO_TOKEN");
+
+    /* What the route requires: both sources count (a client can only add
+     * requirements this way, never remove the proxy's). */
+    split_roles(MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "roles"), rolebuf,
+        sizeof rolebuf, &used, roles, &nroles, AUTHD_ROLES_MAX + 1);
+    split_roles(MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Auth-Required-Roles"),
+        rolebuf, sizeof rolebuf, &used, roles, &nroles, AUTHD_ROLES_MAX + 1);
+    const char *aud_q = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "aud");
+    const char *aud_h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Auth-Audience");
+    if (aud_q != NULL && aud_h != NULL && strcmp(aud_q, aud_h) != 0)
+        return respond_denied(r, AUTHD_PERMISSION_DENIED, "WRONG_AUDIENCE"); /* both must hold */
+
+    vr.access_token = (char *)tok;
+    vr.n_required_roles = nroles;
+    vr.required_roles = roles;
+    vr.audience = (char *)(aud_q != NULL ? aud_q : aud_h != NULL ? aud_h : "");
+    plen = authd__v1__verify_request__get_packed_size(&vr);
+    if ((packed = malloc(plen)) == NULL)
+        return respond_denied(r, AUTHD_RESOURCE_EXHAUSTED, "OVERLOADED");
+    authd__v1__verify_request__pack(&vr, packed);
+    call_service(h, &hc, METHOD_VERIFY, packed, plen);
+    sodium_memzero(packed, plen); /* holds the token */
+    free(packed);
+
+    if (hc.code != AUTHD_OK) {
+        ok = respond_denied(r, hc.code, hc.reason[0] != '\0' ? hc.reason : "DENIED");
+        goto out;
+    }
+    resp = authd__v1__verify_response__unpack(NULL, hc.body_len, hc.body);
+    if (resp == NULL) {
+        ok = respond_denied(r, AUTHD_INTERNAL, "INTERNAL");
+        goto out;
+    }
+    char rl[AUTHD_ROLES_MAX * (AUTHD_ROLE_MAX + 1) + 1];
+    size_t off = 0;
+    rl[0] = '\0';
+    for (size_t i = 0; i < resp->n_roles && off < sizeof rl; i++)
+        off += (size_t)snprintf(
+            rl + off, sizeof rl - off, "%s%s", i > 0 ? "," : "", resp->roles[i]);
+    const char *hdrs[] = { "X-Auth-User-Id", resp->user_id, "X-Auth-Username", resp->username,
+        "X-Auth-Roles", rl, NULL };
+    ok = respond(r, MHD_HTTP_OK, "text/plain; charset=utf-8", "", 0, hdrs);
+out:
+    if (resp != NULL)
+        authd__v1__verify_response__free_unpacked(resp, NULL);
+    free(hc.body);
+    return ok;
+}
+
+/* ---- /.well-known/jwks.json ---------------------------------------------------- */
+
+/* route_jwks: the document GetJwks answers (rpc_jwks.c, through
+ * dispatch), as application/jwk-set+json; 404 while no ES256 key is
+ * published (HS256 keys are secret: nothing to show). */
+static enum MHD_Result route_jwks(const struct http_req *r)
+{
+    struct http_call hc;
+    Authd__V1__GetJwksResponse *resp = NULL;
+    enum MHD_Result ok;
+
+    memset(&hc, 0, sizeof hc);
+    (void)peer_of(r->conn, &hc.req);
+    call_service(r->h, &hc, METHOD_GET_JWKS, NULL, 0);
+    if (hc.code == AUTHD_OK)
+        resp = authd__v1__get_jwks_response__unpack(NULL, hc.body_len, hc.body);
+    if (resp == NULL)
+        ok = respond_text(r,
+            hc.code == AUTHD_RESOURCE_EXHAUSTED || hc.code == AUTHD_UNAVAILABLE
+                ? MHD_HTTP_SERVICE_UNAVAILABLE
+                : MHD_HTTP_INTERNAL_SERVER_ERROR,
+            "unavailable\n");
+    else if (strcmp(resp->jwks, "{\"keys\":[]}") == 0)
+        ok = respond_text(r, MHD_HTTP_NOT_FOUND, "no public keys (no ES256 key is published)\n");
+    else
+        ok = respond(
+            r, MHD_HTTP_OK, "application/jwk-set+json", resp->jwks, strlen(resp->jwks), NULL);
+    if (resp != NULL)
+        authd__v1__get_jwks_response__free_unpacked(resp, NULL);
+    free(hc.body);
+    return ok;
+}
+
 /* ---- dispatch ---------------------------------------------------------------- */
 
 /* on_request is libmicrohttpd's access handler: GET and HEAD only (no
@@ -153,34 +649,60 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 {
     struct http_req r = { .h = cls, .conn = conn, .path = url };
 
+    static int headers_seen;
+
     (void)version;
     (void)upload_data;
-    (void)con_cls;
     if (*upload_data_size != 0)
         return MHD_NO; /* a body on GET: no route reads one */
+    /* The first call comes with the headers alone; answering it at once
+     * makes libmicrohttpd 0.9.75 close the connection after the reply
+     * (Connection: close: no keep-alive for proxies). Answer the second,
+     * once the request is complete. */
+    if (*con_cls == NULL) {
+        *con_cls = &headers_seen;
+        return MHD_YES;
+    }
     r.head = strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
     if (!r.head && strcmp(method, MHD_HTTP_METHOD_GET) != 0) {
         static const char *const allow[] = { MHD_HTTP_HEADER_ALLOW, "GET, HEAD", NULL };
         return respond(&r, MHD_HTTP_METHOD_NOT_ALLOWED, "text/plain; charset=utf-8",
             "method not allowed\n", strlen("method not allowed\n"), allow);
     }
-    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
-        if (strcmp(routes[i].path, url) == 0)
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        size_t n = strlen(routes[i].path);
+        if (strncmp(routes[i].path, url, n) == 0
+            && (url[n] == '\0' || (routes[i].subtree && url[n] == '/')))
             return routes[i].fn(&r);
+    }
     return respond_text(&r, MHD_HTTP_NOT_FOUND, "not found\n");
 }
 
-/* on_mhd_log sends libmicrohttpd's own messages to authd's log. */
+/* on_mhd_log sends libmicrohttpd's own messages to authd's log, at most
+ * one a second (a peer that resets connections must not flood the log),
+ * with the count of those held back. */
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
+    static authd_lograte rate = AUTHD_LOGRATE_INIT;
+    uint64_t held = 0;
+    struct timespec ts;
+    authd_logrec r;
     char msg[256];
-    int n;
 
     (void)cls;
-    n = vsnprintf(msg, sizeof msg, fmt, ap);
-    if (n > 0 && msg[strlen(msg) - 1] == '\n')
-        msg[strlen(msg) - 1] = '\0';
-    authd_log_msg(AUTHD_LOG_WARN, "http_error", msg);
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    if (!authd_lograte_allow(
+            &rate, 1000000000u, (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec, &held))
+        return;
+    if (vsnprintf(msg, sizeof msg, fmt, ap) < 0)
+        msg[0] = '\0';
+    msg[strcspn(msg, "\n")] = '\0';
+    if (authd_log_begin(&r, AUTHD_LOG_WARN, "http_error")) {
+        authd_log_str(&r, "msg", msg);
+        if (held > 0)
+            authd_log_u64(&r, "suppressed", held);
+        authd_log_end(&r);
+    }
 }
 
 /* ---- start and stop ------------------------------------------------------ */
@@ -334,6 +856,20 @@ authd_code authd_http_start(
         return AUTHD_RESOURCE_EXHAUSTED;
     }
     h->svc = svc;
+    if (o->auth_cookie != NULL) {
+        size_t n = strlen(o->auth_cookie);
+        if (n == 0 || n > HTTP_COOKIE_NAME_MAX
+            || strspn(o->auth_cookie,
+                   "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-.^_`|~")
+                != n) {
+            snprintf(err, errlen, "--http-auth-cookie: a cookie name is 1-%d token characters",
+                HTTP_COOKIE_NAME_MAX);
+            goto fail;
+        }
+        memcpy(h->cookie, o->auth_cookie, n + 1);
+    }
+    if (o->trusted_proxies != NULL && !parse_proxies(h, o->trusted_proxies, err, errlen))
+        goto fail;
     if ((fd = bind_url(o, &tls, h->url, sizeof h->url, err, errlen)) < 0)
         goto fail;
     if (tls) {
@@ -351,7 +887,6 @@ authd_code authd_http_start(
     unsigned threads = o->threads > 0 ? o->threads : 1;
     struct MHD_OptionItem opts[] = {
         { MHD_OPTION_LISTEN_SOCKET, fd, NULL },
-        { MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)on_mhd_log, NULL },
         { MHD_OPTION_CONNECTION_LIMIT,
             (intptr_t)(o->max_connections > 0 ? o->max_connections : HTTP_DEFAULT_CONNS), NULL },
         { MHD_OPTION_CONNECTION_TIMEOUT,
@@ -368,8 +903,8 @@ authd_code authd_http_start(
         if (opts[i].option != MHD_OPTION_END)
             opts[k++] = opts[i];
     opts[k] = (struct MHD_OptionItem) { MHD_OPTION_END, 0, NULL };
-    h->d = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, h, MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
+    h->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER,
+        on_mhd_log, NULL, MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
     if (h->d == NULL) {
         snprintf(err, errlen,
             "--http-listen %s: libmicrohttpd failed to start (for https: is the key the "

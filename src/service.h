@@ -56,6 +56,10 @@ struct authd_request {
      * done(). Read only by the interceptor, for protected routes. */
     const char *authorization;
     char peer[AUTHD_PEER_MAX]; /* "ip:port" of the caller, for logs */
+    /* The original request a trusted proxy named in X-Forwarded-* (side
+     * port only: "METHOD proto://host/uri"), NUL-terminated, for the log
+     * line; NULL when none. Valid until done(). */
+    const char *forwarded;
     /* With mTLS: the client certificate's identity: its first URI SAN
      * (a SPIFFE ID), else its first DNS SAN, else its subject CN;
      * printable ASCII; "" without a client certificate. The caller policy

@@ -116,6 +116,19 @@ out:
     return buf;
 }
 
+void it_http_raw(const char *url, const char *req_text, const char *local_ip, const char *ca_file,
+    it_http_resp *out)
+{
+    memset(out, 0, sizeof *out);
+    out->raw = exchange(url, req_text, local_ip, ca_file);
+    if (out->raw == NULL)
+        out->raw = calloc(1, 1);
+    if (strncmp(out->raw, "HTTP/1.", 7) == 0 && strlen(out->raw) >= 12)
+        out->status = atoi(out->raw + 9);
+    char *sep = strstr(out->raw, "\r\n\r\n");
+    out->body = sep != NULL ? sep + 4 : out->raw + strlen(out->raw);
+}
+
 void it_http_request(const char *url, const char *method, const char *path,
     const char *const *headers, const char *local_ip, const char *ca_file, it_http_resp *out)
 {

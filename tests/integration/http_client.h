@@ -33,6 +33,11 @@ void it_http_get(const char *url, const char *path, const char *const *headers,
 void it_http_request(const char *url, const char *method, const char *path,
     const char *const *headers, const char *local_ip, const char *ca_file, it_http_resp *out);
 
+/* it_http_raw sends req_text as it is (the whole request, or several
+ * pipelined) and reads the answer until the server closes. */
+void it_http_raw(const char *url, const char *req_text, const char *local_ip, const char *ca_file,
+    it_http_resp *out);
+
 /* it_http_header copies the value of the first header called name (any
  * case) into out and returns true; false when absent. */
 bool it_http_header(const it_http_resp *r, const char *name, char *out, size_t cap);

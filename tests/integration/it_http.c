@@ -196,6 +196,11 @@ static void http_draining(void **state)
     it_http_get(h.http, "/healthz", NULL, NULL, NULL, &r);
     assert_int_equal(r.status, 200);
     it_http_free(&r);
+    /* forward-auth still decides (a proxy's requests are not failed) */
+    static const char *const junk[] = { "Authorization: Bearer a.b.c", NULL };
+    it_http_get(h.http, "/forward-auth", junk, NULL, NULL, &r);
+    assert_int_equal(r.status, 401);
+    it_http_free(&r);
     /* An open connection still gets Health's answer: DRAINING. */
     assert_int_equal(authd_client_health(c, &hq, &hr, &st), AUTHD_OK);
     assert_int_equal(hr->status, AUTHD__V1__HEALTH_RESPONSE__STATUS__DRAINING);
@@ -321,6 +326,336 @@ static void http_tls_side_port(void **state)
     (void)state;
 }
 
+/* ---- forward-auth ---------------------------------------------------------- */
+
+#define FA_PASSWORD "forward auth password one"
+
+/* fa_user registers username on s and logs in, leaving the token in tok. */
+static void fa_user(it_server *s, const char *username, char *tok, size_t cap)
+{
+    authd_client *c = it_client(s);
+    authd_status st;
+    char email[128];
+
+    snprintf(email, sizeof email, "%s@example.com", username);
+    it_register(c, username, email, FA_PASSWORD, &st, NULL);
+    IT_EXPECT(&st, AUTHD_OK, NULL);
+    it_login_token(c, username, FA_PASSWORD, tok, cap, NULL);
+    authd_client_close(c);
+}
+
+/* set_roles gives username these roles through `authd user roles` (the
+ * operator command, on the running server's store). */
+static void set_roles(const it_server *s, const char *username, const char *roles)
+{
+    const char *argv[]
+        = { AUTHD_BIN, "user", "roles", username, "--set", roles, "--data-dir", s->data_dir, NULL };
+    it_proc p;
+    it_run(argv, NULL, NULL, &p);
+    if (p.status != 0)
+        fail_msg("authd user roles: %d\n%s", p.status, p.err);
+    it_proc_free(&p);
+}
+
+/* fa_get asks /forward-auth (path may carry a query) with the token as
+ * "Authorization: Bearer" (tok NULL: none) and more headers. */
+static void fa_get(const struct hs *h, const char *path, const char *tok, const char *more,
+    const char *local_ip, it_http_resp *r)
+{
+    static char auth[8192];
+    const char *hdrs[3] = { NULL, NULL, NULL };
+    size_t k = 0;
+
+    if (tok != NULL) {
+        snprintf(auth, sizeof auth, "Authorization: Bearer %s", tok);
+        hdrs[k++] = auth;
+    }
+    if (more != NULL)
+        hdrs[k++] = more;
+    it_http_get(h->http, path, hdrs, local_ip, NULL, r);
+}
+
+/* expect_401 checks a refusal: 401, a Bearer challenge with the RFC 6750
+ * error (NULL: none at all) and authd's reason. */
+static void expect_401(it_http_resp *r, const char *error, const char *reason)
+{
+    char v[256], want[128];
+
+    if (r->status != 401)
+        fail_msg("want 401, got %d:\n%s", r->status, r->raw);
+    assert_true(it_http_header(r, "WWW-Authenticate", v, sizeof v));
+    assert_true(strncmp(v, "Bearer realm=\"authd\"", 20) == 0);
+    if (error == NULL) {
+        assert_null(strstr(v, "error="));
+    } else {
+        snprintf(want, sizeof want, "error=\"%s\"", error);
+        assert_non_null(strstr(v, want));
+    }
+    assert_true(it_http_header(r, "X-Auth-Reason", v, sizeof v));
+    assert_string_equal(v, reason);
+    assert_false(it_http_header(r, "X-Auth-User-Id", v, sizeof v));
+    it_http_free(r);
+}
+
+/*
+ * The forward-auth contract: a valid token (header or, with
+ * --http-auth-cookie, cookie) gets 200 with the identity headers, never
+ * cacheable; missing, malformed, other-scheme and revoked (after Logout)
+ * tokens get 401 with a Bearer challenge; a missing role (query or
+ * header) gets 403 insufficient_scope; the roles the store gives later
+ * count at once; a wrong audience is 403.
+ */
+static void fa_contract(void **state)
+{
+    static const char *const more[] = { "--http-auth-cookie", "authd_at", NULL };
+    struct hs h;
+    it_http_resp r;
+    char tok[4096], v[512], uid[64];
+    authd_status st;
+
+    hs_start(&h, NULL, more);
+    fa_user(h.s, "fa-alice", tok, sizeof tok);
+
+    fa_get(&h, "/forward-auth", tok, NULL, NULL, &r);
+    assert_int_equal(r.status, 200);
+    assert_true(it_http_header(&r, "X-Auth-User-Id", uid, sizeof uid));
+    assert_int_equal(strlen(uid), 32);
+    assert_true(it_http_header(&r, "X-Auth-Username", v, sizeof v));
+    assert_string_equal(v, "fa-alice");
+    assert_false(it_http_header(&r, "X-Auth-Roles", v, sizeof v)); /* none held */
+    assert_true(it_http_header(&r, "Cache-Control", v, sizeof v));
+    assert_string_equal(v, "no-store");
+    it_http_free(&r);
+
+    /* the cookie, when configured; the header wins when both come */
+    char cookie[4200];
+    snprintf(cookie, sizeof cookie, "Cookie: other=1; authd_at=%s", tok);
+    fa_get(&h, "/forward-auth", NULL, cookie, NULL, &r);
+    assert_int_equal(r.status, 200);
+    assert_true(it_http_header(&r, "X-Auth-Username", v, sizeof v));
+    assert_string_equal(v, "fa-alice");
+    it_http_free(&r);
+    fa_get(&h, "/forward-auth", "junk", cookie, NULL, &r);
+    expect_401(&r, "invalid_token", "MALFORMED");
+
+    /* missing, malformed, another scheme */
+    fa_get(&h, "/forward-auth", NULL, NULL, NULL, &r);
+    expect_401(&r, NULL, "NO_TOKEN");
+    fa_get(&h, "/forward-auth", "a.b.c", NULL, NULL, &r);
+    expect_401(&r, "invalid_token", "MALFORMED");
+    fa_get(&h, "/forward-auth", NULL, "Authorization: Basic YWxpY2U6cHc=", NULL, &r);
+    expect_401(&r, "invalid_request", "NOT_BEARER");
+    fa_get(&h, "/forward-auth", NULL, "Cookie: authd_at=", NULL, &r);
+    expect_401(&r, NULL, "NO_TOKEN");
+
+    /* roles: none held yet -> 403; the store's roles count at once */
+    fa_get(&h, "/forward-auth?roles=admin", tok, NULL, NULL, &r);
+    assert_int_equal(r.status, 403);
+    assert_true(it_http_header(&r, "WWW-Authenticate", v, sizeof v));
+    assert_non_null(strstr(v, "error=\"insufficient_scope\""));
+    assert_true(it_http_header(&r, "X-Auth-Reason", v, sizeof v));
+    assert_string_equal(v, "MISSING_ROLE");
+    assert_false(it_http_header(&r, "X-Auth-User-Id", v, sizeof v));
+    it_http_free(&r);
+    set_roles(h.s, "fa-alice", "dev,ops");
+    fa_get(&h, "/forward-auth?roles=dev,%20ops", tok, NULL, NULL, &r);
+    assert_int_equal(r.status, 200);
+    assert_true(it_http_header(&r, "X-Auth-Roles", v, sizeof v));
+    assert_string_equal(v, "dev,ops");
+    it_http_free(&r);
+    fa_get(&h, "/forward-auth", tok, "X-Auth-Required-Roles: ops", NULL, &r);
+    assert_int_equal(r.status, 200);
+    it_http_free(&r);
+    /* query and header add up: the header cannot take the query's away */
+    fa_get(&h, "/forward-auth?roles=dev", tok, "X-Auth-Required-Roles: admin", NULL, &r);
+    assert_int_equal(r.status, 403);
+    it_http_free(&r);
+    fa_get(&h, "/forward-auth?roles=admin", tok, "X-Auth-Required-Roles:", NULL, &r);
+    assert_int_equal(r.status, 403);
+    it_http_free(&r);
+    /* Envoy's ext_authz appends the original path to its path_prefix */
+    fa_get(&h, "/forward-auth/orders/7?roles=dev", tok, NULL, NULL, &r);
+    assert_int_equal(r.status, 200);
+    it_http_free(&r);
+    fa_get(&h, "/forward-auth/admin/x?roles=admin", tok, NULL, NULL, &r);
+    assert_int_equal(r.status, 403);
+    it_http_free(&r);
+    fa_get(&h, "/forward-authx", tok, NULL, NULL, &r);
+    assert_int_equal(r.status, 404);
+    it_http_free(&r);
+
+    /* audience: authd's own passes, another is 403 */
+    fa_get(&h, "/forward-auth?aud=authd", tok, NULL, NULL, &r);
+    assert_int_equal(r.status, 200);
+    it_http_free(&r);
+    fa_get(&h, "/forward-auth", tok, "X-Auth-Audience: billing", NULL, &r);
+    assert_int_equal(r.status, 403);
+    assert_true(it_http_header(&r, "X-Auth-Reason", v, sizeof v));
+    assert_string_equal(v, "WRONG_AUDIENCE");
+    it_http_free(&r);
+
+    /* revoked: Logout on the main port, then 401 REVOKED at once */
+    authd_client *c = it_client(h.s);
+    it_logout(c, tok, &st);
+    IT_EXPECT(&st, AUTHD_OK, NULL);
+    authd_client_close(c);
+    fa_get(&h, "/forward-auth", tok, NULL, NULL, &r);
+    expect_401(&r, "invalid_token", "REVOKED");
+
+    it_finish(h.s);
+    (void)state;
+}
+
+/* An expired token: 401 invalid_token / EXPIRED (a 1 s token, no leeway;
+ * polled until it has expired). */
+static void fa_expired(void **state)
+{
+    static const char *const more[] = { "--token-ttl", "1", "--clock-leeway", "0", NULL };
+    struct hs h;
+    it_http_resp r;
+    char tok[4096];
+
+    hs_start(&h, NULL, more);
+    fa_user(h.s, "fa-expiring", tok, sizeof tok);
+    uint64_t end = it_mono_ms() + IT_CALL_TIMEOUT_MS;
+    for (;;) {
+        fa_get(&h, "/forward-auth", tok, NULL, NULL, &r);
+        if (r.status == 401 || it_mono_ms() >= end)
+            break;
+        assert_int_equal(r.status, 200); /* valid until it expires */
+        it_http_free(&r);
+        it_nap_ms(100);
+    }
+    expect_401(&r, "invalid_token", "EXPIRED");
+    it_finish(h.s);
+    (void)state;
+}
+
+/*
+ * X-Forwarded-* are believed only from --http-trusted-proxies: from
+ * 127.0.0.2 (trusted) the log line names the forwarded client and the
+ * original request; from 127.0.0.3 the same headers are ignored (the line
+ * names the real peer, and the forged address appears nowhere).
+ */
+static void fa_forwarded_only_from_trusted(void **state)
+{
+    static const char *const more[]
+        = { "--http-trusted-proxies", "127.0.0.2/32, 10.0.0.0/8", NULL };
+    struct hs h;
+    it_http_resp r;
+    char req[1024];
+
+    hs_start(&h, NULL, more);
+    /* trusted: the rightmost untrusted entry is the client (10.1.2.3 is
+     * another trusted proxy on the way) */
+    snprintf(req, sizeof req,
+        "GET /forward-auth HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        "Authorization: Bearer trusted.junk.token\r\n"
+        "X-Forwarded-For: 192.0.2.99, 203.0.113.7, 10.1.2.3\r\n"
+        "X-Forwarded-Method: POST\r\nX-Forwarded-Proto: https\r\n"
+        "X-Forwarded-Host: app.example\r\nX-Forwarded-Uri: /orders/7\r\n\r\n");
+    it_http_raw(h.http, req, "127.0.0.2", NULL, &r);
+    assert_int_equal(r.status, 401);
+    it_http_free(&r);
+    assert_true(it_log_wait(h.s,
+        "\"peer\":\"203.0.113.7\",\"forwarded\":\"POST https://app.example/orders/7\"",
+        IT_CALL_TIMEOUT_MS));
+
+    /* untrusted: ignored */
+    snprintf(req, sizeof req,
+        "GET /forward-auth HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        "Authorization: Bearer untrusted.junk.token\r\n"
+        "X-Forwarded-For: 198.51.100.9\r\nX-Forwarded-Uri: /forged\r\n\r\n");
+    it_http_raw(h.http, req, "127.0.0.3", NULL, &r);
+    assert_int_equal(r.status, 401);
+    it_http_free(&r);
+    assert_true(it_log_wait(h.s, "\"peer\":\"127.0.0.3:", IT_CALL_TIMEOUT_MS));
+    char *log = it_read_file(h.s->log_path, NULL);
+    assert_non_null(log);
+    assert_null(strstr(log, "198.51.100.9"));
+    assert_null(strstr(log, "/forged"));
+    free(log);
+
+    it_finish(h.s);
+    (void)state;
+}
+
+/* Keep-alive: two pipelined requests on one connection both get their
+ * answer (libmicrohttpd closes after the first if answered too early). */
+static void fa_keepalive(void **state)
+{
+    struct hs h;
+    it_http_resp r;
+
+    hs_start(&h, NULL, NULL);
+    it_http_raw(h.http,
+        "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        NULL, NULL, &r);
+    assert_int_equal(r.status, 200);
+    const char *second = strstr(r.body, "HTTP/1.1 200 OK");
+    if (second == NULL)
+        fail_msg("one answer only:\n%s", r.raw);
+    assert_non_null(strstr(second, "SERVING"));
+    it_http_free(&r);
+    it_finish(h.s);
+    (void)state;
+}
+
+/* /.well-known/jwks.json: 404 with an HS256 key only; with an ES256 key
+ * set, exactly the document the GetJwks RPC answers. */
+static void fa_jwks(void **state)
+{
+    struct hs h;
+    it_http_resp r;
+    char kdir[400], kid[64];
+    it_proc p;
+
+    hs_start(&h, NULL, NULL);
+    it_http_get(h.http, "/.well-known/jwks.json", NULL, NULL, NULL, &r);
+    assert_int_equal(r.status, 404);
+    it_http_free(&r);
+    it_finish(h.s);
+
+    /* a key set with an active ES256 key */
+    it_opts o = { .key_len = -1 };
+    it_server *tmp = it_new(&o);
+    snprintf(kdir, sizeof kdir, "%s/keys", tmp->dir);
+    const char *add[] = { AUTHD_BIN, "keys", "add", "es256", "--key-dir", kdir, NULL };
+    it_run(add, NULL, NULL, &p);
+    assert_int_equal(p.status, 0);
+    snprintf(kid, sizeof kid, "%.16s", p.out);
+    it_proc_free(&p);
+    const char *act[] = { AUTHD_BIN, "keys", "activate", kid, "--key-dir", kdir, NULL };
+    it_run(act, NULL, NULL, &p);
+    assert_int_equal(p.status, 0);
+    it_proc_free(&p);
+
+    const char *more[] = { "--key-dir", kdir, NULL };
+    hs_start(&h, NULL, more);
+    it_http_get(h.http, "/.well-known/jwks.json", NULL, NULL, NULL, &r);
+    assert_int_equal(r.status, 200);
+    char v[128];
+    assert_true(it_http_header(&r, "Content-Type", v, sizeof v));
+    assert_string_equal(v, "application/jwk-set+json");
+    assert_non_null(strstr(r.body, kid));
+    it_raw raw;
+    it_raw_open(&raw, h.s);
+    Authd__V1__ReplyEnvelope *rep = it_raw_rpc(&raw, "/authd.v1.Auth/GetJwks", 1, NULL, 0);
+    assert_int_equal(rep->code, AUTHD_OK);
+    Authd__V1__GetJwksResponse *jr
+        = authd__v1__get_jwks_response__unpack(NULL, rep->body.len, rep->body.data);
+    assert_non_null(jr);
+    assert_string_equal(r.body, jr->jwks);
+    authd__v1__get_jwks_response__free_unpacked(jr, NULL);
+    authd__v1__reply_envelope__free_unpacked(rep, NULL);
+    it_raw_close(&raw);
+    it_http_free(&r);
+    it_finish(h.s);
+    it_free(tmp);
+    (void)state;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -330,6 +665,11 @@ int main(void)
         cmocka_unit_test_teardown(http_listener_refusals, it_teardown),
         cmocka_unit_test_teardown(http_allow_plaintext_flag, it_teardown),
         cmocka_unit_test_teardown(http_tls_side_port, it_teardown),
+        cmocka_unit_test_teardown(fa_contract, it_teardown),
+        cmocka_unit_test_teardown(fa_expired, it_teardown),
+        cmocka_unit_test_teardown(fa_forwarded_only_from_trusted, it_teardown),
+        cmocka_unit_test_teardown(fa_keepalive, it_teardown),
+        cmocka_unit_test_teardown(fa_jwks, it_teardown),
     };
     return cmocka_run_group_tests_name("integration.http", tests, NULL, NULL);
 }
