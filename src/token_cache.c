@@ -20,7 +20,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/crypto.h>
 #include <sodium.h>
 
 #include "token_alg.h"
@@ -97,6 +96,30 @@ void authd_token_cache_destroy(authd_token_cache *tc)
     free(tc);
 }
 
+/*
+ * same_token: a and b (n bytes each) are equal, in a time that depends on
+ * n alone: the XORs of eight bytes at a time OR-ed together, then the
+ * tail, with no branch on the data. Not CRYPTO_memcmp or sodium_memcmp:
+ * both go one byte at a time, and for a 390-byte token that was 2,740
+ * instructions, more than half of a hit (callgrind, docs/benchmarks.md);
+ * this is ~250. The compare runs only after the 64-bit keyed tag matched,
+ * and it must be whole: the tag alone is not trusted.
+ */
+static bool same_token(const char *a, const char *b, size_t n)
+{
+    uint64_t d = 0, x, y;
+    size_t i = 0;
+
+    for (; i + 8 <= n; i += 8) {
+        memcpy(&x, a + i, 8);
+        memcpy(&y, b + i, 8);
+        d |= x ^ y;
+    }
+    for (; i < n; i++)
+        d |= (uint64_t)((unsigned char)a[i] ^ (unsigned char)b[i]);
+    return d == 0;
+}
+
 /* drop empties slot i (a stale entry: its token is wiped, it is a bearer
  * credential). */
 static void drop(authd_token_cache *tc, size_t i)
@@ -132,7 +155,7 @@ authd_token_result authd_token_verify_cached(const authd_tokens *t, authd_token_
     for (size_t w = 0; w < 2; w++) {
         size_t i = 2 * b + w;
         struct slot *s = &tc->slots[i];
-        if (tc->tags[i] != tag || s->len != len || CRYPTO_memcmp(s->tok, token, len) != 0)
+        if (tc->tags[i] != tag || s->len != len || !same_token(s->tok, token, len))
             continue;
         /* The same token. Recheck what can change since it verified. */
         if (s->gen == gen && authd_tokens_key_usable(t, s->key, now)

@@ -21,7 +21,7 @@
  * Indexing: SipHash-2-4 (libsodium's crypto_shorthash) of the whole token
  * under a random key of the cache's own, so nobody outside the process can
  * aim tokens at one bucket; then the whole token is compared with the
- * stored copy in constant time (CRYPTO_memcmp). Two slots per bucket, the
+ * stored copy in constant time (a word-wise XOR/OR, token_cache.c). Two slots per bucket, the
  * least recently used replaced. Only tokens that verified are stored
  * (there is no negative cache); tokens longer than AUTHD_TOKEN_CACHE_TOKEN_MAX
  * are not cached. Fixed size: entries * sizeof slot (640 bytes) plus 9
