@@ -25,6 +25,14 @@
  *    signature, and an HS256 MAC (by our key, which mode 2 can put under
  *    any header) must not pass for it — the algorithm comes from the key.
  *
+ * 4. The verified-token cache (token_cache.c) never changes an outcome:
+ *    every token verify_checked sees also goes through one of two caches
+ *    that live across inputs (one indexed normally, one where every token
+ *    hashes alike, so the whole-token compare alone separates them); a
+ *    token that verified is asked again (a hit) and at a later and an
+ *    earlier time; each answer (and the claims) must equal
+ *    authd_token_verify's at that time.
+ *
  * Input layout: byte 0 picks the mode, byte 1 moves the clock around the
  * seeds' iat/nbf/exp, the rest is the mode's data:
  *   0  a raw token;
@@ -40,6 +48,7 @@
 
 #include "fuzz.h"
 #include "token.h"
+#include "token_cache.h"
 
 #define KEY        "fuzz-signing-key-0123456789abcdef"
 #define OTHER_KEY  "fuzz-other-key-abcdefghijklmnopqrs"
@@ -58,6 +67,7 @@ static const char es_pem[] = "-----BEGIN PRIVATE KEY-----\n"
                              "-----END PRIVATE KEY-----\n";
 
 static authd_tokens *toks;
+static authd_token_cache *cache, *cache_collide; /* property 4 */
 static char our_header[128];
 static char es_kid[AUTHD_KID_MAX + 1];
 
@@ -78,6 +88,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     if (authd_tokens_set_keys(toks, set, 2, err, sizeof err) != AUTHD_OK
         || authd_token_key_check("ES256", set[1].material, set[1].material_len, es_kid) != AUTHD_OK)
         abort();
+    if (authd_token_cache_create(toks, 64, &cache) != AUTHD_OK
+        || authd_token_cache_create(toks, 4, &cache_collide) != AUTHD_OK)
+        abort();
+    authd_token_cache_test_collide(cache_collide);
     snprintf(our_header, sizeof our_header, "{\"alg\":\"HS256\",\"typ\":\"at+jwt\",\"kid\":\"%s\"}",
         authd_tokens_kid(toks));
     return 0;
@@ -178,6 +192,44 @@ static void check_signed(const char *tok, size_t n, authd_token_result r)
         "%s for a token not signed with our key", rname(r));
 }
 
+/* cached_is: property 4 for one token at one time through cache tc; want
+ * is authd_token_verify's answer (claims in *wc if OK). */
+static void cached_is(authd_token_cache *tc, const char *tok, size_t n, int64_t now,
+    authd_token_result want, const authd_claims *wc)
+{
+    authd_claims c;
+
+    memset(&c, 0x5a, sizeof c);
+    authd_token_result r = authd_token_verify_cached(toks, tc, tok, n, now, &c);
+    FUZZ_CHECK(r == want, "cache%s: %s, full path %s", tc == cache ? "" : " (colliding)", rname(r),
+        rname(want));
+    if (r == AUTHD_TOKEN_OK)
+        FUZZ_CHECK(memcmp(&c, wc, sizeof c) == 0, "cache: claims differ");
+}
+
+/* check_cached: property 4. Half the tokens (by length) go through the
+ * colliding cache, where they meet every good token stored there; a
+ * token that verified is asked again (a hit) and at a later and an
+ * earlier time, each against the full path at that time. Kept to one extra
+ * full verify for a bad token: the harness's rate is its coverage. */
+static void check_cached(
+    const char *tok, size_t n, int64_t now, authd_token_result want, const authd_claims *wc)
+{
+    authd_token_cache *tc = (n & 1) != 0 ? cache_collide : cache;
+
+    cached_is(tc, tok, n, now, want, wc);
+    if (want != AUTHD_TOKEN_OK)
+        return;
+    cached_is(tc, tok, n, now, want, wc);
+    for (int k = 0; k < 2; k++) {
+        int64_t then = now + (k == 0 ? 2000 : -2000);
+        authd_claims tc_want;
+        memset(&tc_want, 0xa5, sizeof tc_want);
+        authd_token_result w = authd_token_verify(toks, tok, n, then, &tc_want);
+        cached_is(tc, tok, n, then, w, &tc_want);
+    }
+}
+
 /* verify_checked runs verify and the signature property on one token. */
 static authd_token_result verify_checked(const char *tok, size_t n, int64_t now, authd_claims *out)
 {
@@ -187,6 +239,7 @@ static authd_token_result verify_checked(const char *tok, size_t n, int64_t now,
     memset(&c, 0xa5, sizeof c);
     r = authd_token_verify(toks, tok, n, now, &c);
     check_signed(tok, n, r);
+    check_cached(tok, n, now, r, &c);
     if (r == AUTHD_TOKEN_OK) {
         FUZZ_CHECK(now < c.exp + LEEWAY && c.nbf - LEEWAY <= now, "OK outside [nbf, exp)");
         *out = c;

@@ -8,6 +8,7 @@
 #   scripts/callgrind-rpc.sh [--workload verify|echo] [--connections C]
 #                            [--rate R] [--seconds S] [--settle S]
 #                            [--build DIR] [--authd BIN] [--out DIR]
+#                            [--flag F]...
 #
 #   --workload W     verify (default) or echo
 #   --connections C  TLS connections, one request in flight each (default 100)
@@ -23,6 +24,8 @@
 #                    flags it may not know
 #   --out DIR        where callgrind.out.* and the annotations go (default a
 #                    temporary directory, removed)
+#   --flag F         one more authd flag (repeatable), e.g. --flag
+#                    --verify-cache-entries=0 to measure Verify without its cache
 #
 # Prints requests, total instructions and instructions per request of the
 # window, then the inclusive cost per request of the functions on the hot
@@ -32,6 +35,7 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 wl=verify conns=100 rate=300 secs=10 settle=25 bdir=$root/build-bench authd_bin= out=
+flags=()
 while [ $# -gt 0 ]; do
     case $1 in
     --workload) wl=${2:?}; shift 2 ;;
@@ -42,7 +46,8 @@ while [ $# -gt 0 ]; do
     --build) bdir=${2:?}; shift 2 ;;
     --authd) authd_bin=${2:?}; shift 2 ;;
     --out) out=${2:?}; shift 2 ;;
-    -h | --help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --flag) flags+=("${2:?}"); shift 2 ;;
+    -h | --help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "callgrind-rpc.sh: unknown option $1 (--help)" >&2; exit 2 ;;
     esac
 done
@@ -75,7 +80,7 @@ else
         --max-connections-per-source 100000 --caller-registrations 0 --caller-login-failures 0 \
         --login-free-attempts 100 --log-failure-rate 0 \
         --listen tls+tcp://127.0.0.1:0 --url-file "$work/url" --data-dir "$work/data" "${tls[@]}" \
-        --signing-key "$work/signing.key" --log-level warn 2>"$out/server.log" &
+        --signing-key "$work/signing.key" --log-level warn ${flags[@]+"${flags[@]}"} 2>"$out/server.log" &
 fi
 pid=$!
 for _ in $(seq 600); do [ -s "$work/url" ] && break; sleep 0.1; done
@@ -102,7 +107,8 @@ n=$(grep -E "> .*:$fn \(" "$out/tree.txt" | sed -E 's/.*\(([0-9,]+)x\).*/\1/' | 
 tot=$(grep 'PROGRAM TOTALS' "$out/tree.txt" | awk '{gsub(",", "", $1); print $1}')
 [ "$n" -gt 0 ] || { echo "callgrind-rpc.sh: no requests in the window" >&2; exit 1; }
 echo "requests=$n instructions=$tot per_request=$((tot / n))"
-for g in conn_read parse_input authd_dispatch authd_handle_verify authd_token_verify hmac \
+for g in conn_read parse_input authd_dispatch authd_handle_verify authd_token_verify_cached \
+    authd_token_verify hmac crypto_shorthash_siphash24 CRYPTO_memcmp \
     authd_store_verify_lookup authd_call_finish request_done conn_flush SSL_read SSL_write; do
     v=$(grep -E "\* .*:$g \[" "$out/tree.txt" | head -1 | awk '{gsub(",", "", $1); print $1}')
     [ -n "$v" ] && printf '  %-28s %8d per request (inclusive)\n' "$g" $((v / n))

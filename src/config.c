@@ -148,6 +148,11 @@ static const struct opt opts[] = {
         "a started request frame must be complete this long after its first byte" },
     { "io-threads", "AUTHD_IO_THREADS", INT, O(io_threads), "0", 0, 64,
         "network event-loop threads (0 = number of CPUs); Verify runs on them" },
+    { "verify-cache-entries", "AUTHD_VERIFY_CACHE_ENTRIES", INT, O(verify_cache_entries), "1024", 0,
+        65536,
+        "verified access tokens remembered per event loop (about 650 bytes each), so a repeated "
+        "Verify skips the signature and claims parse; expiry, key set and session are still "
+        "checked on every call (0 = off)" },
     { "map-size-mb", "AUTHD_MAP_SIZE_MB", INT, O(map_size_mb), "4096", 1, 1048576,
         "LMDB map size (maximum store size), MiB" },
     { "log-level", "AUTHD_LOG_LEVEL", STR, O(log_level), "info", 0, 0,

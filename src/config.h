@@ -60,6 +60,7 @@ typedef struct authd_config {
     int64_t login_fail_floor_ms;
     int64_t max_inflight;
     int64_t io_threads;
+    int64_t verify_cache_entries;
     int64_t max_msg_bytes;
     int64_t max_connections;
     int64_t max_conns_per_source;

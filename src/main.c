@@ -484,6 +484,7 @@ int main(int argc, char **argv)
         .timer = timer,
         .fail_floor_ns = (uint64_t)cfg.login_fail_floor_ms * 1000000u,
         .token_ttl = cfg.token_ttl,
+        .verify_cache_entries = (uint32_t)cfg.verify_cache_entries,
         .sessions = { .idle_ttl = cfg.session_idle_ttl,
             .max_ttl = cfg.session_max_ttl,
             .grace_ms = cfg.refresh_grace_ms },

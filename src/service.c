@@ -47,6 +47,7 @@
 #include "metrics.h"
 #include "ratelimit.h"
 #include "strength.h"
+#include "token_cache.h"
 #include "validate.h"
 #include "writebatch.h"
 
@@ -73,6 +74,10 @@ struct authd_service {
 
 static const char *const lim_names[LIM_N] = { "source_login_failures", "caller_login_failures",
     "source_registrations", "caller_registrations" };
+
+/* The calling loop's verified-token cache (authd_service_thread_start);
+ * NULL on every other thread, and with the cache off. */
+static _Thread_local authd_token_cache *tl_verify_cache;
 
 static int64_t now_s(const authd_service *svc)
 {
@@ -891,7 +896,8 @@ static inline authd_code authenticate(authd_service *svc, authd_call *call, cons
     size_t len, int64_t now, authd_claims *c, authd_verify_view *v, const char **reason,
     const char **message)
 {
-    authd_token_result tr = authd_token_verify(svc->o.tokens, tok, len, now, c);
+    authd_token_result tr
+        = authd_token_verify_cached(svc->o.tokens, tl_verify_cache, tok, len, now, c);
     if (tr != AUTHD_TOKEN_OK) {
         *reason = authd_token_result_reason(tr);
         *message = token_message(tr);
@@ -1218,12 +1224,37 @@ void authd_service_thread_start(authd_service *svc)
         authd_log_str(&r, "msg", "a loop has no read transaction of its own: it shares the pool");
         authd_log_end(&r);
     }
+    if (svc != NULL && svc->o.verify_cache_entries > 0 && tl_verify_cache == NULL
+        && authd_token_cache_create(svc->o.tokens, svc->o.verify_cache_entries, &tl_verify_cache)
+            != AUTHD_OK
+        && authd_log_begin(&r, AUTHD_LOG_WARN, "verify_cache")) {
+        authd_log_str(&r, "msg", "a loop has no verified-token cache: Verify takes the full path");
+        authd_log_end(&r);
+    }
 }
 
+/* authd_service_thread_stop: the loop's cache counters go in one line at
+ * exit (how well the cache served, for sizing --verify-cache-entries). */
 void authd_service_thread_stop(authd_service *svc)
 {
+    authd_logrec r;
+    authd_token_cache_stats st;
+
     if (svc != NULL)
         authd_store_reader_unpin(svc->o.store);
+    if (tl_verify_cache != NULL) {
+        authd_token_cache_stats_get(tl_verify_cache, &st);
+        if (authd_log_begin(&r, AUTHD_LOG_INFO, "verify_cache")) {
+            authd_log_u64(&r, "hits", st.hits);
+            authd_log_u64(&r, "misses", st.misses);
+            authd_log_u64(&r, "stale", st.stale);
+            authd_log_u64(&r, "inserts", st.inserts);
+            authd_log_u64(&r, "evictions", st.evictions);
+            authd_log_end(&r);
+        }
+    }
+    authd_token_cache_destroy(tl_verify_cache);
+    tl_verify_cache = NULL;
 }
 
 void authd_service_maintain(authd_service *svc)

@@ -103,6 +103,9 @@ typedef struct authd_service_options {
     authd_timer *timer; /* borrowed: parks failed Logins until the floor; NULL = no floor */
     uint64_t fail_floor_ns; /* failed-Login floor from receipt; 0 = measure (with a timer) */
     int64_t token_ttl; /* seconds */
+    /* Verified-token cache per event loop (token_cache.h), entries; 0 = none.
+     * Made by authd_service_thread_start on each loop thread. */
+    uint32_t verify_cache_entries;
     /* Session lifetimes and the refresh grace window; idle_ttl == 0 = the
      * defaults below. Its token_ttl is ignored (token_ttl above is used). */
     authd_session_policy sessions;
@@ -159,9 +162,11 @@ size_t authd_method_names(const char **names, size_t cap);
 /* authd_service_thread_start / _stop bracket the life of a thread that
  * runs handlers inline (an event loop): they give it and take back its own
  * read transaction (authd_store_reader_pin), so Verify renews it without
- * a lock shared by every loop. Start may fail (no reader free, then the
- * thread uses the pool as any other); stop must run on the same thread
- * before authd_service_destroy. */
+ * a lock shared by every loop, and its own verified-token cache
+ * (verify_cache_entries). Start may fail (no reader free, then the thread
+ * uses the pool as any other; no memory for the cache, then Verify takes
+ * the full path); stop must run on the same thread before
+ * authd_service_destroy. */
 void authd_service_thread_start(authd_service *svc);
 void authd_service_thread_stop(authd_service *svc);
 

@@ -47,6 +47,7 @@ static const authd_token_alg *const algs[] = { &authd_alg_hs256, &authd_alg_es25
 struct authd_tokens {
     _Atomic(authd_key *) keys; /* every key loaded, newest first; see the file comment */
     _Atomic(authd_key *) active; /* the one that signs; NULL: none yet */
+    _Atomic uint64_t generation; /* bumped by every set_keys that commits (token_cache.c) */
     pthread_mutex_t mu; /* set_keys */
     size_t loaded; /* keys on the list (mu) */
     char iss[NAME_LEN_MAX + 1];
@@ -326,6 +327,9 @@ authd_code authd_tokens_set_keys(
      * good token); it means nothing once ACTIVE. */
     atomic_store(&act->state, AUTHD_KEY_ACTIVE);
     atomic_store(&t->active, act);
+    /* Last: a verified-token cache entry made under the old set stops
+     * matching (token_cache.c). */
+    atomic_fetch_add_explicit(&t->generation, 1, memory_order_release);
     rc = AUTHD_OK;
 out:
     pthread_mutex_unlock(&t->mu);
@@ -365,6 +369,11 @@ static bool key_usable(const authd_tokens *t, const authd_key *k, int64_t now)
         return false;
     int64_t at = atomic_load_explicit(&((authd_key *)k)->retired_at, memory_order_relaxed);
     return now < at + t->max_ttl + t->leeway;
+}
+
+bool authd_tokens_key_usable(const authd_tokens *t, const authd_key *k, int64_t now)
+{
+    return key_usable(t, k, now);
 }
 
 authd_code authd_tokens_jwks(const authd_tokens *t, int64_t now, char *out, size_t cap)
@@ -832,8 +841,8 @@ static const authd_key *key_by_header(const authd_tokens *t, const char *h, size
  * header that is not byte-equal to one of our keys', and then only behind
  * check_header's fence. The claims are parsed only after the signature has
  * matched. */
-authd_token_result authd_token_verify(
-    const authd_tokens *t, const char *token, size_t len, int64_t now, authd_claims *out)
+authd_token_result authd_token_verify_key(const authd_tokens *t, const char *token, size_t len,
+    int64_t now, authd_claims *out, const authd_key **key)
 {
     uint8_t bin[BIN_MAX];
     const char *dot1, *dot2;
@@ -870,16 +879,38 @@ authd_token_result authd_token_verify(
     if (check_claims(t, body, body_len, &c) != 0)
         return AUTHD_TOKEN_INVALID_CLAIMS;
 
-    /* Time. exp, nbf <= 2^40 and leeway <= a day, so nothing overflows
-     * whatever now is. */
-    if (now >= c.exp + t->leeway)
-        return AUTHD_TOKEN_EXPIRED;
-    if (c.nbf - t->leeway > now)
-        return AUTHD_TOKEN_NOT_YET_VALID;
-
+    authd_token_result r = authd_tokens_check_time(t, &c, now);
+    if (r != AUTHD_TOKEN_OK)
+        return r;
     if (out != NULL)
         *out = c;
+    if (key != NULL)
+        *key = k;
     return AUTHD_TOKEN_OK;
+}
+
+authd_token_result authd_token_verify(
+    const authd_tokens *t, const char *token, size_t len, int64_t now, authd_claims *out)
+{
+    return authd_token_verify_key(t, token, len, now, out, NULL);
+}
+
+/* authd_tokens_check_time: exp and nbf against now with the leeway, the
+ * last step of every verify, cached or not. exp, nbf <= 2^40 and leeway
+ * <= a day, so nothing overflows whatever now is. */
+authd_token_result authd_tokens_check_time(
+    const authd_tokens *t, const authd_claims *c, int64_t now)
+{
+    if (now >= c->exp + t->leeway)
+        return AUTHD_TOKEN_EXPIRED;
+    if (c->nbf - t->leeway > now)
+        return AUTHD_TOKEN_NOT_YET_VALID;
+    return AUTHD_TOKEN_OK;
+}
+
+uint64_t authd_tokens_generation(const authd_tokens *t)
+{
+    return atomic_load_explicit(&((authd_tokens *)t)->generation, memory_order_acquire);
 }
 
 const char *authd_token_result_reason(authd_token_result r)

@@ -83,4 +83,25 @@ struct authd_key {
     } u;
 };
 
+/* The token module's own entry points for the verified-token cache
+ * (token_cache.c); see token.c. */
+
+/* authd_token_verify_key is authd_token_verify that also returns the key
+ * that verified (on AUTHD_TOKEN_OK only; key may be NULL). */
+authd_token_result authd_token_verify_key(const authd_tokens *t, const char *token, size_t len,
+    int64_t now, authd_claims *out, const authd_key **key);
+
+/* authd_tokens_key_usable: k may verify a token at now (published or
+ * active, or retired less than max_ttl + leeway ago). */
+bool authd_tokens_key_usable(const authd_tokens *t, const authd_key *k, int64_t now);
+
+/* authd_tokens_check_time: the exp / nbf check of a verify, with the
+ * leeway: AUTHD_TOKEN_OK, _EXPIRED or _NOT_YET_VALID. */
+authd_token_result authd_tokens_check_time(
+    const authd_tokens *t, const authd_claims *c, int64_t now);
+
+/* authd_tokens_generation changes (grows) with every key-set change that
+ * authd_tokens_set_keys commits; read with acquire order. */
+uint64_t authd_tokens_generation(const authd_tokens *t);
+
 #endif
