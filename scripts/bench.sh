@@ -28,6 +28,10 @@
 #   refresh    Refresh at 64 in flight (4 connections), group commit off
 #              (--write-batch-max 1: a commit and fsync per write) vs on (the default),
 #              two authd processes, alternating rounds, the median of the per-round ratios
+#   proxy      nginx with auth_request to authd's /forward-auth vs the same nginx with no
+#              auth, both in front of an nginx upstream (wrk, 50 connections), and
+#              /forward-auth alone (wrk) vs the echo on authd's transport (authbench),
+#              alternating rounds, the medians of the per-round ratios (needs nginx, wrk)
 #   guard      (with --baseline) this authd's Verify vs the baseline binary's, at 1/16/128
 #              in flight and 100/1,000 connections, rounds in the order A B B A, medians
 #
@@ -42,7 +46,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 dur=5
 warm=1
 out=./bench-out
-only=transport,flood,login,rss,scale,conns,refresh
+only=transport,flood,login,rss,scale,conns,refresh,proxy
 rounds=5
 baseline=
 peer="$root/../shared/peers/grpc-verify/run.sh"
@@ -61,7 +65,7 @@ while [ $# -gt 0 ]; do
 done
 [[ $dur =~ ^[0-9]+([.][0-9]+)?$ ]] || { echo "bench.sh: --duration: want seconds" >&2; exit 2; }
 for s in ${only//,/ }; do
-    case $s in transport | flood | login | rss | scale | conns | refresh | guard) ;; *)
+    case $s in transport | flood | login | rss | scale | conns | refresh | proxy | guard) ;; *)
         echo "bench.sh: --only: unknown section '$s'" >&2; exit 2 ;;
     esac
 done
@@ -79,7 +83,7 @@ mkdir -p "$out/logs"
 out=$(cd "$out" && pwd)
 logs=$out/logs
 summary=$out/summary.txt
-for f in transport flood login rss scale conns refresh guard results; do rm -f "$out/$f.csv"; done
+for f in transport flood login rss scale conns refresh proxy guard results; do rm -f "$out/$f.csv"; done
 rm -f "$out/peer.txt" "$out/hash.txt" "$out"/seed-*.txt "$summary" "$logs"/*.log \
     "$out/throughput.png" "$out/latency.png" "$out/bench.tsv"
 
@@ -110,7 +114,7 @@ bash "$root/scripts/install-deps.sh" >"$logs/install-deps.log" 2>&1 \
 bdir=$root/build-bench
 echo "bench.sh: building Release in $bdir" >&2
 if ! { cmake -S "$root" -B "$bdir" -DCMAKE_BUILD_TYPE=Release -DAUTHD_TESTS=OFF \
-    && cmake --build "$bdir" -j"$(nproc)" --target authd authd-echo authbench authd-seed; } \
+    && cmake --build "$bdir" -j"$(nproc)" --target authd authd-echo authbench authd-seed authctl; } \
     >"$logs/build.log" 2>&1; then
     tail -20 "$logs/build.log" >&2
     echo "bench.sh: build failed, see $logs/build.log" >&2
@@ -120,6 +124,7 @@ authd=$bdir/authd
 echo_srv=$bdir/clients/authd-echo
 bench=$bdir/clients/authbench
 seed=$bdir/authd-seed
+authctl=$bdir/clients/authctl
 
 tls=$work/tls
 bash "$root/scripts/dev-tls.sh" "$tls" >"$logs/dev-tls.log" 2>&1
@@ -558,8 +563,104 @@ if want guard; then
     stop_pid "$base_pid"
 fi
 
+# ---- proxy: nginx auth_request to /forward-auth, and /forward-auth vs the echo -------------
+# wrk drives nginx (and the side port); authbench drives the echo. nginx runs
+# examples/proxies/nginx.conf as written (ports filled in), plus two server
+# blocks: the upstream (return 200) and the same proxy without auth.
+if want proxy; then
+    say ""
+    say "== proxy: nginx + auth_request to authd vs nginx without auth (same upstream), and"
+    say "   /forward-auth alone vs the echo on authd's transport; 50 connections, $rounds rounds,"
+    say "   alternating which runs first; medians of the per-round ratios"
+    if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
+        say "!! proxy: nginx or wrk not installed (scripts/install-deps.sh); section skipped"
+    else
+        freeport() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+        rm -f "$work/proxy-http.url"
+        start_authd proxy "$work/data-proxy" --http-listen http://127.0.0.1:0 \
+            --http-url-file "$work/proxy-http.url" --http-trusted-proxies 127.0.0.1/32
+        px_pid=$srv_pid
+        px_url=$srv_url
+        px_http=$(wait_url "$work/proxy-http.url" "$px_pid")
+        pw='bench proxy password, long enough 7'
+        echo "$pw" | "$authctl" --url "$px_url" --ca "$tls/ca.crt" register --username benchproxy \
+            --email benchproxy@example.com --password-stdin >>"$logs/proxy-authctl.log" 2>&1
+        tok=$(echo "$pw" | "$authctl" --url "$px_url" --ca "$tls/ca.crt" login --login benchproxy \
+            --password-stdin 2>>"$logs/proxy-authctl.log")
+        ngx=$work/nginx
+        mkdir -p "$ngx"
+        p_auth=$(freeport) p_noauth=$(freeport) p_app=$(freeport)
+        cp "$root/examples/proxies/authd_subrequest.conf" "$root/examples/proxies/authd_identity.conf" "$ngx/"
+        sed -e "s|@PREFIX@|$ngx|g" -e "s|@LISTEN@|127.0.0.1:$p_auth|g" \
+            -e "s|@AUTHD@|${px_http#http://}|g" -e "s|@APP@|127.0.0.1:$p_app|g" \
+            "$root/examples/proxies/nginx.conf" \
+            | awk '{ l[NR] = $0 } /^}/ { last = NR } END { for (i = 1; i < last; i++) print l[i] }' \
+            >"$ngx/nginx.conf" # without the http block's closing brace: two servers follow
+        cat >>"$ngx/nginx.conf" <<NGX
+    server {
+        listen 127.0.0.1:$p_app;
+        access_log off;
+        location / { return 200 "ok\n"; }
+    }
+    server {
+        listen 127.0.0.1:$p_noauth;
+        access_log off;
+        location / { proxy_http_version 1.1; proxy_set_header Connection ""; proxy_pass http://app; }
+    }
+}
+NGX
+        sed -i "s|access_log $ngx/access.log;|access_log off;|" "$ngx/nginx.conf"
+        nginx -p "$ngx" -c "$ngx/nginx.conf" -g 'daemon off;' >>"$logs/nginx.log" 2>&1 &
+        ngx_pid=$!
+        pids+=("$ngx_pid")
+        for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$p_noauth/" && break; sleep 0.1; done
+        start_echo authd
+        pecho_pid=$srv_pid
+        pecho_url=$srv_url
+        # wrkrun LABEL URL: one wrk run; the rate, or nothing when any answer was not 2xx.
+        wrkrun() {
+            local l=$1 u=$2 f
+            f=$logs/wrk-$l.log
+            wrk -t1 -c50 -d"${dur}s" -H "Authorization: Bearer $tok" "$u" >"$f" 2>&1 || true
+            if grep -q 'Non-2xx' "$f"; then
+                echo "!! $l: answers other than 2xx (see $f)" >&2
+                return 0
+            fi
+            awk '/^Requests\/sec:/ { print $2 }' "$f"
+        }
+        declare -A pr
+        for r in $(seq "$rounds"); do
+            if [ $((r % 2)) -eq 1 ]; then order="auth noauth fa echo"; else order="noauth auth echo fa"; fi
+            for w in $order; do
+                case $w in
+                auth) pr[auth$r]=$(wrkrun "nginx-auth-r$r" "http://127.0.0.1:$p_auth/") ;;
+                noauth) pr[noauth$r]=$(wrkrun "nginx-noauth-r$r" "http://127.0.0.1:$p_noauth/") ;;
+                fa) pr[fa$r]=$(wrkrun "forward-auth-r$r" "$px_http/forward-auth") ;;
+                echo)
+                    run "echo-authd-c50-r$r" proxy "$pecho_url" "$pecho_pid" --workload echo \
+                        --connections 50 --inflight 50
+                    pr[echo$r]=$(col proxy "echo-authd-c50-r$r" echo rps)
+                    ;;
+                esac
+            done
+            say "proxy: round $r: nginx+auth ${pr[auth$r]:-?}/s, nginx no auth ${pr[noauth$r]:-?}/s, /forward-auth ${pr[fa$r]:-?}/s, echo-authd ${pr[echo$r]:-?}/s"
+        done
+        r1=$(for r in $(seq "$rounds"); do [ -n "${pr[auth$r]:-}" ] && [ -n "${pr[noauth$r]:-}" ] && calc "${pr[auth$r]} / ${pr[noauth$r]}"; echo; done | grep . || true)
+        r2=$(for r in $(seq "$rounds"); do [ -n "${pr[fa$r]:-}" ] && [ -n "${pr[echo$r]:-}" ] && calc "${pr[fa$r]} / ${pr[echo$r]}"; echo; done | grep . || true)
+        m1=$(printf '%s\n' "$r1" | median)
+        m2=$(printf '%s\n' "$r2" | median)
+        say "proxy: nginx+auth / nginx no auth per round $(echo $r1 | tr ' ' ','); median $m1"
+        say "proxy: /forward-auth (wrk) / echo-authd (authbench) per round $(echo $r2 | tr ' ' ','); median $m2"
+        target "nginx auth_request / nginx no auth (median)" "$m1" ">=" 0.5 "$rounds rounds, wrk -c50"
+        say "   (/forward-auth alone / echo-authd: $m2 — the issue asks for the figure, no target)"
+        stop_pid "$ngx_pid"
+        stop_pid "$pecho_pid"
+        stop_pid "$px_pid"
+    fi
+fi
+
 # ---- all rows, plots, the table -----------------------------------------------------
-for f in transport flood login rss scale conns refresh guard; do
+for f in transport flood login rss scale conns refresh proxy guard; do
     [ -f "$out/$f.csv" ] || continue
     if [ -f "$out/results.csv" ]; then tail -n +2 "$out/$f.csv" >>"$out/results.csv"; else cp "$out/$f.csv" "$out/results.csv"; fi
 done

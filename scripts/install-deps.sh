@@ -36,8 +36,9 @@ want=("${build[@]}")
 [ "${1:-}" = "--runtime" ] || want+=(nng-utils protobuf-compiler)
 
 # the side port's nginx auth_request test (tests/integration/it_nginx.c) and
-# wrk for its measurement (docs/benchmarks.md)
-[ "${1:-}" = "--runtime" ] || want+=(nginx wrk)
+# wrk for its measurement (scripts/bench.sh --only proxy), curl, and Caddy for
+# tests/proxy/proxy_caddy.sh (Debian 12 packages caddy 2.6.2)
+[ "${1:-}" = "--runtime" ] || want+=(nginx wrk curl caddy)
 # /metrics parsed by Prometheus's own Python parser (tests/unit/test_metrics.c,
 # tests/integration/it_metrics.c)
 [ "${1:-}" = "--runtime" ] || want+=(python3-prometheus-client)
