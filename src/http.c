@@ -235,6 +235,39 @@ static const struct sockaddr *peer_of(struct MHD_Connection *conn, authd_request
 }
 
 /*
+ * The side port's threads run Verify inline, as the event loops do, so
+ * each gets what a loop gets (authd_service_thread_start): its own read
+ * transaction and its own verified-token cache. libmicrohttpd has no
+ * thread-start hook, so a thread starts at its first call, and a
+ * thread-specific key's destructor stops it on the same thread when
+ * libmicrohttpd ends it (authd_http_stop, before the service goes).
+ */
+static pthread_key_t thread_key;
+static pthread_once_t thread_key_once = PTHREAD_ONCE_INIT;
+static _Thread_local bool thread_started;
+
+static void thread_end(void *svc)
+{
+    authd_service_thread_stop(svc);
+}
+
+static void make_thread_key(void)
+{
+    if (pthread_key_create(&thread_key, thread_end) != 0)
+        abort(); /* only EAGAIN/ENOMEM, at the first request */
+}
+
+static void thread_begin(authd_http *h)
+{
+    if (thread_started)
+        return;
+    thread_started = true;
+    (void)pthread_once(&thread_key_once, make_thread_key);
+    authd_service_thread_start(h->svc);
+    (void)pthread_setspecific(thread_key, h->svc);
+}
+
+/*
  * call_service runs method with the serialized request body through
  * authd_dispatch, the entry the main port uses, and waits for its done()
  * (Verify and GetJwks complete before dispatch returns; the wait is for
@@ -260,6 +293,7 @@ static void call_service(
     hc->req.transport = hc;
     pthread_mutex_init(&hc->mu, NULL);
     pthread_cond_init(&hc->cv, NULL);
+    thread_begin(h);
     authd_dispatch(h->svc, &hc->req);
     pthread_mutex_lock(&hc->mu);
     while (!hc->done)

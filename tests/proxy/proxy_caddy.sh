@@ -62,24 +62,30 @@ wait_file "$work/up-port" "${pids[-1]}" upstream
 upport=$(cat "$work/up-port")
 
 # The example Caddyfile: site address and ports changed, admin API and
-# automatic HTTPS off (global options first).
-cport=$(freeport)
-{
-    printf '{\n\tadmin off\n\tauto_https off\n}\n\n'
-    sed -e "s/^app\.example\.com {/http:\/\/127.0.0.1:$cport {/" \
-        -e "s/127\.0\.0\.1:9090/127.0.0.1:$authport/g" -e "s/127\.0\.0\.1:8080/127.0.0.1:$upport/g" \
-        "$src/examples/proxies/Caddyfile"
-} >"$work/Caddyfile"
-grep -q "127.0.0.1:$cport {" "$work/Caddyfile" || fail "the example Caddyfile's site address changed: update this test"
-XDG_DATA_HOME=$work XDG_CONFIG_HOME=$work HOME=$work \
-    caddy run --config "$work/Caddyfile" --adapter caddyfile >"$work/caddy.log" 2>&1 &
-pids+=($!)
-deadline=$((SECONDS + 30))
-until curl -s -o /dev/null "http://127.0.0.1:$cport/"; do
-    kill -0 "${pids[-1]}" 2>/dev/null || fail "caddy exited at start"
-    [ $SECONDS -lt $deadline ] || fail "caddy did not answer in 30 s"
-    sleep 0.1
-done
+# automatic HTTPS off (global options first). The port comes from the
+# kernel and is then bound by Caddy: another process may take it in
+# between, so a Caddy that exits at start is retried on a new port.
+start_caddy() {
+    cport=$(freeport)
+    {
+        printf '{\n\tadmin off\n\tauto_https off\n}\n\n'
+        sed -e "s/^app\.example\.com {/http:\/\/127.0.0.1:$cport {/" \
+            -e "s/127\.0\.0\.1:9090/127.0.0.1:$authport/g" -e "s/127\.0\.0\.1:8080/127.0.0.1:$upport/g" \
+            "$src/examples/proxies/Caddyfile"
+    } >"$work/Caddyfile"
+    grep -q "127.0.0.1:$cport {" "$work/Caddyfile" || fail "the example Caddyfile's site address changed: update this test"
+    XDG_DATA_HOME=$work XDG_CONFIG_HOME=$work HOME=$work \
+        caddy run --config "$work/Caddyfile" --adapter caddyfile >>"$work/caddy.log" 2>&1 &
+    cpid=$!
+    local deadline=$((SECONDS + 30))
+    until curl -s -o /dev/null "http://127.0.0.1:$cport/"; do
+        kill -0 "$cpid" 2>/dev/null || return 1
+        [ $SECONDS -lt $deadline ] || fail "caddy did not answer in 30 s"
+        sleep 0.1
+    done
+    pids+=("$cpid")
+}
+start_caddy || start_caddy || start_caddy || fail "caddy exited at start three times"
 
 ctl() { "$authctl" --url "$url" --ca "$tls/ca.crt" "$@"; }
 echo "$pw" | ctl register --username alice --email alice@example.com --password-stdin >/dev/null || fail register
