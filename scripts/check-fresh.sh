@@ -134,7 +134,8 @@ mapfile -t readme_cmds < <(awk '/^## Quick start/ { f = 1; next } /^## / { f = 0
     echo "check-fresh: the README's quick start has ${#readme_cmds[@]} commands, not 2: ${readme_cmds[*]}" >&2
     exit 1
 }
-docker run -d --name "$cname" --network host authd-fresh:bookworm sleep infinity >/dev/null
+# --init: an init that reaps authd once it exits (kill -0 must see it gone).
+docker run -d --init --name "$cname" --network host authd-fresh:bookworm sleep infinity >/dev/null
 docker cp "$work/src" "$cname:/root/authd" >/dev/null
 inside() { docker exec -w /root/authd "$cname" bash -c "$1"; }
 
