@@ -52,6 +52,7 @@ static const char main_usage[]
       "  me         show your own profile and session (access token required)\n"
       "  passwd     change your password (access token required)\n"
       "  logout-all revoke every one of your sessions (access token required)\n"
+      "  health     is the server ready? exit 0 only when it is SERVING\n"
       "  help [COMMAND]   this text, or a command's\n"
       "\n"
       "Options (before the command; environment fallback in brackets):\n"
@@ -896,6 +897,60 @@ static const char logout_all_usage[]
       "(token from AUTHD_TOKEN if set, else the first line of stdin).\n"
       "Prints the number of sessions revoked.\n";
 
+static const char health_usage[]
+    = "usage: authctl [OPTIONS] health\n"
+      "\n"
+      "Asks the server whether it is ready to serve (the Health RPC: no token\n"
+      "needed). Prints SERVING, NOT_SERVING or DRAINING on stdout, followed by\n"
+      "failing=CHECK,... when a check fails (store, keys, listeners, http,\n"
+      "draining). Exit status 0 only when SERVING, 1 otherwise (3 when the\n"
+      "server cannot be reached): a container HEALTHCHECK can call it as is.\n";
+
+/* cmd_health: the Health RPC; exit 0 only for SERVING (HEALTHCHECK). */
+static int cmd_health(const authd_client_options *o, int argc, char **argv)
+{
+    authd_client *c = NULL;
+    Authd__V1__HealthRequest req = AUTHD__V1__HEALTH_REQUEST__INIT;
+    Authd__V1__HealthResponse *resp = NULL;
+    authd_status st;
+    int rc;
+
+    if (argc > 1) {
+        rc = usage_error("health ", "health takes no arguments");
+        goto out;
+    }
+    if ((rc = open_client(o, &c)) != 0) {
+        goto out;
+    }
+    if ((rc = authd_client_health(c, &req, &resp, &st)) != AUTHD_OK) {
+        rc = report(&st);
+        goto out;
+    }
+    switch (resp->status) {
+    case AUTHD__V1__HEALTH_RESPONSE__STATUS__SERVING:
+        printf("SERVING");
+        break;
+    case AUTHD__V1__HEALTH_RESPONSE__STATUS__DRAINING:
+        printf("DRAINING");
+        break;
+    default:
+        printf("NOT_SERVING");
+        break;
+    }
+    for (size_t i = 0; i < resp->n_failing; i++) {
+        printf("%s", i == 0 ? " failing=" : ",");
+        put_safe(stdout, resp->failing[i]);
+    }
+    printf("\n");
+    rc = resp->status == AUTHD__V1__HEALTH_RESPONSE__STATUS__SERVING ? EXIT_OK : EXIT_FAILED;
+out:
+    authd_client_close(c);
+    if (resp != NULL) {
+        authd__v1__health_response__free_unpacked(resp, NULL);
+    }
+    return rc;
+}
+
 static const char passwd_usage[]
     = "usage: authctl [OPTIONS] passwd [--password-stdin]\n"
       "\n"
@@ -1055,6 +1110,7 @@ static const struct command {
     { "me", cmd_me, me_usage },
     { "passwd", cmd_passwd, passwd_usage },
     { "logout-all", cmd_logout_all, logout_all_usage },
+    { "health", cmd_health, health_usage },
     { NULL, NULL, NULL },
 };
 

@@ -22,6 +22,9 @@ runtime=(libprotobuf-c1 libssl3 libnng1 libsodium23 libjansson4 liblmdb0 libinih
 # password strength (src/strength.c): zxcvbn, dictionary compiled in
 build+=(libzxcvbn-dev)
 runtime+=(libzxcvbn0)
+# the side HTTP port (src/http.c): libmicrohttpd
+build+=(libmicrohttpd-dev)
+runtime+=(libmicrohttpd12)
 want=("${build[@]}")
 [ "${1:-}" = "--runtime" ] && want=("${runtime[@]}")
 # crash tests (scripts/durability.sh): mdb_stat, mdb_dump, mdb_load
@@ -29,6 +32,13 @@ want=("${build[@]}")
 # ES256 tokens checked by an independent JWS implementation against the
 # JWKS (tests/integration/it_keys.c): PyJWT, with python3-cryptography
 [ "${1:-}" = "--runtime" ] || want+=(python3-jwt python3-cryptography)
+# the README's Protocol example, run by tests/integration/readme_protocol.sh:
+# a stock nng client (nngcat) and protoc's text-format encoder/decoder
+[ "${1:-}" = "--runtime" ] || want+=(nng-utils protobuf-compiler)
+
+# the side port's nginx auth_request test (tests/integration/it_nginx.c) and
+# wrk for its measurement (docs/benchmarks.md)
+[ "${1:-}" = "--runtime" ] || want+=(nginx wrk)
 
 missing=()
 # libFuzzer harnesses (scripts/fuzz.sh): clang, and libFuzzer's runtime,

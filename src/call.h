@@ -96,5 +96,6 @@ void authd_handle_enable_user(authd_service *svc, authd_call *call); /* rpc_admi
 void authd_handle_delete_user(authd_service *svc, authd_call *call); /* rpc_admin.c */
 void authd_handle_revoke_sessions(authd_service *svc, authd_call *call); /* rpc_admin.c */
 void authd_handle_unlock_user(authd_service *svc, authd_call *call); /* rpc_admin.c */
+void authd_handle_health(authd_service *svc, authd_call *call); /* rpc_health.c */
 
 #endif

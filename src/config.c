@@ -167,6 +167,29 @@ static const struct opt opts[] = {
         1000000, "Register calls per minute per calling service address (0 = off)" },
     { "ratelimit-keys", "AUTHD_RATELIMIT_KEYS", INT, O(ratelimit_keys), "65536", 16, 16777216,
         "addresses each per-source limit remembers (memory bound, about 24 bytes each)" },
+    { "http-listen", "AUTHD_HTTP_LISTEN", STR, O(http_listen), "", 0, 0,
+        "side HTTP port for /healthz, /readyz, forward-auth and JWKS: http://HOST:PORT or "
+        "https://HOST:PORT (port 0 picks one); unset = none" },
+    { "http-allow-plaintext", "AUTHD_HTTP_ALLOW_PLAINTEXT", BOOL, O(http_allow_plaintext), "0", 0,
+        0,
+        "allow an http:// side port on a non-loopback address (tokens and identity headers in "
+        "the clear: only on a private network to the proxy)" },
+    { "http-tls-cert", "AUTHD_HTTP_TLS_CERT", STR, O(http_tls_cert), "", 0, 0,
+        "certificate chain (PEM) of an https:// side port (default: --tls-cert)" },
+    { "http-tls-key", "AUTHD_HTTP_TLS_KEY", STR, O(http_tls_key), "", 0, 0,
+        "private key (PEM) of an https:// side port (default: --tls-key)" },
+    { "http-threads", "AUTHD_HTTP_THREADS", INT, O(http_threads), "1", 1, 64,
+        "event-loop threads of the side port (forward-auth runs Verify on them)" },
+    { "http-max-connections", "AUTHD_HTTP_MAX_CONNECTIONS", INT, O(http_max_connections), "1024",
+        1, 1000000, "open connections on the side port; more are refused" },
+    { "http-url-file", "AUTHD_HTTP_URL_FILE", STR, O(http_url_file), "", 0, 0,
+        "once listening, write the side port's bound URL to this file (for scripts and tests)" },
+    { "http-auth-cookie", "AUTHD_HTTP_AUTH_COOKIE", STR, O(http_auth_cookie), "", 0, 0,
+        "forward-auth also takes the access token from this cookie (when no Authorization "
+        "header is sent)" },
+    { "http-trusted-proxies", "AUTHD_HTTP_TRUSTED_PROXIES", STR, O(http_trusted_proxies), "", 0, 0,
+        "addresses (CIDR list, comma-separated) whose X-Forwarded-* headers the side port "
+        "believes; from any other peer they are ignored" },
 };
 
 static int set(authd_config *cfg, const struct opt *o, const char *val, const char *src, FILE *err)

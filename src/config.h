@@ -70,6 +70,15 @@ typedef struct authd_config {
     int64_t source_registrations;
     int64_t caller_registrations;
     int64_t ratelimit_keys;
+    const char *http_listen;
+    bool http_allow_plaintext;
+    const char *http_tls_cert;
+    const char *http_tls_key;
+    int64_t http_threads;
+    int64_t http_max_connections;
+    const char *http_url_file;
+    const char *http_auth_cookie;
+    const char *http_trusted_proxies;
     bool help;
     bool version;
 } authd_config;

@@ -72,6 +72,7 @@ static const struct route routes[] = {
     { "DeleteUser", authd_handle_delete_user, AUTHD_ROUTE_AUTH, "admin" },
     { "RevokeSessions", authd_handle_revoke_sessions, AUTHD_ROUTE_AUTH, "admin" },
     { "UnlockUser", authd_handle_unlock_user, AUTHD_ROUTE_AUTH, "admin" },
+    { "Health", authd_handle_health, 0, NULL },
 };
 
 #define N_ROUTES (sizeof routes / sizeof routes[0])

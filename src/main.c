@@ -22,6 +22,8 @@
 
 #include "config.h"
 #include "dirlock.h"
+#include "health.h"
+#include "http.h"
 #include "keydir.h"
 #include "keyfile.h"
 #include "keys_cmd.h"
@@ -161,6 +163,7 @@ int main(int argc, char **argv)
     authd_timer *timer = NULL;
     authd_service *svc = NULL;
     authd_server *srv = NULL;
+    authd_http *http = NULL;
     authd_policy_slot *policy = NULL;
     size_t policy_callers = 0;
     int dirlock = -1;
@@ -251,6 +254,10 @@ int main(int argc, char **argv)
         fatal("startup_failed", err);
         goto out;
     }
+    /* Readiness (health.h): what /readyz and the Health RPC check. */
+    authd_health_expect(AUTHD_HEALTH_STORE | AUTHD_HEALTH_KEYS | AUTHD_HEALTH_LISTENERS
+        | (cfg.http_listen != NULL ? AUTHD_HEALTH_HTTP : 0u));
+    authd_health_set(AUTHD_HEALTH_STORE, true);
 
     authd_tokens_options to = { .key = cfg.key_dir == NULL ? key : NULL,
         .key_len = cfg.key_dir == NULL ? key_len : 0,
@@ -270,6 +277,7 @@ int main(int argc, char **argv)
         fatal("startup_failed", err);
         goto out;
     }
+    authd_health_set(AUTHD_HEALTH_KEYS, true);
 
     /* Signals are taken synchronously by the main thread (sigtimedwait), so
      * block them before any thread (ours or nng's) exists. Until here a
@@ -391,6 +399,30 @@ int main(int argc, char **argv)
         fatal("startup_failed", err);
         goto out;
     }
+    authd_health_set(AUTHD_HEALTH_LISTENERS, true);
+    if (cfg.http_listen != NULL) {
+        authd_http_options hto = {
+            .url = cfg.http_listen,
+            .allow_plaintext = cfg.http_allow_plaintext,
+            .tls_cert = cfg.http_tls_cert != NULL ? cfg.http_tls_cert : cfg.tls_cert,
+            .tls_key = cfg.http_tls_key != NULL ? cfg.http_tls_key : cfg.tls_key,
+            .threads = (unsigned)cfg.http_threads,
+            .max_connections = (unsigned)cfg.http_max_connections,
+            .auth_cookie = cfg.http_auth_cookie,
+            .trusted_proxies = cfg.http_trusted_proxies,
+        };
+        if (authd_http_start(&hto, svc, &http, err, sizeof err) != AUTHD_OK) {
+            fatal("startup_failed", err);
+            goto out;
+        }
+        authd_health_set(AUTHD_HEALTH_HTTP, true);
+        if (cfg.http_url_file != NULL
+            && write_url_file(cfg.http_url_file, authd_http_url(http)) != 0) {
+            snprintf(err, sizeof err, "cannot write --http-url-file %s", cfg.http_url_file);
+            fatal("startup_failed", err);
+            goto out;
+        }
+    }
     if (cfg.url_file != NULL && write_url_file(cfg.url_file, authd_server_url(srv)) != 0) {
         snprintf(err, sizeof err, "cannot write --url-file %s", cfg.url_file);
         fatal("startup_failed", err);
@@ -403,6 +435,8 @@ int main(int argc, char **argv)
     authd_logrec r;
     if (authd_log_begin(&r, AUTHD_LOG_INFO, "listening")) {
         authd_log_str(&r, "url", authd_server_url(srv));
+        if (http != NULL)
+            authd_log_str(&r, "http_url", authd_http_url(http));
         authd_log_str(&r, "version", AUTHD_VERSION);
         authd_log_str(&r, "kid", authd_tokens_kid(tokens));
         authd_log_str(&r, "alg", authd_tokens_alg(tokens));
@@ -442,6 +476,9 @@ int main(int argc, char **argv)
             (void)authd_policy_slot_reap(policy);
     }
 
+    /* /readyz turns 503 (and Health says DRAINING) before the drain, so a
+     * balancer stops sending; /healthz answers until the side port closes. */
+    authd_health_set(AUTHD_HEALTH_DRAINING, true);
     authd_log_msg(AUTHD_LOG_INFO, "shutting_down", "draining requests in flight");
     unsigned left = authd_server_drain(srv, (int)cfg.shutdown_grace_ms);
     if (left > 0 && authd_log_begin(&r, AUTHD_LOG_WARN, "shutdown_deadline")) {
@@ -454,7 +491,9 @@ out:
      * Then the timer answers the failed Logins it still holds (the pools'
      * last jobs may have parked some). They are freed only after the server
      * is closed, because a transport callback that is still finishing may
-     * submit (and be told UNAVAILABLE, or answered at once). */
+     * submit (and be told UNAVAILABLE, or answered at once). The side
+     * port stops before them: its requests run the service inline. */
+    authd_http_stop(http);
     authd_workpool_shutdown(hash_pool);
     authd_workpool_shutdown(write_pool);
     authd_timer_shutdown(timer);

@@ -1122,7 +1122,8 @@ static bool on_frame(struct conn *c, const sp_frame *f)
     q->req.body = q->env->body.data;
     q->req.body_len = q->env->body.len;
     q->req.authorization = q->env->authorization;
-    if (atomic_load_explicit(&s->draining, memory_order_relaxed))
+    if (atomic_load_explicit(&s->draining, memory_order_relaxed)
+        && strcmp(q->req.method, AUTHD_METHOD_HEALTH) != 0)
         reply_now(q, AUTHD_UNAVAILABLE, "SHUTTING_DOWN", "server is shutting down");
     else
         authd_dispatch(s->svc, &q->req);

@@ -135,6 +135,10 @@ void authd_service_destroy(authd_service *svc);
 /* authd_service_fail_floor_ns: the failed-Login floor in use (0 = none). */
 uint64_t authd_service_fail_floor_ns(const authd_service *svc);
 
+/* The one method a draining transport still hands to dispatch: Health,
+ * which then answers DRAINING (read-only, no token, never blocks). */
+#define AUTHD_METHOD_HEALTH "/authd.v1.Auth/Health"
+
 /* authd_dispatch routes req to its handler. req must stay valid until
  * req->done has been called. */
 void authd_dispatch(authd_service *svc, authd_request *req);
