@@ -78,6 +78,7 @@ iname=authd-fresh-image-$$
 dockerd_pid=""
 cleanup() {
     local rc=$?
+    trap - EXIT
     if [ "$keep" = 0 ]; then
         docker rm -f "$cname" "$cname-img" >/dev/null 2>&1 || true
         docker rmi -f "$iname" >/dev/null 2>&1 || true
