@@ -28,10 +28,12 @@
 #    static, and each build calls the running authd; authd stops cleanly on
 #    SIGTERM. Then the README's second command (scripts/test.sh, the whole
 #    suite) unless --quick.
-# 3. The Dockerfile is built (docker build --network host) FROM that root
-#    and run (--network host) with the dev TLS material owned as its
-#    comment says; authctl from step 2 makes a round trip against it; its
-#    HEALTHCHECK must turn healthy; `docker stop` must drain (the
+# 3. A probe build lists what the build context holds with keys, data and a
+#    build tree planted in it (.dockerignore must keep them out). The
+#    Dockerfile is built (docker build --network host) FROM that root and
+#    run (--network host, not as root) with the dev TLS material owned as
+#    its comment says; authctl from step 2 makes a round trip against it;
+#    its HEALTHCHECK must turn healthy; `docker stop` must drain (the
 #    shutting_down and stopped log lines) and exit 0.
 #
 # Prints one line per step with its time, and "check-fresh: PASS (N s)" at
@@ -45,7 +47,7 @@ for a in "$@"; do
     case $a in
     --quick) quick=1 ;;
     --keep) keep=1 ;;
-    -h | --help) sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,39p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "check-fresh: unknown option $a (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -194,6 +196,24 @@ else
 fi
 
 # ---- 3. the image --------------------------------------------------------------------------
+step ".dockerignore: keys, TLS material, data and build trees stay out of the build context"
+# Plant what must never reach a build daemon, then list what a COPY of the
+# context receives (the same .dockerignore applies).
+mkdir -p "$work/src/var/tls" "$work/src/var/data" "$work/src/build-x" "$work/src/sub"
+for f in var/signing.key var/tls/server.key var/data/data.mdb build-x/authd sub/leak.pem sub/leak.key; do
+    echo planted >"$work/src/$f"
+done
+printf 'FROM authd-fresh:bookworm\nCOPY . /ctx\nRUN cd /ctx && find . -type f | sort >/ctx-list\n' \
+    | docker build --network host -q -t "$iname-ctx" -f - "$work/src" >"$work/ctx-build.log" 2>&1 \
+    || fail "$work/ctx-build.log" "the build-context probe"
+docker run --rm "$iname-ctx" cat /ctx-list >"$work/ctx-list.txt"
+docker rmi -f "$iname-ctx" >/dev/null 2>&1 || true
+grep -q '^./src/main.c$' "$work/ctx-list.txt" || fail "$work/ctx-list.txt" "the probe saw no source"
+if grep -E '(\.key|\.pem|\.crt|\.mdb)$|^\./(var|build|\.git)/' "$work/ctx-list.txt" >"$work/ctx-leaks.txt"; then
+    fail "$work/ctx-leaks.txt" "secrets or build trees reach the build context"
+fi
+rm -rf "$work/src/var" "$work/src/build-x" "$work/src/sub"
+
 step "docker build --network host (FROM the fresh root)"
 docker build --network host -t "$iname" "$work/src" >"$work/docker-build.log" 2>&1 \
     || fail "$work/docker-build.log" "docker build"
@@ -202,6 +222,7 @@ docker build --network host -t "$iname" "$work/src" >"$work/docker-build.log" 2>
 # directory of its own (0700) holding a signing key (0600).
 uid=$(docker run --rm --entrypoint id "$iname" -u)
 gid=$(docker run --rm --entrypoint id "$iname" -g)
+[ "$uid" != 0 ] || { echo "check-fresh: FAIL: the image runs as root" >&2; exit 1; }
 mkdir -p "$work/img/tls" "$work/img/state"
 docker cp "$cname:/root/authd/var/tls/." "$work/img/tls/" >/dev/null
 chown 0:"$gid" "$work/img/tls/server.key" && chmod 0640 "$work/img/tls/server.key"

@@ -57,7 +57,7 @@ $cc $extra -o "$out/bin/consumer_pc_shared" "$here/consumer.c" \
     $(pkg-config --cflags --libs authd-client) -Wl,-rpath,"$libdir"
 # Static: the archive, then what pkg-config --static says it needs.
 static_libs=$(pkg-config --static --libs authd-client)
-static_libs=${static_libs/-lauthd-client/-Wl,-Bstatic -lauthd-client -Wl,-Bdynamic}
+static_libs=${static_libs/-lauthd-client/-l:libauthd-client.a}
 # shellcheck disable=SC2046,SC2086
 $cc $extra -o "$out/bin/consumer_pc_static" "$here/consumer.c" \
     $(pkg-config --cflags authd-client) $static_libs
