@@ -47,7 +47,7 @@ for a in "$@"; do
     case $a in
     --quick) quick=1 ;;
     --keep) keep=1 ;;
-    -h | --help) sed -n '2,39p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "check-fresh: unknown option $a (see --help)" >&2; exit 2 ;;
     esac
 done
