@@ -25,6 +25,9 @@
 
 # ---- build: compilers and -dev packages, never shipped -------------------------
 FROM debian:bookworm-slim AS build
+# Marks this stage's (untagged) image, so that scripts/check-fresh.sh can
+# remove what its builds leave behind without touching other images.
+LABEL org.authd.stage=build
 WORKDIR /src
 COPY scripts/install-deps.sh scripts/install-deps.sh
 RUN bash scripts/install-deps.sh --build && rm -rf /var/lib/apt/lists/*

@@ -84,6 +84,8 @@ cleanup() {
     if [ "$keep" = 0 ]; then
         docker rm -f "$cname" "$cname-img" >/dev/null 2>&1 || true
         docker rmi -f "$iname" >/dev/null 2>&1 || true
+        # The Dockerfile's build stage (untagged, ~1 GB), and only that.
+        docker image prune -f --filter label=org.authd.stage=build >/dev/null 2>&1 || true
         rm -rf "$work"
     else
         echo "check-fresh: kept $work, containers $cname $cname-img, image $iname" >&2
