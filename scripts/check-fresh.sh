@@ -111,6 +111,8 @@ poll() { # poll SECONDS COMMAND...: until COMMAND succeeds; 1 at the deadline
     done
 }
 
+in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; } # in_use PORT: someone listens
+
 if ! docker info >/dev/null 2>&1; then
     step "starting a Docker daemon (dockerd --bridge=none --iptables=false)"
     dockerd --bridge=none --iptables=false >"$work/dockerd.log" 2>&1 &
@@ -144,6 +146,11 @@ docker run -d --init --name "$cname" --network host authd-fresh:bookworm sleep i
 docker cp "$work/src" "$cname:/root/authd" >/dev/null
 inside() { docker exec -w /root/authd "$cname" bash -c "$1"; }
 
+# The quick start listens on its default port, 7443, on the host's network.
+if in_use 7443; then
+    echo "check-fresh: port 7443 is taken on this machine; the quick start needs it" >&2
+    exit 1
+fi
 step "README command 1: ${readme_cmds[0]} (until authd listens)"
 inside "nohup ${readme_cmds[0]} >/root/run-dev.log 2>&1 & echo \$! >/root/run-dev.pid"
 listening() { inside 'grep -q "\"event\":\"listening\"" /root/run-dev.log'; }
@@ -232,7 +239,9 @@ chmod 0644 "$work/img/tls/server.crt" "$work/img/tls/ca.crt"
 rm -f "$work/img/tls/ca.key" "$work/img/tls/"client.*
 (umask 077 && head -c 64 /dev/urandom >"$work/img/state/signing.key")
 chown -R "$uid:$gid" "$work/img/state" && chmod 0700 "$work/img/state"
+# A port nobody listens on (host networking: other services share it).
 port=17443
+while in_use "$port"; do port=$((port + 1)); done
 step "docker run --network host on 127.0.0.1:$port"
 docker run -d --name "$cname-img" --network host --stop-timeout 30 \
     -e AUTHD_LISTEN=tls+tcp://127.0.0.1:$port -e AUTHD_URL=tls+tcp://127.0.0.1:$port \
