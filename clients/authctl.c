@@ -29,6 +29,11 @@
 #define EXIT_USAGE     2
 #define EXIT_TRANSPORT 3
 
+/* The build passes the project version; this is for builds without it. */
+#ifndef AUTHD_VERSION
+#define AUTHD_VERSION "0.1.0"
+#endif
+
 #define MAX_PASSWORD 4096
 #define MAX_TOKEN    16384
 #define DEFAULT_URL  "tls+tcp://127.0.0.1:7443"
@@ -63,6 +68,7 @@ static const char main_usage[]
       "  --timeout MS        deadline of the call in ms (default 5000)\n"
       "  --plaintext         allow a tcp:// URL without TLS (testing only)\n"
       "  -h, --help          show this help\n"
+      "  --version           print the version\n"
       "\n"
       "Secrets are never taken from arguments. Passwords are typed on the\n"
       "terminal with echo off, or read as one line of stdin with\n"
@@ -1126,7 +1132,8 @@ static const char *env_or(const char *opt, const char *var, const char *dflt)
 /*
 ** parse_globals consumes the options before the command and resolves them
 ** against the environment. Returns the index of the command (argc if
-** none), or -1 after a usage error, -2 after printing the help.
+** none), or -1 after a usage error, -2 after printing the help or the
+** version.
 */
 static int parse_globals(int argc, char **argv, struct globals *g)
 {
@@ -1137,6 +1144,10 @@ static int parse_globals(int argc, char **argv, struct globals *g)
         int m;
         if (is_help(argv[i])) {
             fputs(main_usage, stdout);
+            return -2;
+        }
+        if (strcmp(argv[i], "--version") == 0) {
+            printf("authctl %s\n", AUTHD_VERSION);
             return -2;
         }
         if (strcmp(argv[i], "--plaintext") == 0) {

@@ -3,6 +3,8 @@
 # test and run that is not already on this Debian 12 machine.
 #
 #   scripts/install-deps.sh            build + test dependencies
+#   scripts/install-deps.sh --build    only what building without the tests
+#                                      (-DAUTHD_TESTS=OFF) and installing need
 #   scripts/install-deps.sh --runtime  only the shared libraries authd needs to run
 #
 # Used by the README quick start, .ci/run and the Dockerfile, so all three
@@ -13,6 +15,8 @@ build=(build-essential cmake pkg-config git
        libprotobuf-c-dev protobuf-c-compiler
        libnng-dev libmbedtls-dev libsodium-dev libjwt-dev libjansson-dev liblmdb-dev
        libssl-dev openssl libcmocka-dev libinih-dev)
+# man pages of authd, authctl and authbench, made at build time
+build+=(help2man)
 runtime=(libprotobuf-c1 libssl3 libnng1 libsodium23 libjansson4 liblmdb0 libinih1 openssl ca-certificates)
 
 # password strength (src/strength.c): zxcvbn, dictionary compiled in
@@ -47,6 +51,15 @@ missing=()
 # libFuzzer harnesses (scripts/fuzz.sh): clang, and libFuzzer's runtime,
 # which is only a Recommends of clang
 [ "${1:-}" = "--runtime" ] || want+=(clang libclang-rt-14-dev)
+# --build (the Dockerfile's build stage): without the test-only tools
+if [ "${1:-}" = "--build" ]; then
+    test_only=" libcmocka-dev lmdb-utils python3-jwt python3-cryptography clang libclang-rt-14-dev "
+    kept=()
+    for p in "${want[@]}"; do
+        [[ $test_only == *" $p "* ]] || kept+=("$p")
+    done
+    want=("${kept[@]}")
+fi
 for p in "${want[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
