@@ -10,6 +10,15 @@
  * between nng's poller and task-queue threads (two wakeups per direction),
  * which profiling showed to be most of the CPU time of a Verify.
  *
+ * Parts (DESIGN.md, "Split the transport by concern"): this file is the
+ * loops (epoll, eventfd, the ready and posted queues, the deadline sweep),
+ * connection I/O (buffers, TLS read/write, flush, pause), admission (per
+ * source limits, eviction) and the public API of server.h. The TLS context
+ * is built in net/tls.c, the listening socket opened in net/listen.c, and
+ * the protocol (SP header, frames, envelopes, requests and replies) is
+ * protocol/sp_rep.c, reached through the loop's conn_proto (net/conn.h:
+ * the connection and loop structures the parts share).
+ *
  * Threads: io_threads event loops (default: one per CPU), each an epoll set
  * holding the connections it serves. Loop 0 also holds the one listening
  * socket (bound without SO_REUSEPORT, so a second process on the port
@@ -78,17 +87,14 @@
 #include <openssl/x509v3.h>
 #include <sodium.h>
 
-#include "arena.h"
-#include "authd/v1/envelope.pb-c.h"
-#include "env_wire.h"
 #include "log.h"
 #include "metrics.h"
+#include "protocol/sp_rep.h"
+#include "net/conn.h"
 #include "net/listen.h"
 #include "net/tls.h"
 #include "ratelimit.h"
 #include "server.h"
-#include "sp_frame.h"
-#include "sp_wire.h"
 #include "sysutil.h"
 
 #define SEND_TIMEOUT_MS 10000
@@ -104,57 +110,6 @@
 #define EVICT_SCAN      64 /* oldest connections looked at for an idle one at the cap */
 #define LIMIT_LOG_NS    (1000u * 1000000u) /* a limit that bites logs at most once a second */
 #define HS_LOG_KEYS     1024 /* sources whose handshake-failure lines are rate-limited */
-
-enum conn_state { ST_HANDSHAKE, ST_HEADER, ST_OPEN };
-
-struct loop;
-
-/* A reply framed by another thread, waiting for the loop. */
-struct frame {
-    struct frame *next;
-    size_t len;
-    uint8_t data[];
-};
-
-struct conn {
-    struct loop *lp;
-    int fd;
-    SSL *ssl; /* NULL on a plaintext (tcp://) listener */
-    enum conn_state state;
-    bool closed; /* written by the loop; read by other threads under mu */
-    bool queued; /* in lp->pend, under lp->mu */
-    bool paused; /* not reading: window or output full */
-    bool want_write; /* the socket refused output: wait for EPOLLOUT */
-    atomic_int refs;
-    unsigned inflight; /* loop only */
-    uint64_t nego_deadline; /* ns, until ST_OPEN */
-    uint64_t out_since; /* ns: output pending without progress since */
-    uint64_t last_read; /* ns: when bytes last arrived */
-    bool tls_bufs; /* OpenSSL may hold record buffers (not freed since last I/O) */
-    /* Both buffers exist only while they hold bytes, so an idle
-     * connection costs no buffer memory; *high is the most ever written,
-     * what must be wiped before the memory goes back. */
-    uint8_t *rbuf; /* received, not yet handled */
-    size_t rcap, rlen, rhigh;
-    uint8_t *obuf; /* plaintext replies not yet taken by TLS */
-    size_t ocap, olen, ohigh;
-    pthread_mutex_t mu; /* guards posted, closed (for other threads) */
-    struct frame *posted, *posted_tail;
-    unsigned nposted;
-    struct conn *prev, *next; /* the loop's list */
-    struct conn *pend_next; /* lp->pend */
-    struct conn *ready_next; /* lp->ready */
-    bool ready; /* in lp->ready (loop only) */
-    bool in_unflushed; /* counted in lp->unflushed */
-    uint64_t frame_start; /* ns: the first byte of an incomplete frame came; 0 = none */
-    bool in_hs; /* an unfinished handshake: counted for its source and in srv->nhs, on lp->hs */
-    struct conn *hs_prev, *hs_next; /* lp->hs */
-    char peer[AUTHD_PEER_MAX];
-    authd_source source; /* the peer's address as a limit key */
-    uint64_t id; /* unique for the process's life */
-    char caller[AUTHD_CALLER_MAX]; /* mTLS: the client certificate's identity (take_caller) */
-    unsigned tls_gen; /* the TLS context generation its certificate was last checked against */
-};
 
 /* A connection accepted by the listening loop for another loop. */
 struct handoff {
@@ -186,83 +141,6 @@ struct srctab {
     unsigned char hkey[crypto_shorthash_KEYBYTES];
 };
 
-struct loop {
-    /* Each loop on cache lines of its own: now and the counters are written
-     * every iteration, and the neighbour's first fields read as often. */
-    alignas(64) authd_server *srv;
-    pthread_t thread;
-    int ep;
-    int efd; /* eventfd: posted replies, stop, drain */
-    pthread_mutex_t mu; /* guards pend, woken */
-    struct conn *pend; /* connections with posted replies */
-    bool woken;
-    /* Loop only: its connections, least recently active first (moved to
-     * the tail when bytes arrive), so the oldest idle one is near the head. */
-    struct conn *conns, *conns_tail;
-    /* Loop only: its unfinished handshakes, oldest first (accept order). */
-    struct conn *hs, *hs_tail;
-    struct handoff *inbox; /* under mu: accepted connections handed to this loop */
-    uint64_t next_sweep;
-    uint64_t accept_resume; /* ns; 0 = accepting */
-    bool listening; /* lfd is in this loop's epoll set */
-    bool started; /* thread is running */
-    struct conn *dead; /* closed this iteration: unreferenced after it */
-    /* Connections with more to read than one turn allows, or resumed after
-     * a pause: served after the events of each iteration, so one busy
-     * peer cannot keep the loop from its other connections, its timers
-     * and its posted replies. Each holds a reference. */
-    struct conn *ready, *ready_tail;
-    int lfd; /* the listening socket (loop 0 only), -1 if none */
-    unsigned rr; /* loop 0: the loop the next accepted connection goes to */
-    /* Buffers lent to the connection conn_read is serving (lp->reading)
-     * when it has none of its own, so a connection that holds one request
-     * at a time reads, answers and writes it with no allocation (see
-     * conn_read). RBUF_MIN and LOAN_OUT bytes; NULL until first needed. */
-    struct conn *reading;
-    uint8_t *rloan, *oloan;
-    /* ns: when epoll_wait last returned. The clock of last_read and
-     * out_since, whose deadlines are seconds long: read once per
-     * iteration instead of several times per request. */
-    uint64_t now;
-    /* Counted by the loop alone (loop_add), read by authd_server_drain:
-     * requests received whose reply is not yet in an output buffer, and
-     * connections with output not yet written. Per loop, so no two loops
-     * write one cache line per request. */
-    atomic_uint inflight, unflushed;
-    /* ns: the start of the loop's latest deadline sweep. Written by the
-     * loop at each sweep (not per request), read by the watchdog check. */
-    atomic_uint_fast64_t beat;
-    /* Loop only: freed requests kept for reuse (at most RREQ_FREE_MAX). */
-    struct rreq *free_rreqs;
-    unsigned n_free_rreqs;
-};
-
-/* loop_add changes a counter only its loop writes: a plain load and
- * store, atomic only so that drain may read it from another thread. */
-static inline void loop_add(atomic_uint *a, int d)
-{
-    atomic_store_explicit(
-        a, atomic_load_explicit(a, memory_order_relaxed) + (unsigned)d, memory_order_relaxed);
-}
-
-/* One request between receipt and reply. The envelope is unpacked from
- * the receive buffer into the request's own arena (protobuf-c copies what
- * it keeps), and dispatch puts its call and the unpacked input there too:
- * a request that fits costs one allocation, none when a loop reuses a
- * freed one. Only the backtrace is copied by hand. */
-#define RREQ_ARENA    2048
-#define RREQ_FREE_MAX 64 /* kept per loop for reuse */
-struct rreq {
-    authd_request req;
-    struct conn *c;
-    Authd__V1__RequestEnvelope *env;
-    struct rreq *next_free; /* in its loop's free list */
-    size_t bt_len;
-    uint8_t bt[4 * SP_MAX_HOPS];
-    authd_arena arena;
-    alignas(max_align_t) unsigned char mem[RREQ_ARENA];
-};
-
 struct authd_server {
     int lfd; /* the first listening socket, until loop 0 takes it */
     struct sockaddr_storage laddr; /* its bound address, for the others */
@@ -276,9 +154,9 @@ struct authd_server {
     atomic_uint tls_gen; /* bumped by each reload; the sweeps re-check client certificates */
     bool tls;
     char *tls_cert, *tls_key, *tls_client_ca, *tls_crl; /* for reloads */
-    authd_service *svc;
-    size_t max_msg;
-    unsigned max_inflight;
+    /* What the protocol needs (the loops' proto_arg): the service, the
+     * frame size limit, the window, echo, draining. */
+    sp_rep_conf rep;
     unsigned max_conns;
     unsigned max_per_source;
     unsigned max_hs_per_source;
@@ -288,7 +166,6 @@ struct authd_server {
     uint64_t frame_ns;
     bool mtls;
     unsigned nloops;
-    bool echo; /* authd-echo --engine authd */
     /* SSL_free_buffers on a connection holding part of a record is a
      * use-after-free before OpenSSL 3.0.14 (CVE-2024-4741); Debian 12 ships
      * a fixed 3.0, but with an older library idle buffers are kept. */
@@ -298,7 +175,6 @@ struct authd_server {
     atomic_uint nhs; /* unfinished handshakes, counted against max_hs */
     atomic_uint nalloc; /* conn structs not yet freed */
     atomic_uint_fast64_t next_conn_id;
-    atomic_bool draining;
     atomic_bool stopping;
     struct srctab src;
     /* Each limit logs when it bites, at most once a second. */
@@ -308,7 +184,7 @@ struct authd_server {
     char url[256];
 };
 
-static _Thread_local struct loop *tl_loop; /* the loop this thread runs, if any */
+_Thread_local struct loop *tl_loop; /* the loop this thread runs, if any */
 
 static void conn_flush(struct conn *c);
 static void conn_read(struct conn *c);
@@ -539,8 +415,8 @@ static void hs_leave(struct conn *c)
     c->hs_prev = c->hs_next = NULL;
 }
 
-/* hs_done: c finished its handshake: its source may start another. */
-static void hs_done(struct conn *c)
+/* conn_hs_done: c finished its handshake: its source may start another. */
+void conn_hs_done(struct conn *c)
 {
     if (c->in_hs) {
         hs_leave(c);
@@ -558,9 +434,9 @@ static void unflushed_done(struct conn *c)
     }
 }
 
-/* rbuf_release and obuf_release wipe what was written and free the
+/* conn_rbuf_release and obuf_release wipe what was written and free the
  * buffer, or give it back if the loop lent it. */
-static void rbuf_release(struct conn *c)
+void conn_rbuf_release(struct conn *c)
 {
     authd_wipe(c->rbuf, c->rhigh);
     if (c->rbuf != c->lp->rloan)
@@ -578,11 +454,8 @@ static void obuf_release(struct conn *c)
     c->ocap = c->olen = c->ohigh = 0;
 }
 
-/* buf_resize moves the first len bytes of *buf into a new buffer of cap
- * bytes (wiping the old one's first *high bytes) and sets *high = len.
- * The old buffer is freed unless it is loan, the loop's, which is only
- * wiped. */
-static bool buf_resize(
+/* conn_buf_resize: see net/conn.h. */
+bool conn_buf_resize(
     uint8_t **buf, size_t *bufcap, size_t *high, size_t len, size_t cap, const uint8_t *loan)
 {
     uint8_t *nb = malloc(cap);
@@ -636,7 +509,7 @@ static void touch(struct conn *c)
     }
 }
 
-static void conn_unref(struct conn *c)
+void conn_unref(struct conn *c)
 {
     if (atomic_fetch_sub(&c->refs, 1) != 1)
         return;
@@ -658,7 +531,7 @@ static void conn_unref(struct conn *c)
  * requests are dropped (their callers see the connection fail). Requests
  * already counted in flight on the server stop counting.
  */
-static void conn_close(struct conn *c, authd_log_level lvl, const char *why)
+void conn_close(struct conn *c, authd_log_level lvl, const char *why)
 {
     authd_server *s = c->lp->srv;
 
@@ -677,7 +550,7 @@ static void conn_close(struct conn *c, authd_log_level lvl, const char *why)
     c->ssl = NULL;
     close(c->fd); /* also leaves the epoll set */
     c->fd = -1;
-    rbuf_release(c);
+    conn_rbuf_release(c);
     obuf_release(c);
     bool hs = c->in_hs;
     hs_leave(c);
@@ -734,12 +607,9 @@ static inline bool fault_hit(void)
 }
 #endif
 
-/* out_reserve makes room for more output bytes; the caller then writes
- * them at obuf + olen and adds them to olen (and ohigh). */
-static bool out_reserve(struct conn *c, size_t more)
+/* conn_out_grow: conn_out_reserve (net/conn.h) found no room. */
+bool conn_out_grow(struct conn *c, size_t more)
 {
-    if (c->olen + more <= c->ocap)
-        return true;
     if (fault_hit())
         return false;
     struct loop *lp = c->lp;
@@ -752,33 +622,16 @@ static bool out_reserve(struct conn *c, size_t more)
     size_t cap = c->ocap > 0 ? c->ocap : 4096;
     while (cap < c->olen + more)
         cap *= 2;
-    return buf_resize(&c->obuf, &c->ocap, &c->ohigh, c->olen, cap, lp->oloan);
+    return conn_buf_resize(&c->obuf, &c->ocap, &c->ohigh, c->olen, cap, lp->oloan);
 }
 
-/* Output counts as a reply still to deliver (authd_server_drain waits for
- * it) only on an open connection: our SP header, queued while the peer has
- * not finished its handshake, must not hold a shutdown up. */
-static void out_added(struct conn *c, size_t n)
+/* conn_out_append: see net/conn.h. */
+bool conn_out_append(struct conn *c, const uint8_t *p, size_t n)
 {
-    if (c->olen == 0) {
-        c->out_since = c->lp->now;
-        if (c->state == ST_OPEN && !c->in_unflushed) {
-            c->in_unflushed = true;
-            loop_add(&c->lp->unflushed, 1);
-        }
-    }
-    c->olen += n;
-    if (c->olen > c->ohigh)
-        c->ohigh = c->olen;
-}
-
-/* out_append queues bytes for the peer (loop thread). */
-static bool out_append(struct conn *c, const uint8_t *p, size_t n)
-{
-    if (!out_reserve(c, n))
+    if (!conn_out_reserve(c, n))
         return false;
     memcpy(c->obuf + c->olen, p, n);
-    out_added(c, n);
+    conn_out_added(c, n);
     return true;
 }
 
@@ -863,7 +716,7 @@ static void conn_flush(struct conn *c)
             c->olen -= off;
         }
     }
-    if (c->paused && c->inflight < s->max_inflight && c->olen < OUT_HIGH) {
+    if (c->paused && c->inflight < s->rep.max_inflight && c->olen < OUT_HIGH) {
         c->paused = false;
         mark_ready(c); /* frames may be buffered, and the socket is edge-triggered */
     }
@@ -871,151 +724,11 @@ static void conn_flush(struct conn *c)
 
 /* ---- requests -------------------------------------------------------------- */
 
-/* rreq_free frees q's envelope, wipes what the arena handed out (the
- * request's strings: passwords, tokens), and keeps q for reuse when it is
- * freed on its connection's loop, else frees it. */
-static void rreq_free(struct rreq *q)
-{
-    struct loop *lp = q->c->lp;
-
-    if (q->env != NULL) {
-        ProtobufCAllocator al = authd_arena_allocator(&q->arena);
-        if (q->env->body.data != NULL)
-            authd_wipe(q->env->body.data, q->env->body.len);
-        authd__v1__request_envelope__free_unpacked(q->env, &al);
-    }
-    authd_wipe(q->mem, q->arena.used);
-    if (tl_loop == lp && lp->n_free_rreqs < RREQ_FREE_MAX) {
-        q->next_free = lp->free_rreqs;
-        lp->free_rreqs = q;
-        lp->n_free_rreqs++;
-        return;
-    }
-    free(q);
-}
-
-/* rreq_new (loop thread) takes a request from the loop's free list or
- * allocates one, with every field but the arena's memory zeroed. */
-static struct rreq *rreq_new(struct loop *lp)
-{
-    struct rreq *q = lp->free_rreqs;
-
-    if (q != NULL) {
-        lp->free_rreqs = q->next_free;
-        lp->n_free_rreqs--;
-    } else if ((q = malloc(sizeof *q)) == NULL) {
-        return NULL;
-    }
-    memset(q, 0, offsetof(struct rreq, mem));
-    q->arena.buf = q->mem;
-    q->arena.cap = sizeof q->mem;
-    q->req.arena = &q->arena;
-    return q;
-}
-
-static void loop_wake(struct loop *lp)
+void loop_wake(struct loop *lp)
 {
     uint64_t one = 1;
     ssize_t w = write(lp->efd, &one, sizeof one);
     (void)w; /* EAGAIN: the counter is saturated, the loop is awake anyway */
-}
-
-/*
- * request_done (any thread, once per request): frame the reply with the
- * request's backtrace. On the connection's own loop (Verify, and every
- * reply made without the service layer) it goes straight into the output
- * buffer, flushed after the current batch; from other threads it is posted
- * and the loop woken. If the connection has gone, the reply is dropped.
- */
-static void request_done(authd_request *req, const authd_reply *rep)
-{
-    struct rreq *q = req->transport;
-    struct conn *c = q->c;
-    authd_reply_env env = { 0 };
-
-    env.code = (int32_t)rep->code;
-    env.message = rep->message;
-    env.message_len = rep->message != NULL ? strlen(rep->message) : 0;
-    env.reason = rep->reason;
-    env.reason_len = rep->reason != NULL ? strlen(rep->reason) : 0;
-    env.request_id = req->request_id;
-    env.body = rep->body;
-    env.body_len = rep->body_len;
-    size_t elen = authd_reply_env_len(&env);
-    size_t flen = 8 + q->bt_len + elen;
-
-    if (tl_loop == c->lp) {
-        if (!c->closed) {
-            c->inflight--;
-            loop_add(&c->lp->inflight, -1);
-            if (out_reserve(c, flen)) {
-                uint8_t *p = c->obuf + c->olen;
-                sp_put64(p, q->bt_len + elen);
-                memcpy(p + 8, q->bt, q->bt_len);
-                authd_reply_env_put(p + 8 + q->bt_len, &env);
-                out_added(c, flen);
-            } else { /* a lost reply would leave its caller waiting */
-                conn_close(c, AUTHD_LOG_WARN, "out of memory");
-            }
-        }
-        rreq_free(q);
-        conn_unref(c);
-        return;
-    }
-
-    struct frame *f = malloc(sizeof *f + flen);
-    if (f != NULL) {
-        f->next = NULL;
-        f->len = flen;
-        sp_put64(f->data, q->bt_len + elen);
-        memcpy(f->data + 8, q->bt, q->bt_len);
-        authd_reply_env_put(f->data + 8 + q->bt_len, &env);
-    }
-    rreq_free(q);
-
-    /* Posted even when f is NULL (out of memory): the loop must still take
-     * the request out of the connection's window. */
-    struct loop *lp = c->lp;
-    bool wake = false;
-    pthread_mutex_lock(&c->mu);
-    if (c->closed) {
-        pthread_mutex_unlock(&c->mu);
-        if (f != NULL)
-            free(f);
-        conn_unref(c);
-        return;
-    }
-    if (f == NULL) {
-        f = malloc(sizeof *f); /* an empty marker; if even that fails, the window stays shut */
-        if (f != NULL) {
-            f->next = NULL;
-            f->len = 0;
-        }
-    }
-    if (f != NULL) {
-        if (c->posted_tail != NULL)
-            c->posted_tail->next = f;
-        else
-            c->posted = f;
-        c->posted_tail = f;
-        c->nposted++;
-    }
-    if (!c->queued) {
-        c->queued = true;
-        atomic_fetch_add(&c->refs, 1); /* the queue's; the request's moves to... */
-        pthread_mutex_lock(&lp->mu);
-        c->pend_next = lp->pend;
-        lp->pend = c;
-        if (!lp->woken) {
-            lp->woken = true;
-            wake = true;
-        }
-        pthread_mutex_unlock(&lp->mu);
-    }
-    pthread_mutex_unlock(&c->mu);
-    conn_unref(c); /* the request's */
-    if (wake)
-        loop_wake(lp);
 }
 
 /* take_posted (loop thread): move replies other threads posted into the
@@ -1050,7 +763,7 @@ static void take_posted(struct loop *lp)
             struct frame *next = f->next;
             /* An empty frame marks a reply lost to a failed allocation;
              * closing tells its caller at once. */
-            if (!c->closed && (f->len == 0 || !out_append(c, f->data, f->len)))
+            if (!c->closed && (f->len == 0 || !conn_out_append(c, f->data, f->len)))
                 conn_close(c, AUTHD_LOG_WARN, "out of memory");
             authd_wipe(f->data, f->len);
             free(f);
@@ -1060,148 +773,6 @@ static void take_posted(struct loop *lp)
         conn_unref(c); /* the queue's */
     }
     take_inbox(lp, true);
-}
-
-/* reply_now answers a request without the service layer (on the loop). */
-static void reply_now(struct rreq *q, authd_code code, const char *reason, const char *message)
-{
-    authd_reply rep = { code, message, reason, NULL, 0 };
-    authd_metrics_request(AUTHD_METRICS_METHOD_UNKNOWN, code, now_ns() - q->req.start_ns);
-    request_done(&q->req, &rep);
-}
-
-/*
- * on_frame handles one complete frame f that sits in the receive buffer;
- * it copies what it keeps. Returns false when the connection must close
- * (out of memory). It may close c itself (a reply that cannot be
- * buffered): the caller must then not touch c's buffers, which are gone.
- */
-static bool on_frame(struct conn *c, const sp_frame *f)
-{
-    authd_server *s = c->lp->srv;
-    struct rreq *q;
-
-    if (s->echo) { /* the transport alone, for benchmarks */
-        size_t len = f->bt_len + f->body_len;
-        if (!out_reserve(c, 8 + len))
-            return false;
-        sp_put64(c->obuf + c->olen, len);
-        memcpy(c->obuf + c->olen + 8, f->bt, len);
-        out_added(c, 8 + len);
-        return true;
-    }
-    if ((q = rreq_new(c->lp)) == NULL)
-        return false;
-    memcpy(q->bt, f->bt, f->bt_len);
-    q->c = c;
-    q->bt_len = f->bt_len;
-    q->req.start_ns = now_ns();
-    q->req.done = request_done;
-    q->req.transport = q;
-    memcpy(q->req.peer, c->peer, sizeof q->req.peer);
-    if (c->caller[0] != '\0')
-        memcpy(q->req.caller, c->caller, sizeof q->req.caller);
-    q->req.source = c->source;
-    q->req.conn_id = c->id;
-    atomic_fetch_add(&c->refs, 1);
-    c->inflight++;
-    loop_add(&c->lp->inflight, 1);
-
-    ProtobufCAllocator al = authd_arena_allocator(&q->arena);
-    q->env = authd__v1__request_envelope__unpack(&al, f->body_len, f->body);
-    if (q->env == NULL) {
-        authd_logrec r;
-        if (authd_log_source_allow(&c->source)
-            && authd_log_begin(&r, AUTHD_LOG_INFO, "bad_envelope")) {
-            authd_log_str(&r, "peer", c->peer);
-            authd_log_u64(&r, "bytes", f->body_len);
-            authd_log_end(&r);
-        }
-        reply_now(q, AUTHD_INVALID_ARGUMENT, "BAD_ENVELOPE", "request is not a RequestEnvelope");
-        return true;
-    }
-    q->req.request_id = q->env->request_id;
-    q->req.method = q->env->method;
-    q->req.method_len = strlen(q->env->method);
-    q->req.body = q->env->body.data;
-    q->req.body_len = q->env->body.len;
-    q->req.authorization = q->env->authorization;
-    if (atomic_load_explicit(&s->draining, memory_order_relaxed)
-        && strcmp(q->req.method, AUTHD_METHOD_HEALTH) != 0)
-        reply_now(q, AUTHD_UNAVAILABLE, "SHUTTING_DOWN", "server is shutting down");
-    else
-        authd_dispatch(s->svc, &q->req);
-    return true;
-}
-
-/*
- * parse_input handles the peer's SP header, then every complete frame the
- * window allows (framing: sp_frame.c); returns false on a protocol
- * violation. It leaves the receive buffer holding only what is not yet
- * handled, grown (doubling, up to the frame's size) when an incomplete
- * frame fills it: memory follows the bytes that arrived, not the length
- * the peer announced. It notes when an incomplete frame started, for the
- * frame deadline.
- */
-static bool parse_input(struct conn *c)
-{
-    authd_server *s = c->lp->srv;
-    size_t pos = 0, need = 0;
-    sp_frame_status st = SP_FRAME_NEED_MORE;
-
-    if (c->state == ST_HEADER) {
-        int h = sp_frame_header(c->rbuf, c->rlen);
-        if (h <= 0)
-            return h == 0;
-        c->state = ST_OPEN;
-        hs_done(c);
-        pos = SP_HDR_LEN;
-    }
-    while (!c->closed) {
-        sp_frame f;
-        st = sp_frame_next(c->rbuf + pos, c->rlen - pos, s->max_msg, &f, &need);
-        if (st == SP_FRAME_TOO_LARGE) {
-            authd_logrec r;
-            if (authd_log_source_allow(&c->source)
-                && authd_log_begin(&r, AUTHD_LOG_INFO, "frame_too_large")) {
-                authd_log_str(&r, "peer", c->peer);
-                authd_log_u64(&r, "bytes", sp_get64(c->rbuf + pos));
-                authd_log_end(&r);
-            }
-            return false;
-        }
-        if (st == SP_FRAME_BAD)
-            return false;
-        if (st == SP_FRAME_NEED_MORE || c->inflight >= s->max_inflight)
-            break;
-        if (!on_frame(c, &f))
-            return false;
-        if (c->closed) /* a reply failed to buffer: c's buffers are freed */
-            return true;
-        authd_wipe(c->rbuf + pos, f.frame_len);
-        pos += f.frame_len;
-    }
-    if (pos > 0 && pos == c->rlen) {
-        rbuf_release(c);
-        c->frame_start = 0;
-        return true;
-    }
-    if (pos > 0) {
-        memmove(c->rbuf, c->rbuf + pos, c->rlen - pos);
-        c->rlen -= pos;
-    }
-    if (c->state != ST_OPEN || c->rlen == 0 || st != SP_FRAME_NEED_MORE) {
-        c->frame_start = 0; /* empty, or a whole frame waiting for the window */
-        return true;
-    }
-    if (c->frame_start == 0 || pos > 0)
-        c->frame_start = c->last_read;
-    if (c->rlen == c->rcap && need > c->rcap) {
-        size_t cap = c->rcap * 2 < need ? c->rcap * 2 : need;
-        if (!buf_resize(&c->rbuf, &c->rcap, &c->rhigh, c->rlen, cap, c->lp->rloan))
-            return false;
-    }
-    return true;
 }
 
 /* loans_end: conn_read is done with c. A lent buffer that still holds
@@ -1214,14 +785,14 @@ static bool loans_end(struct conn *c)
 
     if (c->rbuf != NULL && c->rbuf == lp->rloan) {
         if (c->rlen == 0)
-            rbuf_release(c);
-        else if (!buf_resize(&c->rbuf, &c->rcap, &c->rhigh, c->rlen, RBUF_MIN, lp->rloan))
+            conn_rbuf_release(c);
+        else if (!conn_buf_resize(&c->rbuf, &c->rcap, &c->rhigh, c->rlen, RBUF_MIN, lp->rloan))
             return false;
     }
     if (c->obuf != NULL && c->obuf == lp->oloan) {
         if (c->olen == 0)
             obuf_release(c);
-        else if (!buf_resize(&c->obuf, &c->ocap, &c->ohigh, c->olen, c->olen, lp->oloan))
+        else if (!conn_buf_resize(&c->obuf, &c->ocap, &c->ohigh, c->olen, c->olen, lp->oloan))
             return false;
     }
     return true;
@@ -1249,13 +820,13 @@ static void conn_read(struct conn *c)
     lp->reading = c;
     while (!c->closed && !c->paused) {
         /* Frames already buffered first (a resumed connection has some). */
-        if (!parse_input(c)) {
+        if (!lp->proto->input(c)) {
             conn_close(c, AUTHD_LOG_INFO, "protocol violation");
             break;
         }
         if (c->closed)
             break;
-        if (c->inflight >= s->max_inflight || c->olen >= OUT_HIGH
+        if (c->inflight >= s->rep.max_inflight || c->olen >= OUT_HIGH
             || (c->rbuf != NULL && c->rlen == c->rcap)) {
             c->paused = true; /* resumed by conn_flush as replies drain */
             break;
@@ -1266,7 +837,7 @@ static void conn_read(struct conn *c)
             if (lp->rloan != NULL) {
                 c->rbuf = lp->rloan; /* given back or kept by loans_end */
                 c->rcap = RBUF_MIN;
-            } else if (!buf_resize(&c->rbuf, &c->rcap, &c->rhigh, 0, RBUF_MIN, NULL)) {
+            } else if (!conn_buf_resize(&c->rbuf, &c->rcap, &c->rhigh, 0, RBUF_MIN, NULL)) {
                 conn_close(c, AUTHD_LOG_WARN, "out of memory");
                 break;
             }
@@ -1297,7 +868,7 @@ static void conn_read(struct conn *c)
         if (got)
             touch(c);
         if (c->rlen == 0 && c->rbuf != NULL)
-            rbuf_release(c);
+            conn_rbuf_release(c);
         if (c->olen > 0)
             conn_flush(c);
         if (!c->closed && !loans_end(c))
@@ -1466,7 +1037,7 @@ static void conn_start(struct loop *lp, int fd, const struct sockaddr_storage *s
     int one = 1;
 
     (void)authd_source_from_sockaddr((const struct sockaddr *)sa, &src);
-    if (atomic_load(&s->draining) || atomic_load(&s->stopping)) {
+    if (atomic_load(&s->rep.draining) || atomic_load(&s->stopping)) {
         refuse(s, fd, &src);
         return;
     }
@@ -1531,10 +1102,9 @@ static void conn_start(struct loop *lp, int fd, const struct sockaddr_storage *s
     c->tls_bufs = true;
     c->nego_deadline = c->last_read + s->hs_ns;
 
-    /* Our SP header is the first output; it goes out once TLS is up. */
-    uint8_t hdr[SP_HDR_LEN];
-    sp_header(hdr, SP_PROTO_REP0);
-    if (!out_append(c, hdr, sizeof hdr)) {
+    /* The protocol's greeting (our SP header) is the first output; it
+     * goes out once TLS is up. */
+    if (!lp->proto->open(c)) {
         conn_close(c, AUTHD_LOG_WARN, "out of memory");
         return;
     }
@@ -1764,7 +1334,7 @@ static void loop_sweep(struct loop *lp, uint64_t now)
     }
     SSL_CTX_free(ctx);
     if (!lp->listening && lp->accept_resume != 0 && now >= lp->accept_resume
-        && !atomic_load(&s->draining))
+        && !atomic_load(&s->rep.draining))
         listen_on(lp);
     lp->next_sweep = now + (uint64_t)SWEEP_MS * 1000000u;
 }
@@ -1816,8 +1386,8 @@ static void *loop_main(void *arg)
     struct epoll_event evs[MAX_EVENTS];
 
     tl_loop = lp;
-    if (!s->echo)
-        authd_service_thread_start(s->svc);
+    if (!s->rep.echo)
+        authd_service_thread_start(s->rep.svc);
     lp->now = now_ns();
     lp->next_sweep = lp->now + (uint64_t)SWEEP_MS * 1000000u;
     while (!atomic_load(&s->stopping)) {
@@ -1826,7 +1396,7 @@ static void *loop_main(void *arg)
         for (int i = 0; i < n; i++) {
             void *p = evs[i].data.ptr;
             if (p == NULL) {
-                if (atomic_load(&s->draining)) {
+                if (atomic_load(&s->rep.draining)) {
                     epoll_ctl(lp->ep, EPOLL_CTL_DEL, lp->lfd, NULL);
                     lp->listening = false;
                 } else {
@@ -1854,13 +1424,9 @@ static void *loop_main(void *arg)
         conn_close(lp->conns, AUTHD_LOG_DEBUG, "server closing");
     run_ready(lp); /* only drops references now */
     loop_bury(lp);
-    while (lp->free_rreqs != NULL) {
-        struct rreq *q = lp->free_rreqs;
-        lp->free_rreqs = q->next_free;
-        free(q);
-    }
-    if (!s->echo)
-        authd_service_thread_stop(s->svc);
+    lp->proto->loop_end(lp);
+    if (!s->rep.echo)
+        authd_service_thread_stop(s->rep.svc);
     return NULL;
 }
 
@@ -1953,9 +1519,9 @@ authd_code authd_server_start(
         return AUTHD_RESOURCE_EXHAUSTED;
     s->lfd = -1;
     pthread_mutex_init(&s->ctx_mu, NULL);
-    s->svc = svc;
-    s->max_msg = o->max_msg;
-    s->max_inflight = o->max_inflight > 0 ? o->max_inflight : 1;
+    s->rep.svc = svc;
+    s->rep.max_msg = o->max_msg;
+    s->rep.max_inflight = o->max_inflight > 0 ? o->max_inflight : 1;
     s->max_conns = o->max_connections > 0 ? o->max_connections : 1;
     s->max_per_source = o->max_conns_per_source > 0 ? o->max_conns_per_source : s->max_conns;
     s->max_hs_per_source
@@ -1969,7 +1535,7 @@ authd_code authd_server_start(
     s->idle_ns = (uint64_t)o->idle_timeout_ms * 1000000u;
     s->frame_ns = (uint64_t)(o->frame_timeout_ms > 0 ? o->frame_timeout_ms : 10000) * 1000000u;
     s->mtls = o->tls_client_ca != NULL;
-    s->echo = o->echo;
+    s->rep.echo = o->echo;
     authd_ratelimit_options hro = { .rate = 1, .burst = 5, .max_keys = HS_LOG_KEYS };
     if (!srctab_init(&s->src, s->max_conns)
         || authd_ratelimit_create(&hro, &s->hs_log) != AUTHD_OK) {
@@ -2013,6 +1579,8 @@ authd_code authd_server_start(
     for (unsigned i = 0; i < s->nloops; i++) {
         struct loop *lp = &s->loops[i];
         lp->srv = s;
+        lp->proto = &authd_sp_rep;
+        lp->proto_arg = &s->rep;
         lp->ep = lp->efd = lp->lfd = -1;
         atomic_init(&lp->beat, now_ns()); /* started: counts as a turn */
         pthread_mutex_init(&lp->mu, NULL);
@@ -2062,7 +1630,7 @@ unsigned authd_server_io_threads(const authd_server *s)
  */
 unsigned authd_server_drain(authd_server *s, int grace_ms)
 {
-    atomic_store(&s->draining, true);
+    atomic_store(&s->rep.draining, true);
     for (unsigned i = 0; i < s->nloops; i++) {
         if (s->loops[i].lfd >= 0) /* refuse new connections; wakes the loops */
             shutdown(s->loops[i].lfd, SHUT_RDWR);
