@@ -731,6 +731,56 @@ void loop_wake(struct loop *lp)
     (void)w; /* EAGAIN: the counter is saturated, the loop is awake anyway */
 }
 
+/*
+ * conn_post (any thread): queue the framed reply f for c's loop and wake
+ * it; see net/conn.h. Posted even when f is NULL (out of memory): the loop
+ * must still take the request out of the connection's window.
+ */
+void conn_post(struct conn *c, struct frame *f)
+{
+    struct loop *lp = c->lp;
+    bool wake = false;
+    pthread_mutex_lock(&c->mu);
+    if (c->closed) {
+        pthread_mutex_unlock(&c->mu);
+        if (f != NULL)
+            free(f);
+        conn_unref(c);
+        return;
+    }
+    if (f == NULL) {
+        f = malloc(sizeof *f); /* an empty marker; if even that fails, the window stays shut */
+        if (f != NULL) {
+            f->next = NULL;
+            f->len = 0;
+        }
+    }
+    if (f != NULL) {
+        if (c->posted_tail != NULL)
+            c->posted_tail->next = f;
+        else
+            c->posted = f;
+        c->posted_tail = f;
+        c->nposted++;
+    }
+    if (!c->queued) {
+        c->queued = true;
+        atomic_fetch_add(&c->refs, 1); /* the queue's; the request's moves to... */
+        pthread_mutex_lock(&lp->mu);
+        c->pend_next = lp->pend;
+        lp->pend = c;
+        if (!lp->woken) {
+            lp->woken = true;
+            wake = true;
+        }
+        pthread_mutex_unlock(&lp->mu);
+    }
+    pthread_mutex_unlock(&c->mu);
+    conn_unref(c); /* the request's */
+    if (wake)
+        loop_wake(lp);
+}
+
 /* take_posted (loop thread): move replies other threads posted into the
  * output buffers and write them. */
 static void take_posted(struct loop *lp)

@@ -73,7 +73,9 @@ struct conn {
     bool paused; /* not reading: window or output full */
     bool want_write; /* the socket refused output: wait for EPOLLOUT */
     atomic_int refs;
-    unsigned inflight; /* loop only: requests whose reply is not yet in obuf */
+    /* Loop only: requests whose reply is not yet in obuf. The protocol's
+     * window, kept here because conn_read pauses on it (max_inflight). */
+    unsigned inflight;
     uint64_t nego_deadline; /* ns, until ST_OPEN */
     uint64_t out_since; /* ns: output pending without progress since */
     uint64_t last_read; /* ns: when bytes last arrived */
@@ -227,6 +229,12 @@ void conn_close(struct conn *c, authd_log_level lvl, const char *why);
 
 /* conn_unref drops a reference to c (any thread); the last frees it. */
 void conn_unref(struct conn *c);
+
+/* conn_post (any thread but c's loop) queues the framed reply f for c's
+ * loop and wakes it; f (malloc'd, or NULL for a reply lost to a failed
+ * allocation, which closes c) and one reference to c are taken over. On a
+ * closed connection f is dropped. */
+void conn_post(struct conn *c, struct frame *f);
 
 /* loop_wake wakes lp (any thread) through its eventfd. */
 void loop_wake(struct loop *lp);
