@@ -10,6 +10,15 @@
  * between nng's poller and task-queue threads (two wakeups per direction),
  * which profiling showed to be most of the CPU time of a Verify.
  *
+ * Parts (DESIGN.md, "Split the transport by concern"): this file is the
+ * loops (epoll, eventfd, the ready and posted queues, the deadline sweep),
+ * connection I/O (buffers, TLS read/write, flush, pause), admission (per
+ * source limits, eviction) and the public API of server.h. The TLS context
+ * is built in net/tls.c, the listening socket opened in net/listen.c, and
+ * the protocol (SP header, frames, envelopes, requests and replies) is
+ * protocol/sp_rep.c, reached through the loop's conn_proto (net/conn.h:
+ * the connection and loop structures the parts share).
+ *
  * Threads: io_threads event loops (default: one per CPU), each an epoll set
  * holding the connections it serves. Loop 0 also holds the one listening
  * socket (bound without SO_REUSEPORT, so a second process on the port
@@ -78,15 +87,14 @@
 #include <openssl/x509v3.h>
 #include <sodium.h>
 
-#include "arena.h"
-#include "authd/v1/envelope.pb-c.h"
-#include "env_wire.h"
 #include "log.h"
 #include "metrics.h"
+#include "protocol/sp_rep.h"
+#include "net/conn.h"
+#include "net/listen.h"
+#include "net/tls.h"
 #include "ratelimit.h"
 #include "server.h"
-#include "sp_frame.h"
-#include "sp_wire.h"
 #include "sysutil.h"
 
 #define SEND_TIMEOUT_MS 10000
@@ -102,57 +110,6 @@
 #define EVICT_SCAN      64 /* oldest connections looked at for an idle one at the cap */
 #define LIMIT_LOG_NS    (1000u * 1000000u) /* a limit that bites logs at most once a second */
 #define HS_LOG_KEYS     1024 /* sources whose handshake-failure lines are rate-limited */
-
-enum conn_state { ST_HANDSHAKE, ST_HEADER, ST_OPEN };
-
-struct loop;
-
-/* A reply framed by another thread, waiting for the loop. */
-struct frame {
-    struct frame *next;
-    size_t len;
-    uint8_t data[];
-};
-
-struct conn {
-    struct loop *lp;
-    int fd;
-    SSL *ssl; /* NULL on a plaintext (tcp://) listener */
-    enum conn_state state;
-    bool closed; /* written by the loop; read by other threads under mu */
-    bool queued; /* in lp->pend, under lp->mu */
-    bool paused; /* not reading: window or output full */
-    bool want_write; /* the socket refused output: wait for EPOLLOUT */
-    atomic_int refs;
-    unsigned inflight; /* loop only */
-    uint64_t nego_deadline; /* ns, until ST_OPEN */
-    uint64_t out_since; /* ns: output pending without progress since */
-    uint64_t last_read; /* ns: when bytes last arrived */
-    bool tls_bufs; /* OpenSSL may hold record buffers (not freed since last I/O) */
-    /* Both buffers exist only while they hold bytes, so an idle
-     * connection costs no buffer memory; *high is the most ever written,
-     * what must be wiped before the memory goes back. */
-    uint8_t *rbuf; /* received, not yet handled */
-    size_t rcap, rlen, rhigh;
-    uint8_t *obuf; /* plaintext replies not yet taken by TLS */
-    size_t ocap, olen, ohigh;
-    pthread_mutex_t mu; /* guards posted, closed (for other threads) */
-    struct frame *posted, *posted_tail;
-    unsigned nposted;
-    struct conn *prev, *next; /* the loop's list */
-    struct conn *pend_next; /* lp->pend */
-    struct conn *ready_next; /* lp->ready */
-    bool ready; /* in lp->ready (loop only) */
-    bool in_unflushed; /* counted in lp->unflushed */
-    uint64_t frame_start; /* ns: the first byte of an incomplete frame came; 0 = none */
-    bool in_hs; /* an unfinished handshake: counted for its source and in srv->nhs, on lp->hs */
-    struct conn *hs_prev, *hs_next; /* lp->hs */
-    char peer[AUTHD_PEER_MAX];
-    authd_source source; /* the peer's address as a limit key */
-    uint64_t id; /* unique for the process's life */
-    char caller[AUTHD_CALLER_MAX]; /* mTLS: the client certificate's identity (take_caller) */
-    unsigned tls_gen; /* the TLS context generation its certificate was last checked against */
-};
 
 /* A connection accepted by the listening loop for another loop. */
 struct handoff {
@@ -184,83 +141,6 @@ struct srctab {
     unsigned char hkey[crypto_shorthash_KEYBYTES];
 };
 
-struct loop {
-    /* Each loop on cache lines of its own: now and the counters are written
-     * every iteration, and the neighbour's first fields read as often. */
-    alignas(64) authd_server *srv;
-    pthread_t thread;
-    int ep;
-    int efd; /* eventfd: posted replies, stop, drain */
-    pthread_mutex_t mu; /* guards pend, woken */
-    struct conn *pend; /* connections with posted replies */
-    bool woken;
-    /* Loop only: its connections, least recently active first (moved to
-     * the tail when bytes arrive), so the oldest idle one is near the head. */
-    struct conn *conns, *conns_tail;
-    /* Loop only: its unfinished handshakes, oldest first (accept order). */
-    struct conn *hs, *hs_tail;
-    struct handoff *inbox; /* under mu: accepted connections handed to this loop */
-    uint64_t next_sweep;
-    uint64_t accept_resume; /* ns; 0 = accepting */
-    bool listening; /* lfd is in this loop's epoll set */
-    bool started; /* thread is running */
-    struct conn *dead; /* closed this iteration: unreferenced after it */
-    /* Connections with more to read than one turn allows, or resumed after
-     * a pause: served after the events of each iteration, so one busy
-     * peer cannot keep the loop from its other connections, its timers
-     * and its posted replies. Each holds a reference. */
-    struct conn *ready, *ready_tail;
-    int lfd; /* the listening socket (loop 0 only), -1 if none */
-    unsigned rr; /* loop 0: the loop the next accepted connection goes to */
-    /* Buffers lent to the connection conn_read is serving (lp->reading)
-     * when it has none of its own, so a connection that holds one request
-     * at a time reads, answers and writes it with no allocation (see
-     * conn_read). RBUF_MIN and LOAN_OUT bytes; NULL until first needed. */
-    struct conn *reading;
-    uint8_t *rloan, *oloan;
-    /* ns: when epoll_wait last returned. The clock of last_read and
-     * out_since, whose deadlines are seconds long: read once per
-     * iteration instead of several times per request. */
-    uint64_t now;
-    /* Counted by the loop alone (loop_add), read by authd_server_drain:
-     * requests received whose reply is not yet in an output buffer, and
-     * connections with output not yet written. Per loop, so no two loops
-     * write one cache line per request. */
-    atomic_uint inflight, unflushed;
-    /* ns: the start of the loop's latest deadline sweep. Written by the
-     * loop at each sweep (not per request), read by the watchdog check. */
-    atomic_uint_fast64_t beat;
-    /* Loop only: freed requests kept for reuse (at most RREQ_FREE_MAX). */
-    struct rreq *free_rreqs;
-    unsigned n_free_rreqs;
-};
-
-/* loop_add changes a counter only its loop writes: a plain load and
- * store, atomic only so that drain may read it from another thread. */
-static inline void loop_add(atomic_uint *a, int d)
-{
-    atomic_store_explicit(
-        a, atomic_load_explicit(a, memory_order_relaxed) + (unsigned)d, memory_order_relaxed);
-}
-
-/* One request between receipt and reply. The envelope is unpacked from
- * the receive buffer into the request's own arena (protobuf-c copies what
- * it keeps), and dispatch puts its call and the unpacked input there too:
- * a request that fits costs one allocation, none when a loop reuses a
- * freed one. Only the backtrace is copied by hand. */
-#define RREQ_ARENA    2048
-#define RREQ_FREE_MAX 64 /* kept per loop for reuse */
-struct rreq {
-    authd_request req;
-    struct conn *c;
-    Authd__V1__RequestEnvelope *env;
-    struct rreq *next_free; /* in its loop's free list */
-    size_t bt_len;
-    uint8_t bt[4 * SP_MAX_HOPS];
-    authd_arena arena;
-    alignas(max_align_t) unsigned char mem[RREQ_ARENA];
-};
-
 struct authd_server {
     int lfd; /* the first listening socket, until loop 0 takes it */
     struct sockaddr_storage laddr; /* its bound address, for the others */
@@ -274,9 +154,9 @@ struct authd_server {
     atomic_uint tls_gen; /* bumped by each reload; the sweeps re-check client certificates */
     bool tls;
     char *tls_cert, *tls_key, *tls_client_ca, *tls_crl; /* for reloads */
-    authd_service *svc;
-    size_t max_msg;
-    unsigned max_inflight;
+    /* What the protocol needs (the loops' proto_arg): the service, the
+     * frame size limit, the window, echo, draining. */
+    sp_rep_conf rep;
     unsigned max_conns;
     unsigned max_per_source;
     unsigned max_hs_per_source;
@@ -286,7 +166,6 @@ struct authd_server {
     uint64_t frame_ns;
     bool mtls;
     unsigned nloops;
-    bool echo; /* authd-echo --engine authd */
     /* SSL_free_buffers on a connection holding part of a record is a
      * use-after-free before OpenSSL 3.0.14 (CVE-2024-4741); Debian 12 ships
      * a fixed 3.0, but with an older library idle buffers are kept. */
@@ -296,7 +175,6 @@ struct authd_server {
     atomic_uint nhs; /* unfinished handshakes, counted against max_hs */
     atomic_uint nalloc; /* conn structs not yet freed */
     atomic_uint_fast64_t next_conn_id;
-    atomic_bool draining;
     atomic_bool stopping;
     struct srctab src;
     /* Each limit logs when it bites, at most once a second. */
@@ -306,7 +184,7 @@ struct authd_server {
     char url[256];
 };
 
-static _Thread_local struct loop *tl_loop; /* the loop this thread runs, if any */
+_Thread_local struct loop *tl_loop; /* the loop this thread runs, if any */
 
 static void conn_flush(struct conn *c);
 static void conn_read(struct conn *c);
@@ -537,8 +415,8 @@ static void hs_leave(struct conn *c)
     c->hs_prev = c->hs_next = NULL;
 }
 
-/* hs_done: c finished its handshake: its source may start another. */
-static void hs_done(struct conn *c)
+/* conn_hs_done: c finished its handshake: its source may start another. */
+void conn_hs_done(struct conn *c)
 {
     if (c->in_hs) {
         hs_leave(c);
@@ -556,9 +434,9 @@ static void unflushed_done(struct conn *c)
     }
 }
 
-/* rbuf_release and obuf_release wipe what was written and free the
+/* conn_rbuf_release and obuf_release wipe what was written and free the
  * buffer, or give it back if the loop lent it. */
-static void rbuf_release(struct conn *c)
+void conn_rbuf_release(struct conn *c)
 {
     authd_wipe(c->rbuf, c->rhigh);
     if (c->rbuf != c->lp->rloan)
@@ -576,11 +454,8 @@ static void obuf_release(struct conn *c)
     c->ocap = c->olen = c->ohigh = 0;
 }
 
-/* buf_resize moves the first len bytes of *buf into a new buffer of cap
- * bytes (wiping the old one's first *high bytes) and sets *high = len.
- * The old buffer is freed unless it is loan, the loop's, which is only
- * wiped. */
-static bool buf_resize(
+/* conn_buf_resize: see net/conn.h. */
+bool conn_buf_resize(
     uint8_t **buf, size_t *bufcap, size_t *high, size_t len, size_t cap, const uint8_t *loan)
 {
     uint8_t *nb = malloc(cap);
@@ -634,7 +509,7 @@ static void touch(struct conn *c)
     }
 }
 
-static void conn_unref(struct conn *c)
+void conn_unref(struct conn *c)
 {
     if (atomic_fetch_sub(&c->refs, 1) != 1)
         return;
@@ -656,7 +531,7 @@ static void conn_unref(struct conn *c)
  * requests are dropped (their callers see the connection fail). Requests
  * already counted in flight on the server stop counting.
  */
-static void conn_close(struct conn *c, authd_log_level lvl, const char *why)
+void conn_close(struct conn *c, authd_log_level lvl, const char *why)
 {
     authd_server *s = c->lp->srv;
 
@@ -675,7 +550,7 @@ static void conn_close(struct conn *c, authd_log_level lvl, const char *why)
     c->ssl = NULL;
     close(c->fd); /* also leaves the epoll set */
     c->fd = -1;
-    rbuf_release(c);
+    conn_rbuf_release(c);
     obuf_release(c);
     bool hs = c->in_hs;
     hs_leave(c);
@@ -732,12 +607,9 @@ static inline bool fault_hit(void)
 }
 #endif
 
-/* out_reserve makes room for more output bytes; the caller then writes
- * them at obuf + olen and adds them to olen (and ohigh). */
-static bool out_reserve(struct conn *c, size_t more)
+/* conn_out_grow: conn_out_reserve (net/conn.h) found no room. */
+bool conn_out_grow(struct conn *c, size_t more)
 {
-    if (c->olen + more <= c->ocap)
-        return true;
     if (fault_hit())
         return false;
     struct loop *lp = c->lp;
@@ -750,33 +622,16 @@ static bool out_reserve(struct conn *c, size_t more)
     size_t cap = c->ocap > 0 ? c->ocap : 4096;
     while (cap < c->olen + more)
         cap *= 2;
-    return buf_resize(&c->obuf, &c->ocap, &c->ohigh, c->olen, cap, lp->oloan);
+    return conn_buf_resize(&c->obuf, &c->ocap, &c->ohigh, c->olen, cap, lp->oloan);
 }
 
-/* Output counts as a reply still to deliver (authd_server_drain waits for
- * it) only on an open connection: our SP header, queued while the peer has
- * not finished its handshake, must not hold a shutdown up. */
-static void out_added(struct conn *c, size_t n)
+/* conn_out_append: see net/conn.h. */
+bool conn_out_append(struct conn *c, const uint8_t *p, size_t n)
 {
-    if (c->olen == 0) {
-        c->out_since = c->lp->now;
-        if (c->state == ST_OPEN && !c->in_unflushed) {
-            c->in_unflushed = true;
-            loop_add(&c->lp->unflushed, 1);
-        }
-    }
-    c->olen += n;
-    if (c->olen > c->ohigh)
-        c->ohigh = c->olen;
-}
-
-/* out_append queues bytes for the peer (loop thread). */
-static bool out_append(struct conn *c, const uint8_t *p, size_t n)
-{
-    if (!out_reserve(c, n))
+    if (!conn_out_reserve(c, n))
         return false;
     memcpy(c->obuf + c->olen, p, n);
-    out_added(c, n);
+    conn_out_added(c, n);
     return true;
 }
 
@@ -861,7 +716,7 @@ static void conn_flush(struct conn *c)
             c->olen -= off;
         }
     }
-    if (c->paused && c->inflight < s->max_inflight && c->olen < OUT_HIGH) {
+    if (c->paused && c->inflight < s->rep.max_inflight && c->olen < OUT_HIGH) {
         c->paused = false;
         mark_ready(c); /* frames may be buffered, and the socket is edge-triggered */
     }
@@ -869,49 +724,7 @@ static void conn_flush(struct conn *c)
 
 /* ---- requests -------------------------------------------------------------- */
 
-/* rreq_free frees q's envelope, wipes what the arena handed out (the
- * request's strings: passwords, tokens), and keeps q for reuse when it is
- * freed on its connection's loop, else frees it. */
-static void rreq_free(struct rreq *q)
-{
-    struct loop *lp = q->c->lp;
-
-    if (q->env != NULL) {
-        ProtobufCAllocator al = authd_arena_allocator(&q->arena);
-        if (q->env->body.data != NULL)
-            authd_wipe(q->env->body.data, q->env->body.len);
-        authd__v1__request_envelope__free_unpacked(q->env, &al);
-    }
-    authd_wipe(q->mem, q->arena.used);
-    if (tl_loop == lp && lp->n_free_rreqs < RREQ_FREE_MAX) {
-        q->next_free = lp->free_rreqs;
-        lp->free_rreqs = q;
-        lp->n_free_rreqs++;
-        return;
-    }
-    free(q);
-}
-
-/* rreq_new (loop thread) takes a request from the loop's free list or
- * allocates one, with every field but the arena's memory zeroed. */
-static struct rreq *rreq_new(struct loop *lp)
-{
-    struct rreq *q = lp->free_rreqs;
-
-    if (q != NULL) {
-        lp->free_rreqs = q->next_free;
-        lp->n_free_rreqs--;
-    } else if ((q = malloc(sizeof *q)) == NULL) {
-        return NULL;
-    }
-    memset(q, 0, offsetof(struct rreq, mem));
-    q->arena.buf = q->mem;
-    q->arena.cap = sizeof q->mem;
-    q->req.arena = &q->arena;
-    return q;
-}
-
-static void loop_wake(struct loop *lp)
+void loop_wake(struct loop *lp)
 {
     uint64_t one = 1;
     ssize_t w = write(lp->efd, &one, sizeof one);
@@ -919,60 +732,12 @@ static void loop_wake(struct loop *lp)
 }
 
 /*
- * request_done (any thread, once per request): frame the reply with the
- * request's backtrace. On the connection's own loop (Verify, and every
- * reply made without the service layer) it goes straight into the output
- * buffer, flushed after the current batch; from other threads it is posted
- * and the loop woken. If the connection has gone, the reply is dropped.
+ * conn_post (any thread): queue the framed reply f for c's loop and wake
+ * it; see net/conn.h. Posted even when f is NULL (out of memory): the loop
+ * must still take the request out of the connection's window.
  */
-static void request_done(authd_request *req, const authd_reply *rep)
+void conn_post(struct conn *c, struct frame *f)
 {
-    struct rreq *q = req->transport;
-    struct conn *c = q->c;
-    authd_reply_env env = { 0 };
-
-    env.code = (int32_t)rep->code;
-    env.message = rep->message;
-    env.message_len = rep->message != NULL ? strlen(rep->message) : 0;
-    env.reason = rep->reason;
-    env.reason_len = rep->reason != NULL ? strlen(rep->reason) : 0;
-    env.request_id = req->request_id;
-    env.body = rep->body;
-    env.body_len = rep->body_len;
-    size_t elen = authd_reply_env_len(&env);
-    size_t flen = 8 + q->bt_len + elen;
-
-    if (tl_loop == c->lp) {
-        if (!c->closed) {
-            c->inflight--;
-            loop_add(&c->lp->inflight, -1);
-            if (out_reserve(c, flen)) {
-                uint8_t *p = c->obuf + c->olen;
-                sp_put64(p, q->bt_len + elen);
-                memcpy(p + 8, q->bt, q->bt_len);
-                authd_reply_env_put(p + 8 + q->bt_len, &env);
-                out_added(c, flen);
-            } else { /* a lost reply would leave its caller waiting */
-                conn_close(c, AUTHD_LOG_WARN, "out of memory");
-            }
-        }
-        rreq_free(q);
-        conn_unref(c);
-        return;
-    }
-
-    struct frame *f = malloc(sizeof *f + flen);
-    if (f != NULL) {
-        f->next = NULL;
-        f->len = flen;
-        sp_put64(f->data, q->bt_len + elen);
-        memcpy(f->data + 8, q->bt, q->bt_len);
-        authd_reply_env_put(f->data + 8 + q->bt_len, &env);
-    }
-    rreq_free(q);
-
-    /* Posted even when f is NULL (out of memory): the loop must still take
-     * the request out of the connection's window. */
     struct loop *lp = c->lp;
     bool wake = false;
     pthread_mutex_lock(&c->mu);
@@ -1048,7 +813,7 @@ static void take_posted(struct loop *lp)
             struct frame *next = f->next;
             /* An empty frame marks a reply lost to a failed allocation;
              * closing tells its caller at once. */
-            if (!c->closed && (f->len == 0 || !out_append(c, f->data, f->len)))
+            if (!c->closed && (f->len == 0 || !conn_out_append(c, f->data, f->len)))
                 conn_close(c, AUTHD_LOG_WARN, "out of memory");
             authd_wipe(f->data, f->len);
             free(f);
@@ -1058,148 +823,6 @@ static void take_posted(struct loop *lp)
         conn_unref(c); /* the queue's */
     }
     take_inbox(lp, true);
-}
-
-/* reply_now answers a request without the service layer (on the loop). */
-static void reply_now(struct rreq *q, authd_code code, const char *reason, const char *message)
-{
-    authd_reply rep = { code, message, reason, NULL, 0 };
-    authd_metrics_request(AUTHD_METRICS_METHOD_UNKNOWN, code, now_ns() - q->req.start_ns);
-    request_done(&q->req, &rep);
-}
-
-/*
- * on_frame handles one complete frame f that sits in the receive buffer;
- * it copies what it keeps. Returns false when the connection must close
- * (out of memory). It may close c itself (a reply that cannot be
- * buffered): the caller must then not touch c's buffers, which are gone.
- */
-static bool on_frame(struct conn *c, const sp_frame *f)
-{
-    authd_server *s = c->lp->srv;
-    struct rreq *q;
-
-    if (s->echo) { /* the transport alone, for benchmarks */
-        size_t len = f->bt_len + f->body_len;
-        if (!out_reserve(c, 8 + len))
-            return false;
-        sp_put64(c->obuf + c->olen, len);
-        memcpy(c->obuf + c->olen + 8, f->bt, len);
-        out_added(c, 8 + len);
-        return true;
-    }
-    if ((q = rreq_new(c->lp)) == NULL)
-        return false;
-    memcpy(q->bt, f->bt, f->bt_len);
-    q->c = c;
-    q->bt_len = f->bt_len;
-    q->req.start_ns = now_ns();
-    q->req.done = request_done;
-    q->req.transport = q;
-    memcpy(q->req.peer, c->peer, sizeof q->req.peer);
-    if (c->caller[0] != '\0')
-        memcpy(q->req.caller, c->caller, sizeof q->req.caller);
-    q->req.source = c->source;
-    q->req.conn_id = c->id;
-    atomic_fetch_add(&c->refs, 1);
-    c->inflight++;
-    loop_add(&c->lp->inflight, 1);
-
-    ProtobufCAllocator al = authd_arena_allocator(&q->arena);
-    q->env = authd__v1__request_envelope__unpack(&al, f->body_len, f->body);
-    if (q->env == NULL) {
-        authd_logrec r;
-        if (authd_log_source_allow(&c->source)
-            && authd_log_begin(&r, AUTHD_LOG_INFO, "bad_envelope")) {
-            authd_log_str(&r, "peer", c->peer);
-            authd_log_u64(&r, "bytes", f->body_len);
-            authd_log_end(&r);
-        }
-        reply_now(q, AUTHD_INVALID_ARGUMENT, "BAD_ENVELOPE", "request is not a RequestEnvelope");
-        return true;
-    }
-    q->req.request_id = q->env->request_id;
-    q->req.method = q->env->method;
-    q->req.method_len = strlen(q->env->method);
-    q->req.body = q->env->body.data;
-    q->req.body_len = q->env->body.len;
-    q->req.authorization = q->env->authorization;
-    if (atomic_load_explicit(&s->draining, memory_order_relaxed)
-        && strcmp(q->req.method, AUTHD_METHOD_HEALTH) != 0)
-        reply_now(q, AUTHD_UNAVAILABLE, "SHUTTING_DOWN", "server is shutting down");
-    else
-        authd_dispatch(s->svc, &q->req);
-    return true;
-}
-
-/*
- * parse_input handles the peer's SP header, then every complete frame the
- * window allows (framing: sp_frame.c); returns false on a protocol
- * violation. It leaves the receive buffer holding only what is not yet
- * handled, grown (doubling, up to the frame's size) when an incomplete
- * frame fills it: memory follows the bytes that arrived, not the length
- * the peer announced. It notes when an incomplete frame started, for the
- * frame deadline.
- */
-static bool parse_input(struct conn *c)
-{
-    authd_server *s = c->lp->srv;
-    size_t pos = 0, need = 0;
-    sp_frame_status st = SP_FRAME_NEED_MORE;
-
-    if (c->state == ST_HEADER) {
-        int h = sp_frame_header(c->rbuf, c->rlen);
-        if (h <= 0)
-            return h == 0;
-        c->state = ST_OPEN;
-        hs_done(c);
-        pos = SP_HDR_LEN;
-    }
-    while (!c->closed) {
-        sp_frame f;
-        st = sp_frame_next(c->rbuf + pos, c->rlen - pos, s->max_msg, &f, &need);
-        if (st == SP_FRAME_TOO_LARGE) {
-            authd_logrec r;
-            if (authd_log_source_allow(&c->source)
-                && authd_log_begin(&r, AUTHD_LOG_INFO, "frame_too_large")) {
-                authd_log_str(&r, "peer", c->peer);
-                authd_log_u64(&r, "bytes", sp_get64(c->rbuf + pos));
-                authd_log_end(&r);
-            }
-            return false;
-        }
-        if (st == SP_FRAME_BAD)
-            return false;
-        if (st == SP_FRAME_NEED_MORE || c->inflight >= s->max_inflight)
-            break;
-        if (!on_frame(c, &f))
-            return false;
-        if (c->closed) /* a reply failed to buffer: c's buffers are freed */
-            return true;
-        authd_wipe(c->rbuf + pos, f.frame_len);
-        pos += f.frame_len;
-    }
-    if (pos > 0 && pos == c->rlen) {
-        rbuf_release(c);
-        c->frame_start = 0;
-        return true;
-    }
-    if (pos > 0) {
-        memmove(c->rbuf, c->rbuf + pos, c->rlen - pos);
-        c->rlen -= pos;
-    }
-    if (c->state != ST_OPEN || c->rlen == 0 || st != SP_FRAME_NEED_MORE) {
-        c->frame_start = 0; /* empty, or a whole frame waiting for the window */
-        return true;
-    }
-    if (c->frame_start == 0 || pos > 0)
-        c->frame_start = c->last_read;
-    if (c->rlen == c->rcap && need > c->rcap) {
-        size_t cap = c->rcap * 2 < need ? c->rcap * 2 : need;
-        if (!buf_resize(&c->rbuf, &c->rcap, &c->rhigh, c->rlen, cap, c->lp->rloan))
-            return false;
-    }
-    return true;
 }
 
 /* loans_end: conn_read is done with c. A lent buffer that still holds
@@ -1212,14 +835,14 @@ static bool loans_end(struct conn *c)
 
     if (c->rbuf != NULL && c->rbuf == lp->rloan) {
         if (c->rlen == 0)
-            rbuf_release(c);
-        else if (!buf_resize(&c->rbuf, &c->rcap, &c->rhigh, c->rlen, RBUF_MIN, lp->rloan))
+            conn_rbuf_release(c);
+        else if (!conn_buf_resize(&c->rbuf, &c->rcap, &c->rhigh, c->rlen, RBUF_MIN, lp->rloan))
             return false;
     }
     if (c->obuf != NULL && c->obuf == lp->oloan) {
         if (c->olen == 0)
             obuf_release(c);
-        else if (!buf_resize(&c->obuf, &c->ocap, &c->ohigh, c->olen, c->olen, lp->oloan))
+        else if (!conn_buf_resize(&c->obuf, &c->ocap, &c->ohigh, c->olen, c->olen, lp->oloan))
             return false;
     }
     return true;
@@ -1247,13 +870,13 @@ static void conn_read(struct conn *c)
     lp->reading = c;
     while (!c->closed && !c->paused) {
         /* Frames already buffered first (a resumed connection has some). */
-        if (!parse_input(c)) {
+        if (!lp->proto->input(c)) {
             conn_close(c, AUTHD_LOG_INFO, "protocol violation");
             break;
         }
         if (c->closed)
             break;
-        if (c->inflight >= s->max_inflight || c->olen >= OUT_HIGH
+        if (c->inflight >= s->rep.max_inflight || c->olen >= OUT_HIGH
             || (c->rbuf != NULL && c->rlen == c->rcap)) {
             c->paused = true; /* resumed by conn_flush as replies drain */
             break;
@@ -1264,7 +887,7 @@ static void conn_read(struct conn *c)
             if (lp->rloan != NULL) {
                 c->rbuf = lp->rloan; /* given back or kept by loans_end */
                 c->rcap = RBUF_MIN;
-            } else if (!buf_resize(&c->rbuf, &c->rcap, &c->rhigh, 0, RBUF_MIN, NULL)) {
+            } else if (!conn_buf_resize(&c->rbuf, &c->rcap, &c->rhigh, 0, RBUF_MIN, NULL)) {
                 conn_close(c, AUTHD_LOG_WARN, "out of memory");
                 break;
             }
@@ -1295,7 +918,7 @@ static void conn_read(struct conn *c)
         if (got)
             touch(c);
         if (c->rlen == 0 && c->rbuf != NULL)
-            rbuf_release(c);
+            conn_rbuf_release(c);
         if (c->olen > 0)
             conn_flush(c);
         if (!c->closed && !loans_end(c))
@@ -1304,122 +927,11 @@ static void conn_read(struct conn *c)
     lp->reading = NULL; /* a closed c gave its loans back in conn_close */
 }
 
-static bool is_alpha(char ch)
-{
-    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z');
-}
-
-static bool is_alnum(char ch)
-{
-    return is_alpha(ch) || (ch >= '0' && ch <= '9');
-}
-
-/* uri_name: t is a URI as RFC 3986 starts one: a scheme (a letter, then
- * letters, digits, '+', '-', '.'), ':' and something after it. */
-static bool uri_name(const char *t)
-{
-    size_t i = 1;
-
-    if (!is_alpha(t[0]))
-        return false;
-    while (is_alnum(t[i]) || t[i] == '+' || t[i] == '-' || t[i] == '.')
-        i++;
-    return t[i] == ':' && t[i + 1] != '\0';
-}
-
-/* host_name: t is a host name: dot-separated labels of 1-63 letters,
- * digits, '-' and '_', none starting or ending with '-' (no wildcard, no
- * trailing dot). It has neither ':' nor '/', so no URI is one. */
-static bool host_name(const char *t)
-{
-    size_t len = 0;
-
-    for (const char *p = t;; p++) {
-        if (*p == '.' || *p == '\0') {
-            if (len == 0 || len > 63 || p[-1] == '-' || p[-len] == '-')
-                return false;
-            if (*p == '\0')
-                return true;
-            len = 0;
-        } else if (is_alnum(*p) || *p == '-' || *p == '_') {
-            len++;
-        } else {
-            return false;
-        }
-    }
-}
-
-/* caller_text copies an ASN1 string that is printable ASCII, fits and is a
- * valid name of its kind (valid(), uri_name or host_name), and leaves out
- * "" (no identity) for anything else: a name with control bytes must not
- * reach logs or the policy, neither truncating nor replacing bytes may
- * make two certificates' names equal, and a CN or DNS SAN that reads
- * "spiffe://..." must not pass for that URI SAN's caller. */
-static void caller_text(char *out, size_t cap, const ASN1_STRING *a, bool (*valid)(const char *))
-{
-    unsigned char *u = NULL;
-    int n = ASN1_STRING_to_UTF8(&u, a);
-    bool ok = n > 0 && (size_t)n < cap;
-
-    for (int i = 0; ok && i < n; i++)
-        ok = u[i] >= 0x20 && u[i] < 0x7f;
-    if (ok)
-        memcpy(out, u, (size_t)n);
-    out[ok ? n : 0] = '\0';
-    if (ok && !valid(out))
-        out[0] = '\0';
-    OPENSSL_free(u);
-}
-
-/*
- * take_caller keeps the client certificate's identity as c->caller and
- * logs it (debug): its first URI SAN (a SPIFFE ID such as
- * spiffe://example.org/gateway), else its first DNS SAN, else its subject
- * CN. SANs come first because they are what current PKIs (SPIFFE, service
- * meshes, ACME-style issuers) make unique and check, while the CN is free
- * text that many CAs copy from the request; the CN stays the fallback for
- * simple internal CAs that issue CN-only client certificates. A chosen
- * name that is not printable ASCII, is too long or is not valid for its
- * kind (a URI SAN must be a URI, a DNS SAN or CN a host name: see
- * caller_text) gives no identity ("": only the policy's "*" matches),
- * never the next name down the list.
- */
+/* take_caller keeps the client certificate's identity as c->caller (see
+ * authd_tls_caller). */
 static void take_caller(struct conn *c)
 {
-    X509 *x = SSL_get0_peer_certificate(c->ssl);
-
-    c->caller[0] = '\0';
-    if (x == NULL)
-        return;
-    GENERAL_NAMES *sans = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
-    static const int kinds[] = { GEN_URI, GEN_DNS };
-    static bool (*const valid[])(const char *) = { uri_name, host_name };
-    bool named = false; /* the first of these found names the caller, usable or not */
-    for (size_t k = 0; sans != NULL && !named && k < sizeof kinds / sizeof kinds[0]; k++) {
-        for (int j = 0; j < sk_GENERAL_NAME_num(sans); j++) {
-            const GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, j);
-            if (g->type == kinds[k]) {
-                caller_text(c->caller, sizeof c->caller, g->d.ia5, valid[k]);
-                named = true;
-                break;
-            }
-        }
-    }
-    GENERAL_NAMES_free(sans);
-    X509_NAME *name = X509_get_subject_name(x);
-    int i = name != NULL ? X509_NAME_get_index_by_NID(name, NID_commonName, -1) : -1;
-    if (!named && i >= 0)
-        caller_text(c->caller, sizeof c->caller,
-            X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i)), host_name);
-    authd_logrec r;
-    if (authd_log_begin(&r, AUTHD_LOG_DEBUG, "tls_client")) {
-        char subj[256];
-        X509_NAME_oneline(X509_get_subject_name(x), subj, sizeof subj);
-        authd_log_str(&r, "peer", c->peer);
-        authd_log_str(&r, "subject", subj);
-        authd_log_str(&r, "caller", c->caller);
-        authd_log_end(&r);
-    }
+    authd_tls_caller(c->ssl, c->peer, c->caller, sizeof c->caller);
 }
 
 /* conn_handshake (loop thread) advances the TLS handshake; once done, our
@@ -1575,7 +1087,7 @@ static void conn_start(struct loop *lp, int fd, const struct sockaddr_storage *s
     int one = 1;
 
     (void)authd_source_from_sockaddr((const struct sockaddr *)sa, &src);
-    if (atomic_load(&s->draining) || atomic_load(&s->stopping)) {
+    if (atomic_load(&s->rep.draining) || atomic_load(&s->stopping)) {
         refuse(s, fd, &src);
         return;
     }
@@ -1640,10 +1152,9 @@ static void conn_start(struct loop *lp, int fd, const struct sockaddr_storage *s
     c->tls_bufs = true;
     c->nego_deadline = c->last_read + s->hs_ns;
 
-    /* Our SP header is the first output; it goes out once TLS is up. */
-    uint8_t hdr[SP_HDR_LEN];
-    sp_header(hdr, SP_PROTO_REP0);
-    if (!out_append(c, hdr, sizeof hdr)) {
+    /* The protocol's greeting (our SP header) is the first output; it
+     * goes out once TLS is up. */
+    if (!lp->proto->open(c)) {
         conn_close(c, AUTHD_LOG_WARN, "out of memory");
         return;
     }
@@ -1873,7 +1384,7 @@ static void loop_sweep(struct loop *lp, uint64_t now)
     }
     SSL_CTX_free(ctx);
     if (!lp->listening && lp->accept_resume != 0 && now >= lp->accept_resume
-        && !atomic_load(&s->draining))
+        && !atomic_load(&s->rep.draining))
         listen_on(lp);
     lp->next_sweep = now + (uint64_t)SWEEP_MS * 1000000u;
 }
@@ -1925,8 +1436,8 @@ static void *loop_main(void *arg)
     struct epoll_event evs[MAX_EVENTS];
 
     tl_loop = lp;
-    if (!s->echo)
-        authd_service_thread_start(s->svc);
+    if (!s->rep.echo)
+        authd_service_thread_start(s->rep.svc);
     lp->now = now_ns();
     lp->next_sweep = lp->now + (uint64_t)SWEEP_MS * 1000000u;
     while (!atomic_load(&s->stopping)) {
@@ -1935,7 +1446,7 @@ static void *loop_main(void *arg)
         for (int i = 0; i < n; i++) {
             void *p = evs[i].data.ptr;
             if (p == NULL) {
-                if (atomic_load(&s->draining)) {
+                if (atomic_load(&s->rep.draining)) {
                     epoll_ctl(lp->ep, EPOLL_CTL_DEL, lp->lfd, NULL);
                     lp->listening = false;
                 } else {
@@ -1963,243 +1474,13 @@ static void *loop_main(void *arg)
         conn_close(lp->conns, AUTHD_LOG_DEBUG, "server closing");
     run_ready(lp); /* only drops references now */
     loop_bury(lp);
-    while (lp->free_rreqs != NULL) {
-        struct rreq *q = lp->free_rreqs;
-        lp->free_rreqs = q->next_free;
-        free(q);
-    }
-    if (!s->echo)
-        authd_service_thread_stop(s->svc);
+    lp->proto->loop_end(lp);
+    if (!s->rep.echo)
+        authd_service_thread_stop(s->rep.svc);
     return NULL;
 }
 
 /* ---- setup ------------------------------------------------------------------------ */
-
-/*
- * ssl_err says which file failed and why, in the operator's words. OpenSSL
- * reports a missing or unreadable file as a system error first and
- * "SSL routines::system lib" last, so the whole queue is read: a system
- * error becomes strerror ("No such file or directory"), anything else the
- * first reason (a bad PEM: "PEM routines::no start line").
- */
-static void ssl_err(char *err, size_t errlen, const char *what, const char *file)
-{
-    unsigned long e, first = 0;
-    int sys = 0;
-    char buf[256];
-
-    while ((e = ERR_get_error()) != 0) {
-        if (ERR_SYSTEM_ERROR(e) && sys == 0)
-            sys = ERR_GET_REASON(e);
-        if (first == 0)
-            first = e;
-    }
-    if (sys != 0) {
-        snprintf(err, errlen, "cannot read TLS %s %s: %s", what, file, strerror(sys));
-        return;
-    }
-    const char *lib = first != 0 ? ERR_lib_error_string(first) : NULL;
-    const char *why = first != 0 ? ERR_reason_error_string(first) : NULL;
-    if (why == NULL) {
-        ERR_error_string_n(first, buf, sizeof buf);
-        why = buf;
-    }
-    snprintf(err, errlen, "TLS %s %s rejected: %s%s%s", what, file, lib != NULL ? lib : "",
-        lib != NULL ? ": " : "", first != 0 ? why : "unknown error");
-}
-
-/* check_readable opens path as OpenSSL will, so a missing file or a
- * permission problem is named as such (with the path) before OpenSSL
- * turns it into a generic error. */
-static authd_code check_readable(const char *what, const char *path, char *err, size_t errlen)
-{
-    struct stat st;
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-
-    if (fd < 0) {
-        int e = errno;
-        snprintf(err, errlen, "cannot read TLS %s %s: %s", what, path, strerror(e));
-        return e == ENOENT ? AUTHD_NOT_FOUND : AUTHD_PERMISSION_DENIED;
-    }
-    bool reg = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
-    close(fd);
-    if (!reg) {
-        snprintf(err, errlen, "cannot read TLS %s %s: not a regular file", what, path);
-        return AUTHD_INVALID_ARGUMENT;
-    }
-    return AUTHD_OK;
-}
-
-/*
- * load_crls adds the CRLs of the PEM file path to ctx's store and turns on
- * revocation checks of the client's own certificate (X509_V_FLAG_CRL_CHECK,
- * the leaf only: CRL_CHECK_ALL would need a CRL from every CA of the chain,
- * the root included). Each CRL must be signed by a CA of the client CA file
- * and not be past its nextUpdate: OpenSSL refuses every certificate of an
- * issuer whose CRL is missing, expired or badly signed, so such a file is
- * refused here, at start or reload, rather than locking every caller out.
- */
-static authd_code load_crls(SSL_CTX *ctx, const char *path, char *err, size_t errlen)
-{
-    X509_STORE *st = SSL_CTX_get_cert_store(ctx);
-    BIO *in = BIO_new_file(path, "r");
-    X509_CRL *crl = NULL;
-    STACK_OF(X509_OBJECT) *objs = X509_STORE_get0_objects(st);
-    authd_code rc = AUTHD_INVALID_ARGUMENT;
-    int n = 0;
-
-    if (in == NULL) {
-        ssl_err(err, errlen, "CRL file", path);
-        return AUTHD_NOT_FOUND;
-    }
-    while ((crl = PEM_read_bio_X509_CRL(in, NULL, NULL, NULL)) != NULL) {
-        n++;
-        X509 *issuer = NULL;
-        for (int i = 0; i < sk_X509_OBJECT_num(objs) && issuer == NULL; i++) {
-            X509 *ca = X509_OBJECT_get0_X509(sk_X509_OBJECT_value(objs, i));
-            if (ca != NULL
-                && X509_NAME_cmp(X509_get_subject_name(ca), X509_CRL_get_issuer(crl)) == 0
-                && X509_CRL_verify(crl, X509_get0_pubkey(ca)) == 1)
-                issuer = ca;
-        }
-        const ASN1_TIME *next = X509_CRL_get0_nextUpdate(crl);
-        if (issuer == NULL) {
-            snprintf(err, errlen,
-                "tls: CRL file %s: CRL %d is not signed by a CA of the client CA file", path, n);
-            goto out;
-        }
-        if (next != NULL && X509_cmp_current_time(next) < 0) {
-            snprintf(err, errlen,
-                "tls: CRL file %s: CRL %d is past its nextUpdate (issue a fresh one)", path, n);
-            goto out;
-        }
-        if (X509_STORE_add_crl(st, crl) != 1) {
-            ssl_err(err, errlen, "CRL file", path);
-            goto out;
-        }
-        X509_CRL_free(crl);
-        crl = NULL;
-    }
-    unsigned long e = ERR_peek_last_error();
-    if (n == 0 || (e != 0 && ERR_GET_REASON(e) != PEM_R_NO_START_LINE)) {
-        if (n == 0)
-            snprintf(err, errlen, "tls: CRL file %s holds no PEM CRL", path);
-        else
-            ssl_err(err, errlen, "CRL file", path);
-        goto out;
-    }
-    ERR_clear_error();
-    X509_STORE_set_flags(st, X509_V_FLAG_CRL_CHECK);
-    rc = AUTHD_OK;
-out:
-    ERR_clear_error();
-    X509_CRL_free(crl);
-    BIO_free(in);
-    return rc;
-}
-
-/*
- * tls_ctx_new builds a server TLS context from the files (certificate,
- * key, client CA, CRL), at start, on every reload and for check-config.
- * On failure nothing is kept and err names the file and the cause.
- */
-struct tls_files {
-    const char *cert, *key, *client_ca, *crl;
-};
-
-static authd_code tls_ctx_new(const struct tls_files *f, SSL_CTX **out, char *err, size_t errlen)
-{
-    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
-    authd_code rc = AUTHD_INVALID_ARGUMENT;
-
-    if (ctx == NULL) {
-        snprintf(err, errlen, "tls: cannot create a TLS context");
-        return AUTHD_INTERNAL;
-    }
-    /* nng's own clients (mbedTLS 2.28) speak TLS 1.2; TLS 1.3 is taken
-     * when the client offers it. Forward-secret AEAD suites only. */
-    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-    if (SSL_CTX_set_cipher_list(ctx, "ECDHE+AESGCM:ECDHE+CHACHA20") != 1) {
-        snprintf(err, errlen, "tls: cipher list rejected");
-        rc = AUTHD_INTERNAL;
-        goto out;
-    }
-    /* CLEANSE_PLAINTEXT: records (passwords) are wiped from OpenSSL's
-     * buffers once read. */
-    SSL_CTX_set_options(ctx,
-        SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_COMPRESSION
-            | SSL_OP_CLEANSE_PLAINTEXT | SSL_OP_NO_TICKET);
-    /* Partial writes, and retries from a buffer that moved: conn_flush
-     * compacts its buffer between attempts. */
-    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-    /* Not SSL_MODE_RELEASE_BUFFERS: with CLEANSE_PLAINTEXT it wipes and
-     * frees the whole 16 KiB read buffer after every read, which callgrind
-     * showed as a quarter of a Verify's instructions. Idle connections
-     * give their buffers back in the sweep instead (IDLE_FREE_MS). */
-    /* Read whole socket buffers, not one record at a time. */
-    SSL_CTX_set_read_ahead(ctx, 1);
-    /* No resumption: no session cache, no TLS 1.2 tickets (NO_TICKET
-     * above), no TLS 1.3 tickets. The id context is set anyway: without it
-     * OpenSSL fails any resumption attempt under client verification with
-     * an internal error instead of a full handshake. */
-    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-    SSL_CTX_set_num_tickets(ctx, 0);
-    static const unsigned char sid_ctx[] = "authd";
-    SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof sid_ctx - 1);
-
-    if (f->cert == NULL || f->key == NULL) {
-        snprintf(err, errlen, "a TLS listener needs --tls-cert and --tls-key");
-        goto out;
-    }
-    if ((rc = check_readable("certificate", f->cert, err, errlen)) != AUTHD_OK)
-        goto out;
-    rc = AUTHD_INVALID_ARGUMENT;
-    if (SSL_CTX_use_certificate_chain_file(ctx, f->cert) != 1) {
-        ssl_err(err, errlen, "certificate", f->cert);
-        goto out;
-    }
-    if ((rc = check_readable("key", f->key, err, errlen)) != AUTHD_OK)
-        goto out;
-    rc = AUTHD_INVALID_ARGUMENT;
-    if (SSL_CTX_use_PrivateKey_file(ctx, f->key, SSL_FILETYPE_PEM) != 1) {
-        unsigned long e = ERR_peek_error();
-        if (ERR_GET_LIB(e) == ERR_LIB_X509 && ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH) {
-            ERR_clear_error();
-            snprintf(err, errlen, "TLS key %s does not match certificate %s", f->key, f->cert);
-        } else {
-            ssl_err(err, errlen, "key", f->key);
-        }
-        goto out;
-    }
-    if (SSL_CTX_check_private_key(ctx) != 1) {
-        ERR_clear_error();
-        snprintf(err, errlen, "TLS key %s does not match certificate %s", f->key, f->cert);
-        goto out;
-    }
-    if (f->client_ca != NULL) {
-        if ((rc = check_readable("client CA file", f->client_ca, err, errlen)) != AUTHD_OK)
-            goto out;
-        rc = AUTHD_INVALID_ARGUMENT;
-        STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(f->client_ca);
-        if (names == NULL || SSL_CTX_load_verify_locations(ctx, f->client_ca, NULL) != 1) {
-            if (names != NULL)
-                sk_X509_NAME_pop_free(names, X509_NAME_free);
-            ssl_err(err, errlen, "client CA file", f->client_ca);
-            goto out;
-        }
-        SSL_CTX_set_client_CA_list(ctx, names);
-        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
-        if (f->crl != NULL && (rc = load_crls(ctx, f->crl, err, errlen)) != AUTHD_OK)
-            goto out;
-    } else {
-        SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
-    }
-    *out = ctx;
-    return AUTHD_OK;
-out:
-    SSL_CTX_free(ctx);
-    return rc;
-}
 
 /* ssl_new makes a connection's TLS state from the context in force, and
  * says which generation that is. */
@@ -2231,8 +1512,8 @@ authd_code authd_server_reload_tls(authd_server *s, char *err, size_t errlen)
 
     if (!s->tls)
         return AUTHD_UNIMPLEMENTED;
-    struct tls_files f = { s->tls_cert, s->tls_key, s->tls_client_ca, s->tls_crl };
-    if ((rc = tls_ctx_new(&f, &ctx, err, errlen)) != AUTHD_OK)
+    authd_tls_files f = { s->tls_cert, s->tls_key, s->tls_client_ca, s->tls_crl };
+    if ((rc = authd_tls_ctx_new(&f, &ctx, err, errlen)) != AUTHD_OK)
         return rc;
     pthread_mutex_lock(&s->ctx_mu);
     old = s->ctx;
@@ -2245,106 +1526,28 @@ authd_code authd_server_reload_tls(authd_server *s, char *err, size_t errlen)
 
 authd_code authd_server_check_tls(const authd_server_options *o, char *err, size_t errlen)
 {
-    struct tls_files f = { o->tls_cert, o->tls_key, o->tls_client_ca, o->tls_crl };
+    authd_tls_files f = { o->tls_cert, o->tls_key, o->tls_client_ca, o->tls_crl };
     SSL_CTX *ctx = NULL;
-    authd_code rc = tls_ctx_new(&f, &ctx, err, errlen);
+    authd_code rc = authd_tls_ctx_new(&f, &ctx, err, errlen);
 
     SSL_CTX_free(ctx);
     return rc;
 }
-
-/*
- * parse_url splits scheme://host:port. Schemes: tls+tcp, tls+tcp4,
- * tls+tcp6, tcp, tcp4, tcp6 (the address family of the 4/6 forms is
- * forced). host may be a name, an IPv4 address, [IPv6], empty or '*'
- * (every address).
- */
-static bool parse_url(
-    const char *url, bool *tls, int *family, char *host, size_t hostlen, char *port, size_t portlen)
-{
-    const char *rest = sp_url_scheme(url, tls, family);
-
-    if (rest == NULL)
-        return false;
-    const char *colon;
-    if (rest[0] == '[') {
-        const char *end = strchr(rest, ']');
-        if (end == NULL || end[1] != ':')
-            return false;
-        if ((size_t)(end - rest - 1) >= hostlen)
-            return false;
-        snprintf(host, hostlen, "%.*s", (int)(end - rest - 1), rest + 1);
-        colon = end + 1;
-    } else {
-        colon = strrchr(rest, ':');
-        if (colon == NULL || (size_t)(colon - rest) >= hostlen)
-            return false;
-        snprintf(host, hostlen, "%.*s", (int)(colon - rest), rest);
-    }
-    const char *p = colon + 1;
-    if (*p == '\0' || strlen(p) >= portlen || strspn(p, "0123456789") != strlen(p))
-        return false;
-    snprintf(port, portlen, "%s", p);
-    if (strcmp(host, "*") == 0)
-        host[0] = '\0';
-    return true;
-}
-
+/* listen_setup opens the listening socket of url (net/listen.c) and
+ * keeps its descriptor, bound address and bound URL. */
 static authd_code listen_setup(
     authd_server *s, const char *url, char *err, size_t errlen, bool *is_tls)
 {
-    char host[256], port[16];
-    int family;
-    struct addrinfo hints, *res = NULL;
+    authd_listener l;
+    authd_code rc = authd_listen_open(url, &l, err, errlen);
 
-    if (!parse_url(url, is_tls, &family, host, sizeof host, port, sizeof port)) {
-        snprintf(err, errlen, "listen URL %s: expected tls+tcp://HOST:PORT", url);
-        return AUTHD_INVALID_ARGUMENT;
-    }
-    memset(&hints, 0, sizeof hints);
-    hints.ai_family = family;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-    int gai = getaddrinfo(host[0] != '\0' ? host : NULL, port, &hints, &res);
-    if (gai != 0 || res == NULL) {
-        snprintf(err, errlen, "listen URL %s: %s", url, gai_strerror(gai));
-        return AUTHD_INVALID_ARGUMENT;
-    }
-    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    int one = 1;
-    if (fd < 0) {
-        snprintf(err, errlen, "socket: %s", strerror(errno));
-        freeaddrinfo(res);
-        return AUTHD_INTERNAL;
-    }
-    /* SO_REUSEADDR only (restart over TIME_WAIT). Never SO_REUSEPORT: it
-     * would let a second process of the same user bind the port too and
-     * silently take a share of the connections (two stores!). */
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 1024) != 0) {
-        int e = errno;
-        snprintf(err, errlen, "cannot listen on %s: %s%s", url,
-            e == EADDRINUSE ? "address already in use" : strerror(e),
-            e == EADDRINUSE ? " (is another authd running on this port?)" : "");
-        freeaddrinfo(res);
-        close(fd);
-        return e == EADDRINUSE ? AUTHD_UNAVAILABLE : AUTHD_INVALID_ARGUMENT;
-    }
-    freeaddrinfo(res);
-    s->lfd = fd;
-
-    /* The URL actually bound: the port after the last ':' replaced. */
-    struct sockaddr_storage sa;
-    socklen_t salen = sizeof sa;
-    snprintf(s->url, sizeof s->url, "%s", url);
-    if (getsockname(fd, (struct sockaddr *)&sa, &salen) == 0) {
-        s->laddr = sa;
-        s->laddr_len = salen;
-        unsigned bport = sa.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&sa)->sin6_port)
-                                                  : ntohs(((struct sockaddr_in *)&sa)->sin_port);
-        const char *colon = strrchr(url, ':');
-        snprintf(s->url, sizeof s->url, "%.*s:%u", (int)(colon - url), url, bport);
-    }
+    if (rc != AUTHD_OK)
+        return rc;
+    s->lfd = l.fd;
+    s->laddr = l.addr;
+    s->laddr_len = l.addr_len;
+    *is_tls = l.tls;
+    snprintf(s->url, sizeof s->url, "%s", l.url);
     return AUTHD_OK;
 }
 
@@ -2366,9 +1569,9 @@ authd_code authd_server_start(
         return AUTHD_RESOURCE_EXHAUSTED;
     s->lfd = -1;
     pthread_mutex_init(&s->ctx_mu, NULL);
-    s->svc = svc;
-    s->max_msg = o->max_msg;
-    s->max_inflight = o->max_inflight > 0 ? o->max_inflight : 1;
+    s->rep.svc = svc;
+    s->rep.max_msg = o->max_msg;
+    s->rep.max_inflight = o->max_inflight > 0 ? o->max_inflight : 1;
     s->max_conns = o->max_connections > 0 ? o->max_connections : 1;
     s->max_per_source = o->max_conns_per_source > 0 ? o->max_conns_per_source : s->max_conns;
     s->max_hs_per_source
@@ -2382,7 +1585,7 @@ authd_code authd_server_start(
     s->idle_ns = (uint64_t)o->idle_timeout_ms * 1000000u;
     s->frame_ns = (uint64_t)(o->frame_timeout_ms > 0 ? o->frame_timeout_ms : 10000) * 1000000u;
     s->mtls = o->tls_client_ca != NULL;
-    s->echo = o->echo;
+    s->rep.echo = o->echo;
     authd_ratelimit_options hro = { .rate = 1, .burst = 5, .max_keys = HS_LOG_KEYS };
     if (!srctab_init(&s->src, s->max_conns)
         || authd_ratelimit_create(&hro, &s->hs_log) != AUTHD_OK) {
@@ -2409,8 +1612,8 @@ authd_code authd_server_start(
             rc = AUTHD_RESOURCE_EXHAUSTED;
             goto out;
         }
-        struct tls_files f = { s->tls_cert, s->tls_key, s->tls_client_ca, s->tls_crl };
-        if ((rc = tls_ctx_new(&f, &s->ctx, err, errlen)) != AUTHD_OK)
+        authd_tls_files f = { s->tls_cert, s->tls_key, s->tls_client_ca, s->tls_crl };
+        if ((rc = authd_tls_ctx_new(&f, &s->ctx, err, errlen)) != AUTHD_OK)
             goto out;
     }
 
@@ -2426,6 +1629,8 @@ authd_code authd_server_start(
     for (unsigned i = 0; i < s->nloops; i++) {
         struct loop *lp = &s->loops[i];
         lp->srv = s;
+        lp->proto = &authd_sp_rep;
+        lp->proto_arg = &s->rep;
         lp->ep = lp->efd = lp->lfd = -1;
         atomic_init(&lp->beat, now_ns()); /* started: counts as a turn */
         pthread_mutex_init(&lp->mu, NULL);
@@ -2475,7 +1680,7 @@ unsigned authd_server_io_threads(const authd_server *s)
  */
 unsigned authd_server_drain(authd_server *s, int grace_ms)
 {
-    atomic_store(&s->draining, true);
+    atomic_store(&s->rep.draining, true);
     for (unsigned i = 0; i < s->nloops; i++) {
         if (s->loops[i].lfd >= 0) /* refuse new connections; wakes the loops */
             shutdown(s->loops[i].lfd, SHUT_RDWR);
