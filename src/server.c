@@ -743,8 +743,10 @@ void conn_post(struct conn *c, struct frame *f)
     pthread_mutex_lock(&c->mu);
     if (c->closed) {
         pthread_mutex_unlock(&c->mu);
-        if (f != NULL)
+        if (f != NULL) {
+            authd_wipe(f->data, f->len); /* a Login's or Refresh's tokens */
             free(f);
+        }
         conn_unref(c);
         return;
     }
