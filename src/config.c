@@ -202,6 +202,11 @@ static const struct opt opts[] = {
         "event-loop threads of the side port (forward-auth runs Verify on them)" },
     { "http-max-connections", "AUTHD_HTTP_MAX_CONNECTIONS", INT, O(http_max_connections), "1024",
         1, 1000000, "open connections on the side port; more are refused" },
+    { "http-max-connections-per-source", "AUTHD_HTTP_MAX_CONNECTIONS_PER_SOURCE", INT,
+        O(http_max_conns_per_source), "64", 1, 1000000,
+        "open connections on the side port from one peer address (IPv6: the whole address); "
+        "more are closed at once, so one client cannot hold every --http-max-connections slot "
+        "and starve the health probes and the scraper" },
     { "http-url-file", "AUTHD_HTTP_URL_FILE", STR, O(http_url_file), "", 0, 0,
         "once listening, write the side port's bound URL to this file (for scripts and tests)" },
     { "http-auth-cookie", "AUTHD_HTTP_AUTH_COOKIE", STR, O(http_auth_cookie), "", 0, 0,

@@ -24,12 +24,16 @@
 #include "health.h"
 #include "http.h"
 #include "log.h"
+#include "ratelimit.h"
+#include "sysutil.h"
 
 #define HTTP_URL_MAX         300
 #define HTTP_PEM_MAX         (1024 * 1024)
 #define HTTP_DEFAULT_CONNS   1024
 #define HTTP_DEFAULT_TIMEOUT 30
 #define HTTP_CONN_MEMORY     (32 * 1024) /* per connection: bounds request headers */
+#define HTTP_DEFAULT_PER_SRC 64
+#define HTTP_LOG_NS          (1000u * 1000000u) /* libmicrohttpd's lines: at most one a second */
 
 struct authd_http {
     struct MHD_Daemon *d;
@@ -170,17 +174,33 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     return respond_text(&r, MHD_HTTP_NOT_FOUND, "not found\n");
 }
 
-/* on_mhd_log sends libmicrohttpd's own messages to authd's log. */
+/*
+ * on_mhd_log sends libmicrohttpd's own messages to authd's log, at most
+ * one a second with the count held back since the previous one: it writes
+ * a line for every malformed request, every connection closed half-way and
+ * every connection refused at a cap, so an unauthenticated peer would
+ * otherwise choose how fast authd's log (and its disk) fills, and crowd
+ * out the audit lines in the log ring. Called on MHD's threads.
+ */
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
+    static authd_lograte lr = AUTHD_LOGRATE_INIT;
+    uint64_t held = 0;
+    authd_logrec rec;
     char msg[256];
     int n;
 
     (void)cls;
+    if (!authd_lograte_allow(&lr, HTTP_LOG_NS, authd_monotonic_ns(), &held))
+        return;
     n = vsnprintf(msg, sizeof msg, fmt, ap);
     if (n > 0 && msg[strlen(msg) - 1] == '\n')
         msg[strlen(msg) - 1] = '\0';
-    authd_log_msg(AUTHD_LOG_WARN, "http_error", msg);
+    if (authd_log_begin(&rec, AUTHD_LOG_WARN, "http_error")) {
+        authd_log_str(&rec, "msg", n >= 0 ? msg : "?");
+        authd_log_u64(&rec, "suppressed", held);
+        authd_log_end(&rec);
+    }
 }
 
 /* ---- start and stop ------------------------------------------------------ */
@@ -349,11 +369,19 @@ authd_code authd_http_start(
     if (tls)
         flags |= MHD_USE_TLS;
     unsigned threads = o->threads > 0 ? o->threads : 1;
+    /* The logger first: MHD warns (through its own logger, to stderr)
+     * about any option that comes before it. */
     struct MHD_OptionItem opts[] = {
-        { MHD_OPTION_LISTEN_SOCKET, fd, NULL },
         { MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)on_mhd_log, NULL },
+        { MHD_OPTION_LISTEN_SOCKET, fd, NULL },
         { MHD_OPTION_CONNECTION_LIMIT,
             (intptr_t)(o->max_connections > 0 ? o->max_connections : HTTP_DEFAULT_CONNS), NULL },
+        /* One source must not hold every slot: the probes and the scraper
+         * of /healthz, /readyz and /metrics come from other addresses. */
+        { MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+            (intptr_t)(o->max_conns_per_source > 0 ? o->max_conns_per_source
+                                                   : HTTP_DEFAULT_PER_SRC),
+            NULL },
         { MHD_OPTION_CONNECTION_TIMEOUT,
             (intptr_t)(o->timeout_s > 0 ? o->timeout_s : HTTP_DEFAULT_TIMEOUT), NULL },
         { MHD_OPTION_CONNECTION_MEMORY_LIMIT, HTTP_CONN_MEMORY, NULL },

@@ -544,6 +544,7 @@ int main(int argc, char **argv)
             .tls_key = cfg.http_tls_key != NULL ? cfg.http_tls_key : cfg.tls_key,
             .threads = (unsigned)cfg.http_threads,
             .max_connections = (unsigned)cfg.http_max_connections,
+            .max_conns_per_source = (unsigned)cfg.http_max_conns_per_source,
             .auth_cookie = cfg.http_auth_cookie,
             .trusted_proxies = cfg.http_trusted_proxies,
         };

@@ -1,0 +1,256 @@
+/*
+ * it_http_abuse.c — what one peer can do to the side HTTP port (issue 9,
+ * red team), against the real binary: hold every connection slot so the
+ * health probes and the scraper of another address are starved, and make
+ * authd write a log line per malformed request.
+ *
+ * The peers are plain TCP sockets bound to chosen 127.0.0.0/8 addresses,
+ * so authd sees distinct sources. Every refusal is paired with a request
+ * from another source that must still succeed. Waiting is polling with a
+ * deadline or a read with a timeout, never a bare sleep.
+ */
+#include "harness.h"
+#include "http_client.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#define WAIT_MS 10000 /* generous: ASan builds on two busy cores */
+
+struct hs {
+    it_server *s;
+    char url_file[400];
+    char http[256];
+    int port;
+};
+
+/* hs_start starts authd with a plaintext side port on 127.0.0.1 and more
+ * flags (NULL-terminated, may be NULL). */
+static void hs_start(struct hs *h, const char *const *more)
+{
+    it_opts o = { 0 };
+    size_t k = 0;
+
+    memset(h, 0, sizeof *h);
+    h->s = it_new(&o);
+    snprintf(h->url_file, sizeof h->url_file, "%s/http-url", h->s->dir);
+    h->s->opts.extra[k++] = "--http-listen";
+    h->s->opts.extra[k++] = "http://127.0.0.1:0";
+    h->s->opts.extra[k++] = "--http-url-file";
+    h->s->opts.extra[k++] = h->url_file;
+    for (size_t i = 0; more != NULL && more[i] != NULL; i++) {
+        assert_true(k < IT_MAX_EXTRA);
+        h->s->opts.extra[k++] = more[i];
+    }
+    h->s->opts.extra[k] = NULL;
+    it_launch(h->s);
+    size_t len = 0;
+    char *u = it_read_file(h->url_file, &len);
+    assert_non_null(u);
+    while (len > 0 && (u[len - 1] == '\n' || u[len - 1] == '\r'))
+        u[--len] = '\0';
+    snprintf(h->http, sizeof h->http, "%s", u);
+    free(u);
+    const char *colon = strrchr(h->http, ':');
+    assert_non_null(colon);
+    h->port = atoi(colon + 1);
+}
+
+/* tcp_from connects to 127.0.0.1:port from local_ip; -1 when refused. */
+static int tcp_from(int port, const char *local_ip)
+{
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+    struct sockaddr_in la = { .sin_family = AF_INET };
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    assert_true(fd >= 0);
+    assert_int_equal(inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr), 1);
+    assert_int_equal(inet_pton(AF_INET, local_ip, &la.sin_addr), 1);
+    assert_int_equal(bind(fd, (struct sockaddr *)&la, sizeof la), 0);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static void send_all(int fd, const char *s)
+{
+    size_t n = strlen(s);
+    assert_int_equal(send(fd, s, n, MSG_NOSIGNAL), (ssize_t)n);
+}
+
+/* closed_by_peer: true when fd reads EOF (or a reset) within deadline_ms. */
+static bool closed_by_peer(int fd, int deadline_ms)
+{
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    char buf[512];
+
+    for (uint64_t end = it_mono_ms() + (uint64_t)deadline_ms; it_mono_ms() < end;) {
+        if (poll(&p, 1, 100) <= 0)
+            continue;
+        ssize_t n = recv(fd, buf, sizeof buf, 0);
+        if (n == 0 || (n < 0 && errno == ECONNRESET))
+            return true;
+    }
+    return false;
+}
+
+/* count_events counts the log lines of event ev; *max_suppressed is the
+ * largest "suppressed" among them. */
+static size_t count_events(const it_server *s, const char *ev, json_int_t *max_suppressed)
+{
+    json_t *all = it_log_json(s), *line;
+    size_t i, n = 0;
+
+    *max_suppressed = 0;
+    json_array_foreach(all, i, line)
+    {
+        if (!json_is_string(json_object_get(line, "event"))
+            || strcmp(json_string_value(json_object_get(line, "event")), ev) != 0)
+            continue;
+        n++;
+        json_t *sup = json_object_get(line, "suppressed");
+        if (json_is_integer(sup) && json_integer_value(sup) > *max_suppressed)
+            *max_suppressed = json_integer_value(sup);
+    }
+    json_decref(all);
+    return n;
+}
+
+/* bad_request sends one malformed request (HTTP/0.9 style: no version)
+ * from 127.0.0.4 and waits for authd to close the connection. */
+static void bad_request(const struct hs *h)
+{
+    int fd = tcp_from(h->port, "127.0.0.4");
+    assert_true(fd >= 0);
+    send_all(fd, "GET /healthz\r\n\r\n");
+    assert_true(closed_by_peer(fd, WAIT_MS));
+    close(fd);
+}
+
+/* ---- tests ----------------------------------------------------------------- */
+
+/*
+ * One source opens every slot of the side port (--http-max-connections)
+ * and sends half a request line on each, as slowloris does, never
+ * finishing. Before the per-source cap, every later connection waited in
+ * the backlog: /healthz and /readyz from the orchestrator's address timed
+ * out (a liveness probe would restart authd) and /metrics went dark. Now
+ * the connections past --http-max-connections-per-source (default 64) are
+ * closed at once and another address is still answered.
+ */
+static void http_one_source_cannot_hold_every_slot(void **state)
+{
+    static const char *const more[] = { "--http-max-connections", "100", NULL };
+    enum { HOLD = 100 };
+    struct hs h;
+    int fds[HOLD];
+    size_t closed = 0;
+    it_http_resp r;
+
+    (void)state;
+    hs_start(&h, more);
+    for (int i = 0; i < HOLD; i++) {
+        fds[i] = tcp_from(h.port, "127.0.0.2");
+        assert_true(fds[i] >= 0); /* the kernel's backlog takes it either way */
+        send_all(fds[i], "GET /healthz HTTP/1.1\r\n");
+    }
+    /* Another address: the probe must be answered, within the deadline. */
+    it_http_get(h.http, "/healthz", NULL, "127.0.0.3", NULL, &r);
+    assert_int_equal(r.status, 200);
+    it_http_free(&r);
+    it_http_get(h.http, "/readyz", NULL, "127.0.0.3", NULL, &r);
+    assert_int_equal(r.status, 200);
+    it_http_free(&r);
+    /* And the holder got no more than its share: the rest were closed. */
+    for (uint64_t end = it_mono_ms() + WAIT_MS; closed < HOLD - 64 && it_mono_ms() < end;) {
+        struct pollfd p[HOLD];
+        char buf[256];
+        for (int i = 0; i < HOLD; i++)
+            p[i] = (struct pollfd) { .fd = fds[i], .events = POLLIN };
+        if (poll(p, HOLD, 100) <= 0)
+            continue;
+        for (int i = 0; i < HOLD; i++) {
+            if (fds[i] < 0 || (p[i].revents & (POLLIN | POLLHUP | POLLERR)) == 0)
+                continue;
+            ssize_t n = recv(fds[i], buf, sizeof buf, 0);
+            if (n == 0 || (n < 0 && errno == ECONNRESET)) {
+                close(fds[i]);
+                fds[i] = -1; /* poll ignores it from now on */
+                closed++;
+            }
+        }
+    }
+    print_message("%d connections from one source: %zu closed by authd\n", HOLD, closed);
+    assert_true(closed >= HOLD - 64);
+    for (int i = 0; i < HOLD; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    it_finish(h.s);
+}
+
+/*
+ * libmicrohttpd writes a line for every malformed request and every
+ * connection dropped half-way; authd passed each on as an http_error
+ * warning, so any peer chose how fast the log grew (and crowded the audit
+ * lines out of the log ring). Now: at most one a second, the next one
+ * counting those held back. Also, a clean start writes no http_error line
+ * (MHD used to warn that its logger option was not given first).
+ */
+static void http_error_lines_are_rate_limited(void **state)
+{
+    enum { BAD = 100 };
+    struct hs h;
+    json_int_t sup = 0;
+
+    (void)state;
+    hs_start(&h, NULL);
+    assert_int_equal(count_events(h.s, "http_error", &sup), 0);
+
+    uint64_t t0 = it_mono_ms();
+    for (int i = 0; i < BAD; i++)
+        bad_request(&h);
+    uint64_t secs = (it_mono_ms() - t0) / 1000 + 1;
+    assert_true(it_log_wait(h.s, "\"http_error\"", WAIT_MS));
+    size_t lines = count_events(h.s, "http_error", &sup);
+    print_message("%d malformed requests in %llu s: %zu http_error lines\n", BAD,
+        (unsigned long long)secs, lines);
+    assert_true(lines >= 1);
+    assert_true(lines <= secs + 1);
+
+    /* A later line reports how many were held back. */
+    bool reported = false;
+    for (uint64_t end = it_mono_ms() + WAIT_MS; !reported && it_mono_ms() < end;) {
+        bad_request(&h);
+        it_nap_ms(100);
+        count_events(h.s, "http_error", &sup);
+        reported = sup >= 1;
+    }
+    assert_true(reported);
+
+    /* The side port still answers everyone else. */
+    it_http_resp r;
+    it_http_get(h.http, "/healthz", NULL, "127.0.0.3", NULL, &r);
+    assert_int_equal(r.status, 200);
+    it_http_free(&r);
+    it_finish(h.s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(http_one_source_cannot_hold_every_slot, it_teardown),
+        cmocka_unit_test_teardown(http_error_lines_are_rate_limited, it_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
