@@ -208,7 +208,8 @@ static const struct opt opts[] = {
         O(http_max_conns_per_source), "64", 1, 1000000,
         "open connections on the side port from one peer address (IPv6: the whole address); "
         "more are closed at once, so one client cannot hold every --http-max-connections slot "
-        "and starve the health probes and the scraper" },
+        "and starve the health probes and the scraper; behind a proxy (forward-auth) every "
+        "request comes from the proxy: raise it to the proxy's concurrent auth requests" },
     { "http-url-file", "AUTHD_HTTP_URL_FILE", STR, O(http_url_file), "", 0, 0,
         "once listening, write the side port's bound URL to this file (for scripts and tests)" },
     { "http-auth-cookie", "AUTHD_HTTP_AUTH_COOKIE", STR, O(http_auth_cookie), "", 0, 0,
