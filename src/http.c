@@ -34,6 +34,12 @@
 #define HTTP_CONN_MEMORY     (32 * 1024) /* per connection: bounds request headers */
 #define HTTP_DEFAULT_PER_SRC 64
 #define HTTP_LOG_NS          (1000u * 1000000u) /* libmicrohttpd's lines: at most one a second */
+/* GnuTLS priorities of an https:// side port: what the main port allows
+ * (server.c: TLS 1.2 and 1.3, ECDHE, AEAD suites only). libmicrohttpd's
+ * default ("NORMAL") also took TLS 1.0/1.1 and CBC-SHA1 suites. */
+#define HTTP_TLS_PRIORITIES                                                                        \
+    "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-CIPHER-ALL:+AES-128-GCM:+AES-256-GCM:"            \
+    "+CHACHA20-POLY1305:-MAC-ALL:+AEAD:-KX-ALL:+ECDHE-ECDSA:+ECDHE-RSA"
 
 struct authd_http {
     struct MHD_Daemon *d;
@@ -388,6 +394,7 @@ authd_code authd_http_start(
         { threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, (intptr_t)threads, NULL },
         { tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, h->cert_pem },
         { tls ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, h->key_pem },
+        { tls ? MHD_OPTION_HTTPS_PRIORITIES : MHD_OPTION_END, 0, (void *)HTTP_TLS_PRIORITIES },
         { MHD_OPTION_END, 0, NULL },
     };
     /* MHD_OPTION_END rows in the middle end the list early: compact it. */

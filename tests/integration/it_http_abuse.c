@@ -2,7 +2,8 @@
  * it_http_abuse.c — what one peer can do to the side HTTP port (issue 9,
  * red team), against the real binary: hold every connection slot so the
  * health probes and the scraper of another address are starved, and make
- * authd write a log line per malformed request.
+ * authd write a log line per malformed request; an https:// side port
+ * offering older TLS than the main port.
  *
  * The peers are plain TCP sockets bound to chosen 127.0.0.0/8 addresses,
  * so authd sees distinct sources. Every refusal is paired with a request
@@ -24,6 +25,8 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include <openssl/ssl.h>
+
 #define WAIT_MS 10000 /* generous: ASan builds on two busy cores */
 
 struct hs {
@@ -33,9 +36,9 @@ struct hs {
     int port;
 };
 
-/* hs_start starts authd with a plaintext side port on 127.0.0.1 and more
- * flags (NULL-terminated, may be NULL). */
-static void hs_start(struct hs *h, const char *const *more)
+/* hs_start_at starts authd with a side port on listen (NULL: plaintext on
+ * 127.0.0.1) and more flags (NULL-terminated, may be NULL). */
+static void hs_start_at(struct hs *h, const char *listen, const char *const *more)
 {
     it_opts o = { 0 };
     size_t k = 0;
@@ -44,7 +47,7 @@ static void hs_start(struct hs *h, const char *const *more)
     h->s = it_new(&o);
     snprintf(h->url_file, sizeof h->url_file, "%s/http-url", h->s->dir);
     h->s->opts.extra[k++] = "--http-listen";
-    h->s->opts.extra[k++] = "http://127.0.0.1:0";
+    h->s->opts.extra[k++] = listen != NULL ? listen : "http://127.0.0.1:0";
     h->s->opts.extra[k++] = "--http-url-file";
     h->s->opts.extra[k++] = h->url_file;
     for (size_t i = 0; more != NULL && more[i] != NULL; i++) {
@@ -63,6 +66,11 @@ static void hs_start(struct hs *h, const char *const *more)
     const char *colon = strrchr(h->http, ':');
     assert_non_null(colon);
     h->port = atoi(colon + 1);
+}
+
+static void hs_start(struct hs *h, const char *const *more)
+{
+    hs_start_at(h, NULL, more);
 }
 
 /* tcp_from connects to 127.0.0.1:port from local_ip; -1 when refused. */
@@ -246,11 +254,84 @@ static void http_error_lines_are_rate_limited(void **state)
     it_finish(h.s);
 }
 
+/* tls_handshake_ok: does a TLS handshake with 127.0.0.1:port succeed for a
+ * client offering at most max_ver (0: any) and ciphers (TLS 1.2 suites;
+ * NULL: OpenSSL's defaults)? The client trusts the dev CA. */
+static bool tls_handshake_ok(int port, int max_ver, const char *ciphers)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    SSL *ssl;
+    int fd = tcp_from(port, "127.0.0.5");
+    struct timeval tv = { WAIT_MS / 1000, 0 };
+    bool ok;
+
+    assert_non_null(ctx);
+    assert_true(fd >= 0);
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    assert_int_equal(SSL_CTX_load_verify_locations(ctx, IT_CA, NULL), 1);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    if (max_ver != 0) {
+        SSL_CTX_set_min_proto_version(ctx, 0);
+        assert_int_equal(SSL_CTX_set_max_proto_version(ctx, max_ver), 1);
+    }
+    if (ciphers != NULL)
+        assert_int_equal(SSL_CTX_set_cipher_list(ctx, ciphers), 1);
+    ssl = SSL_new(ctx);
+    assert_non_null(ssl);
+    SSL_set_fd(ssl, fd);
+    SSL_set_tlsext_host_name(ssl, "localhost");
+    ok = SSL_connect(ssl) == 1;
+    SSL_free(ssl);
+    SSL_CTX_free(ctx);
+    close(fd);
+    return ok;
+}
+
+/*
+ * An https:// side port (it serves identity headers and tokens once
+ * forward-auth is there) offers what the main port offers: TLS 1.2 and
+ * 1.3, ECDHE, AEAD suites. libmicrohttpd's default GnuTLS priorities also
+ * completed handshakes at TLS 1.0 and 1.1 and with CBC-SHA1 suites.
+ */
+static void http_tls_side_port_refuses_old_tls(void **state)
+{
+    static const struct {
+        const char *what;
+        int max_ver;
+        const char *ciphers;
+    } old[] = {
+        { "TLS 1.0 only", TLS1_VERSION, "DEFAULT:@SECLEVEL=0" },
+        { "TLS 1.1 only", TLS1_1_VERSION, "DEFAULT:@SECLEVEL=0" },
+        { "CBC suites only", TLS1_2_VERSION,
+            "ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:ECDHE-ECDSA-AES128-SHA256:"
+            "ECDHE-ECDSA-AES256-SHA384:ECDHE-RSA-AES128-SHA:ECDHE-RSA-AES128-SHA256" },
+        { "RSA key exchange only", TLS1_2_VERSION,
+            "AES128-GCM-SHA256:AES256-GCM-SHA384:AES128-SHA256:AES128-SHA" },
+    };
+    struct hs h;
+    it_http_resp r;
+
+    (void)state;
+    hs_start_at(&h, "https://127.0.0.1:0", NULL);
+    for (size_t i = 0; i < sizeof old / sizeof old[0]; i++) {
+        if (tls_handshake_ok(h.port, old[i].max_ver, old[i].ciphers))
+            fail_msg("%s: the side port completed the handshake", old[i].what);
+        /* and a modern client right after */
+        assert_true(tls_handshake_ok(h.port, 0, NULL));
+    }
+    assert_true(tls_handshake_ok(h.port, TLS1_2_VERSION, "ECDHE-ECDSA-AES128-GCM-SHA256"));
+    it_http_get(h.http, "/healthz", NULL, NULL, IT_CA, &r);
+    assert_int_equal(r.status, 200);
+    it_http_free(&r);
+    it_finish(h.s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(http_one_source_cannot_hold_every_slot, it_teardown),
         cmocka_unit_test_teardown(http_error_lines_are_rate_limited, it_teardown),
+        cmocka_unit_test_teardown(http_tls_side_port_refuses_old_tls, it_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
