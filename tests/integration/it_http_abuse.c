@@ -13,13 +13,16 @@
 #include "harness.h"
 #include "http_client.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <arpa/inet.h>
@@ -37,8 +40,9 @@ struct hs {
 };
 
 /* hs_start_at starts authd with a side port on listen (NULL: plaintext on
- * 127.0.0.1) and more flags (NULL-terminated, may be NULL). */
-static void hs_start_at(struct hs *h, const char *listen, const char *const *more)
+ * 127.0.0.1) and more flags (NULL-terminated, may be NULL), under a
+ * descriptor limit of nofile (0: this process's). */
+static void hs_start_at(struct hs *h, const char *listen, const char *const *more, unsigned nofile)
 {
     it_opts o = { 0 };
     size_t k = 0;
@@ -55,7 +59,20 @@ static void hs_start_at(struct hs *h, const char *listen, const char *const *mor
         h->s->opts.extra[k++] = more[i];
     }
     h->s->opts.extra[k] = NULL;
-    it_launch(h->s);
+    if (nofile == 0) {
+        it_launch(h->s);
+    } else {
+        /* A wrapper lowers the descriptor limit (soft and hard) for authd
+         * alone; this process keeps its own. */
+        char wrap[400];
+        snprintf(wrap, sizeof wrap, "%s/nofile.sh", h->s->dir);
+        FILE *f = fopen(wrap, "w");
+        assert_non_null(f);
+        fprintf(f, "#!/bin/sh\nulimit -n %u || exit 125\nexec %s \"$@\"\n", nofile, AUTHD_BIN);
+        assert_int_equal(fclose(f), 0);
+        assert_int_equal(chmod(wrap, 0700), 0);
+        it_launch_bin(h->s, wrap, NULL);
+    }
     size_t len = 0;
     char *u = it_read_file(h->url_file, &len);
     assert_non_null(u);
@@ -70,10 +87,11 @@ static void hs_start_at(struct hs *h, const char *listen, const char *const *mor
 
 static void hs_start(struct hs *h, const char *const *more)
 {
-    hs_start_at(h, NULL, more);
+    hs_start_at(h, NULL, more, 0);
 }
 
-/* tcp_from connects to 127.0.0.1:port from local_ip; -1 when refused. */
+/* tcp_from connects to 127.0.0.1:port from local_ip; -1 when refused or
+ * not accepted within 2 s. */
 static int tcp_from(int port, const char *local_ip)
 {
     struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
@@ -84,6 +102,10 @@ static int tcp_from(int port, const char *local_ip)
     assert_int_equal(inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr), 1);
     assert_int_equal(inet_pton(AF_INET, local_ip, &la.sin_addr), 1);
     assert_int_equal(bind(fd, (struct sockaddr *)&la, sizeof la), 0);
+    /* A full listen backlog drops SYNs: connect() gives up after this
+     * (Linux applies the send timeout to connect) instead of retrying. */
+    struct timeval tv = { 2, 0 };
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
         close(fd);
         return -1;
@@ -144,6 +166,42 @@ static void bad_request(const struct hs *h)
     send_all(fd, "GET /healthz\r\n\r\n");
     assert_true(closed_by_peer(fd, WAIT_MS));
     close(fd);
+}
+
+/* open_fds counts the descriptors process pid has open (/proc). */
+static size_t open_fds(pid_t pid)
+{
+    char path[64];
+    size_t n = 0;
+    DIR *d;
+    struct dirent *e;
+
+    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+    if ((d = opendir(path)) == NULL)
+        return 0;
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n;
+}
+
+/* wait_fds_settle waits (deadline WAIT_MS) until pid's descriptor count
+ * has not changed for a second: authd has accepted what it will. */
+static size_t wait_fds_settle(pid_t pid)
+{
+    size_t last = open_fds(pid);
+    uint64_t since = it_mono_ms(), end = since + WAIT_MS;
+
+    while (it_mono_ms() < end && it_mono_ms() - since < 1000) {
+        it_nap_ms(50);
+        size_t now = open_fds(pid);
+        if (now != last) {
+            last = now;
+            since = it_mono_ms();
+        }
+    }
+    return last;
 }
 
 /* ---- tests ----------------------------------------------------------------- */
@@ -312,7 +370,7 @@ static void http_tls_side_port_refuses_old_tls(void **state)
     it_http_resp r;
 
     (void)state;
-    hs_start_at(&h, "https://127.0.0.1:0", NULL);
+    hs_start_at(&h, "https://127.0.0.1:0", NULL, 0);
     for (size_t i = 0; i < sizeof old / sizeof old[0]; i++) {
         if (tls_handshake_ok(h.port, old[i].max_ver, old[i].ciphers))
             fail_msg("%s: the side port completed the handshake", old[i].what);
@@ -326,12 +384,69 @@ static void http_tls_side_port_refuses_old_tls(void **state)
     it_finish(h.s);
 }
 
+/*
+ * Side-port connections are descriptors of authd's own process. Under a
+ * descriptor limit of 1024 (a common soft default outside the packaged
+ * unit), peers holding side-port connections (60 from each of 20
+ * addresses, within every per-source cap) used up the process's
+ * descriptors and the main port's accept() failed: no client could
+ * connect. Now the side port's cap is cut to what the limit leaves after
+ * --max-connections (logged as fd_limit), and a client of the main port
+ * is served while the side port is full.
+ */
+static void http_side_port_cannot_use_up_main_port_fds(void **state)
+{
+    static const char *const more[] = { "--max-connections", "256", NULL };
+    enum { SOURCES = 20, PER = 60 };
+    struct rlimit old;
+    static int fds[SOURCES * PER];
+    size_t n = 0;
+    struct hs h;
+    authd_status st;
+    json_int_t sup;
+
+    (void)state;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+    if (old.rlim_max < SOURCES * PER + 256)
+        skip(); /* this test needs room for its own sockets */
+    if (old.rlim_cur < old.rlim_max) {
+        old.rlim_cur = old.rlim_max;
+        assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+    }
+    hs_start_at(&h, NULL, more, 1024);
+    assert_true(it_log_wait(h.s, "\"fd_limit\"", WAIT_MS));
+    assert_int_equal(count_events(h.s, "fd_limit", &sup), 1);
+
+    char src[32];
+    for (int a = 0; a < SOURCES; a++) {
+        snprintf(src, sizeof src, "127.0.0.%d", 10 + a);
+        for (int i = 0; i < PER; i++) {
+            int fd = tcp_from(h.port, src);
+            if (fd < 0)
+                continue;
+            (void)send(fd, "GET /healthz HTTP/1.1\r\n", 23, MSG_NOSIGNAL);
+            fds[n++] = fd;
+        }
+    }
+    /* Once authd has taken what it will, the main port still answers a
+     * new client. */
+    size_t held = wait_fds_settle(h.s->pid);
+    print_message("%zu side-port connections opened; authd holds %zu descriptors\n", n, held);
+    authd_client *c = it_client(h.s);
+    assert_int_equal(it_verify(c, "not-a-token", &st, NULL), AUTHD_UNAUTHENTICATED);
+    authd_client_close(c);
+    for (size_t i = 0; i < n; i++)
+        close(fds[i]);
+    it_finish(h.s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(http_one_source_cannot_hold_every_slot, it_teardown),
         cmocka_unit_test_teardown(http_error_lines_are_rate_limited, it_teardown),
         cmocka_unit_test_teardown(http_tls_side_port_refuses_old_tls, it_teardown),
+        cmocka_unit_test_teardown(http_side_port_cannot_use_up_main_port_fds, it_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
