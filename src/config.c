@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "keyfile.h"
 #include "password.h"
 
 #define FILE_MAX      (1024 * 1024) /* a config file larger than this is refused */
@@ -43,7 +44,8 @@ struct opt {
 static const struct opt opts[] = {
     { "config", "AUTHD_CONFIG", STR, O(config), "", 0, 0,
         "config file (INI: `flag-name = value` lines, see examples/authd.conf); flags and the "
-        "environment override it; not world-writable; its log-level is re-read on SIGHUP" },
+        "environment override it; writable only by its owner (root or authd's user), in "
+        "directories no one else can write; its log-level is re-read on SIGHUP" },
     { "log-file", "AUTHD_LOG_FILE", STR, O(log_file), "", 0, 0,
         "append log lines to this file (created 0600) instead of stderr; reopened on SIGHUP "
         "(for logrotate)" },
@@ -205,8 +207,14 @@ static const struct opt opts[] = {
         "private key (PEM) of an https:// side port (default: --tls-key)" },
     { "http-threads", "AUTHD_HTTP_THREADS", INT, O(http_threads), "1", 1, 64,
         "event-loop threads of the side port (forward-auth runs Verify on them)" },
-    { "http-max-connections", "AUTHD_HTTP_MAX_CONNECTIONS", INT, O(http_max_connections), "1024",
-        1, 1000000, "open connections on the side port; more are refused" },
+    { "http-max-connections", "AUTHD_HTTP_MAX_CONNECTIONS", INT, O(http_max_connections), "1024", 1,
+        1000000, "open connections on the side port; more are refused" },
+    { "http-max-connections-per-source", "AUTHD_HTTP_MAX_CONNECTIONS_PER_SOURCE", INT,
+        O(http_max_conns_per_source), "64", 1, 1000000,
+        "open connections on the side port from one peer address (IPv6: the whole address); "
+        "more are closed at once, so one client cannot hold every --http-max-connections slot "
+        "and starve the health probes and the scraper; behind a proxy (forward-auth) every "
+        "request comes from the proxy: raise it to the proxy's concurrent auth requests" },
     { "http-url-file", "AUTHD_HTTP_URL_FILE", STR, O(http_url_file), "", 0, 0,
         "once listening, write the side port's bound URL to this file (for scripts and tests)" },
     { "http-auth-cookie", "AUTHD_HTTP_AUTH_COOKIE", STR, O(http_auth_cookie), "", 0, 0,
@@ -426,13 +434,15 @@ static int precheck(const char *path, const char *buf, size_t len, FILE *err)
 }
 
 /* read_checked opens the file once and checks what it is before reading
- * it through the same descriptor: a regular file, not world-writable,
- * owned by root or authd's own user (as OpenSSH checks its config), and
- * not larger than FILE_MAX. On success *out is a NUL-terminated copy the
- * caller frees. */
+ * it through the same descriptor: keyfile.h's settings-file rules (a
+ * regular file owned by root or authd's own user, writable by no one else,
+ * in directories only they can change; whoever can edit it can turn off
+ * mTLS or the hashing floors) and not larger than FILE_MAX. On success *out is a NUL-terminated
+ * copy the caller frees. */
 static int read_checked(const char *path, char **out, size_t *outlen, FILE *err)
 {
     struct stat st;
+    char why[PATH_MAX + 320];
     char *buf = NULL;
     size_t len = 0;
     int rc = -1;
@@ -446,22 +456,8 @@ static int read_checked(const char *path, char **out, size_t *outlen, FILE *err)
         fprintf(err, "authd: cannot read config file %s: %s\n", path, strerror(errno));
         goto out;
     }
-    if (!S_ISREG(st.st_mode)) {
-        fprintf(err, "authd: config file %s is not a regular file\n", path);
-        goto out;
-    }
-    if ((st.st_mode & S_IWOTH) != 0) {
-        fprintf(err,
-            "authd: config file %s is world-writable (mode %04o): refused, anyone could change "
-            "authd's settings (chmod o-w it)\n",
-            path, (unsigned)(st.st_mode & 07777));
-        goto out;
-    }
-    if (st.st_uid != 0 && st.st_uid != geteuid()) {
-        fprintf(err,
-            "authd: config file %s is owned by uid %u, neither root nor authd's user (uid %u): "
-            "refused\n",
-            path, (unsigned)st.st_uid, (unsigned)geteuid());
+    if (authd_keyfile_check_settings("config file", path, fd, why, sizeof why) != AUTHD_OK) {
+        fprintf(err, "authd: %s\n", why);
         goto out;
     }
     if (st.st_size > FILE_MAX) {

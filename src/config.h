@@ -92,6 +92,7 @@ typedef struct authd_config {
     const char *http_tls_key;
     int64_t http_threads;
     int64_t http_max_connections;
+    int64_t http_max_conns_per_source;
     const char *http_url_file;
     const char *http_auth_cookie;
     const char *http_trusted_proxies;

@@ -31,6 +31,7 @@
 #include "http.h"
 #include "log.h"
 #include "ratelimit.h"
+#include "sysutil.h"
 
 #define HTTP_URL_MAX         300
 #define HTTP_PEM_MAX         (1024 * 1024)
@@ -49,6 +50,15 @@ struct cidr {
     uint8_t addr[16];
     unsigned bits; /* 0..128 (IPv4 prefixes + 96) */
 };
+
+#define HTTP_DEFAULT_PER_SRC 64
+#define HTTP_LOG_NS          (1000u * 1000000u) /* libmicrohttpd's lines: at most one a second */
+/* GnuTLS priorities of an https:// side port: what the main port allows
+ * (server.c: TLS 1.2 and 1.3, ECDHE, AEAD suites only). libmicrohttpd's
+ * default ("NORMAL") also took TLS 1.0/1.1 and CBC-SHA1 suites. */
+#define HTTP_TLS_PRIORITIES                                                                        \
+    "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-CIPHER-ALL:+AES-128-GCM:+AES-256-GCM:"            \
+    "+CHACHA20-POLY1305:-MAC-ALL:+AEAD:-KX-ALL:+ECDHE-ECDSA:+ECDHE-RSA"
 
 struct authd_http {
     struct MHD_Daemon *d;
@@ -712,21 +722,23 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     return respond_text(&r, MHD_HTTP_NOT_FOUND, "not found\n");
 }
 
-/* on_mhd_log sends libmicrohttpd's own messages to authd's log, at most
- * one a second (a peer that resets connections must not flood the log),
- * with the count of those held back. */
+/*
+ * on_mhd_log sends libmicrohttpd's own messages to authd's log, at most
+ * one a second with the count held back since the previous one: it writes
+ * a line for every malformed request, every connection closed half-way and
+ * every connection refused at a cap, so an unauthenticated peer would
+ * otherwise choose how fast authd's log (and its disk) fills, and crowd
+ * out the audit lines in the log ring. Called on MHD's threads.
+ */
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
     static authd_lograte rate = AUTHD_LOGRATE_INIT;
     uint64_t held = 0;
-    struct timespec ts;
     authd_logrec r;
     char msg[256];
 
     (void)cls;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    if (!authd_lograte_allow(
-            &rate, 1000000000u, (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec, &held))
+    if (!authd_lograte_allow(&rate, HTTP_LOG_NS, authd_monotonic_ns(), &held))
         return;
     if (vsnprintf(msg, sizeof msg, fmt, ap) < 0)
         msg[0] = '\0';
@@ -919,16 +931,25 @@ authd_code authd_http_start(
     if (tls)
         flags |= MHD_USE_TLS;
     unsigned threads = o->threads > 0 ? o->threads : 1;
+    /* The logger first: MHD warns (through its own logger, to stderr)
+     * about any option that comes before it. */
     struct MHD_OptionItem opts[] = {
         { MHD_OPTION_LISTEN_SOCKET, fd, NULL },
         { MHD_OPTION_CONNECTION_LIMIT,
             (intptr_t)(o->max_connections > 0 ? o->max_connections : HTTP_DEFAULT_CONNS), NULL },
+        /* One source must not hold every slot: the probes and the scraper
+         * of /healthz, /readyz and /metrics come from other addresses. */
+        { MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+            (intptr_t)(o->max_conns_per_source > 0 ? o->max_conns_per_source
+                                                   : HTTP_DEFAULT_PER_SRC),
+            NULL },
         { MHD_OPTION_CONNECTION_TIMEOUT,
             (intptr_t)(o->timeout_s > 0 ? o->timeout_s : HTTP_DEFAULT_TIMEOUT), NULL },
         { MHD_OPTION_CONNECTION_MEMORY_LIMIT, HTTP_CONN_MEMORY, NULL },
         { threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, (intptr_t)threads, NULL },
         { tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, h->cert_pem },
         { tls ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, h->key_pem },
+        { tls ? MHD_OPTION_HTTPS_PRIORITIES : MHD_OPTION_END, 0, (void *)HTTP_TLS_PRIORITIES },
         { MHD_OPTION_END, 0, NULL },
     };
     /* MHD_OPTION_END rows in the middle end the list early: compact it. */

@@ -26,6 +26,7 @@ typedef struct authd_http_options {
     const char *tls_key; /* PEM file (https only) */
     unsigned threads; /* libmicrohttpd's event-loop threads; 0 = 1 */
     unsigned max_connections; /* open connections; 0 = 1024 */
+    unsigned max_conns_per_source; /* open connections per peer address; 0 = 64 */
     unsigned timeout_s; /* an idle connection is closed after this; 0 = 30 */
     const char *auth_cookie; /* forward-auth: the cookie holding the token, or NULL */
     const char *trusted_proxies; /* CIDR list (comma/space separated) or NULL */

@@ -45,11 +45,15 @@ static bool trusted_uid(uid_t uid)
 }
 
 /* check_dirs walks from dir (an absolute, symlink-free path) up to /, and
- * returns 0, or -1 with err filled, by the rules in the file comment. */
-static int check_dirs(const char *what, const char *path, const char *dir, char *err, size_t errlen)
+ * returns 0, or -1 with err filled, by the rules in the file comment;
+ * sticky_here lets dir itself be sticky and world-writable too, as its
+ * ancestors may (settings files: /tmp/authd.conf is nobody else's to
+ * replace; the key keeps OpenSSH's stricter rule). */
+static int check_dirs(
+    const char *what, const char *path, const char *dir, bool sticky_here, char *err, size_t errlen)
 {
     char buf[PATH_MAX];
-    bool first = true;
+    bool first = !sticky_here;
 
     if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf) {
         snprintf(err, errlen, "%s %s: path too long", what, path);
@@ -125,7 +129,7 @@ static authd_code create_key(const char *path, char *err, size_t errlen)
             err, errlen, "signing key %s: cannot create: directory: %s", path, strerror(errno));
         return AUTHD_FAILED_PRECONDITION;
     }
-    if (check_dirs("signing key", path, dir, err, errlen) != 0)
+    if (check_dirs("signing key", path, dir, false, err, errlen) != 0)
         return AUTHD_FAILED_PRECONDITION;
     fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) {
@@ -180,7 +184,7 @@ static authd_code read_open(const char *what, const char *path, int fd, uint8_t 
             err, errlen, "%s %s: cannot resolve its directory: %s", what, path, strerror(errno));
         return AUTHD_FAILED_PRECONDITION;
     }
-    if (check_dirs(what, path, dir, err, errlen) != 0)
+    if (check_dirs(what, path, dir, false, err, errlen) != 0)
         return AUTHD_FAILED_PRECONDITION;
     for (;;) {
         ssize_t r = read(fd, buf + n, cap - n);
@@ -195,6 +199,41 @@ static authd_code read_open(const char *what, const char *path, int fd, uint8_t 
     }
     *len = n;
     return AUTHD_OK;
+}
+
+authd_code authd_keyfile_check_settings(
+    const char *what, const char *path, int fd, char *err, size_t errlen)
+{
+    struct stat st;
+    char dir[PATH_MAX];
+
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "%s %s: not a regular file", what, path);
+        return AUTHD_FAILED_PRECONDITION;
+    }
+    if (!trusted_uid(st.st_uid)) {
+        snprintf(err, errlen,
+            "%s %s is owned by uid %u, neither root nor authd's user (uid %u): refused, that "
+            "account could change authd's settings",
+            what, path, (unsigned)st.st_uid, (unsigned)geteuid());
+        return AUTHD_FAILED_PRECONDITION;
+    }
+    if ((st.st_mode & 022) != 0) {
+        snprintf(err, errlen,
+            "%s %s is %s-writable (mode %04o): refused, %s could change authd's settings "
+            "(run chmod go-w %s)",
+            what, path, (st.st_mode & S_IWOTH) != 0 ? "world" : "group",
+            (unsigned)(st.st_mode & 07777),
+            (st.st_mode & S_IWOTH) != 0 ? "anyone" : "every member of its group", path);
+        return AUTHD_FAILED_PRECONDITION;
+    }
+    if (opened_dir(fd, path, dir) != 0) {
+        snprintf(
+            err, errlen, "%s %s: cannot resolve its directory: %s", what, path, strerror(errno));
+        return AUTHD_FAILED_PRECONDITION;
+    }
+    return check_dirs(what, path, dir, true, err, errlen) == 0 ? AUTHD_OK
+                                                               : AUTHD_FAILED_PRECONDITION;
 }
 
 authd_code authd_keyfile_read(const char *what, const char *path, uint8_t *buf, size_t cap,

@@ -36,4 +36,15 @@ AUTHD_MUST_CHECK authd_code authd_keyfile_load(const char *path, bool create, ui
 AUTHD_MUST_CHECK authd_code authd_keyfile_read(const char *what, const char *path, uint8_t *buf,
     size_t cap, size_t *len, char *err, size_t errlen);
 
+/* authd_keyfile_check_settings checks a settings file already open on fd
+ * (the --config file, the --caller-policy): whoever can change it can turn
+ * authd's defences off, so it must be a regular file owned by authd's user
+ * or root, writable by no one else (it may be readable: it holds no
+ * secret), in directories that pass the key's walk above (the file's own
+ * directory may be sticky, like /tmp). path and what
+ * ("config file") only name it in err. AUTHD_FAILED_PRECONDITION with err
+ * filled when it fails. */
+AUTHD_MUST_CHECK authd_code authd_keyfile_check_settings(
+    const char *what, const char *path, int fd, char *err, size_t errlen);
+
 #endif

@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -93,6 +94,52 @@ static void watchdog_tick(const authd_server *srv, unsigned every_ms, bool *with
         authd_notify("STATUS=an event loop is stalled; watchdog withheld");
     }
     *withheld = true;
+}
+
+#define FD_RESERVE 256 /* descriptors kept for the store, logs, key files, epoll, eventfds */
+
+/*
+ * side_port_fds sizes the side port's connection cap to the descriptors
+ * the process may open. The soft RLIMIT_NOFILE is raised to the hard one
+ * first (1024 is a common soft default outside the packaged unit). The
+ * side port then gets at most what is left after --max-connections and a
+ * reserve: its connections are descriptors of the same process, and
+ * without this a peer holding side-port connections could use them all
+ * up, so the main port's accept() failed (EMFILE) and no client could
+ * connect. Logs fd_limit when it cuts the side port's cap.
+ */
+static unsigned side_port_fds(const authd_config *cfg)
+{
+    struct rlimit rl;
+    uint64_t want = (uint64_t)cfg->http_max_connections;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return (unsigned)want;
+    if (rl.rlim_cur < rl.rlim_max) {
+        struct rlimit up = { rl.rlim_max, rl.rlim_max };
+        if (setrlimit(RLIMIT_NOFILE, &up) == 0)
+            rl = up;
+    }
+    uint64_t lim = rl.rlim_cur == RLIM_INFINITY ? UINT64_MAX : (uint64_t)rl.rlim_cur;
+    uint64_t used = (uint64_t)cfg->max_connections + FD_RESERVE;
+    uint64_t left = lim > used ? lim - used : 0;
+    uint64_t cap = want;
+    if (cap > left)
+        cap = left > 16 ? left : 16;
+    if (cap < want) {
+        authd_logrec r;
+        if (authd_log_begin(&r, AUTHD_LOG_WARN, "fd_limit")) {
+            authd_log_u64(&r, "nofile", lim);
+            authd_log_u64(&r, "max_connections", (uint64_t)cfg->max_connections);
+            authd_log_u64(&r, "http_max_connections", cap);
+            authd_log_str(&r, "msg",
+                "the descriptor limit (RLIMIT_NOFILE) is below --max-connections + "
+                "--http-max-connections + 256: the side port's cap is lowered so it cannot "
+                "use up the main port's descriptors; raise the limit (LimitNOFILE=, ulimit -n)");
+            authd_log_end(&r);
+        }
+    }
+    return (unsigned)cap;
 }
 
 /* write_url_file publishes the bound URL atomically (write + rename), so a
@@ -544,7 +591,8 @@ int main(int argc, char **argv)
             .tls_cert = cfg.http_tls_cert != NULL ? cfg.http_tls_cert : cfg.tls_cert,
             .tls_key = cfg.http_tls_key != NULL ? cfg.http_tls_key : cfg.tls_key,
             .threads = (unsigned)cfg.http_threads,
-            .max_connections = (unsigned)cfg.http_max_connections,
+            .max_connections = side_port_fds(&cfg),
+            .max_conns_per_source = (unsigned)cfg.http_max_conns_per_source,
             .auth_cookie = cfg.http_auth_cookie,
             .trusted_proxies = cfg.http_trusted_proxies,
         };

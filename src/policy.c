@@ -13,6 +13,7 @@
  * when the reaper looks; the exit store (release) read by the reaper
  * (acquire) orders the reader's last look before the free (TSan sees it).
  */
+#include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -24,6 +25,7 @@
 
 #include <ini.h>
 
+#include "keyfile.h"
 #include "policy.h"
 
 struct rule {
@@ -284,13 +286,18 @@ out:
 authd_code authd_policy_load(const char *path, const char *const *methods, size_t n,
     authd_policy **out, char *err, size_t errlen)
 {
-    FILE *f = fopen(path, "r");
+    FILE *f = fopen(path, "re");
     char *text = NULL;
     authd_code rc;
 
     if (f == NULL) {
-        snprintf(err, errlen, "policy %s: cannot open", path);
+        snprintf(err, errlen, "policy %s: cannot open: %s", path, strerror(errno));
         return AUTHD_NOT_FOUND;
+    }
+    /* Whoever can edit the policy can grant any certificate every RPC. */
+    if ((rc = authd_keyfile_check_settings("policy", path, fileno(f), err, errlen)) != AUTHD_OK) {
+        fclose(f);
+        return rc;
     }
     if ((text = malloc(POLICY_FILE_MAX + 1)) == NULL) {
         fclose(f);

@@ -387,10 +387,17 @@ int main(int argc, char **argv)
     }
 
     /* HTTP: a pool of threads, each with its own epoll; bounded connections
-     * and an idle timeout so slow clients cannot hold every thread. */
+     * and an idle timeout so slow clients cannot hold every thread, and a
+     * cap per client address, without which one address sending half a
+     * request on each of 1024 connections (slowloris: each byte restarts
+     * the idle timeout) holds every slot and the service is down for
+     * everyone else. Behind a reverse proxy every request comes from the
+     * proxy's address: there, raise the cap to the connection limit and
+     * let the proxy cap its clients. */
     d = MHD_start_daemon(MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL, handle,
         NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_THREAD_POOL_SIZE, threads,
-        MHD_OPTION_CONNECTION_LIMIT, 1024u, MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_LIMIT, 1024u, MHD_OPTION_PER_IP_CONNECTION_LIMIT, 64u,
+        MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_END);
     if (d == NULL) {
         fprintf(stderr, "authd-example: cannot listen on %s\n", listen_at);
         goto out;

@@ -208,12 +208,15 @@ static void config_bad_file_names_file_line_and_key(void **state)
     (void)state;
 }
 
-/* A world-writable config file is refused (anyone could set authd's
- * options), as OpenSSH refuses such a config; o-w makes it acceptable. */
+/* A config file others can write is refused (whoever edits it can turn off
+ * mTLS or the hashing floors), as OpenSSH's StrictModes refuses such an
+ * authorized_keys: world-writable, group-writable (red team, issue 9: 0664
+ * used to pass), or in a directory others can write (they could rename it
+ * away and put another file there); go-w makes it acceptable. */
 static void config_world_writable_file_refused(void **state)
 {
     it_server *s = it_new(NULL);
-    char conf[400];
+    char conf[400], dir[400], inner[500];
     it_proc p;
 
     path_in(s, "ww.conf", conf, sizeof conf);
@@ -227,7 +230,34 @@ static void config_world_writable_file_refused(void **state)
 
     assert_int_equal(chmod(conf, 0664), 0);
     check_config(args, NULL, &p);
-    assert_null(strstr(p.err, "world-writable"));
+    assert_int_equal(p.status, 1);
+    assert_non_null(strstr(p.err, "is group-writable"));
+    assert_non_null(strstr(p.err, conf));
+    it_proc_free(&p);
+
+    /* Accepted (check-config may still list other problems: no TLS files
+     * at the default paths). */
+    assert_int_equal(chmod(conf, 0644), 0);
+    check_config(args, NULL, &p);
+    assert_null(strstr(p.err, "writable"));
+    assert_non_null(strstr(value_line(p.out, "token-ttl"), "= 600  ; file"));
+    it_proc_free(&p);
+
+    /* A good file in a directory anyone can write (not sticky). */
+    path_in(s, "open", dir, sizeof dir);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    assert_int_equal(chmod(dir, 0777), 0);
+    snprintf(inner, sizeof inner, "%s/authd.conf", dir);
+    write_file(inner, "token-ttl = 600\n", 0644);
+    const char *args2[] = { "--config", inner, NULL };
+    check_config(args2, NULL, &p);
+    assert_int_equal(p.status, 1);
+    assert_non_null(strstr(p.err, "writable by group or others"));
+    assert_non_null(strstr(p.err, dir));
+    it_proc_free(&p);
+    assert_int_equal(chmod(dir, 0755), 0);
+    check_config(args2, NULL, &p);
+    assert_null(strstr(p.err, "writable"));
     assert_non_null(strstr(value_line(p.out, "token-ttl"), "= 600  ; file"));
     it_proc_free(&p);
     it_free(s);
@@ -356,6 +386,23 @@ static void config_startup_errors_name_cause_and_path(void **state)
     } else {
         expect_startup_error(s, NULL, e3, want);
     }
+    it_free(s);
+    (void)state;
+}
+
+/* The caller policy is held to the same rules (whoever edits it can grant
+ * any certified caller every RPC): a group-writable one stops start-up,
+ * naming the file and the fix. It used to be read whatever its mode. */
+static void config_writable_caller_policy_refused(void **state)
+{
+    it_server *s = it_new(NULL);
+    char pol[400], want[600];
+
+    path_in(s, "policy.ini", pol, sizeof pol);
+    write_file(pol, "[authd-dev-client]\nallow = *\n", 0664);
+    snprintf(want, sizeof want, "policy %s is group-writable", pol);
+    const char *e[] = { "--tls-client-ca", IT_CA, "--caller-policy", pol, NULL };
+    expect_startup_error(s, NULL, e, want);
     it_free(s);
     (void)state;
 }
@@ -724,6 +771,7 @@ int main(void)
         cmocka_unit_test_teardown(config_precedence_flag_env_file_default, it_teardown),
         cmocka_unit_test_teardown(config_bad_file_names_file_line_and_key, it_teardown),
         cmocka_unit_test_teardown(config_world_writable_file_refused, it_teardown),
+        cmocka_unit_test_teardown(config_writable_caller_policy_refused, it_teardown),
         cmocka_unit_test_teardown(config_check_config_good_and_bad, it_teardown),
         cmocka_unit_test_teardown(config_startup_errors_name_cause_and_path, it_teardown),
         cmocka_unit_test_teardown(config_sighup_under_load_new_cert_no_request_lost, it_teardown),

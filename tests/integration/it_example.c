@@ -9,7 +9,8 @@
  * header, refused token), /me for a user, 403 then 200 on /admin, a logout
  * seen at once (no cache), 503 while authd is down (never 200), the same
  * client serving again after authd restarts on the same address, and a
- * clean exit on SIGTERM.
+ * clean exit on SIGTERM. A second test: one address holding connections
+ * open does not take the service away from the others.
  */
 #include "harness.h"
 
@@ -23,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -282,10 +284,56 @@ static void example_end_to_end(void **state)
     (void)state;
 }
 
+/*
+ * One address opens as many connections as the example allows in all
+ * (1024) and sends half a request line on each, never finishing
+ * (slowloris). Before the per-address cap, every later client waited in
+ * the listen backlog until those timed out: the service was down for
+ * everyone. Now the connections past 64 from one address are closed at
+ * once and a request from another address is answered.
+ */
+static void example_one_address_cannot_hold_every_connection(void **state)
+{
+    enum { HOLD = 1024 };
+    it_server *s = it_start(NULL);
+    struct example e;
+    struct http h;
+    struct rlimit rl;
+    static int fds[HOLD];
+
+    (void)state;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    if (rl.rlim_cur < HOLD + 256) {
+        rl.rlim_cur = rl.rlim_max < HOLD + 256 ? rl.rlim_max : HOLD + 256;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur < HOLD + 256)
+            skip(); /* cannot open that many sockets here */
+    }
+    example_start(&e, s);
+    for (int i = 0; i < HOLD; i++) {
+        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)e.port) };
+        struct sockaddr_in la = { .sin_family = AF_INET };
+        fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        assert_true(fds[i] >= 0);
+        inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+        inet_pton(AF_INET, "127.0.0.2", &la.sin_addr);
+        assert_int_equal(bind(fds[i], (struct sockaddr *)&la, sizeof la), 0);
+        if (connect(fds[i], (struct sockaddr *)&sa, sizeof sa) == 0)
+            (void)send(fds[i], "GET /public HTTP/1.1\r\n", 23, MSG_NOSIGNAL);
+    }
+    /* From 127.0.0.1: answered within the deadline (http_get fails it
+     * otherwise). */
+    get_expect(e.port, "/public", NULL, 200, &h);
+    for (int i = 0; i < HOLD; i++)
+        close(fds[i]);
+    example_stop(&e);
+    it_finish(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(example_end_to_end, it_teardown),
+        cmocka_unit_test_teardown(example_one_address_cannot_hold_every_connection, it_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
