@@ -1335,13 +1335,14 @@ static int admin_list(authd_client *c, const char *token, const struct admin_arg
     Authd__V1__ListUsersRequest req = AUTHD__V1__LIST_USERS_REQUEST__INIT;
     Authd__V1__ListUsersResponse *resp = NULL;
     authd_status st;
-    char *next = NULL;
+    char *next = NULL; /* the page token in req, once past the first page */
     int rc = EXIT_OK;
 
     req.prefix = (char *)(a->prefix != NULL ? a->prefix : "");
     req.page_size = a->page_size;
     req.page_token = (char *)(a->page_token != NULL ? a->page_token : "");
     for (;;) {
+        char *fresh = NULL;
         if (authd_client_list_users_as(c, token, &req, &resp, &st) != AUTHD_OK) {
             rc = report(&st);
             goto out;
@@ -1349,8 +1350,6 @@ static int admin_list(authd_client *c, const char *token, const struct admin_arg
         for (size_t i = 0; i < resp->n_users; i++) {
             put_user(stdout, resp->users[i]);
         }
-        free(next);
-        next = NULL;
         if (resp->next_page_token != NULL && resp->next_page_token[0] != '\0') {
             /* A token that does not move on would loop for ever. */
             if (strcmp(resp->next_page_token, req.page_token) == 0) {
@@ -1358,12 +1357,15 @@ static int admin_list(authd_client *c, const char *token, const struct admin_arg
                 rc = EXIT_FAILED;
                 goto out;
             }
-            if ((next = strdup(resp->next_page_token)) == NULL) {
+            if ((fresh = strdup(resp->next_page_token)) == NULL) {
                 fprintf(stderr, "authctl: out of memory\n");
                 rc = EXIT_FAILED;
                 goto out;
             }
         }
+        /* req.page_token may point into next: replace it only now. */
+        free(next);
+        next = fresh;
         authd__v1__list_users_response__free_unpacked(resp, NULL);
         resp = NULL;
         if (next == NULL) {
