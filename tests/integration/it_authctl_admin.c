@@ -11,9 +11,15 @@
  */
 #include "harness.h"
 
+#include <errno.h>
+#include <poll.h>
+#include <pty.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #define PW      "admin cli passphrase 1234"
 #define USER_PW "plain user passphrase 5678"
@@ -213,6 +219,64 @@ static void authctl_admin_usage_errors(void **state)
     (void)state;
 }
 
+/* on_tty runs `authctl admin delete ID` with AUTHD_TOKEN=tok on a new
+ * pseudo-terminal (its controlling terminal), answers the confirmation
+ * prompt with answer, and returns the exit status; out gets what it
+ * wrote on the terminal. Bounded by a 30 s deadline. */
+static int delete_on_tty(
+    const it_server *s, const char *tok, const char *id, const char *answer, char *out, size_t cap)
+{
+    int master, status = -1;
+    size_t n = 0;
+    bool answered = false;
+    uint64_t deadline = it_mono_ms() + 30000;
+    pid_t pid = forkpty(&master, NULL, NULL, NULL);
+
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        setenv("AUTHD_TOKEN", tok, 1);
+        execl(AUTHCTL_BIN, AUTHCTL_BIN, "--url", s->url, "--ca", IT_CA, "admin", "delete", id,
+            (char *)NULL);
+        _exit(127);
+    }
+    out[0] = '\0';
+    while (it_mono_ms() < deadline) {
+        struct pollfd pf = { .fd = master, .events = POLLIN };
+        int r = poll(&pf, 1, 200);
+        if (r < 0 && errno == EINTR)
+            continue;
+        assert_true(r >= 0);
+        if (r > 0) {
+            ssize_t got = read(master, out + n, cap - 1 - n);
+            if (got <= 0)
+                break; /* EIO: the child closed the terminal */
+            n += (size_t)got;
+            out[n] = '\0';
+            if (n + 1 >= cap)
+                break;
+        }
+        if (!answered && strstr(out, "[y/N]") != NULL) {
+            assert_int_equal(write(master, answer, strlen(answer)), (ssize_t)strlen(answer));
+            answered = true;
+        }
+    }
+    /* The terminal closes a moment before the process is gone. */
+    pid_t w;
+    while ((w = waitpid(pid, &status, WNOHANG)) == 0 && it_mono_ms() < deadline)
+        it_nap_ms(10);
+    if (w == 0) {
+        /* Past the deadline, or the output filled out: make sure it ends. */
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        close(master);
+        fail_msg("authctl admin delete on a terminal did not finish: %s", out);
+    }
+    close(master);
+    if (!answered)
+        fail_msg("no [y/N] prompt on the terminal: %s", out);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
 static void authctl_admin_subcommands(void **state)
 {
     it_server *s = it_start(NULL);
@@ -340,6 +404,14 @@ static void authctl_admin_subcommands(void **state)
     assert_non_null(strstr(p.err, "FAILED_PRECONDITION"));
     it_proc_free(&p);
 
+    /* delete on a terminal asks first: "n" keeps the user. */
+    char tty[4096];
+    int st = delete_on_tty(s, root_env + strlen("AUTHD_TOKEN="), bob_id, "n\n", tty, sizeof tty);
+    if (st != 1 || strstr(tty, "not deleted") == NULL)
+        fail_msg("delete answered n: exit %d, terminal: %s", st, tty);
+    admin(s, root_env, 0, &p, "get-user", bob_id, NULL, NULL);
+    it_proc_free(&p);
+
     /* delete --yes: the sessions go, the user is gone. */
     admin(s, root_env, 0, &p, "delete", bob_id, "--yes", NULL);
     field(p.out, "sessions_deleted", v, sizeof v);
@@ -350,6 +422,15 @@ static void authctl_admin_subcommands(void **state)
     it_proc_free(&p);
     ctl(s->url, verify, envb, NULL, &p);
     expect_exit(&p, 1, "verify after delete");
+    it_proc_free(&p);
+
+    /* ... and "y" deletes. */
+    reg(s, "dora", id);
+    st = delete_on_tty(s, root_env + strlen("AUTHD_TOKEN="), id, "y\n", tty, sizeof tty);
+    if (st != 0 || strstr(tty, "sessions_deleted=0") == NULL)
+        fail_msg("delete answered y: exit %d, terminal: %s", st, tty);
+    admin(s, root_env, 1, &p, "get-user", id, NULL, NULL);
+    assert_non_null(strstr(p.err, "NOT_FOUND"));
     it_proc_free(&p);
 
     /* jwks: the document (HS256 only here: no keys). */
