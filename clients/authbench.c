@@ -68,14 +68,16 @@
 
 /* ---- options ----------------------------------------------------------- */
 
-enum workload { W_VERIFY, W_LOGIN, W_REGISTER, W_MIXED, W_FLOOD, W_ECHO, W_REFRESH };
-static const char *const workload_names[]
-    = { "verify", "login", "register", "mixed", "verify-under-login-flood", "echo", "refresh" };
+enum workload { W_VERIFY, W_LOGIN, W_REGISTER, W_MIXED, W_FLOOD, W_ECHO, W_REFRESH, W_LOGOUT };
+static const char *const workload_names[] = { "verify", "login", "register", "mixed",
+    "verify-under-login-flood", "echo", "refresh", "logout" };
 
-enum kind { K_VERIFY, K_LOGIN, K_REGISTER, K_ECHO, K_REFRESH, N_KINDS };
-static const char *const kind_names[] = { "verify", "login", "register", "echo", "refresh" };
+enum kind { K_VERIFY, K_LOGIN, K_REGISTER, K_ECHO, K_REFRESH, K_LOGOUT, N_KINDS };
+static const char *const kind_names[]
+    = { "verify", "login", "register", "echo", "refresh", "logout" };
 
 #define REFRESH_TOKEN_MAX 128 /* authd's are 92 characters */
+#define ACCESS_TOKEN_MAX  4096 /* authd's are a few hundred characters */
 
 enum format { F_TABLE, F_CSV, F_JSON };
 
@@ -133,6 +135,9 @@ struct op {
     /* refresh: the op's own chain. Only one Refresh of it is ever in
      * flight (the op's), so the reply's token is the next one to send. */
     char refresh[REFRESH_TOKEN_MAX];
+    /* logout: the access token of the session the op logged in to and
+     * will log out next; empty: the op logs in first. */
+    char access[ACCESS_TOKEN_MAX];
 };
 
 struct group {
@@ -421,6 +426,22 @@ static void on_reply(void *arg, int code, const authd_status *st, ProtobufCMessa
             snprintf(op->refresh, sizeof(op->refresh), "%s", rr->refresh_token);
         }
     }
+    if (op->b->o.wl == W_LOGOUT && op->kind == K_LOGIN) {
+        /* The login half of a pair: keep its session for the Logout. */
+        Authd__V1__LoginResponse *lr = (Authd__V1__LoginResponse *)resp;
+        if (code == AUTHD_OK
+            && (lr == NULL || lr->access_token == NULL || lr->access_token[0] == '\0'
+                || strlen(lr->access_token) >= sizeof(op->access))) {
+            code = AUTHD_INTERNAL;
+            reason = "NO_ACCESS_TOKEN";
+        } else if (code == AUTHD_OK) {
+            snprintf(op->access, sizeof(op->access), "%s", lr->access_token);
+        }
+    } else if (op->kind == K_LOGOUT) {
+        /* Whatever the answer, that session is done with: the next call
+         * logs in to a fresh one (a failed Logout is not retried). */
+        op->access[0] = '\0';
+    }
     if (resp != NULL) {
         protobuf_c_message_free_unpacked(resp, NULL);
     }
@@ -454,6 +475,9 @@ static enum kind pick_kind(struct op *op)
     }
     if (op->b->o.wl == W_REFRESH) {
         return K_REFRESH;
+    }
+    if (op->b->o.wl == W_LOGOUT) {
+        return op->access[0] == '\0' ? K_LOGIN : K_LOGOUT;
     }
     r = (double)(xorshift(&op->rng) % 1000000u);
     if (r < g->mix[0]) {
@@ -498,7 +522,12 @@ static void op_issue(struct op *op, uint64_t t0)
     case K_LOGIN: {
         Authd__V1__LoginRequest req = AUTHD__V1__LOGIN_REQUEST__INIT;
         char name[NAME_MAX_LEN + 1];
-        if (b->use_pattern) {
+        if (b->o.wl == W_LOGOUT) {
+            /* Each slot its own user (as refresh): logins of one account
+             * in flight at once count against its throttle before the
+             * password is checked, so piling them up gets them refused. */
+            req.login = b->users[(unsigned)(op - g->ops) % b->nusers].username;
+        } else if (b->use_pattern) {
             /* Any user of the seeded range: the whole index is in play. */
             unsigned long n = b->o.user_first
                 + (((unsigned long)xorshift(&op->rng) << 32) | xorshift(&op->rng))
@@ -531,6 +560,12 @@ static void op_issue(struct op *op, uint64_t t0)
         Authd__V1__RefreshRequest req = AUTHD__V1__REFRESH_REQUEST__INIT;
         req.refresh_token = op->refresh;
         rc = authd_client_refresh_async(c, &req, on_reply, op);
+        break;
+    }
+    case K_LOGOUT: {
+        Authd__V1__LogoutRequest req = AUTHD__V1__LOGOUT_REQUEST__INIT;
+        req.access_token = op->access;
+        rc = authd_client_logout_async(c, &req, on_reply, op);
         break;
     }
     case N_KINDS:
@@ -1444,7 +1479,15 @@ static const char usage[]
       "  --workload W          verify (default), login, register, mixed,\n"
       "                        verify-under-login-flood, echo (against authd-echo),\n"
       "                        refresh (each in-flight slot logs in once, then\n"
-      "                        refreshes its own token chain)\n"
+      "                        refreshes its own token chain), logout (each\n"
+      "                        in-flight slot repeats a pair: Login (the\n"
+      "                        \"login\" row), then Logout of that fresh session\n"
+      "                        (the \"logout\" row: its latency is Logout's\n"
+      "                        alone, but its rate is bounded by the Logins\n"
+      "                        between; a Logout not OK is an error). Slot i\n"
+      "                        logs in as user i mod --users: keep --users >=\n"
+      "                        --inflight / --login-free-attempts (5), or logins\n"
+      "                        of one account in flight at once are throttled\n"
       "  --connections C       TLS connections, one client each (default 1)\n"
       "  --inflight N          requests outstanding in all, spread over the\n"
       "                        connections (default 16); with --rate, the most\n"
@@ -1891,7 +1934,7 @@ int main(int argc, char **argv)
     static struct bench bench;
     struct bench *b = &bench;
     static struct totals T;
-    static struct row rows[6];
+    static struct row rows[N_KINDS + 2];
     struct common c = { 0 };
     struct sigaction sa;
     unsigned nrows = 0, kinds = 0;
@@ -2008,6 +2051,9 @@ int main(int argc, char **argv)
                 fill_row(b, &T, &rows[nrows++], 1u << k, kind_names[k], &b->groups[0]);
             }
         }
+    } else if (b->o.wl == W_LOGOUT) {
+        fill_row(b, &T, &rows[nrows++], 1u << K_LOGOUT, "logout", &b->groups[0]);
+        fill_row(b, &T, &rows[nrows++], 1u << K_LOGIN, "login", &b->groups[0]);
     } else {
         enum kind k = b->o.wl == W_ECHO ? K_ECHO
             : b->o.wl == W_LOGIN        ? K_LOGIN

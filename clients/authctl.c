@@ -1,6 +1,7 @@
 /*
 ** authctl.c — the authd command-line client: register, login, verify,
-** logout and refresh over libauthd-client.
+** logout, refresh, the caller's own account (me, passwd, logout-all), the
+** admin-only RPCs (admin ...) and GetJwks over libauthd-client.
 **
 ** Secrets never come from argv (which any local user can read in /proc):
 ** passwords are typed on the terminal with echo off or read as one line of
@@ -54,6 +55,10 @@ static const char main_usage[]
       "  passwd     change your password (access token required)\n"
       "  logout-all revoke every one of your sessions (access token required)\n"
       "  health     is the server ready? exit 0 only when it is SERVING\n"
+      "  admin SUBCOMMAND  admin-only calls (admin token required):\n"
+      "             get-user, list-users, set-roles, disable, enable, delete,\n"
+      "             revoke-sessions, unlock (see authctl help admin)\n"
+      "  jwks       print the server's public keys (JWKS JSON)\n"
       "  help [COMMAND]   this text, or a command's\n"
       "\n"
       "Options (before the command; environment fallback in brackets):\n"
@@ -1091,6 +1096,485 @@ out:
     return rc;
 }
 
+/* ---- admin: the admin-only RPCs (the caller's token must carry "admin") ---- */
+
+static const char admin_usage[]
+    = "usage: authctl [OPTIONS] admin SUBCOMMAND [ARGS] [--token-stdin]\n"
+      "\n"
+      "Calls the admin-only RPCs. The admin's own access token comes from\n"
+      "AUTHD_TOKEN if set, else the first line of stdin (--token-stdin:\n"
+      "always stdin), never from arguments; it is sent as the request\n"
+      "envelope's authorization. A token without the admin role gets\n"
+      "PERMISSION_DENIED (exit 1). Users print one line each:\n"
+      "  user_id=... username=... email=... roles=a,b status=ACTIVE|DISABLED\n"
+      "  created_at=UNIX updated_at=UNIX\n"
+      "\n"
+      "Subcommands:\n"
+      "  get-user USER_ID          print the user\n"
+      "  list-users [--prefix P] [--page-size N] [--page-token T | --all]\n"
+      "                            users in username order, whose username\n"
+      "                            starts with P; one page of N (1 to 1000,\n"
+      "                            default the server's 50), the next page's\n"
+      "                            token on stderr as next_page_token=T;\n"
+      "                            --all follows every page\n"
+      "  set-roles USER_ID ROLE,...  replace the user's roles (\"\" = none);\n"
+      "                            prints the user\n"
+      "  disable USER_ID           disable the user (revokes every session)\n"
+      "  enable USER_ID            enable the user again\n"
+      "  delete USER_ID [--yes]    delete the user and its sessions; asks for\n"
+      "                            confirmation on a terminal, and without a\n"
+      "                            terminal refuses unless --yes; prints\n"
+      "                            sessions_deleted=N\n"
+      "  revoke-sessions USER_ID   revoke every session of the user; prints\n"
+      "                            sessions_revoked=N\n"
+      "  unlock USER_ID            reset the user's login throttle\n"
+      "\n"
+      "The last active admin cannot remove their own admin role or disable or\n"
+      "delete themselves (FAILED_PRECONDITION).\n"
+      "\n"
+      "Example:\n"
+      "  export AUTHD_TOKEN=$(authctl login --login root)\n"
+      "  authctl admin list-users --prefix al --all\n"
+      "  authctl admin set-roles 0123...cdef admin,auditor\n";
+
+static const char jwks_usage[]
+    = "usage: authctl [OPTIONS] jwks\n"
+      "\n"
+      "Prints the server's JSON Web Key Set (the GetJwks RPC: no token\n"
+      "needed): the public ES256 keys that verify its tokens, as one line of\n"
+      "JSON, {\"keys\":[]} when it signs with HS256 only.\n";
+
+/* put_user prints a user as register does, plus updated_at, and a newline. */
+static void put_user(FILE *f, const Authd__V1__User *u)
+{
+    const ProtobufCEnumValue *sv
+        = protobuf_c_enum_descriptor_get_value(&authd__v1__user_status__descriptor, (int)u->status);
+    const char *sname = sv != NULL ? sv->name : "UNKNOWN";
+
+    if (strncmp(sname, "USER_STATUS_", 12) == 0) {
+        sname += 12;
+    }
+    fprintf(f, "user_id=");
+    put_safe(f, u->id);
+    fprintf(f, " username=");
+    put_safe(f, u->username);
+    fprintf(f, " email=");
+    put_safe(f, u->email);
+    fprintf(f, " roles=");
+    put_roles(f, u->roles, u->n_roles);
+    fprintf(f, " status=%s created_at=%lld updated_at=%lld\n", sname, (long long)u->created_at,
+        (long long)u->updated_at);
+}
+
+/* The parsed arguments of an admin subcommand. */
+struct admin_args {
+    const char *sub;
+    const char *user_id; /* the first positional argument, if any */
+    const char *roles; /* set-roles: the second one */
+    const char *prefix;
+    const char *page_token;
+    uint32_t page_size;
+    bool all;
+    bool yes;
+    bool token_stdin;
+};
+
+/* split_roles splits "a,b" into a malloc'ed array of pointers into s
+ * (which it modifies); "" gives none. Returns 0, or EXIT_USAGE for an
+ * empty element such as "a,,b". */
+static int split_roles(char *s, char ***out, size_t *n)
+{
+    size_t cap = 1;
+    char **v;
+
+    *out = NULL;
+    *n = 0;
+    if (s[0] == '\0') {
+        return 0;
+    }
+    for (const char *p = s; *p != '\0'; p++) {
+        cap += *p == ',';
+    }
+    if ((v = calloc(cap, sizeof(*v))) == NULL) {
+        fprintf(stderr, "authctl: out of memory\n");
+        return EXIT_FAILED;
+    }
+    for (char *p = s;;) {
+        char *comma = strchr(p, ',');
+        if (comma != NULL) {
+            *comma = '\0';
+        }
+        if (p[0] == '\0') {
+            free(v);
+            return usage_error("admin ", "admin set-roles: an empty role in the list");
+        }
+        v[(*n)++] = p;
+        if (comma == NULL) {
+            break;
+        }
+        p = comma + 1;
+    }
+    *out = v;
+    return 0;
+}
+
+/*
+** admin_parse checks the subcommand's arguments (before anything is read
+** or sent). Returns 0 or EXIT_USAGE after saying why.
+*/
+static int admin_parse(int argc, char **argv, struct admin_args *a)
+{
+    static const char *const subs[] = { "get-user", "list-users", "set-roles", "disable", "enable",
+        "delete", "revoke-sessions", "unlock", NULL };
+    const char *pos[2] = { NULL, NULL };
+    const char *size = NULL;
+    size_t npos = 0, want;
+    bool known = false;
+
+    if (argc < 2) {
+        return usage_error("admin ", "admin: which subcommand?");
+    }
+    a->sub = argv[1];
+    for (size_t k = 0; subs[k] != NULL; k++) {
+        known = known || strcmp(subs[k], a->sub) == 0;
+    }
+    if (!known) {
+        return usage_error("admin ", "admin: unknown subcommand %s", a->sub);
+    }
+    for (int i = 2; i < argc; i++) {
+        bool list = strcmp(a->sub, "list-users") == 0;
+        int m = 0;
+        if (strcmp(argv[i], "--token-stdin") == 0) {
+            a->token_stdin = true;
+            continue;
+        }
+        if (strcmp(a->sub, "delete") == 0 && strcmp(argv[i], "--yes") == 0) {
+            a->yes = true;
+            continue;
+        }
+        if (list && strcmp(argv[i], "--all") == 0) {
+            a->all = true;
+            continue;
+        }
+        if (list
+            && ((m = opt_value(argc, argv, &i, "--prefix", &a->prefix)) != 0
+                || (m = opt_value(argc, argv, &i, "--page-size", &size)) != 0
+                || (m = opt_value(argc, argv, &i, "--page-token", &a->page_token)) != 0)) {
+            if (m < 0) {
+                return usage_error("admin ", "admin %s: %s needs a value", a->sub, argv[i]);
+            }
+            continue;
+        }
+        if (argv[i][0] == '-' && argv[i][1] != '\0') {
+            return usage_error("admin ", "admin %s: unknown option %s", a->sub, argv[i]);
+        }
+        if (npos == 2) {
+            return usage_error("admin ", "admin %s: too many arguments", a->sub);
+        }
+        pos[npos++] = argv[i];
+    }
+    want = strcmp(a->sub, "list-users") == 0 ? 0 : strcmp(a->sub, "set-roles") == 0 ? 2 : 1;
+    if (npos != want) {
+        return usage_error("admin ", "admin %s: want %s", a->sub,
+            want == 0       ? "no USER_ID"
+                : want == 1 ? "USER_ID"
+                            : "USER_ID ROLE,... (\"\" for none)");
+    }
+    a->user_id = pos[0];
+    a->roles = pos[1];
+    if (a->user_id != NULL && a->user_id[0] == '\0') {
+        return usage_error("admin ", "admin %s: empty USER_ID", a->sub);
+    }
+    if (a->all && a->page_token != NULL) {
+        return usage_error("admin ", "admin list-users: --all or --page-token, not both");
+    }
+    if (size != NULL) {
+        char *end;
+        long v;
+        errno = 0;
+        v = strtol(size, &end, 10);
+        if (errno != 0 || end == size || *end != '\0' || v < 1 || v > 1000) {
+            return usage_error("admin ", "admin list-users: --page-size %s: want 1 to 1000", size);
+        }
+        a->page_size = (uint32_t)v;
+    }
+    return 0;
+}
+
+/*
+** confirm_delete asks on the terminal before a delete. Without a terminal
+** (stdin or stderr not one) nobody can be asked, so it refuses: scripts
+** say --yes. Returns 0 to go ahead, else an exit status.
+*/
+static int confirm_delete(const char *user_id)
+{
+    char answer[16];
+    char prompt[160];
+    int fd;
+    long n;
+
+    if (!isatty(STDIN_FILENO) || !isatty(STDERR_FILENO)) {
+        return usage_error("admin ", "admin delete: no terminal to confirm on; add --yes");
+    }
+    if ((fd = open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC)) < 0) {
+        return usage_error("admin ", "admin delete: cannot open the terminal; add --yes");
+    }
+    snprintf(prompt, sizeof(prompt), "Delete user %.64s and all its sessions? [y/N] ", user_id);
+    n = write(fd, prompt, strlen(prompt)) < 0 ? -1 : read_line(fd, answer, sizeof(answer));
+    close(fd);
+    if (n < 0 || (strcmp(answer, "y") != 0 && strcmp(answer, "yes") != 0)) {
+        fprintf(stderr, "authctl: not deleted\n");
+        return EXIT_FAILED;
+    }
+    return 0;
+}
+
+/* admin_list runs list-users: one page, or every page with --all. */
+static int admin_list(authd_client *c, const char *token, const struct admin_args *a)
+{
+    Authd__V1__ListUsersRequest req = AUTHD__V1__LIST_USERS_REQUEST__INIT;
+    Authd__V1__ListUsersResponse *resp = NULL;
+    authd_status st;
+    char *next = NULL; /* the page token in req, once past the first page */
+    int rc = EXIT_OK;
+
+    req.prefix = (char *)(a->prefix != NULL ? a->prefix : "");
+    req.page_size = a->page_size;
+    req.page_token = (char *)(a->page_token != NULL ? a->page_token : "");
+    for (;;) {
+        char *fresh = NULL;
+        if (authd_client_list_users_as(c, token, &req, &resp, &st) != AUTHD_OK) {
+            rc = report(&st);
+            goto out;
+        }
+        for (size_t i = 0; i < resp->n_users; i++) {
+            put_user(stdout, resp->users[i]);
+        }
+        if (resp->next_page_token != NULL && resp->next_page_token[0] != '\0') {
+            /* A token that does not move on would loop for ever. */
+            if (strcmp(resp->next_page_token, req.page_token) == 0) {
+                fprintf(stderr, "authctl: the server repeated a page token\n");
+                rc = EXIT_FAILED;
+                goto out;
+            }
+            if ((fresh = strdup(resp->next_page_token)) == NULL) {
+                fprintf(stderr, "authctl: out of memory\n");
+                rc = EXIT_FAILED;
+                goto out;
+            }
+        }
+        /* req.page_token may point into next: replace it only now. */
+        free(next);
+        next = fresh;
+        authd__v1__list_users_response__free_unpacked(resp, NULL);
+        resp = NULL;
+        if (next == NULL) {
+            break;
+        }
+        if (!a->all) {
+            fprintf(stderr, "next_page_token=");
+            put_safe(stderr, next);
+            fputc('\n', stderr);
+            break;
+        }
+        req.page_token = next;
+    }
+out:
+    free(next);
+    if (resp != NULL) {
+        authd__v1__list_users_response__free_unpacked(resp, NULL);
+    }
+    return rc;
+}
+
+/* admin_by_id runs the subcommands whose request is a user id alone. */
+static int admin_by_id(authd_client *c, const char *token, const struct admin_args *a)
+{
+    authd_status st;
+    ProtobufCMessage *resp = NULL;
+    char *id = (char *)a->user_id;
+    int rc;
+
+    if (strcmp(a->sub, "get-user") == 0) {
+        Authd__V1__GetUserRequest req = AUTHD__V1__GET_USER_REQUEST__INIT;
+        Authd__V1__GetUserResponse *r = NULL;
+        req.user_id = id;
+        rc = authd_client_get_user_as(c, token, &req, &r, &st);
+        if (rc == AUTHD_OK && r->user != NULL) {
+            put_user(stdout, r->user);
+        }
+        resp = r != NULL ? &r->base : NULL;
+    } else if (strcmp(a->sub, "disable") == 0) {
+        Authd__V1__DisableUserRequest req = AUTHD__V1__DISABLE_USER_REQUEST__INIT;
+        Authd__V1__DisableUserResponse *r = NULL;
+        req.user_id = id;
+        rc = authd_client_disable_user_as(c, token, &req, &r, &st);
+        resp = r != NULL ? &r->base : NULL;
+    } else if (strcmp(a->sub, "enable") == 0) {
+        Authd__V1__EnableUserRequest req = AUTHD__V1__ENABLE_USER_REQUEST__INIT;
+        Authd__V1__EnableUserResponse *r = NULL;
+        req.user_id = id;
+        rc = authd_client_enable_user_as(c, token, &req, &r, &st);
+        resp = r != NULL ? &r->base : NULL;
+    } else if (strcmp(a->sub, "delete") == 0) {
+        Authd__V1__DeleteUserRequest req = AUTHD__V1__DELETE_USER_REQUEST__INIT;
+        Authd__V1__DeleteUserResponse *r = NULL;
+        req.user_id = id;
+        rc = authd_client_delete_user_as(c, token, &req, &r, &st);
+        if (rc == AUTHD_OK) {
+            printf("sessions_deleted=%u\n", (unsigned)r->sessions_deleted);
+        }
+        resp = r != NULL ? &r->base : NULL;
+    } else if (strcmp(a->sub, "revoke-sessions") == 0) {
+        Authd__V1__RevokeSessionsRequest req = AUTHD__V1__REVOKE_SESSIONS_REQUEST__INIT;
+        Authd__V1__RevokeSessionsResponse *r = NULL;
+        req.user_id = id;
+        rc = authd_client_revoke_sessions_as(c, token, &req, &r, &st);
+        if (rc == AUTHD_OK) {
+            printf("sessions_revoked=%u\n", (unsigned)r->sessions_revoked);
+        }
+        resp = r != NULL ? &r->base : NULL;
+    } else {
+        Authd__V1__UnlockUserRequest req = AUTHD__V1__UNLOCK_USER_REQUEST__INIT;
+        Authd__V1__UnlockUserResponse *r = NULL;
+        req.user_id = id;
+        rc = authd_client_unlock_user_as(c, token, &req, &r, &st);
+        resp = r != NULL ? &r->base : NULL;
+    }
+    if (resp != NULL) {
+        protobuf_c_message_free_unpacked(resp, NULL);
+    }
+    if (rc != AUTHD_OK) {
+        return report(&st);
+    }
+    if (strcmp(a->sub, "disable") == 0 || strcmp(a->sub, "enable") == 0
+        || strcmp(a->sub, "unlock") == 0) {
+        fprintf(stderr, "authctl: user ");
+        put_safe(stderr, id);
+        fprintf(stderr, " %s\n",
+            a->sub[0] == 'd'       ? "disabled"
+                : a->sub[0] == 'e' ? "enabled"
+                                   : "unlocked");
+    }
+    return EXIT_OK;
+}
+
+/* admin_set_roles replaces the user's roles and prints the user. */
+static int admin_set_roles(authd_client *c, const char *token, const struct admin_args *a)
+{
+    Authd__V1__SetRolesRequest req = AUTHD__V1__SET_ROLES_REQUEST__INIT;
+    Authd__V1__SetRolesResponse *resp = NULL;
+    authd_status st;
+    char *list = strdup(a->roles);
+    int rc;
+
+    if (list == NULL) {
+        fprintf(stderr, "authctl: out of memory\n");
+        return EXIT_FAILED;
+    }
+    if ((rc = split_roles(list, &req.roles, &req.n_roles)) != 0) {
+        goto out;
+    }
+    req.user_id = (char *)a->user_id;
+    if (authd_client_set_roles_as(c, token, &req, &resp, &st) != AUTHD_OK) {
+        rc = report(&st);
+        goto out;
+    }
+    if (resp->user != NULL) {
+        put_user(stdout, resp->user);
+    }
+    rc = EXIT_OK;
+out:
+    free(req.roles);
+    free(list);
+    if (resp != NULL) {
+        authd__v1__set_roles_response__free_unpacked(resp, NULL);
+    }
+    return rc;
+}
+
+/*
+** cmd_admin: arguments are checked first (exit 2 before anything is read
+** or sent), then the token is read, a delete is confirmed, and the call
+** made.
+*/
+static int cmd_admin(const authd_client_options *o, int argc, char **argv)
+{
+    struct admin_args a = { 0 };
+    authd_client *c = NULL;
+    char token[MAX_TOKEN + 1];
+    int rc;
+
+    token[0] = '\0';
+    if ((rc = admin_parse(argc, argv, &a)) != 0) {
+        goto out;
+    }
+    if (strcmp(a.sub, "set-roles") == 0) {
+        /* An empty element is a usage error: find it before the token. */
+        char *copy = strdup(a.roles);
+        char **v = NULL;
+        size_t n;
+        rc = copy == NULL ? EXIT_FAILED : split_roles(copy, &v, &n);
+        free(v);
+        free(copy);
+        if (rc != 0) {
+            goto out;
+        }
+    }
+    if ((rc = read_token(a.token_stdin, token, sizeof(token))) != 0) {
+        goto out;
+    }
+    if (strcmp(a.sub, "delete") == 0 && !a.yes && (rc = confirm_delete(a.user_id)) != 0) {
+        goto out;
+    }
+    if ((rc = open_client(o, &c)) != 0) {
+        goto out;
+    }
+    if (strcmp(a.sub, "list-users") == 0) {
+        rc = admin_list(c, token, &a);
+    } else if (strcmp(a.sub, "set-roles") == 0) {
+        rc = admin_set_roles(c, token, &a);
+    } else {
+        rc = admin_by_id(c, token, &a);
+    }
+out:
+    authd_client_close(c);
+    authd_wipe(token, sizeof(token));
+    return rc;
+}
+
+/* cmd_jwks: GetJwks, the document printed as the server sent it. */
+static int cmd_jwks(const authd_client_options *o, int argc, char **argv)
+{
+    authd_client *c = NULL;
+    Authd__V1__GetJwksRequest req = AUTHD__V1__GET_JWKS_REQUEST__INIT;
+    Authd__V1__GetJwksResponse *resp = NULL;
+    authd_status st;
+    int rc;
+
+    (void)argv;
+    if (argc > 1) {
+        rc = usage_error("jwks ", "jwks takes no arguments");
+        goto out;
+    }
+    if ((rc = open_client(o, &c)) != 0) {
+        goto out;
+    }
+    if ((rc = authd_client_get_jwks(c, &req, &resp, &st)) != AUTHD_OK) {
+        rc = report(&st);
+        goto out;
+    }
+    put_safe(stdout, resp->jwks);
+    printf("\n");
+    rc = EXIT_OK;
+out:
+    authd_client_close(c);
+    if (resp != NULL) {
+        authd__v1__get_jwks_response__free_unpacked(resp, NULL);
+    }
+    return rc;
+}
+
 static const struct command {
     const char *name;
     command_fn fn;
@@ -1105,6 +1589,8 @@ static const struct command {
     { "passwd", cmd_passwd, passwd_usage },
     { "logout-all", cmd_logout_all, logout_all_usage },
     { "health", cmd_health, health_usage },
+    { "admin", cmd_admin, admin_usage },
+    { "jwks", cmd_jwks, jwks_usage },
     { NULL, NULL, NULL },
 };
 
