@@ -66,6 +66,9 @@ struct authd_http {
     char url[HTTP_URL_MAX];
     char *cert_pem; /* https: what MHD was given (it keeps pointers) */
     char *key_pem;
+    bool tls;
+    /* What a daemon is started with, kept for a TLS reload's new daemon. */
+    unsigned threads, max_connections, max_per_source, timeout_s;
     char cookie[HTTP_COOKIE_NAME_MAX + 1]; /* forward-auth's cookie name; "" = none */
     size_t nproxies;
     struct cidr proxies[HTTP_PROXIES_MAX];
@@ -890,6 +893,49 @@ fail:
     return -1;
 }
 
+/*
+ * start_daemon starts libmicrohttpd on the listening socket fd (which it
+ * then owns) with h's settings and, for https, the PEM texts given (MHD
+ * keeps the pointers: they must outlive the daemon). With extra =
+ * MHD_USE_NO_LISTEN_SOCKET and fd = -1 it only loads the certificate and
+ * key, which is how a reload checks a new pair before it is put in force.
+ * NULL when MHD refuses (a bad PEM, a key that is not the certificate's).
+ */
+static struct MHD_Daemon *start_daemon(
+    authd_http *h, int fd, const char *cert_pem, const char *key_pem, unsigned extra)
+{
+    unsigned flags = MHD_USE_ERROR_LOG | extra;
+    if (fd >= 0)
+        flags |= MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC;
+    if (h->tls)
+        flags |= MHD_USE_TLS;
+    /* The logger goes first (in the call below): MHD warns, through its
+     * own logger to stderr, about any option that comes before it. */
+    struct MHD_OptionItem opts[] = {
+        { fd >= 0 ? MHD_OPTION_LISTEN_SOCKET : MHD_OPTION_END, fd, NULL },
+        { MHD_OPTION_CONNECTION_LIMIT, (intptr_t)h->max_connections, NULL },
+        /* One source must not hold every slot: the probes and the scraper
+         * of /healthz, /readyz and /metrics come from other addresses. */
+        { MHD_OPTION_PER_IP_CONNECTION_LIMIT, (intptr_t)h->max_per_source, NULL },
+        { MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)h->timeout_s, NULL },
+        { MHD_OPTION_CONNECTION_MEMORY_LIMIT, HTTP_CONN_MEMORY, NULL },
+        { fd >= 0 && h->threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
+            (intptr_t)h->threads, NULL },
+        { h->tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, (void *)cert_pem },
+        { h->tls ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, (void *)key_pem },
+        { h->tls ? MHD_OPTION_HTTPS_PRIORITIES : MHD_OPTION_END, 0, (void *)HTTP_TLS_PRIORITIES },
+        { MHD_OPTION_END, 0, NULL },
+    };
+    /* MHD_OPTION_END rows in the middle end the list early: compact it. */
+    size_t k = 0;
+    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++)
+        if (opts[i].option != MHD_OPTION_END)
+            opts[k++] = opts[i];
+    opts[k] = (struct MHD_OptionItem) { MHD_OPTION_END, 0, NULL };
+    return MHD_start_daemon(flags, 0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER,
+        on_mhd_log, NULL, MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
+}
+
 authd_code authd_http_start(
     const authd_http_options *o, authd_service *svc, authd_http **out, char *err, size_t errlen)
 {
@@ -927,39 +973,12 @@ authd_code authd_http_start(
             || (h->key_pem = read_pem(o->tls_key, "private key", err, errlen)) == NULL)
             goto fail;
     }
-    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_USE_ITC;
-    if (tls)
-        flags |= MHD_USE_TLS;
-    unsigned threads = o->threads > 0 ? o->threads : 1;
-    /* The logger first: MHD warns (through its own logger, to stderr)
-     * about any option that comes before it. */
-    struct MHD_OptionItem opts[] = {
-        { MHD_OPTION_LISTEN_SOCKET, fd, NULL },
-        { MHD_OPTION_CONNECTION_LIMIT,
-            (intptr_t)(o->max_connections > 0 ? o->max_connections : HTTP_DEFAULT_CONNS), NULL },
-        /* One source must not hold every slot: the probes and the scraper
-         * of /healthz, /readyz and /metrics come from other addresses. */
-        { MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-            (intptr_t)(o->max_conns_per_source > 0 ? o->max_conns_per_source
-                                                   : HTTP_DEFAULT_PER_SRC),
-            NULL },
-        { MHD_OPTION_CONNECTION_TIMEOUT,
-            (intptr_t)(o->timeout_s > 0 ? o->timeout_s : HTTP_DEFAULT_TIMEOUT), NULL },
-        { MHD_OPTION_CONNECTION_MEMORY_LIMIT, HTTP_CONN_MEMORY, NULL },
-        { threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, (intptr_t)threads, NULL },
-        { tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, h->cert_pem },
-        { tls ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, h->key_pem },
-        { tls ? MHD_OPTION_HTTPS_PRIORITIES : MHD_OPTION_END, 0, (void *)HTTP_TLS_PRIORITIES },
-        { MHD_OPTION_END, 0, NULL },
-    };
-    /* MHD_OPTION_END rows in the middle end the list early: compact it. */
-    size_t k = 0;
-    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++)
-        if (opts[i].option != MHD_OPTION_END)
-            opts[k++] = opts[i];
-    opts[k] = (struct MHD_OptionItem) { MHD_OPTION_END, 0, NULL };
-    h->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER,
-        on_mhd_log, NULL, MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
+    h->tls = tls;
+    h->threads = o->threads > 0 ? o->threads : 1;
+    h->max_connections = o->max_connections > 0 ? o->max_connections : HTTP_DEFAULT_CONNS;
+    h->max_per_source = o->max_conns_per_source > 0 ? o->max_conns_per_source : HTTP_DEFAULT_PER_SRC;
+    h->timeout_s = o->timeout_s > 0 ? o->timeout_s : HTTP_DEFAULT_TIMEOUT;
+    h->d = start_daemon(h, fd, h->cert_pem, h->key_pem, 0);
     if (h->d == NULL) {
         snprintf(err, errlen,
             "--http-listen %s: libmicrohttpd failed to start (for https: is the key the "
@@ -983,13 +1002,77 @@ const char *authd_http_url(const authd_http *h)
     return h->url;
 }
 
+/*
+ * authd_http_reload_tls (SIGHUP): libmicrohttpd has no way to change a
+ * running daemon's certificate, so a new daemon takes over the listening
+ * socket: the new pair is loaded first by a daemon without a socket (a bad
+ * PEM or a mismatched key stops here, nothing changed); then the running
+ * daemon is quiesced (stops accepting, gives the socket back), a new one
+ * starts on that socket with the new pair, and the old one is stopped
+ * (requests in progress finish; idle keep-alive connections close and the
+ * proxy redials). Same PEM texts: nothing to do.
+ */
+authd_code authd_http_reload_tls(
+    authd_http *h, const char *cert, const char *key, char *err, size_t errlen)
+{
+    char *cert_pem = NULL, *key_pem = NULL;
+    struct MHD_Daemon *probe, *nd;
+    authd_code rc = AUTHD_INVALID_ARGUMENT;
+
+    if (h == NULL || !h->tls)
+        return AUTHD_UNIMPLEMENTED;
+    if ((cert_pem = read_pem(cert, "certificate", err, errlen)) == NULL
+        || (key_pem = read_pem(key, "private key", err, errlen)) == NULL)
+        goto out;
+    if (strcmp(cert_pem, h->cert_pem) == 0 && strcmp(key_pem, h->key_pem) == 0) {
+        rc = AUTHD_OK;
+        goto out;
+    }
+    if ((probe = start_daemon(h, -1, cert_pem, key_pem, MHD_USE_NO_LISTEN_SOCKET)) == NULL) {
+        snprintf(err, errlen, "side port: certificate %s / key %s refused (PEM? the key the certificate's?)",
+            cert, key);
+        goto out;
+    }
+    MHD_stop_daemon(probe);
+    MHD_socket fd = MHD_quiesce_daemon(h->d);
+    if (fd == MHD_INVALID_SOCKET) {
+        snprintf(err, errlen, "side port: libmicrohttpd would not hand its socket over");
+        goto out;
+    }
+    if ((nd = start_daemon(h, fd, cert_pem, key_pem, 0)) == NULL) {
+        /* The pair loaded a moment ago; if the socket's daemon still does
+         * not start, the old pair goes back on it. */
+        nd = start_daemon(h, fd, h->cert_pem, h->key_pem, 0);
+        snprintf(err, errlen, "side port: libmicrohttpd failed to restart with the new pair%s",
+            nd != NULL ? "; the old one serves" : " or the old one: the side port is down");
+        if (nd == NULL)
+            close(fd);
+        MHD_stop_daemon(h->d);
+        h->d = nd;
+        goto out;
+    }
+    MHD_stop_daemon(h->d);
+    h->d = nd;
+    free(h->cert_pem);
+    wipe_free(h->key_pem);
+    h->cert_pem = cert_pem;
+    h->key_pem = key_pem;
+    cert_pem = key_pem = NULL;
+    rc = AUTHD_OK;
+out:
+    free(cert_pem);
+    wipe_free(key_pem);
+    return rc;
+}
+
 void authd_http_stop(authd_http *h)
 {
     if (h == NULL)
         return;
     /* The listening socket is ours (MHD_OPTION_LISTEN_SOCKET): MHD closes
      * it in MHD_stop_daemon all the same. */
-    MHD_stop_daemon(h->d);
+    if (h->d != NULL)
+        MHD_stop_daemon(h->d);
     free(h->cert_pem);
     wipe_free(h->key_pem);
     free(h);

@@ -41,6 +41,14 @@ AUTHD_MUST_CHECK authd_code authd_http_start(
 /* authd_http_url is the URL actually bound (port 0 resolved). */
 const char *authd_http_url(const authd_http *h);
 
+/* authd_http_reload_tls puts a new certificate and key (PEM files) in
+ * force on an https:// side port (SIGHUP): the pair is checked first, and
+ * on any failure err says why and the pair in force stays.
+ * AUTHD_UNIMPLEMENTED for a plaintext side port (nothing to reload). Not
+ * thread-safe against authd_http_stop: call both from one thread. */
+AUTHD_MUST_CHECK authd_code authd_http_reload_tls(
+    authd_http *h, const char *cert, const char *key, char *err, size_t errlen);
+
 /* authd_http_stop closes the listener, waits for its threads (requests in
  * progress finish first) and frees everything. Accepts NULL. Call before
  * the service is destroyed. */

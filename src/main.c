@@ -280,12 +280,13 @@ static void reload_keys(const authd_config *cfg, authd_tokens *tokens, uint8_t d
  * part that fails to load keeps what is in force and logs an error naming
  * the file (and line); what did load is put in force and logged.
  */
-static void reload(const authd_config *cfg, authd_policy_slot *slot, authd_server *srv)
+static void reload(
+    const authd_config *cfg, authd_policy_slot *slot, authd_server *srv, authd_http *http)
 {
     char err[512];
     authd_policy *p = NULL;
     size_t callers = 0;
-    bool policy_ok = false, tls_ok = false;
+    bool policy_ok = false, tls_ok = false, http_tls = false, http_tls_ok = false;
     authd_logrec r;
 
     if (slot != NULL) {
@@ -310,12 +311,29 @@ static void reload(const authd_config *cfg, authd_policy_slot *slot, authd_serve
             authd_log_end(&r);
         }
     }
-    if ((policy_ok || tls_ok) && authd_log_begin(&r, AUTHD_LOG_INFO, "reloaded")) {
+    if (http != NULL) {
+        const char *cert = cfg->http_tls_cert != NULL ? cfg->http_tls_cert : cfg->tls_cert;
+        const char *key = cfg->http_tls_key != NULL ? cfg->http_tls_key : cfg->tls_key;
+        rc = authd_http_reload_tls(http, cert, key, err, sizeof err);
+        if (rc != AUTHD_UNIMPLEMENTED) { /* http://: no TLS files */
+            http_tls = true;
+            if (rc == AUTHD_OK) {
+                http_tls_ok = true;
+            } else if (authd_log_begin(&r, AUTHD_LOG_ERROR, "reload_failed")) {
+                authd_log_str(&r, "error", err);
+                authd_log_str(&r, "kept", "the side port's certificate in force");
+                authd_log_end(&r);
+            }
+        }
+    }
+    if ((policy_ok || tls_ok || http_tls_ok) && authd_log_begin(&r, AUTHD_LOG_INFO, "reloaded")) {
         if (policy_ok) {
             authd_log_str(&r, "caller_policy", cfg->caller_policy);
             authd_log_u64(&r, "callers", callers);
         }
         authd_log_bool(&r, "tls", tls_ok);
+        if (http_tls)
+            authd_log_bool(&r, "http_tls", http_tls_ok);
         authd_log_end(&r);
     }
 }
@@ -678,7 +696,7 @@ int main(int argc, char **argv)
             break;
         if (sig == SIGHUP) {
             reload_log(argc, argv, &cfg);
-            reload(&cfg, policy, srv);
+            reload(&cfg, policy, srv, http);
             reload_keys(&cfg, tokens, keys_digest);
         }
         now = mono_ms();

@@ -7,6 +7,7 @@
  */
 #define _GNU_SOURCE
 #include "harness.h"
+#include "http_client.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -411,9 +412,9 @@ static void config_writable_caller_policy_refused(void **state)
 
 /* served_serial is the serial number (hex, as openssl prints it) of the
  * certificate a new TLS connection to s is served. */
-static void served_serial(const it_server *s, char *out, size_t cap)
+static void served_serial_at(const char *url, char *out, size_t cap)
 {
-    const char *hostport = strstr(s->url, "://");
+    const char *hostport = strstr(url, "://");
     it_proc p, q;
 
     assert_non_null(hostport);
@@ -430,6 +431,11 @@ static void served_serial(const it_server *s, char *out, size_t cap)
     out[strcspn(out, "\r\n")] = '\0';
     it_proc_free(&p);
     it_proc_free(&q);
+}
+
+static void served_serial(const it_server *s, char *out, size_t cap)
+{
+    served_serial_at(s->url, out, cap);
 }
 
 /* load: Verify calls without pause until told to stop, on one long-lived
@@ -586,6 +592,68 @@ static void config_sighup_under_load_new_cert_no_request_lost(void **state)
     assert_string_not_equal(before, "5EED1234");
     assert_string_equal(serial, "5EED1234");
     assert_int_equal(count_in(s->log_path, "\"event\":\"reload_failed\""), 0);
+    it_finish(s);
+    (void)state;
+}
+
+/* SIGHUP renews the https:// side port's certificate too (libmicrohttpd
+ * cannot: a new daemon takes the socket over); a pair that does not load
+ * is refused with reload_failed and the certificate in force stays. */
+static void config_sighup_side_port_new_cert(void **state)
+{
+    it_server *s = it_new(NULL);
+    char crt[400], key[400], newcrt[400], newkey[400], hurl_file[400], before[64], serial[64];
+    size_t len = 0;
+
+    path_in(s, "server.crt", crt, sizeof crt);
+    path_in(s, "server.key", key, sizeof key);
+    path_in(s, "http-url", hurl_file, sizeof hurl_file);
+    char *pem = it_read_file(IT_TLS_DIR "/server.crt", &len);
+    assert_non_null(pem);
+    write_file(crt, pem, 0644);
+    free(pem);
+    pem = it_read_file(IT_TLS_DIR "/server.key", &len);
+    assert_non_null(pem);
+    write_file(key, pem, 0600);
+    free(pem);
+    const char *extra[] = { "--tls-cert", crt, "--tls-key", key, "--http-listen",
+        "https://127.0.0.1:0", "--http-url-file", hurl_file };
+    for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++)
+        s->opts.extra[i] = extra[i];
+    it_launch(s);
+    char *hurl = NULL;
+    uint64_t end = it_mono_ms() + RELOAD_WAIT_MS;
+    while ((hurl = it_read_file(hurl_file, &len)) == NULL && it_mono_ms() < end)
+        it_nap_ms(20);
+    assert_non_null(hurl);
+    hurl[strcspn(hurl, "\r\n")] = '\0';
+
+    served_serial_at(hurl, before, sizeof before);
+    make_cert(s, "0x5EED5678");
+    path_in(s, "new.crt", newcrt, sizeof newcrt);
+    path_in(s, "new.key", newkey, sizeof newkey);
+    assert_int_equal(rename(newkey, key), 0);
+    assert_int_equal(rename(newcrt, crt), 0);
+    assert_int_equal(kill(s->pid, SIGHUP), 0);
+    assert_true(it_log_wait(s, "\"http_tls\":true", RELOAD_WAIT_MS));
+    served_serial_at(hurl, serial, sizeof serial);
+    assert_string_not_equal(before, "5EED5678");
+    assert_string_equal(serial, "5EED5678");
+    served_serial(s, serial, sizeof serial); /* the main port too */
+    assert_string_equal(serial, "5EED5678");
+
+    /* A key that is not the certificate's: refused, the pair in force stays. */
+    make_cert(s, "0x5EED9999");
+    assert_int_equal(rename(newkey, key), 0); /* the new key, the old (5678) certificate */
+    assert_int_equal(kill(s->pid, SIGHUP), 0);
+    assert_true(it_log_wait(s, "the side port's certificate in force", RELOAD_WAIT_MS));
+    served_serial_at(hurl, serial, sizeof serial);
+    assert_string_equal(serial, "5EED5678");
+    it_http_resp r;
+    it_http_get(hurl, "/readyz", NULL, NULL, IT_CA, &r);
+    assert_int_equal(r.status, 200);
+    it_http_free(&r);
+    free(hurl);
     it_finish(s);
     (void)state;
 }
@@ -775,6 +843,7 @@ int main(void)
         cmocka_unit_test_teardown(config_check_config_good_and_bad, it_teardown),
         cmocka_unit_test_teardown(config_startup_errors_name_cause_and_path, it_teardown),
         cmocka_unit_test_teardown(config_sighup_under_load_new_cert_no_request_lost, it_teardown),
+        cmocka_unit_test_teardown(config_sighup_side_port_new_cert, it_teardown),
         cmocka_unit_test_teardown(config_log_file_reopened_and_level_reloaded, it_teardown),
         cmocka_unit_test_teardown(config_sighup_never_fatal, it_teardown),
     };
