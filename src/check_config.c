@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "http.h"
 #include "keydir.h"
 #include "keyfile.h"
 #include "log.h"
@@ -213,6 +214,12 @@ int authd_check_config(int argc, char **argv)
             .tls_client_ca = cfg.tls_client_ca,
             .tls_crl = cfg.tls_client_ca != NULL ? cfg.tls_crl : NULL };
         if (authd_server_check_tls(&so, err, sizeof err) != AUTHD_OK)
+            problem(&n, err);
+    }
+    if (cfg.http_listen != NULL) {
+        authd_http_options ho
+            = { .url = cfg.http_listen, .allow_plaintext = cfg.http_allow_plaintext };
+        if (authd_http_check_url(&ho, err, sizeof err) != AUTHD_OK)
             problem(&n, err);
     }
     if (cfg.caller_policy != NULL) {

@@ -816,8 +816,8 @@ static bool is_loopback(const struct sockaddr *sa)
  * listens; refuses plaintext on a non-loopback address unless allowed.
  * Returns the socket, or -1 with err set.
  */
-static int bind_url(
-    const authd_http_options *o, bool *tls, char *url_out, size_t url_cap, char *err, size_t errlen)
+static int bind_url(const authd_http_options *o, bool *tls, char *url_out, size_t url_cap,
+    bool check_only, char *err, size_t errlen)
 {
     const char *u = o->url, *hp;
     char host[256], port[16];
@@ -872,6 +872,10 @@ static int bind_url(
             "--http-allow-plaintext",
             u);
         goto fail;
+    }
+    if (check_only) {
+        freeaddrinfo(ai);
+        return 0;
     }
     if ((fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, 0)) < 0
         || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0
@@ -936,6 +940,15 @@ static struct MHD_Daemon *start_daemon(
         on_mhd_log, NULL, MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
 }
 
+authd_code authd_http_check_url(const authd_http_options *o, char *err, size_t errlen)
+{
+    bool tls = false;
+    char url[HTTP_URL_MAX];
+
+    return bind_url(o, &tls, url, sizeof url, true, err, errlen) == 0 ? AUTHD_OK
+                                                                        : AUTHD_INVALID_ARGUMENT;
+}
+
 authd_code authd_http_start(
     const authd_http_options *o, authd_service *svc, authd_http **out, char *err, size_t errlen)
 {
@@ -962,7 +975,7 @@ authd_code authd_http_start(
     }
     if (o->trusted_proxies != NULL && !parse_proxies(h, o->trusted_proxies, err, errlen))
         goto fail;
-    if ((fd = bind_url(o, &tls, h->url, sizeof h->url, err, errlen)) < 0)
+    if ((fd = bind_url(o, &tls, h->url, sizeof h->url, false, err, errlen)) < 0)
         goto fail;
     if (tls) {
         if (o->tls_cert == NULL || o->tls_key == NULL) {

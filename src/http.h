@@ -38,6 +38,12 @@ typedef struct authd_http_options {
 AUTHD_MUST_CHECK authd_code authd_http_start(
     const authd_http_options *o, authd_service *svc, authd_http **out, char *err, size_t errlen);
 
+/* authd_http_check_url applies start-up's checks of o->url (the form, the
+ * host resolves, plaintext only on loopback unless o->allow_plaintext)
+ * without binding: for `authd check-config`. On failure err says why. */
+AUTHD_MUST_CHECK authd_code authd_http_check_url(
+    const authd_http_options *o, char *err, size_t errlen);
+
 /* authd_http_url is the URL actually bound (port 0 resolved). */
 const char *authd_http_url(const authd_http *h);
 

@@ -312,6 +312,23 @@ static void config_check_config_good_and_bad(void **state)
     assert_non_null(strstr(p.err, conf)); /* the policy's error names its file */
     assert_non_null(strstr(p.err, "3 problems"));
     it_proc_free(&p);
+
+    /* A plaintext side port off loopback: refused as start-up refuses it,
+     * and accepted with --http-allow-plaintext. */
+    const char *open_http[] = { "--data-dir", s->data_dir, "--signing-key", s->key_path,
+        "--tls-cert", IT_TLS_DIR "/server.crt", "--tls-key", IT_TLS_DIR "/server.key",
+        "--http-listen", "http://0.0.0.0:0", NULL };
+    check_config(open_http, NULL, &p);
+    assert_int_equal(p.status, 1);
+    assert_non_null(strstr(p.err, "plaintext HTTP is allowed only on a loopback address"));
+    it_proc_free(&p);
+    const char *open_http_ok[] = { "--data-dir", s->data_dir, "--signing-key", s->key_path,
+        "--tls-cert", IT_TLS_DIR "/server.crt", "--tls-key", IT_TLS_DIR "/server.key",
+        "--http-listen", "http://0.0.0.0:0", "--http-allow-plaintext", NULL };
+    check_config(open_http_ok, NULL, &p);
+    if (p.status != 0)
+        fail_msg("check-config refused --http-allow-plaintext:\n%s\n%s", p.out, p.err);
+    it_proc_free(&p);
     it_free(s);
     (void)state;
 }
