@@ -30,7 +30,7 @@ mv "$out/staging" "$out/prefix"
 prefix=$out/prefix
 
 # Everything the package promises is there.
-for f in bin/authd bin/authctl bin/authbench include/authd/client.h include/authd/guard.h \
+for f in bin/authd bin/authctl bin/authbench bin/authd-fsck include/authd/client.h include/authd/guard.h \
     include/authd/client_rpc.h include/authd/v1/auth.pb-c.h include/authd/v1/envelope.pb-c.h \
     share/authd/proto/authd/v1/auth.proto share/authd/proto/authd/v1/envelope.proto \
     share/man/man1/authd.1 share/man/man1/authctl.1 share/man/man1/authbench.1; do
