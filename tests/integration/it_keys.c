@@ -11,6 +11,12 @@
 #include "harness.h"
 
 #include <jansson.h>
+#include <openssl/core_names.h>
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+#include <openssl/param_build.h>
+#include <openssl/pem.h>
+#include <sodium.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -186,6 +192,108 @@ static bool pyjwt(const char *token, const char *doc)
     return ok;
 }
 
+/* jwks_pem turns the JWKS entry of kid into a PEM public key with
+ * OpenSSL (x and y, base64url, into an uncompressed P-256 point): the
+ * key as a verifier that knows nothing but the JWKS would build it.
+ * malloc'ed, or NULL when kid is not there or does not decode. */
+static char *jwks_pem(const char *doc, const char *kid)
+{
+    json_error_t e;
+    json_t *o = json_loads(doc, 0, &e), *k;
+    size_t i, xl = 0, yl = 0;
+    unsigned char pt[65];
+    char *pem = NULL;
+
+    if (o == NULL)
+        return NULL;
+    json_array_foreach(json_object_get(o, "keys"), i, k)
+    {
+        const char *x = json_string_value(json_object_get(k, "x"));
+        const char *y = json_string_value(json_object_get(k, "y"));
+        if (strcmp(json_string_value(json_object_get(k, "kid")), kid) != 0 || x == NULL || y == NULL)
+            continue;
+        pt[0] = 0x04;
+        if (sodium_base642bin(pt + 1, 32, x, strlen(x), NULL, &xl, NULL,
+                sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0
+            || sodium_base642bin(pt + 33, 32, y, strlen(y), NULL, &yl, NULL,
+                sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0
+            || xl != 32 || yl != 32)
+            break;
+        OSSL_PARAM_BLD *b = OSSL_PARAM_BLD_new();
+        OSSL_PARAM *params = NULL;
+        EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
+        EVP_PKEY *pk = NULL;
+        BIO *bio = BIO_new(BIO_s_mem());
+        if (b != NULL && ctx != NULL && bio != NULL
+            && OSSL_PARAM_BLD_push_utf8_string(b, OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0)
+            && OSSL_PARAM_BLD_push_octet_string(b, OSSL_PKEY_PARAM_PUB_KEY, pt, sizeof pt)
+            && (params = OSSL_PARAM_BLD_to_param(b)) != NULL && EVP_PKEY_fromdata_init(ctx) == 1
+            && EVP_PKEY_fromdata(ctx, &pk, EVP_PKEY_PUBLIC_KEY, params) == 1
+            && PEM_write_bio_PUBKEY(bio, pk) == 1) {
+            char *data = NULL;
+            long n = BIO_get_mem_data(bio, &data);
+            if (n > 0 && (pem = malloc((size_t)n + 1)) != NULL) {
+                memcpy(pem, data, (size_t)n);
+                pem[n] = '\0';
+            }
+        }
+        BIO_free(bio);
+        EVP_PKEY_free(pk);
+        EVP_PKEY_CTX_free(ctx);
+        OSSL_PARAM_free(params);
+        OSSL_PARAM_BLD_free(b);
+        break;
+    }
+    json_decref(o);
+    return pem;
+}
+
+/* openssl_ok verifies token's ES256 signature with OpenSSL alone, with
+ * the key the JWKS publishes for kid (no authd code on the path: the
+ * JWS signing input, SHA-256, the raw r||s signature turned into DER).
+ * The second independent check beside PyJWT; libjwt, which the issue also
+ * names, cannot be one: libjwt 1.10 (Debian 12) refuses any token whose
+ * typ is not "JWT", and authd's are "at+jwt" (RFC 9068). */
+static bool openssl_ok(const char *token, const char *doc, const char *kid)
+{
+    char *pem = jwks_pem(doc, kid);
+    const char *dot2 = strrchr(token, '.');
+    unsigned char sig[64], *der = NULL;
+    size_t sl = 0;
+    bool ok = false;
+
+    assert_non_null(pem);
+    assert_non_null(dot2);
+    BIO *bio = BIO_new_mem_buf(pem, -1);
+    EVP_PKEY *pk = bio != NULL ? PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL) : NULL;
+    ECDSA_SIG *es = ECDSA_SIG_new();
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    if (pk != NULL && es != NULL && md != NULL
+        && sodium_base642bin(sig, sizeof sig, dot2 + 1, strlen(dot2 + 1), NULL, &sl, NULL,
+               sodium_base64_VARIANT_URLSAFE_NO_PADDING)
+            == 0
+        && sl == 64) {
+        BIGNUM *r = BN_bin2bn(sig, 32, NULL), *sv = BN_bin2bn(sig + 32, 32, NULL);
+        if (r != NULL && sv != NULL && ECDSA_SIG_set0(es, r, sv) == 1) {
+            int dl = i2d_ECDSA_SIG(es, &der);
+            ok = dl > 0 && EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, pk) == 1
+                && EVP_DigestVerify(md, der, (size_t)dl, (const unsigned char *)token,
+                       (size_t)(dot2 - token))
+                    == 1;
+        } else {
+            BN_free(r);
+            BN_free(sv);
+        }
+    }
+    OPENSSL_free(der);
+    EVP_MD_CTX_free(md);
+    ECDSA_SIG_free(es);
+    EVP_PKEY_free(pk);
+    BIO_free(bio);
+    free(pem);
+    return ok;
+}
+
 static void login(authd_client *c, const char *user, char *tok)
 {
     char email[128];
@@ -221,6 +329,7 @@ static void keys_es256_pyjwt(void **state)
     char *doc = jwks(c);
     assert_true(jwks_has(doc, kid));
     assert_true(pyjwt(tok, doc));
+    assert_true(openssl_ok(tok, doc, kid));
 
     /* Tampered: one character of the claims changed. */
     char bad[TOK_MAX];
@@ -228,6 +337,7 @@ static void keys_es256_pyjwt(void **state)
     char *p = strchr(bad, '.') + 5;
     *p = *p == 'A' ? 'B' : 'A';
     assert_false(pyjwt(bad, doc));
+    assert_false(openssl_ok(bad, doc, kid));
     verify(c, bad, &st);
     IT_EXPECT(&st, 16, NULL); /* UNAUTHENTICATED */
 
