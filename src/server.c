@@ -12,10 +12,10 @@
  *
  * Parts (DESIGN.md, "Split the transport by concern"): this file is the
  * loops (epoll, eventfd, the ready and posted queues, the deadline sweep),
- * a connection's lifetime (start, handshake, close: they reach the
- * server-wide counters), admission (per source limits, eviction) and the
- * public API of server.h. Connection I/O (buffers and loans, TLS
- * read/write, flush, pause) is net/conn.c. The TLS context
+ * a connection's start and handshake, admission (per source limits,
+ * eviction; what a close gives back, through struct conn_ops) and the
+ * public API of server.h. Connection I/O and lifetime (buffers and loans,
+ * TLS read/write, flush, pause, close, unref) is net/conn.c. The TLS context
  * is built in net/tls.c, the listening socket opened in net/listen.c, and
  * the protocol (SP header, frames, envelopes, requests and replies) is
  * protocol/sp_rep.c, reached through the loop's conn_proto (net/conn.h:
@@ -210,16 +210,6 @@ static void sockaddr_str(const struct sockaddr_storage *sa, char *out, size_t ou
     }
 }
 
-static void log_conn(authd_log_level lvl, const char *event, const struct conn *c, const char *why)
-{
-    authd_logrec r;
-    if (authd_log_begin(&r, lvl, event)) {
-        authd_log_str(&r, "peer", c->peer);
-        authd_log_str(&r, "why", why);
-        authd_log_end(&r);
-    }
-}
-
 /*
  * log_limit writes one line when a limit bites, at most once a second per
  * limit, with the count of bites held back since the previous line.
@@ -407,62 +397,31 @@ void conn_hs_done(struct conn *c)
 
 /* ---- connection lifetime ------------------------------------------------ */
 
-void conn_unref(struct conn *c)
-{
-    if (atomic_fetch_sub(&c->refs, 1) != 1)
-        return;
-    authd_server *s = c->lp->srv;
-    struct frame *f;
-    while ((f = c->posted) != NULL) {
-        c->posted = f->next;
-        authd_wipe(f->data, f->len);
-        free(f);
-    }
-    pthread_mutex_destroy(&c->mu);
-    free(c);
-    atomic_fetch_sub(&s->nalloc, 1);
-}
+/* ---- what a connection's close and free reach here (conn_ops) ---------------- */
 
-/*
- * conn_close (loop thread): frees the socket, the TLS state and the
- * buffers at once; replies that come back later for this connection's
- * requests are dropped (their callers see the connection fail). Requests
- * already counted in flight on the server stop counting.
- */
-void conn_close(struct conn *c, authd_log_level lvl, const char *why)
+/* srv_conn_closed: c closed; its places in the admission counts (its
+ * source's connection and, if unfinished, handshake; the caps) go back. */
+static void srv_conn_closed(struct conn *c)
 {
     authd_server *s = c->lp->srv;
-
-    if (c->closed)
-        return;
-    if (why != NULL)
-        log_conn(lvl, "connection_closed", c, why);
-    pthread_mutex_lock(&c->mu);
-    c->closed = true;
-    pthread_mutex_unlock(&c->mu);
-    conn_unflushed_done(c);
-    loop_add(&c->lp->inflight, -(int)c->inflight);
-    c->inflight = 0;
-    if (c->ssl != NULL)
-        SSL_free(c->ssl); /* no close_notify: the peer is gone or misbehaving */
-    c->ssl = NULL;
-    close(c->fd); /* also leaves the epoll set */
-    c->fd = -1;
-    conn_rbuf_release(c);
-    conn_obuf_release(c);
     bool hs = c->in_hs;
     hs_leave(c);
     src_release(s, &c->source, true, hs);
-
-    struct loop *lp = c->lp;
-    loop_list_unlink(lp, c);
     atomic_fetch_sub(&s->nconns, 1);
     authd_metrics_conn(AUTHD_MX_CONN_CLOSED);
-    /* The "open" reference goes at the end of this loop iteration: the
-     * code that closed c may still look at it. */
-    c->next = lp->dead;
-    lp->dead = c;
 }
+
+/* srv_conn_freed: a connection struct of lp's server was freed (any
+ * thread); authd_server_close waits for the count to reach zero. */
+static void srv_conn_freed(struct loop *lp)
+{
+    atomic_fetch_sub(&lp->srv->nalloc, 1);
+}
+
+static const struct conn_ops srv_conn_ops = {
+    .closed = srv_conn_closed,
+    .freed = srv_conn_freed,
+};
 
 static void loop_bury(struct loop *lp)
 {
@@ -1286,6 +1245,7 @@ authd_code authd_server_start(
         lp->proto = &authd_sp_rep;
         lp->proto_arg = &s->rep;
         lp->max_inflight = s->rep.max_inflight;
+        lp->ops = &srv_conn_ops;
         lp->ep = lp->efd = lp->lfd = -1;
         atomic_init(&lp->beat, now_ns()); /* started: counts as a turn */
         pthread_mutex_init(&lp->mu, NULL);

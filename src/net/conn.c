@@ -1,24 +1,28 @@
 /*
- * net/conn.c — a connection's I/O: its receive and output buffers (which
- * exist only while they hold bytes) and the loop's lent buffers, the
- * output path every reply takes (conn_out_grow, conn_out_append), TLS or
- * plain reads and writes, conn_read (read, hand to the protocol, pause on
- * a full window or output) and conn_flush (write, resume).
+ * net/conn.c — a connection's I/O and lifetime: its receive and output
+ * buffers (which exist only while they hold bytes) and the loop's lent
+ * buffers, the output path every reply takes (conn_out_grow,
+ * conn_out_append), TLS or plain reads and writes, conn_read (read, hand
+ * to the protocol, pause on a full window or output), conn_flush (write,
+ * resume), conn_close and conn_unref.
  *
  * Knows struct conn and struct loop (net/conn.h), OpenSSL's SSL_read and
  * SSL_write. Must not know the server (authd_server), its admission policy
  * or server-wide counters, SP framing or the service: the protocol is
- * reached through lp->proto, the window through lp->max_inflight, and
- * closing through conn_close. Still in src/server.c (issue 9, item 9, not
- * finished): the loops themselves and a connection's start, handshake and
- * close, which reach the server-wide counters directly.
+ * reached through lp->proto, the window through lp->max_inflight, and the
+ * server's counts on close and free through lp->ops (struct conn_ops).
+ * Still in src/server.c (issue 9, item 9, not finished): the loops
+ * themselves (epoll, eventfd, queues, the deadline sweep), a connection's
+ * start and TLS handshake, and admission.
  *
- * Threads: everything here runs on the connection's loop.
+ * Threads: everything here runs on the connection's loop, except
+ * conn_unref (any thread).
  */
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 
@@ -310,4 +314,69 @@ void conn_read(struct conn *c)
             conn_close(c, AUTHD_LOG_WARN, "out of memory");
     }
     lp->reading = NULL; /* a closed c gave its loans back in conn_close */
+}
+
+/* ---- lifetime -------------------------------------------------------------- */
+
+/* conn_log: see net/conn.h. */
+void conn_log(authd_log_level lvl, const char *event, const struct conn *c, const char *why)
+{
+    authd_logrec r;
+    if (authd_log_begin(&r, lvl, event)) {
+        authd_log_str(&r, "peer", c->peer);
+        authd_log_str(&r, "why", why);
+        authd_log_end(&r);
+    }
+}
+
+/* conn_unref: see net/conn.h. The last reference frees c, then tells
+ * the server (lp->ops->freed). */
+void conn_unref(struct conn *c)
+{
+    if (atomic_fetch_sub(&c->refs, 1) != 1)
+        return;
+    struct loop *lp = c->lp;
+    struct frame *f;
+    while ((f = c->posted) != NULL) {
+        c->posted = f->next;
+        authd_wipe(f->data, f->len);
+        free(f);
+    }
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+    lp->ops->freed(lp);
+}
+
+/*
+ * conn_close (loop thread): frees the socket, the TLS state and the
+ * buffers at once; replies that come back later for this connection's
+ * requests are dropped (their callers see the connection fail). Requests
+ * already counted in flight on the server stop counting.
+ */
+void conn_close(struct conn *c, authd_log_level lvl, const char *why)
+{
+    if (c->closed)
+        return;
+    if (why != NULL)
+        conn_log(lvl, "connection_closed", c, why);
+    pthread_mutex_lock(&c->mu);
+    c->closed = true;
+    pthread_mutex_unlock(&c->mu);
+    conn_unflushed_done(c);
+    loop_add(&c->lp->inflight, -(int)c->inflight);
+    c->inflight = 0;
+    if (c->ssl != NULL)
+        SSL_free(c->ssl); /* no close_notify: the peer is gone or misbehaving */
+    c->ssl = NULL;
+    close(c->fd); /* also leaves the epoll set */
+    c->fd = -1;
+    conn_rbuf_release(c);
+    conn_obuf_release(c);
+    struct loop *lp = c->lp;
+    lp->ops->closed(c); /* the server's counts: admission, caps, metrics */
+    loop_list_unlink(lp, c);
+    /* The "open" reference goes at the end of this loop iteration: the
+     * code that closed c may still look at it. */
+    c->next = lp->dead;
+    lp->dead = c;
 }

@@ -16,11 +16,11 @@
  * count of requests in flight that pauses reading.
  *
  * Why the loop is not yet split from the connection (issue 9, item 9): the
- * connection's I/O is out (net/conn.c), but a connection's start, close
- * and handshake still reach the server (admission: per-source counts,
- * handshake and connection caps, eviction; the counters nconns, nalloc,
- * nhs), so they stay with the loops in server.c until an ops struct the
- * server fills carries those calls.
+ * connection's I/O, close and free are out (net/conn.c; close and free
+ * reach the server's counts through struct conn_ops), but a connection's
+ * start and handshake and the loops' accept and sweep still reach the
+ * server directly (admission: per-source counts, handshake and connection
+ * caps, eviction, the TLS context), so the loops stay in server.c.
  *
  * Threads: a connection belongs to one loop for life; everything here is
  * that loop's alone unless a field says otherwise.
@@ -51,6 +51,21 @@ struct conn;
 struct handoff;
 struct loop;
 struct rreq;
+
+/*
+ * conn_ops: what a connection's close and free reach in the server that
+ * owns its loop, so that net/conn.c knows nothing of admission (Redis's
+ * ConnectionType and nng's transport ops are the models). closed (loop
+ * thread, from conn_close, once per connection) gives back c's places in
+ * the server's counts: its source's connection and, if c->in_hs, its
+ * handshake; the connection and handshake caps. freed (any thread, from
+ * the last conn_unref, after c is freed) counts one connection struct
+ * fewer.
+ */
+struct conn_ops {
+    void (*closed)(struct conn *c);
+    void (*freed)(struct loop *lp);
+};
 
 /*
  * conn_proto: what a loop calls on the protocol of its connections.
@@ -131,6 +146,8 @@ struct loop {
      * in flight before conn_read pauses it), copied from the settings at
      * start so that net/conn.c need not know the server. */
     unsigned max_inflight;
+    /* What a connection's close and free reach in the server. */
+    const struct conn_ops *ops;
     pthread_t thread;
     int ep;
     int efd; /* eventfd: posted replies, stop, drain */
@@ -314,6 +331,9 @@ void conn_flush(struct conn *c);
  * full or its turn's budget spent, hands what arrived to the protocol and
  * writes the replies. */
 void conn_read(struct conn *c);
+
+/* conn_log writes one line event about c (its peer and why) at lvl. */
+void conn_log(authd_log_level lvl, const char *event, const struct conn *c, const char *why);
 
 /* conn_close (loop thread) frees c's socket, TLS state and buffers at once
  * and logs why (NULL: no line); replies that come later are dropped. c
