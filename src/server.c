@@ -11,11 +11,13 @@
  * which profiling showed to be most of the CPU time of a Verify.
  *
  * Parts (DESIGN.md, "Split the transport by concern"): this file is the
- * loops (epoll, eventfd, the ready and posted queues, the deadline sweep),
- * a connection's start and handshake, admission (per source limits,
- * eviction; what a close gives back, through struct conn_ops) and the
- * public API of server.h. Connection I/O and lifetime (buffers and loans,
- * TLS read/write, flush, pause, close, unref) is net/conn.c. The TLS context
+ * server: setting the loops up and what they call back (struct loop_ops:
+ * accepting, a connection's start and TLS handshake, the deadline sweep),
+ * admission (per source limits, eviction; what a close gives back, through
+ * struct conn_ops) and the public API of server.h. The loop itself (epoll,
+ * eventfd, the ready and posted queues, the sweep's timer) is net/loop.c;
+ * connection I/O and lifetime (buffers and loans, TLS read/write, flush,
+ * pause, close, unref) net/conn.c. The TLS context
  * is built in net/tls.c, the listening socket opened in net/listen.c, and
  * the protocol (SP header, frames, envelopes, requests and replies) is
  * protocol/sp_rep.c, reached through the loop's conn_proto (net/conn.h:
@@ -94,15 +96,14 @@
 #include "protocol/sp_rep.h"
 #include "net/conn.h"
 #include "net/listen.h"
+#include "net/loop.h"
 #include "net/tls.h"
 #include "ratelimit.h"
 #include "server.h"
 #include "sysutil.h"
 
 #define SEND_TIMEOUT_MS 10000
-#define SWEEP_MS        250 /* how often each loop checks its deadlines */
 #define IDLE_FREE_MS    1000 /* idle this long: TLS record buffers are freed */
-#define MAX_EVENTS      128
 #define ACCEPT_BATCH    32
 #define MAX_LOOPS       64
 #define EVICT_SCAN      64 /* oldest connections looked at for an idle one at the cap */
@@ -181,8 +182,6 @@ struct authd_server {
     atomic_uint_fast64_t hs_log_held; /* handshake-failure lines held back */
     char url[256];
 };
-
-_Thread_local struct loop *tl_loop; /* the loop this thread runs, if any */
 
 static void take_inbox(struct loop *lp, bool start);
 static void take_caller(struct conn *c);
@@ -423,122 +422,7 @@ static const struct conn_ops srv_conn_ops = {
     .freed = srv_conn_freed,
 };
 
-static void loop_bury(struct loop *lp)
-{
-    while (lp->dead != NULL) {
-        struct conn *c = lp->dead;
-        lp->dead = c->next;
-        c->next = NULL;
-        conn_unref(c);
-    }
-}
-
-/* ---- output ---------------------------------------------------------------- */
-
 /* ---- requests -------------------------------------------------------------- */
-
-void loop_wake(struct loop *lp)
-{
-    uint64_t one = 1;
-    ssize_t w = write(lp->efd, &one, sizeof one);
-    (void)w; /* EAGAIN: the counter is saturated, the loop is awake anyway */
-}
-
-/*
- * conn_post (any thread): queue the framed reply f for c's loop and wake
- * it; see net/conn.h. Posted even when f is NULL (out of memory): the loop
- * must still take the request out of the connection's window.
- */
-void conn_post(struct conn *c, struct frame *f)
-{
-    struct loop *lp = c->lp;
-    bool wake = false;
-    pthread_mutex_lock(&c->mu);
-    if (c->closed) {
-        pthread_mutex_unlock(&c->mu);
-        if (f != NULL) {
-            authd_wipe(f->data, f->len); /* a Login's or Refresh's tokens */
-            free(f);
-        }
-        conn_unref(c);
-        return;
-    }
-    if (f == NULL) {
-        f = malloc(sizeof *f); /* an empty marker; if even that fails, the window stays shut */
-        if (f != NULL) {
-            f->next = NULL;
-            f->len = 0;
-        }
-    }
-    if (f != NULL) {
-        if (c->posted_tail != NULL)
-            c->posted_tail->next = f;
-        else
-            c->posted = f;
-        c->posted_tail = f;
-        c->nposted++;
-    }
-    if (!c->queued) {
-        c->queued = true;
-        atomic_fetch_add(&c->refs, 1); /* the queue's; the request's moves to... */
-        pthread_mutex_lock(&lp->mu);
-        c->pend_next = lp->pend;
-        lp->pend = c;
-        if (!lp->woken) {
-            lp->woken = true;
-            wake = true;
-        }
-        pthread_mutex_unlock(&lp->mu);
-    }
-    pthread_mutex_unlock(&c->mu);
-    conn_unref(c); /* the request's */
-    if (wake)
-        loop_wake(lp);
-}
-
-/* take_posted (loop thread): move replies other threads posted into the
- * output buffers and write them. */
-static void take_posted(struct loop *lp)
-{
-    uint64_t junk;
-    ssize_t r = read(lp->efd, &junk, sizeof junk);
-    (void)r;
-
-    pthread_mutex_lock(&lp->mu);
-    struct conn *list = lp->pend;
-    lp->pend = NULL;
-    lp->woken = false;
-    pthread_mutex_unlock(&lp->mu);
-
-    while (list != NULL) {
-        struct conn *c = list;
-        list = c->pend_next;
-        pthread_mutex_lock(&c->mu);
-        struct frame *f = c->posted;
-        unsigned n = c->nposted;
-        c->posted = c->posted_tail = NULL;
-        c->nposted = 0;
-        c->queued = false;
-        pthread_mutex_unlock(&c->mu);
-        if (!c->closed) {
-            c->inflight -= n;
-            loop_add(&lp->inflight, -(int)n);
-        }
-        while (f != NULL) {
-            struct frame *next = f->next;
-            /* An empty frame marks a reply lost to a failed allocation;
-             * closing tells its caller at once. */
-            if (!c->closed && (f->len == 0 || !conn_out_append(c, f->data, f->len)))
-                conn_close(c, AUTHD_LOG_WARN, "out of memory");
-            authd_wipe(f->data, f->len);
-            free(f);
-            f = next;
-        }
-        conn_flush(c);
-        conn_unref(c); /* the queue's */
-    }
-    take_inbox(lp, true);
-}
 
 /* take_caller keeps the client certificate's identity as c->caller (see
  * authd_tls_caller). */
@@ -592,22 +476,6 @@ static void conn_handshake(struct conn *c)
         atomic_fetch_add(&s->hs_log_held, 1);
     }
     conn_close(c, AUTHD_LOG_DEBUG, reason);
-}
-
-static void conn_event(struct conn *c, uint32_t ev)
-{
-    if (c->closed)
-        return;
-    if (c->state == ST_HANDSHAKE) {
-        conn_handshake(c);
-        return;
-    }
-    if ((ev & EPOLLOUT) && c->want_write) {
-        c->want_write = false;
-        conn_flush(c);
-    }
-    if (!c->closed && (ev & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)))
-        conn_read(c);
 }
 
 /* ---- accepting --------------------------------------------------------------- */
@@ -895,25 +763,6 @@ static bool listen_on(struct loop *lp)
 
 /* ---- the loop ------------------------------------------------------------------ */
 
-/* run_ready gives every connection queued by mark_ready one more turn;
- * those that still have more go to the back of the list for the next
- * iteration (which then does not sleep in epoll_wait). */
-static void run_ready(struct loop *lp)
-{
-    struct conn *list = lp->ready;
-
-    lp->ready = lp->ready_tail = NULL;
-    while (list != NULL) {
-        struct conn *c = list;
-        list = c->ready_next;
-        c->ready_next = NULL;
-        c->ready = false;
-        if (!c->closed)
-            conn_read(c);
-        conn_unref(c);
-    }
-}
-
 /*
  * client_still_valid checks an established connection's client
  * certificate against a reloaded context's store (client CA, CRL), as the
@@ -1042,61 +891,52 @@ bool authd_server_loops_turning(const authd_server *s, unsigned within_ms)
     return true;
 }
 
-static void *loop_main(void *arg)
-{
-    struct loop *lp = arg;
-    authd_server *s = lp->srv;
-    struct epoll_event evs[MAX_EVENTS];
-
-    tl_loop = lp;
-    if (!s->rep.echo)
-        authd_service_thread_start(s->rep.svc);
-    lp->now = now_ns();
-    lp->next_sweep = lp->now + (uint64_t)SWEEP_MS * 1000000u;
-    while (!atomic_load(&s->stopping)) {
-        int n = epoll_wait(lp->ep, evs, MAX_EVENTS, lp->ready != NULL ? 0 : SWEEP_MS);
-        lp->now = now_ns();
-        for (int i = 0; i < n; i++) {
-            void *p = evs[i].data.ptr;
-            if (p == NULL) {
-                if (atomic_load(&s->rep.draining)) {
-                    epoll_ctl(lp->ep, EPOLL_CTL_DEL, lp->lfd, NULL);
-                    lp->listening = false;
-                } else {
-                    loop_accept(lp);
-                }
-            } else if (p == lp) {
-                take_posted(lp);
-            } else {
-                conn_event(p, evs[i].events);
-            }
-        }
-        run_ready(lp);
-        uint64_t now = now_ns();
-        if (now >= lp->next_sweep) {
-            atomic_store_explicit(&lp->beat, now, memory_order_relaxed);
-            loop_sweep(lp, now);
-            fault_wedge(lp, now);
-        }
-        loop_bury(lp);
-    }
-    /* Stopping: close every connection of this loop. */
-    take_posted(lp);
-    take_inbox(lp, false);
-    while (lp->conns != NULL)
-        conn_close(lp->conns, AUTHD_LOG_DEBUG, "server closing");
-    run_ready(lp); /* only drops references now */
-    loop_bury(lp);
-    lp->proto->loop_end(lp);
-    if (!s->rep.echo)
-        authd_service_thread_stop(s->rep.svc);
-    return NULL;
-}
-
 /* ---- setup ------------------------------------------------------------------------ */
 
 /* ssl_new makes a connection's TLS state from the context in force, and
  * says which generation that is. */
+/* ---- what the loops reach here (loop_ops) ----------------------------------- */
+
+/* srv_listener: loop 0's listening socket is readable: accept, or stop
+ * listening once draining. */
+static void srv_listener(struct loop *lp)
+{
+    if (atomic_load(&lp->srv->rep.draining)) {
+        epoll_ctl(lp->ep, EPOLL_CTL_DEL, lp->lfd, NULL);
+        lp->listening = false;
+    } else {
+        loop_accept(lp);
+    }
+}
+
+/* srv_sweep: the loop's deadline sweep, and the test builds' wedge. */
+static void srv_sweep(struct loop *lp, uint64_t now)
+{
+    loop_sweep(lp, now);
+    fault_wedge(lp, now);
+}
+
+static void srv_thread_start(struct loop *lp)
+{
+    if (!lp->srv->rep.echo)
+        authd_service_thread_start(lp->srv->rep.svc);
+}
+
+static void srv_thread_stop(struct loop *lp)
+{
+    if (!lp->srv->rep.echo)
+        authd_service_thread_stop(lp->srv->rep.svc);
+}
+
+static const struct loop_ops srv_loop_ops = {
+    .listener = srv_listener,
+    .inbox = take_inbox,
+    .handshake = conn_handshake,
+    .sweep = srv_sweep,
+    .thread_start = srv_thread_start,
+    .thread_stop = srv_thread_stop,
+};
+
 static SSL *ssl_new(authd_server *s, unsigned *gen)
 {
     pthread_mutex_lock(&s->ctx_mu);
@@ -1246,6 +1086,8 @@ authd_code authd_server_start(
         lp->proto_arg = &s->rep;
         lp->max_inflight = s->rep.max_inflight;
         lp->ops = &srv_conn_ops;
+        lp->lops = &srv_loop_ops;
+        lp->stop = &s->stopping;
         lp->ep = lp->efd = lp->lfd = -1;
         atomic_init(&lp->beat, now_ns()); /* started: counts as a turn */
         pthread_mutex_init(&lp->mu, NULL);

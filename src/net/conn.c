@@ -11,9 +11,8 @@
  * or server-wide counters, SP framing or the service: the protocol is
  * reached through lp->proto, the window through lp->max_inflight, and the
  * server's counts on close and free through lp->ops (struct conn_ops).
- * Still in src/server.c (issue 9, item 9, not finished): the loops
- * themselves (epoll, eventfd, queues, the deadline sweep), a connection's
- * start and TLS handshake, and admission.
+ * The loop is net/loop.c; a connection's start, TLS handshake and
+ * deadlines, and admission, are the server's (src/server.c).
  *
  * Threads: everything here runs on the connection's loop, except
  * conn_unref (any thread).

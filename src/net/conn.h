@@ -1,11 +1,11 @@
 /*
  * net/conn.h — a connection and its event loop as the transport's parts
- * share them: the server's loops and admission (src/server.c), connection
- * I/O (src/net/conn.c) and the protocol spoken on the connections
- * (src/protocol/sp_rep.c, behind struct conn_proto). Internal to the
- * server library; not an API. The loop's small hot-path helpers
- * (loop_mark_ready, loop_touch, the activity list) are inline here, so
- * that both server.c and net/conn.c use them without a call.
+ * share them: the loop (src/net/loop.c), connection I/O (src/net/conn.c),
+ * the server and its admission (src/server.c), and the protocol spoken on
+ * the connections (src/protocol/sp_rep.c, behind struct conn_proto).
+ * Internal to the server library; not an API. The loop's small hot-path
+ * helpers (loop_mark_ready, loop_touch, the activity list) are inline
+ * here, so that every part uses them without a call.
  *
  * Knows descriptors, buffers, TLS state, deadlines and the queues of a
  * loop. Must not know SP framing, envelopes, protobuf or the service: a
@@ -15,12 +15,10 @@
  * conn.inflight): the SP header exchange as a connection state, and the
  * count of requests in flight that pauses reading.
  *
- * Why the loop is not yet split from the connection (issue 9, item 9): the
- * connection's I/O, close and free are out (net/conn.c; close and free
- * reach the server's counts through struct conn_ops), but a connection's
- * start and handshake and the loops' accept and sweep still reach the
- * server directly (admission: per-source counts, handshake and connection
- * caps, eviction, the TLS context), so the loops stay in server.c.
+ * The loop (net/loop.c) and the connection (net/conn.c) reach the server
+ * only through struct loop_ops (net/loop.h) and struct conn_ops: the
+ * server (src/server.c) keeps admission (per-source counts, handshake and
+ * connection caps, eviction), the TLS handshake and the deadline sweep.
  *
  * Threads: a connection belongs to one loop for life; everything here is
  * that loop's alone unless a field says otherwise.
@@ -50,6 +48,7 @@
 struct conn;
 struct handoff;
 struct loop;
+struct loop_ops;
 struct rreq;
 
 /*
@@ -146,8 +145,11 @@ struct loop {
      * in flight before conn_read pauses it), copied from the settings at
      * start so that net/conn.c need not know the server. */
     unsigned max_inflight;
-    /* What a connection's close and free reach in the server. */
+    /* What a connection's close and free reach in the server, what the
+     * loop calls on it (net/loop.h), and the server's stop flag. */
     const struct conn_ops *ops;
+    const struct loop_ops *lops;
+    const atomic_bool *stop;
     pthread_t thread;
     int ep;
     int efd; /* eventfd: posted replies, stop, drain */
