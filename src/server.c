@@ -11,9 +11,13 @@
  * which profiling showed to be most of the CPU time of a Verify.
  *
  * Parts (DESIGN.md, "Split the transport by concern"): this file is the
- * loops (epoll, eventfd, the ready and posted queues, the deadline sweep),
- * connection I/O (buffers, TLS read/write, flush, pause), admission (per
- * source limits, eviction) and the public API of server.h. The TLS context
+ * server: setting the loops up and what they call back (struct loop_ops:
+ * accepting, a connection's start and TLS handshake, the deadline sweep),
+ * admission (per source limits, eviction; what a close gives back, through
+ * struct conn_ops) and the public API of server.h. The loop itself (epoll,
+ * eventfd, the ready and posted queues, the sweep's timer) is net/loop.c;
+ * connection I/O and lifetime (buffers and loans, TLS read/write, flush,
+ * pause, close, unref) net/conn.c. The TLS context
  * is built in net/tls.c, the listening socket opened in net/listen.c, and
  * the protocol (SP header, frames, envelopes, requests and replies) is
  * protocol/sp_rep.c, reached through the loop's conn_proto (net/conn.h:
@@ -92,20 +96,15 @@
 #include "protocol/sp_rep.h"
 #include "net/conn.h"
 #include "net/listen.h"
+#include "net/loop.h"
 #include "net/tls.h"
 #include "ratelimit.h"
 #include "server.h"
 #include "sysutil.h"
 
 #define SEND_TIMEOUT_MS 10000
-#define SWEEP_MS        250 /* how often each loop checks its deadlines */
 #define IDLE_FREE_MS    1000 /* idle this long: TLS record buffers are freed */
-#define RBUF_MIN        16384
-#define LOAN_OUT        16384 /* the loop's lent output buffer */
-#define OUT_HIGH        (256 * 1024) /* unwritten reply bytes before reading pauses */
-#define MAX_EVENTS      128
 #define ACCEPT_BATCH    32
-#define READ_BUDGET     (256 * 1024) /* bytes one connection may read per turn */
 #define MAX_LOOPS       64
 #define EVICT_SCAN      64 /* oldest connections looked at for an idle one at the cap */
 #define LIMIT_LOG_NS    (1000u * 1000000u) /* a limit that bites logs at most once a second */
@@ -184,31 +183,10 @@ struct authd_server {
     char url[256];
 };
 
-_Thread_local struct loop *tl_loop; /* the loop this thread runs, if any */
-
-static void conn_flush(struct conn *c);
-static void conn_read(struct conn *c);
 static void take_inbox(struct loop *lp, bool start);
 static void take_caller(struct conn *c);
 static SSL *ssl_new(authd_server *s, unsigned *gen);
 static SSL_CTX *ctx_get(authd_server *s, unsigned *gen);
-
-/* mark_ready queues c to be read later in this loop iteration. */
-static void mark_ready(struct conn *c)
-{
-    struct loop *lp = c->lp;
-
-    if (c->ready || c->closed)
-        return;
-    c->ready = true;
-    atomic_fetch_add(&c->refs, 1);
-    c->ready_next = NULL;
-    if (lp->ready_tail != NULL)
-        lp->ready_tail->ready_next = c;
-    else
-        lp->ready = c;
-    lp->ready_tail = c;
-}
 
 static uint64_t now_ns(void)
 {
@@ -228,16 +206,6 @@ static void sockaddr_str(const struct sockaddr_storage *sa, char *out, size_t ou
         const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
         inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof ip);
         snprintf(out, outlen, "[%s]:%u", ip, ntohs(s6->sin6_port));
-    }
-}
-
-static void log_conn(authd_log_level lvl, const char *event, const struct conn *c, const char *why)
-{
-    authd_logrec r;
-    if (authd_log_begin(&r, lvl, event)) {
-        authd_log_str(&r, "peer", c->peer);
-        authd_log_str(&r, "why", why);
-        authd_log_end(&r);
     }
 }
 
@@ -426,508 +394,35 @@ void conn_hs_done(struct conn *c)
 
 /* ---- buffers ---------------------------------------------------------------- */
 
-static void unflushed_done(struct conn *c)
-{
-    if (c->in_unflushed) {
-        c->in_unflushed = false;
-        loop_add(&c->lp->unflushed, -1);
-    }
-}
-
-/* conn_rbuf_release and obuf_release wipe what was written and free the
- * buffer, or give it back if the loop lent it. */
-void conn_rbuf_release(struct conn *c)
-{
-    authd_wipe(c->rbuf, c->rhigh);
-    if (c->rbuf != c->lp->rloan)
-        free(c->rbuf);
-    c->rbuf = NULL;
-    c->rcap = c->rlen = c->rhigh = 0;
-}
-
-static void obuf_release(struct conn *c)
-{
-    authd_wipe(c->obuf, c->ohigh);
-    if (c->obuf != c->lp->oloan)
-        free(c->obuf);
-    c->obuf = NULL;
-    c->ocap = c->olen = c->ohigh = 0;
-}
-
-/* conn_buf_resize: see net/conn.h. */
-bool conn_buf_resize(
-    uint8_t **buf, size_t *bufcap, size_t *high, size_t len, size_t cap, const uint8_t *loan)
-{
-    uint8_t *nb = malloc(cap);
-    if (nb == NULL)
-        return false;
-    if (len > 0)
-        memcpy(nb, *buf, len);
-    authd_wipe(*buf, *high);
-    if (*buf != loan)
-        free(*buf);
-    *buf = nb;
-    *bufcap = cap;
-    *high = len;
-    return true;
-}
-
 /* ---- connection lifetime ------------------------------------------------ */
 
-/* The loop's connection list, in order of last activity (loop thread). */
-static void list_unlink(struct loop *lp, struct conn *c)
-{
-    if (c->prev != NULL)
-        c->prev->next = c->next;
-    else
-        lp->conns = c->next;
-    if (c->next != NULL)
-        c->next->prev = c->prev;
-    else
-        lp->conns_tail = c->prev;
-    c->prev = c->next = NULL;
-}
+/* ---- what a connection's close and free reach here (conn_ops) ---------------- */
 
-static void list_append(struct loop *lp, struct conn *c)
-{
-    c->next = NULL;
-    c->prev = lp->conns_tail;
-    if (lp->conns_tail != NULL)
-        lp->conns_tail->next = c;
-    else
-        lp->conns = c;
-    lp->conns_tail = c;
-}
-
-/* touch: c was active; it goes to the tail (the most recent). */
-static void touch(struct conn *c)
-{
-    struct loop *lp = c->lp;
-    if (lp->conns_tail != c) {
-        list_unlink(lp, c);
-        list_append(lp, c);
-    }
-}
-
-void conn_unref(struct conn *c)
-{
-    if (atomic_fetch_sub(&c->refs, 1) != 1)
-        return;
-    authd_server *s = c->lp->srv;
-    struct frame *f;
-    while ((f = c->posted) != NULL) {
-        c->posted = f->next;
-        authd_wipe(f->data, f->len);
-        free(f);
-    }
-    pthread_mutex_destroy(&c->mu);
-    free(c);
-    atomic_fetch_sub(&s->nalloc, 1);
-}
-
-/*
- * conn_close (loop thread): frees the socket, the TLS state and the
- * buffers at once; replies that come back later for this connection's
- * requests are dropped (their callers see the connection fail). Requests
- * already counted in flight on the server stop counting.
- */
-void conn_close(struct conn *c, authd_log_level lvl, const char *why)
+/* srv_conn_closed: c closed; its places in the admission counts (its
+ * source's connection and, if unfinished, handshake; the caps) go back. */
+static void srv_conn_closed(struct conn *c)
 {
     authd_server *s = c->lp->srv;
-
-    if (c->closed)
-        return;
-    if (why != NULL)
-        log_conn(lvl, "connection_closed", c, why);
-    pthread_mutex_lock(&c->mu);
-    c->closed = true;
-    pthread_mutex_unlock(&c->mu);
-    unflushed_done(c);
-    loop_add(&c->lp->inflight, -(int)c->inflight);
-    c->inflight = 0;
-    if (c->ssl != NULL)
-        SSL_free(c->ssl); /* no close_notify: the peer is gone or misbehaving */
-    c->ssl = NULL;
-    close(c->fd); /* also leaves the epoll set */
-    c->fd = -1;
-    conn_rbuf_release(c);
-    obuf_release(c);
     bool hs = c->in_hs;
     hs_leave(c);
     src_release(s, &c->source, true, hs);
-
-    struct loop *lp = c->lp;
-    list_unlink(lp, c);
     atomic_fetch_sub(&s->nconns, 1);
     authd_metrics_conn(AUTHD_MX_CONN_CLOSED);
-    /* The "open" reference goes at the end of this loop iteration: the
-     * code that closed c may still look at it. */
-    c->next = lp->dead;
-    lp->dead = c;
 }
 
-static void loop_bury(struct loop *lp)
+/* srv_conn_freed: a connection struct of lp's server was freed (any
+ * thread); authd_server_close waits for the count to reach zero. */
+static void srv_conn_freed(struct loop *lp)
 {
-    while (lp->dead != NULL) {
-        struct conn *c = lp->dead;
-        lp->dead = c->next;
-        c->next = NULL;
-        conn_unref(c);
-    }
+    atomic_fetch_sub(&lp->srv->nalloc, 1);
 }
 
-/* ---- output ---------------------------------------------------------------- */
-
-#ifdef AUTHD_FAULT_INJECTION
-/* Test builds only (the authd-faulty binary, never installed): with
- * IT_FAULT_OUT_RESERVE=N in the environment, the Nth output-buffer
- * allocation of the process fails, as if out of memory. */
-static atomic_long fault_out_reserve = -1; /* -1: not read yet; 0: off */
-
-static bool fault_hit(void)
-{
-    long n = atomic_load(&fault_out_reserve);
-    if (n < 0) {
-        const char *e = getenv("IT_FAULT_OUT_RESERVE");
-        long v = e != NULL ? strtol(e, NULL, 10) : 0;
-        atomic_compare_exchange_strong(&fault_out_reserve, &n, v > 0 ? v : 0);
-    }
-    for (;;) {
-        n = atomic_load(&fault_out_reserve);
-        if (n <= 0)
-            return false;
-        if (atomic_compare_exchange_weak(&fault_out_reserve, &n, n - 1))
-            return n == 1;
-    }
-}
-#else
-static inline bool fault_hit(void)
-{
-    return false;
-}
-#endif
-
-/* conn_out_grow: conn_out_reserve (net/conn.h) found no room. */
-bool conn_out_grow(struct conn *c, size_t more)
-{
-    if (fault_hit())
-        return false;
-    struct loop *lp = c->lp;
-    if (c->obuf == NULL && lp->reading == c && more <= LOAN_OUT
-        && (lp->oloan != NULL || (lp->oloan = malloc(LOAN_OUT)) != NULL)) {
-        c->obuf = lp->oloan; /* given back or kept by conn_read */
-        c->ocap = LOAN_OUT;
-        return true;
-    }
-    size_t cap = c->ocap > 0 ? c->ocap : 4096;
-    while (cap < c->olen + more)
-        cap *= 2;
-    return conn_buf_resize(&c->obuf, &c->ocap, &c->ohigh, c->olen, cap, lp->oloan);
-}
-
-/* conn_out_append: see net/conn.h. */
-bool conn_out_append(struct conn *c, const uint8_t *p, size_t n)
-{
-    if (!conn_out_reserve(c, n))
-        return false;
-    memcpy(c->obuf + c->olen, p, n);
-    conn_out_added(c, n);
-    return true;
-}
-
-/* io_write writes up to n bytes: returns the count, 0 when the socket is
- * full, -1 when the connection is broken. */
-static ssize_t io_write(struct conn *c, const uint8_t *p, size_t n)
-{
-    if (c->ssl == NULL) {
-        ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
-        if (w >= 0)
-            return w;
-        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -1;
-    }
-    int w = SSL_write(c->ssl, p, n > INT32_MAX ? INT32_MAX : (int)n);
-    if (w > 0)
-        return w;
-    int e = SSL_get_error(c->ssl, w);
-    if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ)
-        return 0;
-    ERR_clear_error(); /* see io_read */
-    return -1;
-}
-
-/* io_read reads up to n bytes: returns the count, 0 when nothing is
- * available, -1 on end of stream or error. */
-static ssize_t io_read(struct conn *c, uint8_t *p, size_t n)
-{
-    if (c->ssl == NULL) {
-        ssize_t r = recv(c->fd, p, n, 0);
-        if (r > 0)
-            return r;
-        if (r == 0)
-            return -1;
-        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -1;
-    }
-    int r = SSL_read(c->ssl, p, n > INT32_MAX ? INT32_MAX : (int)n);
-    if (r > 0)
-        return r;
-    int e = SSL_get_error(c->ssl, r);
-    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
-        return 0;
-    /* SSL_get_error looks at this thread's error queue, so it must be
-     * empty before each call: rather than clearing it before every read
-     * and write (costly in OpenSSL 3), it is cleared after every failure. */
-    ERR_clear_error();
-    return -1;
-}
-
-/*
- * conn_flush writes as much of the output buffer as the socket takes, in
- * one call when it can. The bytes written are wiped (replies carry tokens).
- * Reading resumes if it was paused and the connection has room again.
- */
-static void conn_flush(struct conn *c)
-{
-    authd_server *s = c->lp->srv;
-    size_t off = 0;
-
-    if (c->closed || c->state == ST_HANDSHAKE || c->olen == 0)
-        return;
-    while (off < c->olen) {
-        ssize_t w = io_write(c, c->obuf + off, c->olen - off);
-        if (w < 0) {
-            conn_close(c, AUTHD_LOG_DEBUG, "send failed");
-            return;
-        }
-        if (w == 0) {
-            c->want_write = true;
-            break;
-        }
-        off += (size_t)w;
-    }
-    c->tls_bufs = true;
-    if (off > 0) {
-        c->out_since = c->lp->now;
-        if (off == c->olen) {
-            c->want_write = false;
-            unflushed_done(c);
-            obuf_release(c);
-        } else {
-            memmove(c->obuf, c->obuf + off, c->olen - off);
-            c->olen -= off;
-        }
-    }
-    if (c->paused && c->inflight < s->rep.max_inflight && c->olen < OUT_HIGH) {
-        c->paused = false;
-        mark_ready(c); /* frames may be buffered, and the socket is edge-triggered */
-    }
-}
+static const struct conn_ops srv_conn_ops = {
+    .closed = srv_conn_closed,
+    .freed = srv_conn_freed,
+};
 
 /* ---- requests -------------------------------------------------------------- */
-
-void loop_wake(struct loop *lp)
-{
-    uint64_t one = 1;
-    ssize_t w = write(lp->efd, &one, sizeof one);
-    (void)w; /* EAGAIN: the counter is saturated, the loop is awake anyway */
-}
-
-/*
- * conn_post (any thread): queue the framed reply f for c's loop and wake
- * it; see net/conn.h. Posted even when f is NULL (out of memory): the loop
- * must still take the request out of the connection's window.
- */
-void conn_post(struct conn *c, struct frame *f)
-{
-    struct loop *lp = c->lp;
-    bool wake = false;
-    pthread_mutex_lock(&c->mu);
-    if (c->closed) {
-        pthread_mutex_unlock(&c->mu);
-        if (f != NULL) {
-            authd_wipe(f->data, f->len); /* a Login's or Refresh's tokens */
-            free(f);
-        }
-        conn_unref(c);
-        return;
-    }
-    if (f == NULL) {
-        f = malloc(sizeof *f); /* an empty marker; if even that fails, the window stays shut */
-        if (f != NULL) {
-            f->next = NULL;
-            f->len = 0;
-        }
-    }
-    if (f != NULL) {
-        if (c->posted_tail != NULL)
-            c->posted_tail->next = f;
-        else
-            c->posted = f;
-        c->posted_tail = f;
-        c->nposted++;
-    }
-    if (!c->queued) {
-        c->queued = true;
-        atomic_fetch_add(&c->refs, 1); /* the queue's; the request's moves to... */
-        pthread_mutex_lock(&lp->mu);
-        c->pend_next = lp->pend;
-        lp->pend = c;
-        if (!lp->woken) {
-            lp->woken = true;
-            wake = true;
-        }
-        pthread_mutex_unlock(&lp->mu);
-    }
-    pthread_mutex_unlock(&c->mu);
-    conn_unref(c); /* the request's */
-    if (wake)
-        loop_wake(lp);
-}
-
-/* take_posted (loop thread): move replies other threads posted into the
- * output buffers and write them. */
-static void take_posted(struct loop *lp)
-{
-    uint64_t junk;
-    ssize_t r = read(lp->efd, &junk, sizeof junk);
-    (void)r;
-
-    pthread_mutex_lock(&lp->mu);
-    struct conn *list = lp->pend;
-    lp->pend = NULL;
-    lp->woken = false;
-    pthread_mutex_unlock(&lp->mu);
-
-    while (list != NULL) {
-        struct conn *c = list;
-        list = c->pend_next;
-        pthread_mutex_lock(&c->mu);
-        struct frame *f = c->posted;
-        unsigned n = c->nposted;
-        c->posted = c->posted_tail = NULL;
-        c->nposted = 0;
-        c->queued = false;
-        pthread_mutex_unlock(&c->mu);
-        if (!c->closed) {
-            c->inflight -= n;
-            loop_add(&lp->inflight, -(int)n);
-        }
-        while (f != NULL) {
-            struct frame *next = f->next;
-            /* An empty frame marks a reply lost to a failed allocation;
-             * closing tells its caller at once. */
-            if (!c->closed && (f->len == 0 || !conn_out_append(c, f->data, f->len)))
-                conn_close(c, AUTHD_LOG_WARN, "out of memory");
-            authd_wipe(f->data, f->len);
-            free(f);
-            f = next;
-        }
-        conn_flush(c);
-        conn_unref(c); /* the queue's */
-    }
-    take_inbox(lp, true);
-}
-
-/* loans_end: conn_read is done with c. A lent buffer that still holds
- * bytes (an incomplete frame, replies the socket did not take) moves into
- * one of c's own; an empty one is wiped and given back. False when that
- * copy cannot be allocated. */
-static bool loans_end(struct conn *c)
-{
-    struct loop *lp = c->lp;
-
-    if (c->rbuf != NULL && c->rbuf == lp->rloan) {
-        if (c->rlen == 0)
-            conn_rbuf_release(c);
-        else if (!conn_buf_resize(&c->rbuf, &c->rcap, &c->rhigh, c->rlen, RBUF_MIN, lp->rloan))
-            return false;
-    }
-    if (c->obuf != NULL && c->obuf == lp->oloan) {
-        if (c->olen == 0)
-            obuf_release(c);
-        else if (!conn_buf_resize(&c->obuf, &c->ocap, &c->ohigh, c->olen, c->olen, lp->oloan))
-            return false;
-    }
-    return true;
-}
-
-/*
- * conn_read (loop thread): read until the socket is empty or the window
- * is full, handling frames as they complete, then write the replies. The
- * sockets are edge-triggered, so a paused connection is read again
- * explicitly when it resumes.
- *
- * A connection without buffers of its own borrows the loop's for the
- * duration (lp->reading): with one request at a time per connection (many
- * connections, one call each) the request is read, answered and written
- * with no allocation, and the loan is wiped as far as it was written, as an
- * own buffer would be before it is freed.
- */
-static void conn_read(struct conn *c)
-{
-    struct loop *lp = c->lp;
-    authd_server *s = lp->srv;
-    size_t budget = READ_BUDGET;
-    bool got = false;
-
-    lp->reading = c;
-    while (!c->closed && !c->paused) {
-        /* Frames already buffered first (a resumed connection has some). */
-        if (!lp->proto->input(c)) {
-            conn_close(c, AUTHD_LOG_INFO, "protocol violation");
-            break;
-        }
-        if (c->closed)
-            break;
-        if (c->inflight >= s->rep.max_inflight || c->olen >= OUT_HIGH
-            || (c->rbuf != NULL && c->rlen == c->rcap)) {
-            c->paused = true; /* resumed by conn_flush as replies drain */
-            break;
-        }
-        if (c->rbuf == NULL) {
-            if (lp->rloan == NULL)
-                lp->rloan = malloc(RBUF_MIN);
-            if (lp->rloan != NULL) {
-                c->rbuf = lp->rloan; /* given back or kept by loans_end */
-                c->rcap = RBUF_MIN;
-            } else if (!conn_buf_resize(&c->rbuf, &c->rcap, &c->rhigh, 0, RBUF_MIN, NULL)) {
-                conn_close(c, AUTHD_LOG_WARN, "out of memory");
-                break;
-            }
-        }
-        if (budget == 0) {
-            mark_ready(c); /* the rest after the loop's other work */
-            break;
-        }
-        size_t want = c->rcap - c->rlen < budget ? c->rcap - c->rlen : budget;
-        ssize_t r = io_read(c, c->rbuf + c->rlen, want);
-        if (r < 0) {
-            if (c->olen > 0)
-                conn_flush(c); /* a half-closed peer may still read its replies */
-            conn_close(c, AUTHD_LOG_DEBUG, "peer closed");
-            break;
-        }
-        if (r == 0)
-            break;
-        budget -= (size_t)r;
-        c->rlen += (size_t)r;
-        if (c->rlen > c->rhigh)
-            c->rhigh = c->rlen;
-        c->tls_bufs = true;
-        c->last_read = lp->now;
-        got = true;
-    }
-    if (!c->closed) {
-        if (got)
-            touch(c);
-        if (c->rlen == 0 && c->rbuf != NULL)
-            conn_rbuf_release(c);
-        if (c->olen > 0)
-            conn_flush(c);
-        if (!c->closed && !loans_end(c))
-            conn_close(c, AUTHD_LOG_WARN, "out of memory");
-    }
-    lp->reading = NULL; /* a closed c gave its loans back in conn_close */
-}
 
 /* take_caller keeps the client certificate's identity as c->caller (see
  * authd_tls_caller). */
@@ -981,22 +476,6 @@ static void conn_handshake(struct conn *c)
         atomic_fetch_add(&s->hs_log_held, 1);
     }
     conn_close(c, AUTHD_LOG_DEBUG, reason);
-}
-
-static void conn_event(struct conn *c, uint32_t ev)
-{
-    if (c->closed)
-        return;
-    if (c->state == ST_HANDSHAKE) {
-        conn_handshake(c);
-        return;
-    }
-    if ((ev & EPOLLOUT) && c->want_write) {
-        c->want_write = false;
-        conn_flush(c);
-    }
-    if (!c->closed && (ev & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)))
-        conn_read(c);
 }
 
 /* ---- accepting --------------------------------------------------------------- */
@@ -1142,7 +621,7 @@ static void conn_start(struct loop *lp, int fd, const struct sockaddr_storage *s
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
 
-    list_append(lp, c);
+    loop_list_append(lp, c);
     hs_join(c);
     authd_logrec r;
     if (authd_log_begin(&r, AUTHD_LOG_DEBUG, "connection_accepted")) {
@@ -1284,25 +763,6 @@ static bool listen_on(struct loop *lp)
 
 /* ---- the loop ------------------------------------------------------------------ */
 
-/* run_ready gives every connection queued by mark_ready one more turn;
- * those that still have more go to the back of the list for the next
- * iteration (which then does not sleep in epoll_wait). */
-static void run_ready(struct loop *lp)
-{
-    struct conn *list = lp->ready;
-
-    lp->ready = lp->ready_tail = NULL;
-    while (list != NULL) {
-        struct conn *c = list;
-        list = c->ready_next;
-        c->ready_next = NULL;
-        c->ready = false;
-        if (!c->closed)
-            conn_read(c);
-        conn_unref(c);
-    }
-}
-
 /*
  * client_still_valid checks an established connection's client
  * certificate against a reloaded context's store (client CA, CRL), as the
@@ -1431,61 +891,52 @@ bool authd_server_loops_turning(const authd_server *s, unsigned within_ms)
     return true;
 }
 
-static void *loop_main(void *arg)
-{
-    struct loop *lp = arg;
-    authd_server *s = lp->srv;
-    struct epoll_event evs[MAX_EVENTS];
-
-    tl_loop = lp;
-    if (!s->rep.echo)
-        authd_service_thread_start(s->rep.svc);
-    lp->now = now_ns();
-    lp->next_sweep = lp->now + (uint64_t)SWEEP_MS * 1000000u;
-    while (!atomic_load(&s->stopping)) {
-        int n = epoll_wait(lp->ep, evs, MAX_EVENTS, lp->ready != NULL ? 0 : SWEEP_MS);
-        lp->now = now_ns();
-        for (int i = 0; i < n; i++) {
-            void *p = evs[i].data.ptr;
-            if (p == NULL) {
-                if (atomic_load(&s->rep.draining)) {
-                    epoll_ctl(lp->ep, EPOLL_CTL_DEL, lp->lfd, NULL);
-                    lp->listening = false;
-                } else {
-                    loop_accept(lp);
-                }
-            } else if (p == lp) {
-                take_posted(lp);
-            } else {
-                conn_event(p, evs[i].events);
-            }
-        }
-        run_ready(lp);
-        uint64_t now = now_ns();
-        if (now >= lp->next_sweep) {
-            atomic_store_explicit(&lp->beat, now, memory_order_relaxed);
-            loop_sweep(lp, now);
-            fault_wedge(lp, now);
-        }
-        loop_bury(lp);
-    }
-    /* Stopping: close every connection of this loop. */
-    take_posted(lp);
-    take_inbox(lp, false);
-    while (lp->conns != NULL)
-        conn_close(lp->conns, AUTHD_LOG_DEBUG, "server closing");
-    run_ready(lp); /* only drops references now */
-    loop_bury(lp);
-    lp->proto->loop_end(lp);
-    if (!s->rep.echo)
-        authd_service_thread_stop(s->rep.svc);
-    return NULL;
-}
-
 /* ---- setup ------------------------------------------------------------------------ */
 
 /* ssl_new makes a connection's TLS state from the context in force, and
  * says which generation that is. */
+/* ---- what the loops reach here (loop_ops) ----------------------------------- */
+
+/* srv_listener: loop 0's listening socket is readable: accept, or stop
+ * listening once draining. */
+static void srv_listener(struct loop *lp)
+{
+    if (atomic_load(&lp->srv->rep.draining)) {
+        epoll_ctl(lp->ep, EPOLL_CTL_DEL, lp->lfd, NULL);
+        lp->listening = false;
+    } else {
+        loop_accept(lp);
+    }
+}
+
+/* srv_sweep: the loop's deadline sweep, and the test builds' wedge. */
+static void srv_sweep(struct loop *lp, uint64_t now)
+{
+    loop_sweep(lp, now);
+    fault_wedge(lp, now);
+}
+
+static void srv_thread_start(struct loop *lp)
+{
+    if (!lp->srv->rep.echo)
+        authd_service_thread_start(lp->srv->rep.svc);
+}
+
+static void srv_thread_stop(struct loop *lp)
+{
+    if (!lp->srv->rep.echo)
+        authd_service_thread_stop(lp->srv->rep.svc);
+}
+
+static const struct loop_ops srv_loop_ops = {
+    .listener = srv_listener,
+    .inbox = take_inbox,
+    .handshake = conn_handshake,
+    .sweep = srv_sweep,
+    .thread_start = srv_thread_start,
+    .thread_stop = srv_thread_stop,
+};
+
 static SSL *ssl_new(authd_server *s, unsigned *gen)
 {
     pthread_mutex_lock(&s->ctx_mu);
@@ -1633,6 +1084,10 @@ authd_code authd_server_start(
         lp->srv = s;
         lp->proto = &authd_sp_rep;
         lp->proto_arg = &s->rep;
+        lp->max_inflight = s->rep.max_inflight;
+        lp->ops = &srv_conn_ops;
+        lp->lops = &srv_loop_ops;
+        lp->stop = &s->stopping;
         lp->ep = lp->efd = lp->lfd = -1;
         atomic_init(&lp->beat, now_ns()); /* started: counts as a turn */
         pthread_mutex_init(&lp->mu, NULL);

@@ -1,8 +1,11 @@
 /*
  * net/conn.h — a connection and its event loop as the transport's parts
- * share them: the server's loops and connection I/O (src/server.c) and the
- * protocol spoken on the connections (src/protocol/sp_rep.c, behind
- * struct conn_proto). Internal to the server library; not an API.
+ * share them: the loop (src/net/loop.c), connection I/O (src/net/conn.c),
+ * the server and its admission (src/server.c), and the protocol spoken on
+ * the connections (src/protocol/sp_rep.c, behind struct conn_proto).
+ * Internal to the server library; not an API. The loop's small hot-path
+ * helpers (loop_mark_ready, loop_touch, the activity list) are inline
+ * here, so that every part uses them without a call.
  *
  * Knows descriptors, buffers, TLS state, deadlines and the queues of a
  * loop. Must not know SP framing, envelopes, protobuf or the service: a
@@ -11,6 +14,11 @@
  * behaviour or the hot path (see the notes at enum conn_state and
  * conn.inflight): the SP header exchange as a connection state, and the
  * count of requests in flight that pauses reading.
+ *
+ * The loop (net/loop.c) and the connection (net/conn.c) reach the server
+ * only through struct loop_ops (net/loop.h) and struct conn_ops: the
+ * server (src/server.c) keeps admission (per-source counts, handshake and
+ * connection caps, eviction), the TLS handshake and the deadline sweep.
  *
  * Threads: a connection belongs to one loop for life; everything here is
  * that loop's alone unless a field says otherwise.
@@ -32,10 +40,31 @@
 #include "server.h"
 #include "service.h"
 
+/* Buffer sizes the loop and the connection share (net/conn.c). */
+#define RBUF_MIN 16384 /* the loop's lent receive buffer; a connection's first */
+#define LOAN_OUT 16384 /* the loop's lent output buffer */
+#define OUT_HIGH (256 * 1024) /* unwritten reply bytes before reading pauses */
+
 struct conn;
 struct handoff;
 struct loop;
+struct loop_ops;
 struct rreq;
+
+/*
+ * conn_ops: what a connection's close and free reach in the server that
+ * owns its loop, so that net/conn.c knows nothing of admission (Redis's
+ * ConnectionType and nng's transport ops are the models). closed (loop
+ * thread, from conn_close, once per connection) gives back c's places in
+ * the server's counts: its source's connection and, if c->in_hs, its
+ * handshake; the connection and handshake caps. freed (any thread, from
+ * the last conn_unref, after c is freed) counts one connection struct
+ * fewer.
+ */
+struct conn_ops {
+    void (*closed)(struct conn *c);
+    void (*freed)(struct loop *lp);
+};
 
 /*
  * conn_proto: what a loop calls on the protocol of its connections.
@@ -112,6 +141,15 @@ struct loop {
     /* The protocol its connections speak, and that protocol's settings. */
     const struct conn_proto *proto;
     void *proto_arg;
+    /* The protocol's window (max_inflight requests a connection may have
+     * in flight before conn_read pauses it), copied from the settings at
+     * start so that net/conn.c need not know the server. */
+    unsigned max_inflight;
+    /* What a connection's close and free reach in the server, what the
+     * loop calls on it (net/loop.h), and the server's stop flag. */
+    const struct conn_ops *ops;
+    const struct loop_ops *lops;
+    const atomic_bool *stop;
     pthread_t thread;
     int ep;
     int efd; /* eventfd: posted replies, stop, drain */
@@ -171,8 +209,69 @@ static inline void loop_add(atomic_uint *a, int d)
 /* The loop this thread runs, if any (initial-exec: read per reply). */
 extern _Thread_local struct loop *tl_loop __attribute__((tls_model("initial-exec")));
 
+/* loop_mark_ready queues c to be read later in this loop iteration. */
+static inline void loop_mark_ready(struct conn *c)
+{
+    struct loop *lp = c->lp;
+
+    if (c->ready || c->closed)
+        return;
+    c->ready = true;
+    atomic_fetch_add(&c->refs, 1);
+    c->ready_next = NULL;
+    if (lp->ready_tail != NULL)
+        lp->ready_tail->ready_next = c;
+    else
+        lp->ready = c;
+    lp->ready_tail = c;
+}
+
+/* conn_unflushed_done: c has no output left to count for drain. */
+static inline void conn_unflushed_done(struct conn *c)
+{
+    if (c->in_unflushed) {
+        c->in_unflushed = false;
+        loop_add(&c->lp->unflushed, -1);
+    }
+}
+
+/* The loop's connection list, in order of last activity (loop thread). */
+static inline void loop_list_unlink(struct loop *lp, struct conn *c)
+{
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        lp->conns = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    else
+        lp->conns_tail = c->prev;
+    c->prev = c->next = NULL;
+}
+
+static inline void loop_list_append(struct loop *lp, struct conn *c)
+{
+    c->next = NULL;
+    c->prev = lp->conns_tail;
+    if (lp->conns_tail != NULL)
+        lp->conns_tail->next = c;
+    else
+        lp->conns = c;
+    lp->conns_tail = c;
+}
+
+/* loop_touch: c was active; it goes to the tail (the most recent). */
+static inline void loop_touch(struct conn *c)
+{
+    struct loop *lp = c->lp;
+    if (lp->conns_tail != c) {
+        loop_list_unlink(lp, c);
+        loop_list_append(lp, c);
+    }
+}
+
 /* conn_out_grow is conn_out_reserve's slow path: a loan or a bigger
- * buffer (server.c). */
+ * buffer (net/conn.c). */
 bool conn_out_grow(struct conn *c, size_t more);
 
 /* conn_out_reserve makes room for more output bytes; the caller then
@@ -218,9 +317,25 @@ bool conn_buf_resize(
  * it, or gives it back if the loop lent it. */
 void conn_rbuf_release(struct conn *c);
 
+/* conn_obuf_release wipes what was written of c's output buffer and frees
+ * it, or gives it back if the loop lent it. */
+void conn_obuf_release(struct conn *c);
+
 /* conn_hs_done: c finished its handshake (TLS and the protocol's
  * greeting): its source may start another. */
 void conn_hs_done(struct conn *c);
+
+/* conn_flush (loop thread) writes as much of c's output as the socket
+ * takes, and resumes reading a paused c that has room again. */
+void conn_flush(struct conn *c);
+
+/* conn_read (loop thread) reads c until its socket is empty, its window
+ * full or its turn's budget spent, hands what arrived to the protocol and
+ * writes the replies. */
+void conn_read(struct conn *c);
+
+/* conn_log writes one line event about c (its peer and why) at lvl. */
+void conn_log(authd_log_level lvl, const char *event, const struct conn *c, const char *why);
 
 /* conn_close (loop thread) frees c's socket, TLS state and buffers at once
  * and logs why (NULL: no line); replies that come later are dropped. c
