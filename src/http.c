@@ -946,7 +946,7 @@ authd_code authd_http_check_url(const authd_http_options *o, char *err, size_t e
     char url[HTTP_URL_MAX];
 
     return bind_url(o, &tls, url, sizeof url, true, err, errlen) == 0 ? AUTHD_OK
-                                                                        : AUTHD_INVALID_ARGUMENT;
+                                                                      : AUTHD_INVALID_ARGUMENT;
 }
 
 authd_code authd_http_start(
@@ -989,7 +989,8 @@ authd_code authd_http_start(
     h->tls = tls;
     h->threads = o->threads > 0 ? o->threads : 1;
     h->max_connections = o->max_connections > 0 ? o->max_connections : HTTP_DEFAULT_CONNS;
-    h->max_per_source = o->max_conns_per_source > 0 ? o->max_conns_per_source : HTTP_DEFAULT_PER_SRC;
+    h->max_per_source
+        = o->max_conns_per_source > 0 ? o->max_conns_per_source : HTTP_DEFAULT_PER_SRC;
     h->timeout_s = o->timeout_s > 0 ? o->timeout_s : HTTP_DEFAULT_TIMEOUT;
     h->d = start_daemon(h, fd, h->cert_pem, h->key_pem, 0);
     if (h->d == NULL) {
@@ -1042,8 +1043,9 @@ authd_code authd_http_reload_tls(
         goto out;
     }
     if ((probe = start_daemon(h, -1, cert_pem, key_pem, MHD_USE_NO_LISTEN_SOCKET)) == NULL) {
-        snprintf(err, errlen, "side port: certificate %s / key %s refused (PEM? the key the certificate's?)",
-            cert, key);
+        snprintf(err, errlen,
+            "side port: certificate %s / key %s refused (PEM? the key the certificate's?)", cert,
+            key);
         goto out;
     }
     MHD_stop_daemon(probe);

@@ -210,13 +210,16 @@ static char *jwks_pem(const char *doc, const char *kid)
     {
         const char *x = json_string_value(json_object_get(k, "x"));
         const char *y = json_string_value(json_object_get(k, "y"));
-        if (strcmp(json_string_value(json_object_get(k, "kid")), kid) != 0 || x == NULL || y == NULL)
+        if (strcmp(json_string_value(json_object_get(k, "kid")), kid) != 0 || x == NULL
+            || y == NULL)
             continue;
         pt[0] = 0x04;
-        if (sodium_base642bin(pt + 1, 32, x, strlen(x), NULL, &xl, NULL,
-                sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0
+        if (sodium_base642bin(
+                pt + 1, 32, x, strlen(x), NULL, &xl, NULL, sodium_base64_VARIANT_URLSAFE_NO_PADDING)
+                != 0
             || sodium_base642bin(pt + 33, 32, y, strlen(y), NULL, &yl, NULL,
-                sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0
+                   sodium_base64_VARIANT_URLSAFE_NO_PADDING)
+                != 0
             || xl != 32 || yl != 32)
             break;
         OSSL_PARAM_BLD *b = OSSL_PARAM_BLD_new();
@@ -277,8 +280,8 @@ static bool openssl_ok(const char *token, const char *doc, const char *kid)
         if (r != NULL && sv != NULL && ECDSA_SIG_set0(es, r, sv) == 1) {
             int dl = i2d_ECDSA_SIG(es, &der);
             ok = dl > 0 && EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, pk) == 1
-                && EVP_DigestVerify(md, der, (size_t)dl, (const unsigned char *)token,
-                       (size_t)(dot2 - token))
+                && EVP_DigestVerify(
+                       md, der, (size_t)dl, (const unsigned char *)token, (size_t)(dot2 - token))
                     == 1;
         } else {
             BN_free(r);
